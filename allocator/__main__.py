@@ -1,0 +1,3 @@
+from allocator.cli import app
+
+app()
