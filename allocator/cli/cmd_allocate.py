@@ -1,0 +1,96 @@
+"""``allocator allocate``: one scenario, end to end, into an auditable run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from allocator.cli.app import app, guarded, out_console
+from allocator.cli.common import print_json, progress_printer, resolve_data_dir, usd
+from allocator.pipeline import DataSession, allocate, manifest
+from allocator.rundir import write_run_dir
+from allocator.scenarios import load_scenario
+
+SOLVERS = ("auto", "fast", "cvxpy")
+
+
+def run_summary(run, out_dir: Path | None) -> dict:  # noqa: ANN001 - RunResult
+    cert = run.allocation.certificate
+    rec = run.eligibility.reconciliation
+    counts = run.allocations["bound"].value_counts()
+    by = {row[0]: row[1] for row in counts.iter_rows()}
+    return {
+        "scenario": run.scenario.name,
+        "run_dir": str(out_dir) if out_dir else None,
+        "liquidated": rec.liquidated_users,
+        "eligible": rec.eligible_users,
+        "excluded": rec.excluded_users,
+        "budget_cents": run.budget_cents,
+        "paid_cents": run.paid_cents,
+        "unspent_cents": run.budget_cents - run.paid_cents,
+        "at_floor": int(by.get("floor", 0)),
+        "interior": int(by.get("interior", 0)),
+        "at_cap": int(by.get("cap", 0)),
+        "shadow_price": run.allocation.shadow_price,
+        "objective": run.allocation.objective,
+        "solver": run.allocation.method,
+        "status": run.allocation.status,
+        "certified": bool(cert.certified),
+    }
+
+
+@app.command("allocate")
+@guarded
+def allocate_cmd(
+    scenario: Annotated[Path, typer.Option("--scenario", "-s", help="Scenario TOML file.")],
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Run directory to write (default: runs/<scenario>).")
+    ] = None,
+    solver: Annotated[
+        Optional[str], typer.Option("--solver", help="auto | fast | cvxpy (default: the scenario's).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as strict JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Run eligibility, allocation and cent rounding for one scenario; write a run directory.
+
+    Example: allocator allocate --scenario scenarios/baseline.toml --out runs/baseline
+    """
+    if solver is not None and solver not in SOLVERS:
+        raise typer.BadParameter(f"--solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
+    scen = load_scenario(scenario)
+    progress = progress_printer(quiet)
+    data_dir = resolve_data_dir(data)
+    progress(f"loading and validating {data_dir}")
+    session = DataSession.open(data_dir)
+    run = allocate(session, scen, solver=solver, progress=progress)
+    out_dir = out if out is not None else Path("runs") / scen.name
+    progress(f"writing {out_dir}")
+    man = manifest(session, run, solver_requested=solver or scen.solver.name)
+    write_run_dir(
+        out_dir,
+        allocations=run.allocations,
+        excluded=run.eligibility.excluded,
+        payouts=run.payouts,
+        manifest=man,
+    )
+    summary = run_summary(run, out_dir)
+    if json_out:
+        print_json(summary)
+        return
+    s = summary
+    out_console.print(
+        f"scenario {s['scenario']}: {s['eligible']:,} eligible of {s['liquidated']:,} liquidated "
+        f"({s['excluded']:,} excluded)\n"
+        f"paid {usd(s['paid_cents'] / 100)} of {usd(s['budget_cents'] / 100)} USD, "
+        f"unspent {usd(s['unspent_cents'] / 100)}\n"
+        f"at floor {s['at_floor']:,}, interior {s['interior']:,}, at cap {s['at_cap']:,}\n"
+        f"shadow price {s['shadow_price']:.6g} per USD, solver {s['solver']} ({s['status']}, "
+        f"{'certified' if s['certified'] else 'NOT certified'})\n"
+        f"run directory {out_dir}"
+    )

@@ -1,0 +1,34 @@
+"""``allocator check-budget``: finance's reconciliation of a run directory from its files alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from allocator.checks import check_run_dir
+from allocator.cli.app import app, guarded, out_console
+from allocator.cli.common import print_json
+
+
+@app.command("check-budget")
+@guarded
+def check_budget_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `allocator allocate`.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
+) -> None:
+    """Check a run directory: exact total, bounds, nobody paid twice or lost, hashes.
+
+    Exits 0 only if every check holds; otherwise lists every failure and exits 1.
+
+    Example: allocator check-budget runs/baseline
+    """
+    report = check_run_dir(run_dir)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        for line in report.lines():
+            out_console.print(line, markup=False, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,238 @@
+"""End to end: data directory + scenario -> eligibility -> model -> solve -> cents -> run.
+
+The library entry point behind ``allocator allocate``, ``compare`` and ``sweep``. It reads files
+only through :mod:`allocator.data` and writes only through :mod:`allocator.rundir`; the
+optimisation core (:mod:`allocator.solvers`, :mod:`allocator.rounding`) sees arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from allocator import names as N
+from allocator.certificate import Certificate, certify
+from allocator.config import EligibilityRules, Scenario
+from allocator.data import Inputs, file_sha256, load_inputs
+from allocator.eligibility import EligibilityResult, compute_eligibility
+from allocator.payouts import Payouts, plan_payouts
+from allocator.problem import AllocationProblem
+from allocator.rounding import bounds_to_cents, budget_to_cents, round_to_cents
+from allocator.scenarios import scenario_to_dict
+from allocator.solvers import Allocation, solve
+from allocator.weights import build_problem, segment_labels
+
+#: Identifies the programme in payout idempotency keys: one voucher per user per programme.
+PROGRAMME = "together-initiative-vouchers-2025"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class DataSession:
+    """Inputs loaded and validated once, with eligibility cached per rule set.
+
+    ``compare`` and ``sweep`` evaluate many scenarios on the same data; most share their
+    eligibility rules, so the Polars pipeline runs once per distinct rule set.
+    """
+
+    data_dir: Path
+    inputs: Inputs
+    _eligibility: dict[EligibilityRules, tuple[EligibilityResult, float]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, data_dir: str | Path) -> DataSession:
+        data_dir = Path(data_dir)
+        return cls(data_dir=data_dir, inputs=load_inputs(data_dir, validate=True))
+
+    def eligibility(self, rules: EligibilityRules) -> tuple[EligibilityResult, float]:
+        """The eligibility result for ``rules`` and the seconds it took when first computed."""
+        if rules not in self._eligibility:
+            t0 = time.perf_counter()
+            inp = self.inputs
+            result = compute_eligibility(inp.events, inp.prices, inp.snapshot, inp.users, rules)
+            result.reconciliation.check()
+            self._eligibility[rules] = (result, time.perf_counter() - t0)
+        return self._eligibility[rules]
+
+    def input_manifest(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for stem, path in sorted(self.inputs.paths.items()):
+            out[stem] = {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    """Everything one scenario produced on one data set, before it is written."""
+
+    scenario: Scenario
+    eligibility: EligibilityResult
+    problem: AllocationProblem
+    allocation: Allocation
+    cents: np.ndarray
+    lower_cents: np.ndarray
+    upper_cents: np.ndarray
+    allocations: pl.DataFrame
+    payouts: Payouts | None
+    final_certificate: Certificate
+    timings: dict[str, float]
+
+    @property
+    def budget_cents(self) -> int:
+        return budget_to_cents(self.problem.budget)
+
+    @property
+    def paid_cents(self) -> int:
+        return int(self.cents.sum())
+
+
+def bound_labels(cents: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray) -> np.ndarray:
+    """Which bound each final voucher sits on, judged on the paid cents (checkable from files)."""
+    labels = np.full(cents.shape[0], N.BOUND_INTERIOR, dtype=object)
+    labels[cents >= hi_c] = N.BOUND_CAP
+    labels[cents <= lo_c] = N.BOUND_FLOOR
+    return labels
+
+
+def allocate(
+    session: DataSession,
+    scenario: Scenario,
+    *,
+    solver: str | None = None,
+    with_payouts: bool = True,
+    progress: Progress = _quiet,
+) -> RunResult:
+    """Run one scenario on a loaded data session; raises the typed errors of allocator.errors.
+
+    ``with_payouts=False`` skips the payout plan (``compare`` and ``sweep`` only need amounts).
+    """
+    timings: dict[str, float] = {}
+    progress("eligibility")
+    elig, timings["eligibility"] = session.eligibility(scenario.eligibility)
+    features = elig.eligible
+
+    progress("model")
+    t0 = time.perf_counter()
+    problem = build_problem(features, scenario)
+    timings["model"] = time.perf_counter() - t0
+
+    progress("solve")
+    t0 = time.perf_counter()
+    method = solver or scenario.solver.name
+    allocation = solve(problem, method=method, cvxpy_solver=scenario.solver.cvxpy_solver)
+    timings["solve"] = time.perf_counter() - t0
+
+    progress("rounding")
+    t0 = time.perf_counter()
+    user_id = features[N.USER_ID].to_numpy()
+    loss = features[N.LOSS_USD].to_numpy()
+    cents = round_to_cents(
+        allocation.vouchers,
+        problem.lower,
+        problem.upper,
+        problem.budget,
+        exhaust=problem.exhaust,
+        loss=loss,
+        user_id=user_id,
+    )
+    lo_c, hi_c = bounds_to_cents(problem.lower, problem.upper)
+    final_certificate = certify(
+        problem,
+        cents / 100.0,
+        allocation.shadow_price,
+        allocation.segment_prices,
+        rounded=True,
+    )
+    allocations = pl.DataFrame(
+        {
+            N.USER_ID: pl.Series(user_id, dtype=pl.Int64),
+            N.VOUCHER_CENTS: pl.Series(cents, dtype=pl.Int64),
+            N.VOUCHER_USD: pl.Series(cents / 100.0, dtype=pl.Float64),
+            "lower_cents": pl.Series(lo_c, dtype=pl.Int64),
+            "upper_cents": pl.Series(hi_c, dtype=pl.Int64),
+            N.LOSS_USD: features[N.LOSS_USD],
+            N.LOSS_RATIO: features[N.LOSS_RATIO],
+            N.WEIGHT: pl.Series(problem.weights, dtype=pl.Float64),
+            N.BOUND: pl.Series(bound_labels(cents, lo_c, hi_c).tolist(), dtype=pl.String),
+            N.SEGMENT: segment_labels(features, scenario.segments),
+        }
+    )
+    payouts = plan_payouts(user_id, cents, scenario.payouts, PROGRAMME) if with_payouts else None
+    timings["rounding"] = time.perf_counter() - t0
+
+    return RunResult(
+        scenario=scenario,
+        eligibility=elig,
+        problem=problem,
+        allocation=allocation,
+        cents=cents,
+        lower_cents=lo_c,
+        upper_cents=hi_c,
+        allocations=allocations,
+        payouts=payouts,
+        final_certificate=final_certificate,
+        timings=timings,
+    )
+
+
+def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> dict[str, object]:
+    """The run's manifest (``outputs`` hashes and the write time are added by the writer)."""
+    from allocator.rundir import versions
+
+    rec = run.eligibility.reconciliation
+    bounds = run.allocations[N.BOUND]
+    budget_cents = run.budget_cents
+    paid = run.paid_cents
+    inputs = session.input_manifest()
+    rows = {
+        N.EVENTS_FILE: rec.events_total,
+    }
+    for stem, meta in inputs.items():
+        if stem in rows:
+            meta["rows"] = rows[stem]
+    return {
+        "format": "allocator-run/1",
+        "programme": PROGRAMME,
+        "scenario": scenario_to_dict(run.scenario),
+        "inputs": inputs,
+        "versions": versions(),
+        "solver": {
+            "requested": solver_requested,
+            "used": run.allocation.method,
+            "status": run.allocation.status,
+        },
+        "objective": run.allocation.objective,
+        "objective_rounded": run.final_certificate.objective,
+        "shadow_price": run.allocation.shadow_price,
+        "segment_prices": {k: list(v) for k, v in run.allocation.segment_prices.items()},
+        "certificate": run.allocation.certificate.to_dict(),
+        "certificate_rounded": run.final_certificate.to_dict(),
+        "money": {
+            "budget_cents": budget_cents,
+            "paid_cents": paid,
+            "unspent_cents": budget_cents - paid,
+            "exhaust": run.problem.exhaust,
+        },
+        "counts": {
+            "liquidated": rec.liquidated_users,
+            "eligible": rec.eligible_users,
+            "excluded": rec.excluded_users,
+            "floor": int((bounds == N.BOUND_FLOOR).sum()),
+            "interior": int((bounds == N.BOUND_INTERIOR).sum()),
+            "cap": int((bounds == N.BOUND_CAP).sum()),
+            "excluded_by_reason": dict(rec.excluded_by_reason),
+        },
+        "reconciliation": rec.to_dict(),
+        "timings_s": {k: round(v, 6) for k, v in run.timings.items()},
+        "payout_batches": run.payouts.schedule_dicts(),
+    }
