@@ -3,6 +3,14 @@
 Importing this package registers every command module on the shared Typer app.
 """
 
+from allocator.cli import (  # noqa: F401  (imported for their @app.command registrations)
+    cmd_allocate,
+    cmd_check,
+    cmd_compare,
+    cmd_eligibility,
+    cmd_generate,
+    cmd_loans,
+)
 from allocator.cli.app import app
 
 __all__ = ["app"]

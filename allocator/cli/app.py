@@ -24,9 +24,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _console(*, stderr: bool) -> Console:
+    # Rich falls back to 80 columns when output is piped, which squeezes the comparison tables
+    # into unreadable cells; files and pipes get a wide page instead.
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=220)
+    return console
+
+
 #: Progress, logs and errors go to stderr so that stdout stays clean for ``--json``.
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+err_console = _console(stderr=True)
+out_console = _console(stderr=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,0 +1,487 @@
+"""The run directory: what ``allocator allocate`` writes and ``allocator check-budget`` reads.
+
+Contract
+--------
+A run directory holds exactly four files.
+
+``allocations.parquet``
+    One row per eligible user, sorted by ``user_id``, columns in this order:
+    ``user_id`` Int64, ``voucher_cents`` Int64, ``voucher_usd`` Float64 (``voucher_cents / 100``),
+    ``lower_cents`` Int64, ``upper_cents`` Int64 (the user's bounds in cents: the floor rounded
+    *up* to the cent, ``min(cap, coverage_cap * loss)`` rounded *down*), ``loss_usd`` Float64,
+    ``loss_ratio`` Float64, ``weight`` Float64, ``bound`` String (one of
+    :data:`allocator.names.BOUND_STATES`, judged on the paid cents), ``segment`` String (null when
+    the scenario has no segments). Any further columns follow these.
+``excluded.parquet``
+    One row per liquidated user left out, sorted by ``user_id``: ``user_id`` Int64, ``reason``
+    String (one of :data:`allocator.names.REASONS`), ``detail`` String, then the numbers behind
+    the decision (``loss_usd``, ``gross_loss_usd``, ``net_assets_usd``, ``loss_ratio``,
+    ``n_events``).
+``payouts.csv``
+    One row per allocated user: ``user_id``, ``amount`` (USD with exactly two decimals, e.g.
+    ``4.00``; parsed back to cents by splitting the string, never through a float), ``batch``,
+    ``idempotency_key``.
+``manifest.json``
+    ``{"format": "allocator-run/1", "programme", "scenario": <the fully resolved scenario, incl.
+    bounds.floor_usd, bounds.cap_usd, bounds.coverage_cap, budget.total_usd, budget.exhaust>,
+    "inputs": {stem: {"path": <absolute>, "sha256", "rows"}}, "versions": {...}, "solver":
+    {"requested", "used", "status"}, "objective", "shadow_price", "certificate": {...}, "money":
+    {"budget_cents", "paid_cents", "unspent_cents", "exhaust"}, "counts": {"liquidated",
+    "eligible", "excluded", "floor", "interior", "cap", "excluded_by_reason": {...}},
+    "timings_s": {...}, "payout_batches": [...], "outputs": {filename: sha256}}``.
+    Strict JSON (a non-finite float is written as ``null``, ``"inf"`` or ``"-inf"``), sorted keys,
+    indent 2, trailing newline. ``outputs`` is filled in by :func:`write_run_dir`.
+
+Writing
+-------
+:func:`write_run_dir` writes the three data files into a fresh hidden sibling directory
+``.<name>.new-<random>``, hashes them into ``outputs``, writes ``manifest.json`` last, flushes
+everything to disk and only then moves the directory into place. An existing run directory is
+renamed aside to ``.<name>.old-<random>``, the new one renamed in, and the old one deleted.
+
+Crash windows (a crash is a power cut or a kill; a Python exception cleans up after itself):
+
+1. while the new files are written: ``out_dir`` is untouched (old run or nothing); a hidden
+   ``.new-`` directory may remain, without ``manifest.json`` unless every file is complete;
+2. between the two renames: nothing is at ``out_dir`` (``check-budget`` reports it missing); the
+   complete old and new runs are both in their hidden siblings;
+3. after the second rename, before the old one is deleted: ``out_dir`` is the complete new run;
+   a hidden ``.old-`` directory may remain.
+
+So at no point is there a directory at ``out_dir`` that ``check-budget`` would accept but is
+incomplete. Hidden leftovers are never read and are safe to delete. Parquet files are written
+with explicit zstd compression, row-group size and statistics, and carry no timestamps, so
+identical frames give byte-identical files; ``manifest.json`` is byte-identical when the manifest
+is (its ``timings_s`` differ between reruns).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from allocator import names as N
+from allocator.data import file_sha256
+from allocator.errors import InputError
+
+#: Value of ``manifest["format"]``; bump it when the contract above changes.
+RUN_FORMAT = "allocator-run/1"
+LOWER_CENTS = "lower_cents"
+UPPER_CENTS = "upper_cents"
+#: Parsed ``amount`` of payouts.csv, exact integer cents (a column of :attr:`RunDir.payouts`).
+AMOUNT_CENTS = "amount_cents"
+
+ALLOCATIONS_SCHEMA: dict[str, pl.DataType] = {
+    N.USER_ID: pl.Int64(),
+    N.VOUCHER_CENTS: pl.Int64(),
+    N.VOUCHER_USD: pl.Float64(),
+    LOWER_CENTS: pl.Int64(),
+    UPPER_CENTS: pl.Int64(),
+    N.LOSS_USD: pl.Float64(),
+    N.LOSS_RATIO: pl.Float64(),
+    N.WEIGHT: pl.Float64(),
+    N.BOUND: pl.String(),
+    N.SEGMENT: pl.String(),
+}
+EXCLUDED_KEY_COLUMNS: dict[str, pl.DataType] = {
+    N.USER_ID: pl.Int64(),
+    N.REASON: pl.String(),
+    N.DETAIL: pl.String(),
+}
+PAYOUTS_COLUMNS = (N.USER_ID, N.AMOUNT, N.BATCH, N.IDEMPOTENCY_KEY)
+#: Data files of a run directory, hashed into ``manifest["outputs"]``.
+OUTPUT_FILES = (N.ALLOCATIONS_FILE, N.EXCLUDED_FILE, N.PAYOUTS_FILE)
+RUN_FILES = OUTPUT_FILES + (N.MANIFEST_FILE,)
+
+#: Packages whose versions a manifest records (distribution names).
+VERSIONED_PACKAGES = (
+    "numpy",
+    "scipy",
+    "polars",
+    "cvxpy",
+    "clarabel",
+    "highspy",
+    "ecos",
+    "scs",
+    "pyarrow",
+)
+
+_PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "statistics": True,
+    "row_group_size": 262_144,
+}
+_AMOUNT_RE = r"^(\d+)\.(\d{2})$"
+
+PayoutsSource = Callable[[Path], None] | pl.DataFrame | Any
+
+
+@dataclass(frozen=True, eq=False)
+class RunDir:
+    """A run directory read back: its three tables, its manifest and where it lives.
+
+    ``payouts`` has the columns of payouts.csv plus ``amount_cents`` (Int64, exact).
+    """
+
+    path: Path
+    allocations: pl.DataFrame
+    excluded: pl.DataFrame
+    payouts: pl.DataFrame
+    manifest: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python, this package and the numerical stack (``None`` when not installed).
+
+    Read from package metadata, so nothing heavy (cvxpy) is imported.
+    """
+    from allocator import __version__
+
+    out: dict[str, str | None] = {"allocator": __version__, "python": platform.python_version()}
+    for dist in VERSIONED_PACKAGES:
+        try:
+            out[dist] = dist_version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _json_ready(obj: Any) -> Any:
+    # Strict JSON has no NaN/Infinity; numpy scalars, tuples and datetimes appear in manifests.
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, (datetime, date)):
+        return obj.isoformat()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return _json_ready(obj.tolist())
+    raise TypeError(f"manifest value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
+
+
+def dumps_manifest(manifest: Mapping[str, Any]) -> str:
+    """The canonical text of a manifest: strict JSON, sorted keys, indent 2, trailing newline."""
+    return json.dumps(_json_ready(manifest), sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def cents_to_usd_expr(cents: pl.Expr) -> pl.Expr:
+    """Non-negative integer cents -> ``"1234.56"`` (exact, no float)."""
+    return pl.format("{}.{}", cents // 100, (cents % 100).cast(pl.String).str.zfill(2))
+
+
+def usd_to_cents(amount: pl.Series) -> pl.Series:
+    """Parse ``"1234.56"`` strings to exact Int64 cents; null where the text is malformed."""
+    parts = amount.cast(pl.String).str.extract_groups(_AMOUNT_RE)
+    whole = parts.struct.field("1").cast(pl.Int64, strict=False)
+    frac = parts.struct.field("2").cast(pl.Int64, strict=False)
+    return (whole * 100 + frac).alias(AMOUNT_CENTS)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    frame.rechunk().write_parquet(path, **_PARQUET_OPTIONS)
+
+
+def _write_payouts_frame(frame: pl.DataFrame, path: Path) -> None:
+    """Write a payouts frame (``amount`` as text, or ``amount_cents``) in the payouts.csv layout."""
+    if N.AMOUNT not in frame.columns or frame.schema[N.AMOUNT] != pl.String:
+        if AMOUNT_CENTS not in frame.columns:
+            raise ValueError(
+                f"payouts frame needs a String '{N.AMOUNT}' or an integer '{AMOUNT_CENTS}' column; "
+                f"it has {frame.columns}"
+            )
+        if frame[AMOUNT_CENTS].null_count() or (frame[AMOUNT_CENTS] < 0).any():
+            raise ValueError("payouts frame: amount_cents must be non-negative and non-null")
+        frame = frame.with_columns(cents_to_usd_expr(pl.col(AMOUNT_CENTS)).alias(N.AMOUNT))
+    missing = [c for c in PAYOUTS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"payouts frame lacks columns {missing}; it has {frame.columns}")
+    frame.select(PAYOUTS_COLUMNS).write_csv(path, line_terminator="\n")
+
+
+def _write_payouts(payouts: PayoutsSource, path: Path) -> None:
+    if isinstance(payouts, pl.DataFrame):
+        _write_payouts_frame(payouts, path)
+    elif callable(payouts):
+        payouts(path)
+    elif payouts is None:
+        raise ValueError("write_run_dir needs payouts: a run directory always has payouts.csv")
+    else:
+        # A payout plan from allocator.payouts; imported here so this module loads without it.
+        from allocator.payouts import write_payouts_csv
+
+        write_payouts_csv(payouts, path)
+    if not path.is_file():
+        raise ValueError(f"the payouts writer did not create {path.name}")
+
+
+def _canonical_allocations(frame: pl.DataFrame) -> pl.DataFrame:
+    missing = [c for c in ALLOCATIONS_SCHEMA if c not in frame.columns]
+    if missing:
+        raise ValueError(f"allocations frame lacks columns {missing}; it has {frame.columns}")
+    extra = [c for c in frame.columns if c not in ALLOCATIONS_SCHEMA]
+    out = frame.select([pl.col(c).cast(t, strict=True) for c, t in ALLOCATIONS_SCHEMA.items()] + extra)
+    if not out[N.USER_ID].is_sorted():
+        out = out.sort(N.USER_ID, maintain_order=True)
+    return out
+
+
+def _canonical_excluded(frame: pl.DataFrame) -> pl.DataFrame:
+    missing = [c for c in EXCLUDED_KEY_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"excluded frame lacks columns {missing}; it has {frame.columns}")
+    rest = [c for c in frame.columns if c not in EXCLUDED_KEY_COLUMNS]
+    out = frame.select([pl.col(c).cast(t, strict=True) for c, t in EXCLUDED_KEY_COLUMNS.items()] + rest)
+    if not out[N.USER_ID].is_sorted():
+        out = out.sort(N.USER_ID, maintain_order=True)
+    return out
+
+
+def _sibling(target: Path, tag: str) -> Path:
+    while True:
+        candidate = target.parent / f".{target.name}.{tag}-{secrets.token_hex(6)}"
+        if not os.path.lexists(candidate):
+            return candidate
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace anything but a run directory: ``--out ~`` must not delete a home."""
+    if not os.path.lexists(out_dir):
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise InputError(
+            f"{out_dir} exists and is not a directory; refusing to replace it with a run directory.",
+            hint="choose another --out.",
+        )
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in RUN_FILES)
+    if foreign:
+        raise InputError(
+            f"{out_dir} exists and holds files that are not part of a run directory "
+            f"(e.g. {foreign[0]!r}); refusing to replace it.",
+            hint="choose an empty or new --out, or an earlier run directory.",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# write
+# --------------------------------------------------------------------------------------------
+
+
+def write_run_dir(
+    out_dir: str | Path,
+    *,
+    allocations: pl.DataFrame,
+    excluded: pl.DataFrame,
+    payouts: PayoutsSource,
+    manifest: Mapping[str, Any],
+) -> Path:
+    """Write a complete run directory atomically (see the module docstring) and return its path.
+
+    Parameters
+    ----------
+    out_dir
+        Target directory; replaced if it is an earlier run directory (or empty).
+    allocations, excluded
+        Frames in the contract's layout (columns are cast and ordered, rows sorted by user id).
+    payouts
+        How payouts.csv is written: a callable taking the file path, a frame with ``user_id``,
+        ``amount`` (String) or ``amount_cents`` (Int64), ``batch`` and ``idempotency_key``, or a
+        payout plan understood by ``allocator.payouts.write_payouts_csv``.
+    manifest
+        The manifest without ``outputs``; the caller's mapping is not modified.
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` exists and is not a run directory.
+    """
+    target = Path(os.path.abspath(out_dir))
+    _check_replaceable(target)
+    allocations = _canonical_allocations(allocations)
+    excluded = _canonical_excluded(excluded)
+    man = dict(manifest)
+    man.setdefault("format", RUN_FORMAT)
+    text = dumps_manifest(man)  # fail on an unserialisable manifest before touching the disk
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(target, "new")
+    staging.mkdir()
+    try:
+        _write_parquet(allocations, staging / N.ALLOCATIONS_FILE)
+        _write_parquet(excluded, staging / N.EXCLUDED_FILE)
+        _write_payouts(payouts, staging / N.PAYOUTS_FILE)
+        outputs = {}
+        for name in OUTPUT_FILES:
+            _fsync_file(staging / name)
+            outputs[name] = file_sha256(staging / name)
+        man["outputs"] = outputs
+        text = dumps_manifest(man)
+        # manifest.json appears complete or not at all, even inside the staging directory.
+        part = staging / f".{N.MANIFEST_FILE}.part"
+        part.write_text(text, encoding="utf-8", newline="\n")
+        _fsync_file(part)
+        os.replace(part, staging / N.MANIFEST_FILE)
+        _fsync_dir(staging)
+        _swap_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    if not os.path.lexists(target):
+        os.rename(staging, target)
+        _fsync_dir(target.parent)
+        return
+    aside = _sibling(target, "old")
+    os.rename(target, aside)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        os.rename(aside, target)  # put the old run back: out_dir is never left empty by an error
+        raise
+    _fsync_dir(target.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# read
+# --------------------------------------------------------------------------------------------
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read ``manifest.json`` from a run directory (or the file itself); InputError if unusable."""
+    path = Path(path)
+    file = path / N.MANIFEST_FILE if path.is_dir() else path
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(
+            f"{file}: file not found; a run directory must hold {N.MANIFEST_FILE}."
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{file}: cannot be read ({exc.strerror or exc}).") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{file}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{file}: expected a JSON object at the top level, found {type(data).__name__}."
+        )
+    return data
+
+
+def read_parquet_file(file: Path) -> pl.DataFrame:
+    """Read a parquet file of a run directory; InputError naming it when missing or unreadable."""
+    if not file.is_file():
+        raise InputError(f"{file}: file not found; a run directory must hold {file.name}.")
+    try:
+        return pl.read_parquet(file)
+    except Exception as exc:  # polars raises several error types for a damaged file
+        raise InputError(f"{file}: not a readable parquet file ({type(exc).__name__}: {exc}).") from None
+
+
+def read_payouts_csv(file: str | Path) -> pl.DataFrame:
+    """Read payouts.csv exactly: ``amount`` stays text and ``amount_cents`` is parsed from it.
+
+    Returns a frame with ``user_id`` Int64, ``amount`` String, ``batch`` (Int64 when every value
+    is a whole number, else String), ``idempotency_key`` String and ``amount_cents`` Int64.
+    """
+    file = Path(file)
+    if not file.is_file():
+        raise InputError(f"{file}: file not found; a run directory must hold {file.name}.")
+    try:
+        raw = pl.read_csv(file, infer_schema=False)
+    except Exception as exc:
+        raise InputError(f"{file}: not a readable CSV file ({type(exc).__name__}: {exc}).") from None
+    missing = [c for c in PAYOUTS_COLUMNS if c not in raw.columns]
+    if missing:
+        raise InputError(
+            f"{file}: missing column(s) {', '.join(missing)}; expected {', '.join(PAYOUTS_COLUMNS)}, "
+            f"found {', '.join(raw.columns) or 'none'}."
+        )
+    user_id = raw[N.USER_ID].cast(pl.Int64, strict=False)
+    bad = raw.filter(user_id.is_null())
+    if bad.height:
+        raise InputError(
+            f"{file}: column {N.USER_ID} must be a whole number; {bad.height} row(s) are not, "
+            f"e.g. {bad.row(0, named=True)}."
+        )
+    cents = usd_to_cents(raw[N.AMOUNT])
+    bad = raw.filter(cents.is_null())
+    if bad.height:
+        raise InputError(
+            f"{file}: column {N.AMOUNT} must be USD with exactly two decimals (e.g. 4.00); "
+            f"{bad.height} row(s) are not, e.g. {bad.row(0, named=True)}."
+        )
+    batch = raw[N.BATCH].cast(pl.Int64, strict=False)
+    if batch.null_count() != raw[N.BATCH].null_count():
+        batch = raw[N.BATCH]
+    return raw.select(PAYOUTS_COLUMNS).with_columns(
+        user_id.alias(N.USER_ID), batch.alias(N.BATCH), cents
+    )
+
+
+def read_run_dir(path: str | Path) -> RunDir:
+    """Read a run directory; raises InputError naming the first file missing or unreadable."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: run directory not found (or not a directory).")
+    manifest = read_manifest(path)
+    return RunDir(
+        path=path,
+        allocations=read_parquet_file(path / N.ALLOCATIONS_FILE),
+        excluded=read_parquet_file(path / N.EXCLUDED_FILE),
+        payouts=read_payouts_csv(path / N.PAYOUTS_FILE),
+        manifest=manifest,
+    )

@@ -1,0 +1,288 @@
+"""The CLI end to end through Typer's CliRunner, on small generated data.
+
+Every number the commands print or write is recomputed here from the run directory's files:
+the total to the cent, the bounds, the objective, the optimality conditions, and the promise
+that every liquidated user is either paid once or excluded with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from allocator import names as N
+from allocator.cli import app
+from allocator.synthetic import generate
+
+runner = CliRunner()
+
+BUDGET_USD = 4_000_000
+SMALL_SCENARIO = f"""
+# Baseline rules on a small data set: the budget is scaled down to the number of users.
+name = "small"
+[objective]
+alpha = 1.0
+loss_exponent = 1.0
+ratio_exponent = 0.5
+[budget]
+total_usd = {BUDGET_USD}
+exhaust = true
+"""
+
+
+def invoke(*args: str):  # noqa: ANN201
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def strict_json(text: str):  # noqa: ANN201
+    def reject(token: str) -> None:
+        raise ValueError(f"non-strict JSON token {token}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "small"
+    generate(out, users=4000, seed=11)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scenario_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("scen") / "small.toml"
+    path.write_text(SMALL_SCENARIO)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, scenario_file: Path) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "small"
+    result = invoke("allocate", "--scenario", scenario_file, "--data", data_dir, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_help_lists_every_command() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("allocate", "compare", "sweep", "check-budget", "eligibility", "generate", "loans"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["allocate"], ["compare"], ["sweep"], ["check-budget"], ["eligibility"], ["generate"]],
+)
+def test_every_command_help_has_an_example(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.stdout
+
+
+def test_allocate_output_reconciles_from_files(run_dir: Path, data_dir: Path) -> None:
+    alloc = pl.read_parquet(run_dir / N.ALLOCATIONS_FILE)
+    excluded = pl.read_parquet(run_dir / N.EXCLUDED_FILE)
+    manifest = json.loads((run_dir / N.MANIFEST_FILE).read_text())
+    cents = alloc[N.VOUCHER_CENTS].to_numpy()
+
+    # Money: exact budget, integer cents, every voucher within its bounds.
+    assert alloc[N.VOUCHER_CENTS].dtype == pl.Int64
+    assert int(cents.sum()) == BUDGET_USD * 100 == manifest["money"]["paid_cents"]
+    assert (cents >= alloc["lower_cents"].to_numpy()).all()
+    assert (cents <= alloc["upper_cents"].to_numpy()).all()
+    assert (alloc["lower_cents"].to_numpy() == 400).all()
+    assert (alloc["upper_cents"].to_numpy() <= 600_000).all()
+
+    # Nothing lost: liquidated users = allocated + excluded, disjoint, each once.
+    liquidated = set(pl.read_parquet(data_dir / "liquidations.parquet")[N.USER_ID].unique().to_list())
+    paid = alloc[N.USER_ID].to_list()
+    out = excluded[N.USER_ID].to_list()
+    assert len(paid) == len(set(paid)) and len(out) == len(set(out))
+    assert set(paid).isdisjoint(out)
+    assert set(paid) | set(out) == liquidated
+    assert set(excluded[N.REASON].unique().to_list()) <= set(N.REASONS)
+
+    # Objective recomputed with numpy from the paid cents equals the manifest's.
+    v = cents / 100.0
+    w = alloc[N.WEIGHT].to_numpy()
+    assert np.isclose(float(np.sum(w * np.log(v))), manifest["objective_rounded"], rtol=1e-9)
+
+    # Optimality (alpha = 1): interior users share one price w_i / v_i = lambda, up to the cent
+    # each voucher was rounded by; capped users would want more (w_i / cap_i >= lambda).
+    lam = manifest["shadow_price"]
+    interior = (alloc[N.BOUND] == N.BOUND_INTERIOR).to_numpy()
+    capped = (alloc[N.BOUND] == N.BOUND_CAP).to_numpy()
+    assert interior.sum() > 0
+    rel = np.abs(w[interior] / v[interior] - lam) / lam
+    assert (rel <= 0.01 / v[interior] + 1e-9).all()
+    assert (w[capped] / v[capped] >= lam * (1 - 0.01 / v[capped]) - 1e-12).all()
+
+
+def test_check_budget_accepts_a_fresh_run(run_dir: Path) -> None:
+    result = invoke("check-budget", run_dir)
+    assert result.exit_code == 0, result.output
+    result = invoke("check-budget", run_dir, "--json")
+    report = strict_json(result.stdout)
+    assert report["ok"] is True
+
+
+def test_rerun_is_byte_identical(tmp_path: Path, run_dir: Path, data_dir: Path, scenario_file: Path) -> None:
+    again = tmp_path / "again"
+    result = invoke("allocate", "--scenario", scenario_file, "--data", data_dir, "--out", again, "-q")
+    assert result.exit_code == 0, result.output
+    for name in (N.ALLOCATIONS_FILE, N.EXCLUDED_FILE, N.PAYOUTS_FILE):
+        assert (again / name).read_bytes() == (run_dir / name).read_bytes(), name
+
+
+def _tamper_move_cent(run: Path, data: Path) -> None:
+    frame = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+    cents = frame[N.VOUCHER_CENTS].to_numpy().copy()
+    interior = np.flatnonzero((frame[N.BOUND] == N.BOUND_INTERIOR).to_numpy())
+    cents[interior[0]] += 1
+    cents[interior[1]] -= 1
+    frame.with_columns(pl.Series(N.VOUCHER_CENTS, cents)).write_parquet(run / N.ALLOCATIONS_FILE)
+
+
+def _tamper_duplicate(run: Path, data: Path) -> None:
+    frame = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+    pl.concat([frame, frame.head(1)]).sort(N.USER_ID).write_parquet(run / N.ALLOCATIONS_FILE)
+
+
+def _tamper_drop_row(run: Path, data: Path) -> None:
+    frame = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+    frame.slice(1).write_parquet(run / N.ALLOCATIONS_FILE)
+
+
+def _tamper_input(run: Path, data: Path) -> None:
+    snap = pl.read_parquet(data / "snapshot.parquet")
+    snap.with_columns(pl.col(N.NET_ASSETS_USD) + 0.01).write_parquet(data / "snapshot.parquet")
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [_tamper_move_cent, _tamper_duplicate, _tamper_drop_row, _tamper_input],
+    ids=["one-cent-moved", "user-duplicated", "row-dropped", "input-changed"],
+)
+def test_check_budget_rejects_tampering(
+    tmp_path: Path, data_dir: Path, scenario_file: Path, tamper
+) -> None:  # noqa: ANN001
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    run = tmp_path / "run"
+    result = invoke("allocate", "--scenario", scenario_file, "--data", data, "--out", run, "-q")
+    assert result.exit_code == 0, result.output
+    assert invoke("check-budget", run).exit_code == 0
+    tamper(run, data)
+    result = invoke("check-budget", run, "--json")
+    assert result.exit_code == 1
+    report = strict_json(result.stdout)
+    assert report["ok"] is False
+    assert any(not c["ok"] for c in report["checks"])
+
+
+def test_compare_json_is_strict_and_consistent_with_allocate(
+    tmp_path: Path, run_dir: Path, data_dir: Path, scenario_file: Path
+) -> None:
+    other = tmp_path / "equal.toml"
+    other.write_text(SMALL_SCENARIO.replace('"small"', '"equal"').replace("loss_exponent = 1.0", "loss_exponent = 0.0").replace("ratio_exponent = 0.5", "ratio_exponent = 0.0"))
+    result = invoke("compare", scenario_file, other, "--data", data_dir, "--json", "-q")
+    assert result.exit_code == 0, result.output
+    report = strict_json(result.stdout)
+    first, second = report["scenarios"]
+    assert first["moved_vs_first"] == 0
+    assert first["scenario"] == "small" and second["scenario"] == "equal"
+    alloc = pl.read_parquet(run_dir / N.ALLOCATIONS_FILE)
+    v = alloc[N.VOUCHER_USD].to_numpy()
+    assert first["eligible"] == alloc.height
+    assert np.isclose(first["paid_usd"], v.sum())
+    assert np.isclose(first["median_voucher"], np.median(v))
+    assert np.isclose(first["max_voucher"], v.max())
+    # Equal weights with a common floor and cap: everyone gets the same amount (to the cent).
+    assert second["n_cap"] == 0
+    assert second["max_voucher"] - second["median_voucher"] <= 0.01
+    assert second["moved_vs_first"] > 0
+
+
+def test_sweep_writes_table_and_plot(tmp_path: Path, data_dir: Path, scenario_file: Path) -> None:
+    out = tmp_path / "sweep"
+    result = invoke(
+        "sweep", "--scenario", scenario_file, "--param", "objective.alpha=0.5:3:4",
+        "--data", data_dir, "--out", out, "--json", "-q",
+    )
+    assert result.exit_code == 0, result.output
+    report = strict_json(result.stdout)
+    alphas = [p["objective.alpha"] for p in report["points"]]
+    assert alphas == pytest.approx([0.5, 1.3333333, 2.1666667, 3.0])
+    assert all(abs(p["paid_usd"] - BUDGET_USD) < 1e-6 for p in report["points"])
+    table = pl.read_csv(out / "sweep.csv")
+    assert table.height == 4
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_rejects_unknown_parameter(data_dir: Path, scenario_file: Path) -> None:
+    result = invoke("sweep", "--scenario", scenario_file, "--param", "objective.beta=0:1:3", "--data", data_dir)
+    assert result.exit_code == 2
+    assert "objective.beta" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ("[budget]\ntotal_usd = 100\nsurprise = 1\n", "surprise"),
+        ('[objective]\nalpha = "high"\n', "objective.alpha"),
+        ("[objective]\nalpha = -1.0\n", "objective.alpha"),
+        ('[solver]\nname = "gurobi"\n', "solver.name"),
+    ],
+    ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice"],
+)
+def test_bad_scenario_is_a_clear_error(tmp_path: Path, data_dir: Path, body: str, named: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    result = invoke("allocate", "--scenario", path, "--data", data_dir, "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert str(path) in result.stderr and named in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_infeasible_scenario_exits_3(tmp_path: Path, data_dir: Path) -> None:
+    path = tmp_path / "tight.toml"
+    path.write_text("[budget]\ntotal_usd = 1000\n")
+    result = invoke("allocate", "--scenario", path, "--data", data_dir, "--out", tmp_path / "run")
+    assert result.exit_code == 3
+    assert "floor" in result.stderr.lower()
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_data_names_the_file(tmp_path: Path, data_dir: Path, scenario_file: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    users = pl.read_parquet(data / "users.parquet")
+    users.drop(N.KYC_STATUS).write_parquet(data / "users.parquet")
+    result = invoke("allocate", "--scenario", scenario_file, "--data", data, "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "users.parquet" in result.stderr and N.KYC_STATUS in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_cvxpy_and_fast_paths_pay_the_same(tmp_path: Path, data_dir: Path, scenario_file: Path, run_dir: Path) -> None:
+    out = tmp_path / "cvx"
+    result = invoke(
+        "allocate", "--scenario", scenario_file, "--data", data_dir, "--out", out,
+        "--solver", "cvxpy", "--json", "-q",
+    )
+    assert result.exit_code == 0, result.output
+    summary = strict_json(result.stdout)
+    assert summary["solver"].startswith("cvxpy") and summary["certified"]
+    a = pl.read_parquet(run_dir / N.ALLOCATIONS_FILE)[N.VOUCHER_CENTS].to_numpy()
+    b = pl.read_parquet(out / N.ALLOCATIONS_FILE)[N.VOUCHER_CENTS].to_numpy()
+    assert a.sum() == b.sum() == BUDGET_USD * 100
+    # Continuous solutions agree within a cent; rounding each can add one more.
+    assert np.abs(a - b).max() <= 2

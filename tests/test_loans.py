@@ -1,0 +1,576 @@
+"""The loan fund: applications data, scenario, model, term sheet, run directory, check, CLI.
+
+Every property is recomputed here from the outputs and the raw applications (limits, weights,
+expected loss, optimality conditions) rather than compared with numbers copied from a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import allocator.cli.cmd_loans  # noqa: F401  (registers `allocator loans`)
+from allocator import loans as L
+from allocator import loans_data as D
+from allocator.cli.app import app
+from allocator.errors import InfeasibleError, InputError, ScenarioError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TOML = ROOT / "scenarios" / "loans_default.toml"
+
+
+# --- helpers: independent recomputation from raw applications -------------------------------
+
+
+def scenario(**kw) -> L.LoanScenario:
+    """The default scenario with top-level or section overrides (``limits=dict(...)``)."""
+    base = L.load_loan_scenario(DEFAULT_TOML)
+    parts = {}
+    for section in ("weights", "limits", "risk", "pricing", "solver"):
+        if section in kw:
+            parts[section] = type(getattr(base, section))(**{
+                **{f: getattr(getattr(base, section), f) for f in getattr(base, section).__dataclass_fields__},
+                **kw.pop(section)})
+    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    return L.LoanScenario(**{**fields, **parts, **kw})
+
+
+def limits_usd(apps: pl.DataFrame, scn: L.LoanScenario) -> dict[str, np.ndarray]:
+    apps = apps.sort("institution_id")
+    return {
+        "requested": apps["requested_usd"].to_numpy(),
+        "collateral": scn.limits.advance_rate * (1 - apps["collateral_haircut"].to_numpy())
+        * apps["collateral_usd"].to_numpy(),
+        "concentration": np.full(apps.height, scn.limits.concentration_cap * scn.fund_usd),
+    }
+
+
+def weights(apps: pl.DataFrame, scn: L.LoanScenario) -> np.ndarray:
+    apps = apps.sort("institution_id")
+    w = (np.maximum(apps["crash_loss_usd"].to_numpy(), scn.weights.loss_floor_usd) ** scn.weights.loss_exponent
+         * np.maximum(apps["pre_crash_volume_usd"].to_numpy(), scn.weights.volume_floor_usd)
+         ** scn.weights.volume_exponent * np.exp(scn.weights.vip_coefficient * apps["vip_tier"].to_numpy()))
+    return w / w.mean()
+
+
+def pd_of(apps: pl.DataFrame) -> np.ndarray:
+    return apps.sort("institution_id")["default_probability"].to_numpy()
+
+
+def objective(amount: np.ndarray, w: np.ndarray, alpha: float, shift: float) -> float:
+    y = amount + shift
+    u = np.log(y) if alpha == 1 else (y if alpha == 0 else y ** (1 - alpha) / (1 - alpha))
+    return math.fsum((w * u).tolist())
+
+
+def assert_feasible(res: L.LoanResult | tuple[pl.DataFrame, dict], apps: pl.DataFrame,
+                    scn: L.LoanScenario) -> np.ndarray:
+    """Every limit of every loan, the fund, the budget and the minimum ticket, from raw data;
+    ``res`` is a result or a (term sheet, manifest totals) pair read from a run directory."""
+    sheet, totals = (res.term_sheet, res.totals) if isinstance(res, L.LoanResult) else res
+    assert sheet["institution_id"].to_list() == sorted(apps["institution_id"].to_list())
+    cents = sheet["amount_cents"].to_numpy()
+    assert sheet.schema["amount_cents"] == pl.Int64
+    assert (cents >= 0).all()
+    assert np.array_equal(sheet["amount_usd"].to_numpy(), cents / 100)
+    amount = cents / 100
+    for name, lim in limits_usd(apps, scn).items():
+        assert (amount <= lim + 1e-9 * np.maximum(lim, 1)).all(), name
+    assert int(cents.sum()) <= round(scn.fund_usd * 100)
+    el = math.fsum((pd_of(apps) * scn.risk.lgd * amount).tolist())
+    assert el <= scn.risk.el_budget_usd + 0.005
+    T = scn.limits.min_ticket_usd
+    assert ((amount == 0) | (amount >= T)).all()
+    assert totals["lent_cents"] == int(cents.sum())
+    return amount
+
+
+def small(n: int = 40, seed: int = 7) -> pl.DataFrame:
+    return D.generate_applications(n, seed)
+
+
+def scarce(apps: pl.DataFrame, **kw) -> L.LoanScenario:
+    """A scenario where the fund binds: a third of the requests; the budget is set by ``el``."""
+    total = float(apps["requested_usd"].sum())
+    el = kw.pop("el", 0.05)
+    return scenario(fund_usd=total / 3, risk=dict(el_budget_usd=el * total / 3), **kw)
+
+
+def toml_text(**overrides: object) -> str:
+    """The default scenario file with ``key = value`` lines replaced (first occurrence)."""
+    text = DEFAULT_TOML.read_text()
+    for key, value in overrides.items():
+        text, k = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text, count=1)
+        assert k == 1, key
+    return text
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+# --- applications data ------------------------------------------------------------------------
+
+
+def test_generated_applications_are_deterministic_valid_and_realistic():
+    a, b = D.generate_applications(), D.generate_applications()
+    assert a.equals(b)
+    assert not a.equals(D.generate_applications(seed=1))
+    assert a.schema == pl.Schema(D.SCHEMA)
+    assert D.validate_applications(a).equals(a)
+    req = a["requested_usd"]
+    assert req.min() >= 100_000 and req.max() <= 15_000_000
+    assert req.sum() > 2 * 100_000_000  # the USD 100M fund binds
+    assert req.max() > 20 * req.median()  # heavy tail
+    by_tier = a.group_by("credit_tier").agg(pl.col("default_probability").mean()).sort("credit_tier")
+    assert by_tier["credit_tier"].to_list() == ["A", "B", "C", "D"]
+    assert np.all(np.diff(by_tier["default_probability"].to_numpy()) > 0)
+    little = (a["collateral_usd"] < 0.3 * a["requested_usd"]).mean()
+    assert 0.05 < little < 0.3
+    assert set(a["vip_tier"].unique().to_list()) <= set(range(10))
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_applications_round_trip(tmp_path, suffix):
+    df = small(25)
+    path = D.write_applications(df, tmp_path / f"apps{suffix}")
+    assert D.load_applications(path).equals(df)
+
+
+def _write_csv(tmp_path: Path, df: pl.DataFrame, name: str = "bad.csv") -> Path:
+    path = tmp_path / name
+    df.write_csv(path)
+    return path
+
+
+BAD_CASES = {
+    "missing column": (lambda df: df.drop("collateral_usd"), "collateral_usd"),
+    "unknown column": (lambda df: df.with_columns(pl.lit(1).alias("colateral_usd")), "colateral_usd"),
+    "no risk column": (lambda df: df.drop("credit_tier", "default_probability"), "credit_tier"),
+    "null": (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(None)
+                                        .otherwise(pl.col("crash_loss_usd")).alias("crash_loss_usd")),
+             "crash_loss_usd"),
+    "haircut 1": (lambda df: df.with_columns(pl.lit(1.0).alias("collateral_haircut")), "collateral_haircut"),
+    "negative collateral": (lambda df: df.with_columns(-pl.col("collateral_usd")), "collateral_usd"),
+    "zero request": (lambda df: df.with_columns(pl.lit(0.0).alias("requested_usd")), "requested_usd"),
+    "vip 10": (lambda df: df.with_columns(pl.lit(10).alias("vip_tier")), "vip_tier"),
+    "pd above 1": (lambda df: df.with_columns(pl.lit(1.5).alias("default_probability")), "default_probability"),
+    "duplicate id": (lambda df: df.with_columns(pl.lit("INST-0001").alias("institution_id")), "institution_id"),
+    "wrong type": (lambda df: df.with_columns(pl.col("requested_usd").cast(pl.String) + "k"), "requested_usd"),
+    "fractional vip": (lambda df: df.with_columns((pl.col("vip_tier") + 0.5)), "vip_tier"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_application_files_name_file_column_and_row(tmp_path, case):
+    make, column = BAD_CASES[case]
+    path = _write_csv(tmp_path, make(small(12)))
+    with pytest.raises(InputError) as info:
+        D.load_applications(path)
+    msg = str(info.value)
+    assert str(path) in msg and column in msg and "row" in msg, msg
+
+
+def test_bad_parquet_types_nan_empty_and_paths(tmp_path):
+    df = small(10)
+    p = tmp_path / "t.parquet"
+    df.with_columns(pl.col("vip_tier").cast(pl.String)).write_parquet(p)
+    with pytest.raises(InputError, match="vip_tier"):
+        D.load_applications(p)
+    df.with_columns(pl.lit(float("nan")).alias("crash_loss_usd")).write_parquet(p)
+    with pytest.raises(InputError, match="crash_loss_usd.*finite"):
+        D.load_applications(p)
+    df.head(0).write_parquet(p)
+    with pytest.raises(InputError, match="no rows"):
+        D.load_applications(p)
+    (tmp_path / "e.csv").write_text("")
+    with pytest.raises(InputError, match="e.csv"):
+        D.load_applications(tmp_path / "e.csv")
+    with pytest.raises(InputError, match="does not exist"):
+        D.load_applications(tmp_path / "nope.csv")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(InputError, match=r"\.parquet or \.csv"):
+        D.load_applications(tmp_path / "x.json")
+
+
+def test_tier_or_probability_alone_is_completed_from_the_tier_table(tmp_path):
+    apps = small(30)
+    scn = scarce(apps)
+    only_tier = apps.drop("default_probability")
+    P = L.build_loan_problem(only_tier, scn)
+    table = {t.name: t.pd for t in scn.pricing.tiers}
+    assert np.array_equal(P.pd, [table[t] for t in only_tier.sort("institution_id")["credit_tier"]])
+    only_pd = apps.drop("credit_tier")
+    P = L.build_loan_problem(only_pd, scn)
+    edges = [(t.name, t.max_pd) for t in scn.pricing.tiers]
+    expect = [next(n for n, e in edges if p <= e) for p in pd_of(apps)]
+    assert list(P.tier) == expect
+    with pytest.raises(InputError, match="credit_tier.*'Z'"):
+        L.build_loan_problem(apps.with_columns(pl.lit("Z").alias("credit_tier")), scn)
+
+
+# --- scenario ---------------------------------------------------------------------------------
+
+
+def test_default_scenario_file_writes_out_every_knob():
+    raw = tomllib.loads(DEFAULT_TOML.read_text())
+    scn = L.load_loan_scenario(DEFAULT_TOML)
+    full = L.loan_scenario_to_dict(scn)
+
+    def keys(d: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for k, v in d.items():
+            out |= keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+        return out
+
+    assert keys(raw) == keys(full)
+    assert L.loan_scenario_from_dict(full) == scn
+    assert DEFAULT_TOML.read_text().startswith("#")
+    # The file's values are the dataclass defaults: one documented configuration.
+    assert scn == L.LoanScenario(name=scn.name, description=scn.description)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (toml_text(fund_usd="-5.0"), "fund_usd"),
+        (toml_text(alpha="3.5"), "alpha"),
+        (toml_text(alpha="2.5"), "alpha"),  # above the mixed-integer limit with a minimum ticket
+        (toml_text(lgd="1.5"), "risk.lgd"),
+        (toml_text(concentration_cap="0.0"), "limits.concentration_cap"),
+        (toml_text(min_ticket_usd="-1.0"), "limits.min_ticket_usd"),
+        (toml_text(rate_ceiling="0.01"), "pricing.rate_ceiling"),
+        (toml_text(pwl_breakpoints="1"), "solver.pwl_breakpoints"),
+        (toml_text(alpha='"one"'), "alpha"),
+        (toml_text(pwl_breakpoints="24.5"), "solver.pwl_breakpoints"),
+        (toml_text(convex_solver='"MOSEK"'), "solver.convex_solver"),
+        (DEFAULT_TOML.read_text() + "\n[extra]\nx = 1\n", "extra"),
+        (DEFAULT_TOML.read_text().replace("lgd = 0.45", "lgd = 0.45\nlgdd = 1"), "risk.lgdd"),
+        (DEFAULT_TOML.read_text().replace("max_pd = 0.03", "max_pd = 0.005"), "pricing.tiers"),
+    ],
+)
+def test_bad_scenario_keys_are_named(tmp_path, text, key):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as info:
+        L.load_loan_scenario(path)
+    assert key in str(info.value) and str(path) in str(info.value)
+    res = cli("loans", "allocate", "--scenario", str(path), "--out", str(tmp_path / "run"))
+    assert res.exit_code == 2 and key in res.output
+    assert not (tmp_path / "run").exists()
+
+
+# --- model: feasibility, optimality -----------------------------------------------------------
+
+
+@settings(max_examples=25)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(5, 40),
+    alpha=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+    fund_share=st.floats(0.05, 1.5),
+    el_share=st.floats(0.0005, 0.2),
+    cap=st.floats(0.02, 1.0),
+    advance=st.floats(0.3, 1.5),
+    ticket=st.sampled_from([0.0, 50_000.0, 150_000.0]),
+)
+def test_every_loan_within_every_limit(seed, n, alpha, fund_share, el_share, cap, advance, ticket):
+    apps = D.generate_applications(n, seed)
+    total = float(apps["requested_usd"].sum())
+    scn = scenario(alpha=alpha, fund_usd=fund_share * total,
+                   limits=dict(concentration_cap=cap, advance_rate=advance, min_ticket_usd=ticket),
+                   risk=dict(el_budget_usd=el_share * fund_share * total))
+    try:
+        res = L.allocate_loans(apps, scn)
+    except InfeasibleError:
+        # Only when nobody can receive even the smallest loan, each on their own.
+        lim = np.minimum.reduce(list(limits_usd(apps, scn).values()))
+        smallest = max(ticket, 0.01)
+        ok = (lim >= smallest) & (pd_of(apps) * scn.risk.lgd * smallest <= scn.risk.el_budget_usd)
+        assert not ok.any() or smallest > scn.fund_usd
+        return
+    amount = assert_feasible(res, apps, scn)
+    assert res.objective["value"] <= res.objective["upper_bound"] + 1e-9 * abs(res.objective["upper_bound"]) + 1e-9
+    assert math.isclose(res.objective["value"], objective(amount, weights(apps, scn), alpha, scn.shift_usd),
+                        rel_tol=1e-9, abs_tol=1e-9)
+    lent = res.totals["lent_cents"] / 100
+    if lent < scn.fund_usd - 1 and res.totals["expected_loss_usd"] < scn.risk.el_budget_usd - 1 and alpha > 0:
+        # Neither shared constraint binds: utility is increasing, so every loan is at a limit
+        # (or excluded by the minimum ticket).
+        assert set(res.term_sheet["binding"]) <= {"requested", "collateral", "concentration",
+                                                  "min_ticket_excluded"}
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("el", [0.05, 0.005])
+def test_convex_loans_satisfy_the_optimality_conditions(alpha, el):
+    apps = small(50, seed=11)
+    scn = scarce(apps, alpha=alpha, el=el, limits=dict(min_ticket_usd=0.0))
+    res = L.allocate_loans(apps, scn)
+    amount = assert_feasible(res, apps, scn)
+    m = res.multipliers
+    lam, mu = m["fund_per_usd"], m["el_budget_per_usd"]
+    assert lam >= 0 and mu >= 0 and (lam > 0 or mu > 0)
+    w, c = weights(apps, scn), pd_of(apps) * scn.risk.lgd
+    assert np.allclose(res.term_sheet["weight"].to_numpy(), w, rtol=1e-12, atol=0)
+    upper = np.minimum.reduce(list(limits_usd(apps, scn).values()))
+    # Stationarity: each loan is, to the cent, the one its prices imply.
+    implied = np.clip((w / (lam + mu * c)) ** (1 / alpha) - scn.shift_usd, 0, upper)
+    assert np.abs(amount - implied).max() <= 0.01 + 1e-9 * implied.max()
+    # Complementary slackness: a priced constraint is used up (to the cents lost in rounding).
+    n = apps.height
+    if lam > 0:
+        assert scn.fund_usd - amount.sum() <= 0.01 * n + 1e-6
+    if mu > 0:
+        assert scn.risk.el_budget_usd - math.fsum((c * amount).tolist()) <= 0.01 * n * c.max() + 1e-6
+    # Perturbation: no budget-neutral transfer that keeps the expected loss within budget helps.
+    f0 = objective(amount, w, alpha, scn.shift_usd)
+    interior = np.flatnonzero((amount > 1000) & (amount < upper - 1000))
+    assert interior.size >= 2
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        i, j = rng.choice(interior, 2, replace=False)
+        if c[j] > c[i] and mu > 0:
+            i, j = j, i
+        x = amount.copy()
+        x[i] -= 500.0
+        x[j] += 500.0
+        assert objective(x, w, alpha, scn.shift_usd) <= f0 + 1e-9 * abs(f0)
+
+
+def test_minimum_ticket_model_against_its_relaxation_and_a_heuristic():
+    apps = small(60, seed=3)
+    scn = scarce(apps, el=0.02, limits=dict(min_ticket_usd=120_000.0))
+    res = L.allocate_loans(apps, scn)
+    amount = assert_feasible(res, apps, scn)
+    o = res.objective
+    w = weights(apps, scn)
+    value = objective(amount, w, scn.alpha, scn.shift_usd)
+    relaxed = L.allocate_loans(apps, replace(scn, limits=replace(scn.limits, min_ticket_usd=0.0)))
+    relax_value = objective(relaxed.term_sheet["amount_usd"].to_numpy(), w, scn.alpha, scn.shift_usd)
+    # A relaxation is never worse than the mixed-integer optimum.
+    assert value <= relax_value + 1e-9 and math.isclose(o["relaxation"], relax_value, rel_tol=1e-7)
+    # The PWL cuts over-estimate: its optimum bounds the true one from above, within the bound.
+    assert o["pwl_upper_bound"] >= value - 1e-7
+    assert 0 <= o["pwl_gap"] <= o["pwl_error_bound"] + 1e-9
+    assert o["milp_true"] <= value + 1e-7  # the polish only improves the MILP's own amounts
+    # Dropping the relaxation's loans below the ticket gives a feasible answer: ours is no worse
+    # than it, up to the reported optimality gap.
+    heuristic = relaxed.term_sheet["amount_usd"].to_numpy().copy()
+    heuristic[heuristic < scn.limits.min_ticket_usd] = 0.0
+    assert value >= objective(heuristic, w, scn.alpha, scn.shift_usd) - o["optimality_gap"] - 1e-7
+    assert o["optimality_gap"] <= 1e-3 * abs(value)
+    # Loans at exactly the ticket, and exclusions, are labelled as such.
+    sheet = res.term_sheet
+    assert (sheet.filter(pl.col("binding") == "min_ticket")["amount_cents"] == 12_000_000).all()
+    assert (sheet.filter(pl.col("binding") == "min_ticket_excluded")["amount_cents"] == 0).all()
+    assert (sheet["binding"] == "min_ticket_excluded").any()
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 1000), alpha=st.sampled_from([0.5, 1.0, 2.0]),
+       f1=st.floats(0.05, 1.2), f2=st.floats(0.05, 1.2))
+def test_more_fund_never_lowers_the_total_lent(seed, alpha, f1, f2):
+    apps = D.generate_applications(30, seed)
+    total = float(apps["requested_usd"].sum())
+    lo, hi = sorted((f1, f2))
+    # The per-borrower cap is held fixed in USD: as a share of the fund it would grow with the
+    # fund, and with the expected-loss budget binding a larger cap can rightly lend less in
+    # total (more to a few low-risk, high-weight borrowers).
+    cap_usd = 0.1 * lo * total
+    lent = []
+    for share in (lo, hi):
+        scn = scenario(alpha=alpha, fund_usd=share * total,
+                       limits=dict(min_ticket_usd=0.0, concentration_cap=cap_usd / (share * total)),
+                       risk=dict(el_budget_usd=0.01 * total))
+        lent.append(L.allocate_loans(apps, scn).totals["lent_cents"])
+    # Rounding each loan down can lose up to a cent per applicant.
+    assert lent[1] >= lent[0] - apps.height
+
+
+def test_binding_labels_match_the_amounts():
+    apps = small(60, seed=3)
+    scn = scarce(apps, el=0.02, limits=dict(min_ticket_usd=120_000.0, concentration_cap=0.05))
+    res = L.allocate_loans(apps, scn)
+    amount = res.term_sheet["amount_usd"].to_numpy()
+    lim = limits_usd(apps, scn)
+    upper = np.minimum.reduce(list(lim.values()))
+    for k, b in enumerate(res.term_sheet["binding"]):
+        if b in lim:
+            assert math.isclose(amount[k], lim[b][k], abs_tol=1.0) and lim[b][k] <= upper[k] + 1e-9
+        elif b == "min_ticket_excluded":
+            assert amount[k] == 0
+        elif b == "min_ticket":
+            assert amount[k] == scn.limits.min_ticket_usd
+        else:
+            assert b in ("fund", "el_budget", "fund+el_budget", "interior")
+            assert scn.limits.min_ticket_usd < amount[k] < upper[k] - 1.0
+
+
+def test_settings_that_lend_nothing_are_explained_before_solving():
+    apps = small(20)
+    with pytest.raises(InfeasibleError, match="minimum ticket"):
+        L.allocate_loans(apps, scenario(limits=dict(min_ticket_usd=16_000_000.0)))
+    with pytest.raises(InfeasibleError, match="collateral"):
+        L.allocate_loans(apps.with_columns(pl.lit(0.0).alias("collateral_usd")), scenario())
+    with pytest.raises(InfeasibleError, match="expected-loss budget"):
+        L.allocate_loans(apps, scenario(risk=dict(el_budget_usd=0.0)))
+    # A zero budget still lends to applicants with no default risk, and only to them.
+    safe = apps.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(0.0)
+                             .otherwise(pl.col("default_probability")).alias("default_probability"))
+    res = L.allocate_loans(safe, scenario(risk=dict(el_budget_usd=0.0), limits=dict(min_ticket_usd=0.0)))
+    funded = res.term_sheet.filter(pl.col("amount_cents") > 0)
+    assert funded.height > 0 and (funded["default_probability"] == 0).all()
+
+
+def test_rates_follow_the_tier_schedule():
+    apps = small(40)
+    scn = scenario()
+    res = L.allocate_loans(apps, scn)
+    spread = {t.name: t.spread for t in scn.pricing.tiers}
+    expect = [min(scn.pricing.base_rate + spread[t], scn.pricing.rate_ceiling) for t in res.term_sheet["credit_tier"]]
+    assert np.allclose(res.term_sheet["rate"].to_numpy(), expect, rtol=0, atol=1e-12)
+    assert res.term_sheet["rate"].max() <= scn.pricing.rate_ceiling
+
+
+# --- run directory, check, CLI ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """`allocator loans allocate` on the default scenario and the built-in synthetic set."""
+    out = tmp_path_factory.mktemp("loans") / "run"
+    res = cli("loans", "allocate", "--scenario", str(DEFAULT_TOML), "--out", str(out))
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_default_run_is_feasible_from_its_files_alone(default_run):
+    man = json.loads((default_run / "manifest.json").read_text())
+    scn = L.loan_scenario_from_dict(man["scenario"])
+    apps = D.generate_applications()
+    sheet = pl.read_parquet(default_run / "term_sheet.parquet")
+    assert sheet.equals(pl.read_csv(default_run / "term_sheet.csv", schema_overrides={"amount_cents": pl.Int64}))
+    assert_feasible((sheet, man["totals"]), apps, scn)
+    assert man["applications"]["table_sha256"] == L.applications_sha256(apps)
+    for name, digest in man["files"].items():
+        assert hashlib.sha256((default_run / name).read_bytes()).hexdigest() == digest
+    assert man["solver"]["method"] == "milp_pwl" and man["solver"]["status"] == "optimal"
+    assert man["totals"]["lent_cents"] <= man["totals"]["fund_cents"]
+    assert man["objective"]["value"] <= man["objective"]["relaxation"]
+    res = cli("loans", "check", str(default_run))
+    assert res.exit_code == 0, res.output
+    assert "all checks hold" in res.output
+
+
+def _copy(run: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for f in run.iterdir():
+        (dest / f.name).write_bytes(f.read_bytes())
+    return dest
+
+
+def _rehash(run: Path) -> None:
+    man = json.loads((run / "manifest.json").read_text())
+    for name in man["files"]:
+        man["files"][name] = hashlib.sha256((run / name).read_bytes()).hexdigest()
+    (run / "manifest.json").write_text(json.dumps(man))
+
+
+def _failed(run: Path) -> set[str]:
+    res = cli("loans", "check", str(run), "--json")
+    assert res.exit_code == 1, res.output
+    return {c["name"] for c in json.loads(res.stdout)["checks"] if not c["ok"]}
+
+
+def test_check_rejects_tampered_outputs(default_run, tmp_path):
+    # One cent more in the CSV only: the hash and the CSV/parquet agreement fail.
+    run = _copy(default_run, tmp_path / "a")
+    text = (run / "term_sheet.csv").read_text().splitlines()
+    row = next(k for k, line in enumerate(text) if line.endswith(",collateral"))
+    cells = text[row].split(",")
+    cells[6] = str(int(cells[6]) + 1)
+    cells[7] = repr(int(cells[6]) / 100)
+    text[row] = ",".join(cells)
+    (run / "term_sheet.csv").write_text("\n".join(text) + "\n")
+    assert {"file hashes", "csv equals parquet"} <= _failed(run)
+
+    # A consistent forgery (both files and the manifest hashes): the recomputed limits catch it.
+    run = _copy(default_run, tmp_path / "b")
+    sheet = pl.read_parquet(run / "term_sheet.parquet")
+    k = sheet["binding"].to_list().index("collateral")
+    bump = pl.int_range(pl.len()) == k
+    sheet = sheet.with_columns(pl.when(bump).then(pl.col("amount_cents") + 100).otherwise(pl.col("amount_cents"))
+                               .alias("amount_cents"))
+    sheet = sheet.with_columns((pl.col("amount_cents") / 100).alias("amount_usd"))
+    sheet.write_parquet(run / "term_sheet.parquet")
+    sheet.write_csv(run / "term_sheet.csv")
+    _rehash(run)
+    failed = _failed(run)
+    assert {"within collateral limit", "total matches manifest", "objective"} <= failed
+    assert "file hashes" not in failed
+
+    # The manifest's total, or a missing file.
+    run = _copy(default_run, tmp_path / "c")
+    man = json.loads((run / "manifest.json").read_text())
+    man["totals"]["lent_cents"] += 1
+    (run / "manifest.json").write_text(json.dumps(man))
+    assert _failed(run) == {"total matches manifest"}
+    run = _copy(default_run, tmp_path / "d")
+    (run / "applications.parquet").unlink()
+    assert _failed(run) == {"files present"}
+    res = cli("loans", "check", str(tmp_path / "missing"))
+    assert res.exit_code == 2
+
+
+def test_reruns_are_byte_identical_and_replace_only_loan_runs(tmp_path):
+    apps_file = tmp_path / "apps.csv"
+    res = cli("loans", "generate", "--out", str(apps_file), "--n", "40", "--seed", "5")
+    assert res.exit_code == 0, res.output
+    assert D.load_applications(apps_file).equals(D.generate_applications(40, 5))
+    scen = tmp_path / "s.toml"
+    scen.write_text(toml_text(fund_usd="5_000_000.0"))
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"run{k}"
+        res = cli("loans", "allocate", "-s", str(scen), "-a", str(apps_file), "--out", str(out), "--json")
+        assert res.exit_code == 0, res.output
+        summary = json.loads(res.stdout)
+        assert summary["lent_cents"] <= 500_000_000
+        outs.append(out)
+    for f in ("term_sheet.csv", "term_sheet.parquet", "applications.parquet", "manifest.json"):
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+    # Rerunning into an existing run directory replaces it; a foreign directory is refused.
+    res = cli("loans", "allocate", "-s", str(scen), "-a", str(apps_file), "--out", str(outs[0]))
+    assert res.exit_code == 0 and (outs[0] / "manifest.json").read_bytes() == (outs[1] / "manifest.json").read_bytes()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    res = cli("loans", "allocate", "-s", str(scen), "-a", str(apps_file), "--out", str(foreign))
+    assert res.exit_code == 2 and (foreign / "notes.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob(".run*"))  # no temporary directories left behind
+
+
+def test_cli_reports_bad_input_and_infeasible_settings(tmp_path):
+    bad = _write_csv(tmp_path, small(10).drop("vip_tier"))
+    res = cli("loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(bad), "--out", str(tmp_path / "r"))
+    assert res.exit_code == 2 and "vip_tier" in res.output and "Traceback" not in res.output
+    scen = tmp_path / "s.toml"
+    scen.write_text(toml_text(min_ticket_usd="20_000_000.0"))
+    res = cli("loans", "allocate", "-s", str(scen), "--out", str(tmp_path / "r"))
+    assert res.exit_code == 3 and "minimum ticket" in res.output
+    res = cli("loans", "generate", "--out", str(tmp_path / "x.txt"))
+    assert res.exit_code == 2
+    assert cli("loans", "--help").exit_code == 0

@@ -1,0 +1,343 @@
+"""Run directory: round trip, byte-identical rewrites, and atomic replacement under crashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from allocator import names as N
+from allocator import rundir
+from allocator.checks import check_run_dir
+from allocator.errors import InputError
+from allocator.rundir import (
+    ALLOCATIONS_SCHEMA,
+    AMOUNT_CENTS,
+    OUTPUT_FILES,
+    RUN_FILES,
+    dumps_manifest,
+    read_payouts_csv,
+    read_run_dir,
+    versions,
+    write_run_dir,
+)
+
+USERS = [3, 1, 2]  # deliberately unsorted
+CENTS = {1: 400, 2: 1234, 3: 600_000}
+LOSS = {1: 60.0, 2: 5_000.0, 3: 90_000.0}
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def hidden_siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
+
+
+@pytest.fixture
+def liq(tmp_path: Path) -> Path:
+    path = tmp_path / f"{N.EVENTS_FILE}.parquet"
+    pl.DataFrame({N.USER_ID: [1, 2, 3, 4, 4]}, schema={N.USER_ID: pl.Int64}).write_parquet(path)
+    return path
+
+
+def parts(liq: Path, *, bump: int = 0) -> dict:
+    """A valid run (floor 4, cap 6000, no coverage cap) whose user 2 gets ``bump`` more cents."""
+    cents = dict(CENTS)
+    cents[2] += bump
+    labels = {1: N.BOUND_FLOOR, 2: N.BOUND_INTERIOR, 3: N.BOUND_CAP}
+    allocations = pl.DataFrame(
+        {
+            N.USER_ID: USERS,
+            N.VOUCHER_CENTS: [cents[u] for u in USERS],
+            N.VOUCHER_USD: [cents[u] / 100 for u in USERS],
+            "lower_cents": [400] * 3,
+            "upper_cents": [600_000] * 3,
+            N.LOSS_USD: [LOSS[u] for u in USERS],
+            N.LOSS_RATIO: [0.4, math.inf, 0.9],
+            N.WEIGHT: [1.0, 2.0, 3.0],
+            N.BOUND: [labels[u] for u in USERS],
+            N.SEGMENT: [None, "small", None],
+        },
+        schema_overrides={N.USER_ID: pl.Int64, N.VOUCHER_CENTS: pl.Int64},
+    )
+    excluded = pl.DataFrame(
+        {N.USER_ID: [4], N.REASON: [N.REASON_KYC], N.DETAIL: ["kyc pending"], N.N_EVENTS: [2]},
+        schema_overrides={N.USER_ID: pl.Int64},
+    )
+    payouts = pl.DataFrame(
+        {
+            N.USER_ID: USERS,
+            AMOUNT_CENTS: [cents[u] for u in USERS],
+            N.BATCH: [1, 1, 1],
+            N.IDEMPOTENCY_KEY: [f"k-{u}" for u in USERS],
+        }
+    )
+    total = sum(cents.values())
+    manifest = {
+        "programme": "test",
+        "scenario": {
+            "bounds": {"floor_usd": 4.0, "cap_usd": 6000.0, "coverage_cap": None},
+            "budget": {"total_usd": total / 100, "exhaust": True},
+        },
+        "inputs": {N.EVENTS_FILE: {"path": str(liq), "sha256": sha(liq), "rows": 5}},
+        "money": {"budget_cents": total, "paid_cents": total, "unspent_cents": 0, "exhaust": True},
+        "counts": {
+            "liquidated": 4,
+            "eligible": 3,
+            "excluded": 1,
+            "floor": 1,
+            "interior": 1,
+            "cap": 1,
+            "excluded_by_reason": {N.REASON_KYC: 1, N.REASON_DEPEG: 0},
+        },
+        "shadow_price": float("inf"),
+        "objective": float("nan"),
+        "versions": versions(),
+    }
+    return {"allocations": allocations, "excluded": excluded, "payouts": payouts, "manifest": manifest}
+
+
+# --- round trip and format -------------------------------------------------------------------
+
+
+def test_round_trip(tmp_path: Path, liq: Path) -> None:
+    p = parts(liq)
+    out = write_run_dir(tmp_path / "runs" / "r", **p)
+    assert sorted(os.listdir(out)) == sorted(RUN_FILES)
+    run = read_run_dir(out)
+    assert run.allocations[N.USER_ID].to_list() == [1, 2, 3]
+    assert dict(run.allocations.schema) == ALLOCATIONS_SCHEMA
+    assert run.allocations[N.VOUCHER_CENTS].to_list() == [CENTS[u] for u in (1, 2, 3)]
+    # payouts.csv keeps the payout plan's row order.
+    assert run.payouts[N.USER_ID].to_list() == USERS
+    assert run.payouts[AMOUNT_CENTS].to_list() == [CENTS[u] for u in USERS]
+    assert run.payouts[N.AMOUNT].to_list() == ["6000.00", "4.00", "12.34"]
+    assert run.excluded.columns[:3] == [N.USER_ID, N.REASON, N.DETAIL]
+    assert run.manifest["format"] == rundir.RUN_FORMAT
+    assert run.manifest["outputs"] == {name: sha(out / name) for name in OUTPUT_FILES}
+    # Strict JSON: no NaN/Infinity tokens; sorted keys, indent 2, trailing newline.
+    text = (out / N.MANIFEST_FILE).read_text()
+    assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
+    assert run.manifest["shadow_price"] == "inf" and run.manifest["objective"] is None
+    assert "outputs" not in p["manifest"]  # the caller's manifest is not modified
+    report = check_run_dir(out)
+    assert report.ok, "\n".join(report.lines())
+
+
+def test_rewrite_is_byte_identical(tmp_path: Path, liq: Path) -> None:
+    out = write_run_dir(tmp_path / "a", **parts(liq))
+    first = snapshot(out)
+    write_run_dir(out, **parts(liq))
+    assert snapshot(out) == first
+    # Same content laid out in different chunks and row orders gives the same bytes elsewhere too.
+    p = parts(liq)
+    a = p["allocations"]
+    p["allocations"] = pl.concat([a[2:], a[:2]], rechunk=False)
+    other = write_run_dir(tmp_path / "b", **p)
+    assert snapshot(other) == first
+    assert hidden_siblings(out) == [] and hidden_siblings(other) == []
+
+
+def test_payouts_from_a_writer_callable(tmp_path: Path, liq: Path) -> None:
+    p = parts(liq)
+    frame = p.pop("payouts")
+    calls: list[Path] = []
+
+    def writer(path: Path) -> None:
+        calls.append(path)
+        rundir._write_payouts_frame(frame, path)
+
+    out = write_run_dir(tmp_path / "r", payouts=writer, **p)
+    assert len(calls) == 1 and calls[0].name == N.PAYOUTS_FILE and calls[0].parent != out
+    assert check_run_dir(out).ok
+
+
+def test_refuses_to_replace_a_foreign_directory(tmp_path: Path, liq: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("precious")
+    with pytest.raises(InputError, match="thesis.tex"):
+        write_run_dir(home, **parts(liq))
+    assert (home / "thesis.tex").read_text() == "precious" and sorted(os.listdir(home)) == ["thesis.tex"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert check_run_dir(write_run_dir(empty, **parts(liq))).ok
+
+
+def test_read_errors_name_the_file(tmp_path: Path, liq: Path) -> None:
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    (out / N.EXCLUDED_FILE).unlink()
+    with pytest.raises(InputError, match=N.EXCLUDED_FILE):
+        read_run_dir(out)
+    with pytest.raises(InputError, match="not found"):
+        read_run_dir(tmp_path / "nothing")
+
+
+def test_payouts_amount_parsing_is_strict(tmp_path: Path) -> None:
+    path = tmp_path / N.PAYOUTS_FILE
+    for bad in ("12.3", "12", "1e3", "-4.00", '"4,00"', " 4.00", "4.001"):
+        path.write_text(f"user_id,amount,batch,idempotency_key\n1,4.00,1,a\n2,{bad},1,b\n")
+        with pytest.raises(InputError, match=r"payouts.csv.*amount.*two decimals") as err:
+            read_payouts_csv(path)
+        assert "'user_id': '2'" in str(err.value)
+    path.write_text("user_id,amount,batch\n1,4.00,1\n")
+    with pytest.raises(InputError, match="idempotency_key"):
+        read_payouts_csv(path)
+
+
+@given(st.lists(st.integers(0, 10**15), min_size=1, max_size=50))
+def test_payouts_cents_round_trip_exactly(
+    tmp_path_factory: pytest.TempPathFactory, cents: list[int]
+) -> None:
+    path = tmp_path_factory.mktemp("pay") / N.PAYOUTS_FILE
+    frame = pl.DataFrame(
+        {
+            N.USER_ID: range(len(cents)),
+            AMOUNT_CENTS: cents,
+            N.BATCH: [0] * len(cents),
+            N.IDEMPOTENCY_KEY: [str(i) for i in range(len(cents))],
+        },
+        schema_overrides={AMOUNT_CENTS: pl.Int64},
+    )
+    rundir._write_payouts_frame(frame, path)
+    back = read_payouts_csv(path)
+    assert back[AMOUNT_CENTS].to_list() == cents
+    assert back[N.AMOUNT].to_list() == [f"{c // 100}.{c % 100:02d}" for c in cents]
+
+
+def test_manifest_text_is_canonical() -> None:
+    import numpy as np
+
+    text = dumps_manifest({"b": np.int64(3), "a": (1.5, float("-inf")), "c": {"z": np.float64("nan")}})
+    assert (
+        text == '{\n  "a": [\n    1.5,\n    "-inf"\n  ],\n  "b": 3,\n  "c": {\n    "z": null\n  }\n}\n'
+    )
+
+
+def test_versions_names_the_stack() -> None:
+    v = versions()
+    assert {"allocator", "python", "numpy", "polars", "cvxpy", "clarabel"} <= set(v)
+    assert all(isinstance(x, str) for k, x in v.items() if k in ("allocator", "python", "polars"))
+
+
+# --- atomicity -------------------------------------------------------------------------------
+
+
+def test_crash_while_writing_keeps_the_old_run(tmp_path: Path, liq: Path) -> None:
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    before = snapshot(out)
+    p = parts(liq, bump=1)
+    seen: dict[str, object] = {}
+
+    def crashing_writer(path: Path) -> None:
+        # Mid-write: the old run is still in place and accepted; the half-written one is not.
+        seen["old_ok"] = check_run_dir(out).ok
+        seen["staging"] = path.parent
+        seen["staging_ok"] = check_run_dir(path.parent).ok
+        seen["staging_files"] = sorted(os.listdir(path.parent))
+        raise RuntimeError("disk full")
+
+    p["payouts"] = crashing_writer
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_run_dir(out, **p)
+    assert seen["old_ok"] is True and seen["staging_ok"] is False
+    assert N.MANIFEST_FILE not in seen["staging_files"]
+    assert snapshot(out) == before
+    assert hidden_siblings(out) == []  # the staging directory was removed
+
+
+def test_crash_in_a_parquet_write_keeps_the_old_run(
+    tmp_path: Path, liq: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    before = snapshot(out)
+    real = rundir._write_parquet
+
+    def failing(frame: pl.DataFrame, path: Path) -> None:
+        if path.name == N.EXCLUDED_FILE:
+            raise OSError("I/O error")
+        real(frame, path)
+
+    monkeypatch.setattr(rundir, "_write_parquet", failing)
+    with pytest.raises(OSError):
+        write_run_dir(out, **parts(liq, bump=1))
+    assert snapshot(out) == before and hidden_siblings(out) == []
+
+
+def test_hard_crash_leaves_only_an_unacceptable_hidden_directory(
+    tmp_path: Path, liq: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A kill cannot clean up: simulate it by disabling the cleanup.
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    before = snapshot(out)
+    p = parts(liq, bump=1)
+
+    def killed(path: Path) -> None:
+        raise KeyboardInterrupt
+
+    p["payouts"] = killed
+    monkeypatch.setattr(rundir.shutil, "rmtree", lambda *a, **k: None)
+    with pytest.raises(KeyboardInterrupt):
+        write_run_dir(out, **p)
+    monkeypatch.undo()
+    leftovers = hidden_siblings(out)
+    assert len(leftovers) == 1 and ".new-" in leftovers[0]
+    assert not check_run_dir(out.parent / leftovers[0]).ok
+    assert snapshot(out) == before and check_run_dir(out).ok
+    # The next write is not disturbed by the leftover.
+    write_run_dir(out, **parts(liq, bump=1))
+    assert check_run_dir(out).ok and snapshot(out) != before
+
+
+def test_swap_never_shows_an_incomplete_run(
+    tmp_path: Path, liq: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    before = snapshot(out)
+    real_rename = os.rename
+    states: list[tuple[str, str, bool]] = []
+
+    def watching_rename(src: os.PathLike, dst: os.PathLike) -> None:
+        # Whatever is at out_dir at each step must be a complete, accepted run or nothing.
+        states.append((Path(src).name, Path(dst).name, check_run_dir(out).ok if out.exists() else None))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(rundir.os, "rename", watching_rename)
+    write_run_dir(out, **parts(liq, bump=1))
+    monkeypatch.undo()
+    assert [s[2] for s in states] == [True, None]  # old run accepted, then nothing, then new
+    assert states[0][0] == "r" and ".old-" in states[0][1]
+    assert ".new-" in states[1][0] and states[1][1] == "r"
+    assert check_run_dir(out).ok and snapshot(out) != before and hidden_siblings(out) == []
+
+
+def test_failed_swap_puts_the_old_run_back(
+    tmp_path: Path, liq: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    before = snapshot(out)
+    real_rename = os.rename
+
+    def second_rename_fails(src: os.PathLike, dst: os.PathLike) -> None:
+        if ".new-" in Path(src).name:
+            raise PermissionError("rename refused")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(rundir.os, "rename", second_rename_fails)
+    with pytest.raises(PermissionError):
+        write_run_dir(out, **parts(liq, bump=1))
+    monkeypatch.undo()
+    assert snapshot(out) == before and check_run_dir(out).ok and hidden_siblings(out) == []
