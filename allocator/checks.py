@@ -52,6 +52,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -694,6 +695,37 @@ def _check_counts(r: _RunFiles) -> Result:
     return True, f"manifest counts match the files ({a.height:,} eligible, {e.height:,} excluded)"
 
 
+def _check_segment_shares(r: _RunFiles) -> Result:
+    """Each segment of the scenario gets its share of the budget, counted in whole cents.
+
+    Members are the rows whose ``segment`` label names the segment (overlapping segments are
+    joined with ``+``); shares are read through their decimal form so ``0.4 * B`` is exact.
+    """
+    segments = r.section("scenario", "segments") or []
+    if not segments:
+        return True, "no segment constraints"
+    budget = r.money("budget_cents")
+    labels = r.allocations[N.SEGMENT].fill_null("").str.split("+")
+    cents = r.allocations[N.VOUCHER_CENTS]
+    problems, done = [], []
+    for seg in segments:
+        name = seg["name"]
+        got = int(cents.filter(labels.list.contains(name)).sum())
+        lo = seg.get("min_share")
+        hi = seg.get("max_share")
+        lo_c = None if lo is None else math.ceil(Fraction(repr(float(lo))) * budget)
+        hi_c = None if hi is None else math.floor(Fraction(repr(float(hi))) * budget)
+        if lo_c is not None and got < lo_c:
+            problems.append(f"segment {name!r} got {_usd(got)} USD, below its minimum {_usd(lo_c)}")
+        elif hi_c is not None and got > hi_c:
+            problems.append(f"segment {name!r} got {_usd(got)} USD, above its maximum {_usd(hi_c)}")
+        else:
+            done.append(f"{name} {_usd(got)} USD")
+    if problems:
+        return False, "; ".join(problems)
+    return True, "every segment within its share: " + ", ".join(done)
+
+
 CHECKS: tuple[tuple[str, Callable[[_RunFiles], Result]], ...] = (
     ("manifest", _check_manifest),
     ("allocations file", _check_allocations_file),
@@ -706,6 +738,7 @@ CHECKS: tuple[tuple[str, Callable[[_RunFiles], Result]], ...] = (
     ("bounds", _check_bounds),
     ("voucher_usd", _check_voucher_usd),
     ("bound labels", _check_bound_labels),
+    ("segment shares", _check_segment_shares),
     ("unique allocations", _check_unique_allocations),
     ("unique exclusions", _check_unique_exclusions),
     ("allocated or excluded", _check_disjoint),

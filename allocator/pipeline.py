@@ -22,7 +22,7 @@ from allocator.data import Inputs, file_sha256, load_inputs
 from allocator.eligibility import EligibilityResult, compute_eligibility
 from allocator.payouts import Payouts, plan_payouts
 from allocator.problem import AllocationProblem
-from allocator.rounding import bounds_to_cents, budget_to_cents, round_to_cents
+from allocator.rounding import bounds_to_cents, budget_to_cents, round_to_cents_by_segment
 from allocator.scenarios import scenario_to_dict
 from allocator.solvers import Allocation, solve
 from allocator.weights import build_problem, segment_labels
@@ -59,7 +59,14 @@ class DataSession:
         if rules not in self._eligibility:
             t0 = time.perf_counter()
             inp = self.inputs
-            result = compute_eligibility(inp.events, inp.prices, inp.snapshot, inp.users, rules)
+            result = compute_eligibility(
+                inp.events,
+                inp.prices,
+                inp.snapshot,
+                inp.users,
+                rules,
+                source={stem: str(path) for stem, path in inp.paths.items()},
+            )
             result.reconciliation.check()
             self._eligibility[rules] = (result, time.perf_counter() - t0)
         return self._eligibility[rules]
@@ -85,6 +92,7 @@ class RunResult:
     allocations: pl.DataFrame
     payouts: Payouts | None
     final_certificate: Certificate
+    rounding: dict[str, object]
     timings: dict[str, float]
 
     @property
@@ -136,7 +144,7 @@ def allocate(
     t0 = time.perf_counter()
     user_id = features[N.USER_ID].to_numpy()
     loss = features[N.LOSS_USD].to_numpy()
-    cents = round_to_cents(
+    cents, rounding_report = round_to_cents_by_segment(
         allocation.vouchers,
         problem.lower,
         problem.upper,
@@ -144,6 +152,7 @@ def allocate(
         exhaust=problem.exhaust,
         loss=loss,
         user_id=user_id,
+        segments=problem.segments,
     )
     lo_c, hi_c = bounds_to_cents(problem.lower, problem.upper)
     final_certificate = certify(
@@ -181,12 +190,13 @@ def allocate(
         allocations=allocations,
         payouts=payouts,
         final_certificate=final_certificate,
+        rounding=rounding_report,
         timings=timings,
     )
 
 
 def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> dict[str, object]:
-    """The run's manifest (``outputs`` hashes and the write time are added by the writer)."""
+    """The run's manifest (the writer adds the ``outputs`` hashes)."""
     from allocator.rundir import versions
 
     rec = run.eligibility.reconciliation
@@ -217,6 +227,7 @@ def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> 
         "segment_prices": {k: list(v) for k, v in run.allocation.segment_prices.items()},
         "certificate": run.allocation.certificate.to_dict(),
         "certificate_rounded": run.final_certificate.to_dict(),
+        "rounding": run.rounding,
         "money": {
             "budget_cents": budget_cents,
             "paid_cents": paid,

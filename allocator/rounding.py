@@ -28,8 +28,10 @@ Float conventions (why the tolerances exist):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from numbers import Integral, Real
 from typing import Literal
 
@@ -37,6 +39,7 @@ import numpy as np
 
 from allocator import names as N
 from allocator.errors import InfeasibleError, InputError, ScenarioError, SolverError
+from allocator.problem import Segment
 
 #: Cents: a float within this distance of a whole cent is that cent (float representation).
 CENT_TOL = 1e-6
@@ -460,3 +463,138 @@ def round_to_cents(
         v, lower, upper, budget, exhaust=exhaust, loss=loss, user_id=user_id, snap_rtol=snap_rtol
     )
     return cents
+
+
+def _share_limits_cents(seg: Segment, budget_cents: int) -> tuple[int | None, int | None]:
+    """A segment's share bounds in whole cents: at least ``ceil(m B)``, at most ``floor(M B)``.
+
+    Shares are decimal knobs (0.4, 0.1); reading them through their shortest decimal form keeps
+    ``0.4 * B`` exact instead of ``12000000000.000002`` cents.
+    """
+    lo = None if seg.min_share is None else math.ceil(Fraction(repr(seg.min_share)) * budget_cents)
+    hi = None if seg.max_share is None else math.floor(Fraction(repr(seg.max_share)) * budget_cents)
+    return lo, hi
+
+
+def round_to_cents_by_segment(
+    v: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    budget: float,
+    *,
+    exhaust: bool,
+    loss: np.ndarray,
+    user_id: np.ndarray,
+    segments: tuple[Segment, ...] = (),
+) -> tuple[np.ndarray, dict[str, object]]:
+    r"""Round to cents so that segment budget shares hold exactly in cents, not just the total.
+
+    Rounding each user independently can push a segment over its maximum share (or under its
+    minimum) by a few cents per member. With disjoint segments the users fall into groups
+    :math:`g` (each segment, and everyone outside all segments); each group first gets a whole
+    number of cents
+
+    .. math::
+
+        T_g = \operatorname{clip}\big(\operatorname{round}(100 \textstyle\sum_{i \in g} v_i),\;
+              \max(\sum_g \underline c_i, \lceil m_g B \rceil),\;
+              \min(\sum_g \overline c_i, \lfloor M_g B \rfloor)\big),
+
+    then the few cents by which :math:`\sum_g T_g` misses the overall target go to the groups
+    that were rounded down the most (up the most, when taking cents back), within those limits;
+    finally each group is rounded by :func:`round_to_cents_report` to exactly :math:`T_g`. Within a
+    group every guarantee of that function holds. Overlapping segments (outside the fast solver's
+    reach) are rounded as one group and their shares are checked afterwards.
+
+    Returns the cents and a JSON-safe report (per-group targets, largest deviation in cents).
+    """
+    v = np.asarray(v, dtype=np.float64)
+    n = v.shape[0]
+    budget_cents = budget_to_cents(budget)
+    members = [np.asarray(s.members, dtype=bool) for s in segments]
+    overlapping = bool(members) and bool((np.sum(members, axis=0) > 1).any())
+    if not segments or overlapping:
+        cents, rep = round_to_cents_report(
+            v, lower, upper, budget, exhaust=exhaust, loss=loss, user_id=user_id
+        )
+        report: dict[str, object] = {"groups": "one", **rep.to_dict()}
+        for seg, mask in zip(segments, members):
+            lo_s, hi_s = _share_limits_cents(seg, budget_cents)
+            got = int(cents[mask].sum())
+            if (lo_s is not None and got < lo_s) or (hi_s is not None and got > hi_s):
+                raise SolverError(
+                    f"rounding to cents moves segment {seg.name!r} to {got / 100:,.2f} USD, "
+                    f"outside its share [{(lo_s or 0) / 100:,.2f}, "
+                    f"{(hi_s if hi_s is not None else budget_cents) / 100:,.2f}] USD.",
+                    status="rounding",
+                    hint="make the segments disjoint so each can be rounded on its own.",
+                )
+        return cents, report
+
+    lo_c, hi_c = bounds_to_cents(lower, upper, user_id=user_id)
+    label = np.full(n, len(segments), dtype=np.int64)
+    for k, mask in enumerate(members):
+        label[mask] = k
+    groups = len(segments) + 1
+    x = np.bincount(label, weights=v * 100.0, minlength=groups)
+    floor_g = np.bincount(label, weights=lo_c, minlength=groups).round().astype(np.int64)
+    cap_g = np.bincount(label, weights=hi_c, minlength=groups).round().astype(np.int64)
+    low = floor_g.copy()
+    high = cap_g.copy()
+    for k, seg in enumerate(segments):
+        lo_s, hi_s = _share_limits_cents(seg, budget_cents)
+        if lo_s is not None:
+            low[k] = max(low[k], lo_s)
+        if hi_s is not None:
+            high[k] = min(high[k], hi_s)
+    if (low > high).any():
+        k = int(np.flatnonzero(low > high)[0])
+        name = segments[k].name if k < len(segments) else "users outside every segment"
+        raise InfeasibleError(
+            f"segment {name!r} cannot be paid a whole number of cents within its bounds and "
+            f"share: it needs at least {low[k] / 100:,.2f} USD but may get at most "
+            f"{high[k] / 100:,.2f} USD."
+        )
+    target = np.clip(np.round(x).astype(np.int64), low, high)
+    total_x = float(v.sum() * 100.0)
+    want = budget_cents if exhaust else min(budget_cents, int(round(total_x)))
+    missing = want - int(target.sum())
+    # Groups rounded down the most take the missing cents first (and give back last); the group
+    # index breaks ties so the result is deterministic.
+    order = np.lexsort((np.arange(groups), -(x - target) if missing > 0 else (x - target)))
+    for k in order:
+        if missing == 0:
+            break
+        room = (high[k] - target[k]) if missing > 0 else (low[k] - target[k])
+        step = min(missing, room) if missing > 0 else max(missing, room)
+        target[k] += step
+        missing -= step
+    if missing != 0:
+        raise InfeasibleError(
+            f"the budget cannot be paid to the cent: {abs(missing) / 100:,.2f} USD cannot be "
+            f"placed within the users' bounds and the segments' shares."
+        )
+
+    cents = np.zeros(n, dtype=np.int64)
+    max_dev = 0.0
+    for k in range(groups):
+        idx = np.flatnonzero(label == k)
+        if idx.size == 0:
+            continue
+        part, rep = round_to_cents_report(
+            v[idx], np.asarray(lower)[idx], np.asarray(upper)[idx], int(target[k]) / 100.0,
+            exhaust=True, loss=np.asarray(loss)[idx], user_id=np.asarray(user_id)[idx],
+        )
+        cents[idx] = part
+        max_dev = max(max_dev, rep.max_deviation_cents)
+    report = {
+        "groups": "by_segment",
+        "budget_cents": budget_cents,
+        "total_cents": int(cents.sum()),
+        "max_deviation_cents": max_dev,
+        "group_targets_cents": {
+            (segments[k].name if k < len(segments) else "(no segment)"): int(target[k])
+            for k in range(groups)
+        },
+    }
+    return cents, report

@@ -128,6 +128,7 @@ def manifest_for(
             "name": "test",
             "bounds": {"floor_usd": FLOOR, "cap_usd": CAP, "coverage_cap": cover},
             "budget": {"total_usd": budget_cents / 100, "exhaust": exhaust},
+            "segments": [],
         },
         "inputs": {
             N.EVENTS_FILE: {"path": str(liq_path.resolve()), "sha256": sha256(liq_path), "rows": 0}

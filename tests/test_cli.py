@@ -286,3 +286,33 @@ def test_cvxpy_and_fast_paths_pay_the_same(tmp_path: Path, data_dir: Path, scena
     assert a.sum() == b.sum() == BUDGET_USD * 100
     # Continuous solutions agree within a cent; rounding each can add one more.
     assert np.abs(a - b).max() <= 2
+
+
+def test_segment_share_is_exact_and_checked(tmp_path: Path, data_dir: Path) -> None:
+    path = tmp_path / "retail.toml"
+    path.write_text(
+        SMALL_SCENARIO.replace('"small"', '"retail"')
+        + '\n[[segments]]\nname = "retail"\nwhere = "loss_usd < 10000"\nmin_share = 0.6\n'
+    )
+    run = tmp_path / "run"
+    result = invoke("allocate", "--scenario", path, "--data", data_dir, "--out", run, "-q")
+    assert result.exit_code == 0, result.output
+    alloc = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+    members = (alloc[N.LOSS_USD] < 10000).to_numpy()
+    assert (alloc[N.SEGMENT].is_not_null().to_numpy() == members).all()
+    cents = alloc[N.VOUCHER_CENTS].to_numpy().copy()
+    share_cents = int(0.6 * BUDGET_USD * 100)
+    # The share binds (the loss-weighted optimum pays small losses less) and holds to the cent.
+    assert int(cents[members].sum()) == share_cents
+    assert invoke("check-budget", run).exit_code == 0
+
+    # Move one cent from a member to a non-member: total unchanged, the share is now missed.
+    giver = np.flatnonzero(members & (cents > alloc["lower_cents"].to_numpy()))[0]
+    taker = np.flatnonzero(~members & (cents < alloc["upper_cents"].to_numpy()))[0]
+    cents[giver] -= 1
+    cents[taker] += 1
+    alloc.with_columns(pl.Series(N.VOUCHER_CENTS, cents)).write_parquet(run / N.ALLOCATIONS_FILE)
+    result = invoke("check-budget", run, "--json")
+    assert result.exit_code == 1
+    failed = {c["name"] for c in strict_json(result.stdout)["checks"] if not c["ok"]}
+    assert "segment shares" in failed

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from allocator.cli import app
@@ -22,8 +23,9 @@ def readme_examples() -> list[str]:
 
 
 def test_readme_has_examples_for_every_command() -> None:
-    commands = {shlex.split(line)[1] for line in readme_examples()}
-    assert {"allocate", "check-budget", "compare", "sweep", "eligibility", "generate", "loans"} <= commands
+    registered = set(typer.main.get_command(app).commands)
+    shown = {shlex.split(line)[1] for line in readme_examples()}
+    assert registered - shown == set()
 
 
 def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from allocator.errors import InfeasibleError, InputError, ScenarioError, SolverError
+from allocator.problem import AllocationProblem, Segment
 from allocator.rounding import (
     CENT_TOL,
     MAX_CENTS,
     bounds_to_cents,
     budget_to_cents,
     round_to_cents,
+    round_to_cents_by_segment,
     round_to_cents_report,
 )
+from allocator.solvers import solve
 
 # --------------------------------------------------------------------------- conversions
 
@@ -370,3 +374,66 @@ def test_empty_input() -> None:
     no_ids = np.empty(0, dtype=np.int64)
     cents, report = round_to_cents_report(e, e, e, 0.0, exhaust=True, loss=e, user_id=no_ids)
     assert cents.shape == (0,) and report.total_cents == 0
+
+
+
+# --- rounding with segment shares -------------------------------------------------------------
+
+
+@st.composite
+def segmented_problems(draw):  # noqa: ANN201
+    """A solvable problem whose segment shares bind: each share is set from the unconstrained
+    solution's spend on that segment, pushed up (minimum) or down (maximum)."""
+    n = draw(st.integers(min_value=8, max_value=120))
+    rng = np.random.default_rng(draw(st.integers(min_value=0, max_value=2**31 - 1)))
+    loss = np.exp(rng.normal(7.0, 1.6, n))
+    lower = np.full(n, 4.0)
+    kappa = draw(st.sampled_from([None, 0.5, 1.0]))
+    upper = np.full(n, 6000.0) if kappa is None else np.minimum(6000.0, np.maximum(kappa * loss, 4.0))
+    labels = rng.integers(0, 3, n)  # 0, 1: segments; 2: nobody's segment
+    budget = round(float(rng.uniform(0.2, 0.6)) * float(upper.sum()), 2)
+    alpha = draw(st.sampled_from([0.5, 1.0, 2.0]))
+    weights = loss ** draw(st.sampled_from([0.5, 1.0]))
+    free = solve(AllocationProblem(weights, lower, upper, budget, alpha), method="fast").vouchers
+    segments = []
+    for k, name in enumerate(("small", "large")):
+        mask = labels == k
+        if not mask.any():
+            continue
+        share = float(free[mask].sum()) / budget
+        room_up = float(upper[mask].sum()) / budget
+        room_down = float(lower[mask].sum()) / budget
+        if draw(st.booleans()):
+            segments.append(Segment(name, mask, min_share=round(min(share * 1.15, 0.97 * room_up, 0.95), 4)))
+        else:
+            segments.append(Segment(name, mask, max_share=round(max(share * 0.85, 1.03 * room_down), 4)))
+    problem = AllocationProblem(weights, lower, upper, budget, alpha, segments=tuple(segments))
+    return problem, loss
+
+
+@given(segmented_problems())
+@settings(max_examples=40)
+def test_segment_rounding_keeps_every_share_exact(case) -> None:  # noqa: ANN001
+    problem, loss = case
+    try:
+        alloc = solve(problem, method="fast")
+    except InfeasibleError:
+        assume(False)  # two binding segments can together leave too little for everyone else
+    user_id = np.arange(problem.n, dtype=np.int64) + 1000
+    cents, report = round_to_cents_by_segment(
+        alloc.vouchers, problem.lower, problem.upper, problem.budget,
+        exhaust=True, loss=loss, user_id=user_id, segments=problem.segments,
+    )
+    lo_c, hi_c = bounds_to_cents(problem.lower, problem.upper)
+    budget_cents = budget_to_cents(problem.budget)
+    assert cents.dtype == np.int64
+    assert int(cents.sum()) == budget_cents == report["total_cents"]
+    assert (cents >= lo_c).all() and (cents <= hi_c).all()
+    for seg in problem.segments:
+        got = Fraction(int(cents[seg.members].sum()))
+        if seg.min_share is not None:
+            assert got >= Fraction(repr(seg.min_share)) * budget_cents
+        if seg.max_share is not None:
+            assert got <= Fraction(repr(seg.max_share)) * budget_cents
+    # Each group is rounded within itself, so nobody moves by as much as two cents.
+    assert np.abs(cents - alloc.vouchers * 100).max() < 2.0

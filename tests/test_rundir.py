@@ -91,6 +91,7 @@ def parts(liq: Path, *, bump: int = 0) -> dict:
         "scenario": {
             "bounds": {"floor_usd": 4.0, "cap_usd": 6000.0, "coverage_cap": None},
             "budget": {"total_usd": total / 100, "exhaust": True},
+            "segments": [],
         },
         "inputs": {N.EVENTS_FILE: {"path": str(liq), "sha256": sha(liq), "rows": 5}},
         "money": {"budget_cents": total, "paid_cents": total, "unspent_cents": 0, "exhaust": True},

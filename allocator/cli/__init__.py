@@ -7,9 +7,12 @@ from allocator.cli import (  # noqa: F401  (imported for their @app.command regi
     cmd_allocate,
     cmd_check,
     cmd_compare,
+    cmd_depeg,
     cmd_eligibility,
+    cmd_explain,
     cmd_generate,
     cmd_loans,
+    cmd_programme,
 )
 from allocator.cli.app import app
 

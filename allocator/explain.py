@@ -1,0 +1,1178 @@
+r"""Why did a user get this amount? A per-user explanation, from a run directory alone.
+
+:func:`explain_user` reads the run directory and the input files its manifest names, and
+rebuilds the user's case step by step, checking each step against what the run wrote:
+
+1. **Liquidations.** The user's events are read from the liquidations file (a lazy scan filtered
+   on ``user_id``), valued in USD at the latest price bar at or before each event
+   (realised loss, plus the fee when ``include_fees``), and grouped by product and by whether
+   they counted (covered product inside the window) or not.
+2. **Eligibility.** :func:`allocator.eligibility.compute_eligibility` is run on the one-user
+   subsets of the four input tables with the run's eligibility rules. Eligibility is per user,
+   so the result must equal the run's row: the loss (to a nano-dollar), the reason of an
+   exclusion and the weight are checked against ``allocations.parquet`` / ``excluded.parquet``,
+   and an :class:`~allocator.errors.InputError` says the inputs changed since the run otherwise.
+   An excluded user gets the rule that failed, its numbers and how far they were from passing.
+3. **Weight.** :math:`\log w_i = \sum_k f_{ik}` by factor (:func:`allocator.weights.weight_factors`:
+   loss, ratio, each feature, coverage). Each factor is shown as its log contribution
+   :math:`f_{ik}`, its multiplicative factor :math:`e^{f_{ik}}` and against a **reference user**,
+   the median-weight eligible user :math:`m` (the lower median of ``weight``, ties by smaller
+   user id): :math:`w_i / w_m = \prod_k e^{d_k}` with :math:`d_k = f_{ik} - f_{mk}`, and the
+   factor's **share** of the log-weight gap :math:`s_k = d_k / \sum_j |d_j|` (signed, the
+   :math:`|s_k|` add up to 1; all 0 when the user's weight equals the median's). The median user
+   is a meaningful zero point: an absolute log-weight depends on units (USD vs cents), the gap
+   to a typical user does not, and at interior vouchers it is what sets
+   :math:`v_i / v_m = (w_i / w_m)^{1/\alpha}`.
+4. **Amount.** The user's price is the run's shadow price :math:`\lambda`, plus the segment
+   multipliers of the segments the user is in (:math:`\lambda_i = \lambda + \sum_{s\ni i}
+   (\mu^{\max}_s - \mu^{\min}_s)`, from ``manifest["segment_prices"]``). The closed form
+   :math:`(w_i/\lambda_i)^{1/\alpha}`, clipped to :math:`[\ell_i, h_i]`, is the continuous
+   voucher; rounding to cents moves it by less than a cent, which is verified and shown. Which
+   bound binds is read from the paid cents: the floor, the cap, or the coverage cap
+   (``upper_cents`` equal to :math:`\lfloor 100\,\kappa L_i\rfloor` below the cap's cents).
+5. **Other scenarios.** Every shipped ``scenarios/*.toml`` except the loan fund's, run on the
+   same data at *this run's budget* (so that differences come from the rules, not from the
+   amount of money), without payout plans; the data is loaded and checked once per call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from allocator import names as N
+from allocator.config import EligibilityRules, Scenario
+from allocator.errors import AllocatorError, InputError
+from allocator.rundir import RunDir, read_run_dir
+
+if TYPE_CHECKING:
+    from allocator.data import Inputs
+
+__all__ = [
+    "COUNTED",
+    "NOT_COVERED",
+    "OUTSIDE_WINDOW",
+    "SCENARIOS_DIR",
+    "AmountDerivation",
+    "EventGroup",
+    "Exclusion",
+    "Explanation",
+    "Factor",
+    "OtherScenario",
+    "WeightBreakdown",
+    "explain_user",
+    "explain_users",
+    "shipped_scenarios",
+]
+
+#: The shipped scenario files (``scenarios/`` beside the package in a source checkout).
+SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+#: Scenario files whose name starts with this are the loan fund's, not voucher scenarios.
+_LOAN_PREFIX = "loans"
+
+#: Event statuses: counted, covered product outside the window, product not covered.
+COUNTED = "counted"
+OUTSIDE_WINDOW = "outside_window"
+NOT_COVERED = "product_not_covered"
+
+#: The one-user loss must equal the run's to within this many USD (events are summed in whole
+#: nano-dollars, so the two are normally identical).
+LOSS_ATOL_USD = 1e-9
+#: Relative tolerance of the recomputed weight against ``allocations.parquet``.
+WEIGHT_RTOL = 1e-9
+#: The closed form, clipped, must be within this of the paid amount (one cent, plus float slack).
+CENT_USD = 0.01
+_SLACK = 1e-9
+_NANO = 1_000_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# result types
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventGroup:
+    """The user's events on one product with one status (:data:`COUNTED`, ...)."""
+
+    product: str
+    status: str
+    n_events: int
+    loss_usd: float | None  # realised loss (+ fee when fees count) at the event's price
+    fee_usd: float | None
+    unpriced_events: int  # events without a price bar at or before them (not valued)
+    first_ts: str
+    last_ts: str
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor of the weight: ``log_contribution`` :math:`f_{ik}` and its comparisons."""
+
+    name: str
+    formula: str
+    log_contribution: float
+    multiplier: float
+    reference_log_contribution: float
+    relative_multiplier: float  # exp(f_ik - f_mk): this factor's part of w_i / w_median
+    share: float  # (f_ik - f_mk) / sum_j |f_ij - f_mj|
+
+
+@dataclass(frozen=True)
+class WeightBreakdown:
+    """The user's weight by factor, against the median-weight eligible user."""
+
+    weight: float
+    log_weight: float
+    reference_user: int
+    reference_weight: float
+    relative_weight: float
+    factors: tuple[Factor, ...]
+
+
+@dataclass(frozen=True)
+class AmountDerivation:
+    """How the paid amount follows from the weight, the price and the bounds."""
+
+    alpha: float
+    shadow_price: float
+    segments: tuple[str, ...]
+    segment_adjustment: float
+    effective_price: float
+    closed_form_usd: float | None  # (w / price)^(1/alpha) before clipping; None at alpha = 0
+    lower_usd: float
+    upper_usd: float
+    upper_source: str  # "cap" or "coverage_cap"
+    continuous_usd: float | None  # the closed form clipped to the bounds
+    voucher_cents: int
+    bound: str  # as written in allocations.parquet
+    binding: str  # "floor", "interior", "cap" or "coverage_cap"
+    difference_usd: float | None  # paid - continuous
+    reproduces_within_cent: bool | None
+    #: The largest such difference over the run's users (``certificate_rounded`` in the
+    #: manifest): above a cent when bounds that are not whole cents (a coverage cap) left cents
+    #: for the rounding to place further away.
+    run_max_difference_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Why an excluded user is out: the first failing rule, its numbers and the distance."""
+
+    reason: str
+    rule: str
+    detail: str
+    distance: str | None
+    run_detail: str | None  # the detail column of excluded.parquet
+    also_fails: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OtherScenario:
+    """The user's outcome under another shipped scenario on the same data."""
+
+    scenario: str
+    status: str  # "paid", "excluded" or "failed"
+    voucher_cents: int | None = None
+    bound: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    budget_usd: float | None = None
+    shipped_budget_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Everything :func:`explain_user` found about one user (see the module docstring)."""
+
+    user_id: int
+    run_dir: str
+    scenario: str
+    status: str  # "paid" or "excluded"
+    events: tuple[EventGroup, ...]
+    loss_usd: float | None
+    gross_loss_usd: float | None
+    fee_usd: float | None
+    depeg_comp_usd: float | None
+    net_assets_usd: float | None
+    loss_ratio: float | None
+    weight: WeightBreakdown | None = None
+    amount: AmountDerivation | None = None
+    exclusion: Exclusion | None = None
+    other_scenarios: tuple[OtherScenario, ...] | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict: no NaN or infinity (an infinite loss ratio is ``"inf"``)."""
+        return _json_safe(asdict(self))
+
+    def lines(self) -> list[str]:
+        """The explanation as text, one line per item."""
+        return _render(self)
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------------
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def _usd(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.2f}"
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
+
+
+def _threshold(x: float) -> str:
+    """A ratio threshold as written in scenarios: 0.30 rather than 0.3."""
+    return f"{x:.2f}" if float(f"{x:.2f}") == x else _g(x)
+
+
+def _below(x: float, threshold: float, decimals: int = 2) -> str:
+    """``x`` (known to be below ``threshold``) with enough decimals to read as below it."""
+    for d in (decimals, decimals + 2, decimals + 4):
+        if round(x, d) < threshold:
+            return f"{x:,.{d}f}"
+    return repr(x)
+
+
+def _ratio(r: float | None) -> str:
+    if r is None:
+        return "-"
+    return "inf (net assets <= 0)" if math.isinf(r) else f"{r:.4f}"
+
+
+def _iso(dt: datetime) -> str:
+    dt = dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return text + "Z"
+
+
+def _duration(seconds: float) -> str:
+    seconds = abs(seconds)
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes = seconds / 60
+    if minutes < 120:
+        return f"{minutes:.1f} min"
+    hours = minutes / 60
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+# --------------------------------------------------------------------------------------------
+# loading the run and its inputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Run:
+    run: RunDir
+    scenario: Scenario
+    paths: dict[str, Path]
+    data_dir: Path
+
+
+def _load_run(run_dir: str | Path) -> _Run:
+    from allocator.scenarios import parse_scenario
+
+    run = read_run_dir(run_dir)
+    man_file = Path(run_dir) / N.MANIFEST_FILE
+    if not isinstance(run.manifest.get("scenario"), Mapping):
+        raise InputError(
+            f"{man_file}: no 'scenario' object; this is not a run directory's manifest."
+        )
+    scenario = parse_scenario(run.manifest["scenario"], file=f"{man_file} (scenario)")
+    inputs = run.manifest.get("inputs")
+    paths: dict[str, Path] = {}
+    for stem in N.INPUT_TABLES:
+        entry = inputs.get(stem) if isinstance(inputs, Mapping) else None
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
+            raise InputError(
+                f"{man_file}: inputs.{stem}.path is missing; the run does not say which "
+                f"{stem} file it used."
+            )
+        path = Path(entry["path"])
+        if not path.is_file():
+            raise InputError(
+                f"{man_file}: the {stem} file the run used, {path}, no longer exists; the "
+                f"explanation needs the run's input files.",
+                hint="restore the data directory or re-run the scenario",
+            )
+        paths[stem] = path
+    data_dir = paths[N.EVENTS_FILE].parent
+    return _Run(run=run, scenario=scenario, paths=paths, data_dir=data_dir)
+
+
+def _open_inputs(run: _Run) -> Inputs:
+    from allocator.data import load_inputs
+
+    inputs = load_inputs(run.data_dir, validate=False)
+    for stem, path in run.paths.items():
+        if Path(inputs.paths[stem]).resolve() != path.resolve():
+            raise InputError(
+                f"the run's {stem} file {path} is not the one its data directory {run.data_dir} "
+                f"now holds ({inputs.paths[stem]}); the inputs changed since the run."
+            )
+    return inputs
+
+
+def _one_user_inputs(inputs: Inputs, user_ids: Sequence[int]) -> dict[str, pl.DataFrame]:
+    ids = pl.Series(N.USER_ID, list(user_ids), dtype=pl.Int64)
+    events = inputs.events.filter(pl.col(N.USER_ID).is_in(ids.implode())).collect()
+    assets = events[N.SETTLE_ASSET].unique()
+    return {
+        N.EVENTS_FILE: events,
+        # An event's price depends only on its own asset's bars.
+        N.PRICES_FILE: inputs.prices.filter(pl.col(N.ASSET).is_in(assets.implode())).collect(),
+        N.SNAPSHOT_FILE: inputs.snapshot.filter(pl.col(N.USER_ID).is_in(ids.implode())).collect(),
+        N.USERS_FILE: inputs.users.filter(pl.col(N.USER_ID).is_in(ids.implode())).collect(),
+    }
+
+
+def _row(frame: pl.DataFrame, user_id: int) -> dict[str, Any] | None:
+    hit = frame.filter(pl.col(N.USER_ID) == user_id)
+    return hit.row(0, named=True) if hit.height else None
+
+
+def _reference_user(allocations: pl.DataFrame) -> int | None:
+    """The lower-median-weight user (ties by smaller id): the zero point of the factor shares."""
+    if allocations.height == 0:
+        return None
+    ordered = allocations.select(N.USER_ID, N.WEIGHT).sort([N.WEIGHT, N.USER_ID])
+    return int(ordered[N.USER_ID][(ordered.height - 1) // 2])
+
+
+def _changed(what: str, run: _Run) -> InputError:
+    return InputError(
+        f"{what}; the inputs changed since the run (data directory {run.data_dir}, run "
+        f"{run.run.path}). The explanation is recomputed from the inputs and must match the run.",
+        hint="re-run the scenario on the current data, or restore the data the run used",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# events
+# --------------------------------------------------------------------------------------------
+
+
+def _valued_events(
+    events: pl.DataFrame, prices: pl.DataFrame, rules: EligibilityRules
+) -> pl.DataFrame:
+    """The user's events with their status and USD value (null without a price bar)."""
+    ts = pl.col(N.TS)
+    covered = pl.col(N.PRODUCT).is_in(list(rules.products))
+    in_window = (ts >= rules.window_start) & (ts < rules.window_end)
+    status = (
+        pl.when(~covered)
+        .then(pl.lit(NOT_COVERED))
+        .when(~in_window)
+        .then(pl.lit(OUTSIDE_WINDOW))
+        .otherwise(pl.lit(COUNTED))
+    )
+    ev = events.sort(N.TS).with_columns(status.alias("status"), in_window.alias("in_window"))
+    px = prices.select(
+        pl.col(N.ASSET).alias(N.SETTLE_ASSET), pl.col(N.PRICE_TS).alias("_bar"), N.PRICE_USD
+    ).sort("_bar")
+    # Both sides are sorted by time, so they are sorted within every asset too.
+    ev = ev.join_asof(
+        px,
+        left_on=N.TS,
+        right_on="_bar",
+        by=N.SETTLE_ASSET,
+        strategy="backward",
+        check_sortedness=False,
+    )
+    amount = pl.col(N.REALISED_LOSS)
+    if rules.include_fees:
+        amount = amount + pl.col(N.LIQ_FEE)
+    return ev.with_columns(
+        (amount * pl.col(N.PRICE_USD)).alias("loss_usd"),
+        (pl.col(N.LIQ_FEE) * pl.col(N.PRICE_USD)).alias("fee_usd"),
+    )
+
+
+def _nano_sum(values: np.ndarray) -> float:
+    # The run sums whole nano-dollars (exact in any order); the same here.
+    return int(np.round(values * _NANO).astype(np.int64).sum()) / _NANO
+
+
+def _event_groups(valued: pl.DataFrame, rules: EligibilityRules) -> tuple[EventGroup, ...]:
+    out = []
+    order = {COUNTED: 0, OUTSIDE_WINDOW: 1, NOT_COVERED: 2}
+    keys = sorted(
+        {
+            (r["product"], r["status"])
+            for r in valued.select(N.PRODUCT, "status").iter_rows(named=True)
+        },
+        key=lambda k: (order[k[1]], N.PRODUCTS.index(k[0]) if k[0] in N.PRODUCTS else 99, k[0]),
+    )
+    for product, status in keys:
+        part = valued.filter((pl.col(N.PRODUCT) == product) & (pl.col("status") == status))
+        priced = part.filter(pl.col(N.PRICE_USD).is_not_null())
+        unpriced = part.height - priced.height
+        loss = _nano_sum(priced["loss_usd"].to_numpy()) if priced.height else None
+        fee = _nano_sum(priced["fee_usd"].to_numpy()) if priced.height else None
+        out.append(
+            EventGroup(
+                product=product,
+                status=status,
+                n_events=part.height,
+                loss_usd=loss,
+                fee_usd=fee,
+                unpriced_events=unpriced,
+                first_ts=_iso(part[N.TS].min()),
+                last_ts=_iso(part[N.TS].max()),
+            )
+        )
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# exclusions
+# --------------------------------------------------------------------------------------------
+
+
+def _rule_failures(
+    valued: pl.DataFrame,
+    user: dict[str, Any] | None,
+    snap: dict[str, Any] | None,
+    loss: float | None,
+    ratio: float | None,
+    rules: EligibilityRules,
+) -> list[str]:
+    """Every eligibility rule the user fails, in the order of :data:`allocator.names.REASONS`."""
+    n_counted = int((valued["status"] == COUNTED).sum())
+    n_covered = int((valued["status"] != NOT_COVERED).sum())
+    n_in_window = int(valued["in_window"].sum())
+    failed: list[str] = []
+    if n_counted == 0:
+        outside = n_covered > 0 and n_in_window == 0
+        failed.append(N.REASON_OUTSIDE_WINDOW if outside else N.REASON_PRODUCT_NOT_COVERED)
+    if user is None:
+        failed.append(N.REASON_NO_USER_RECORD)
+    else:
+        if user[N.REGION] in rules.restricted_regions:
+            failed.append(N.REASON_RESTRICTED_REGION)
+        if rules.require_kyc and user[N.KYC_STATUS] != N.KYC_VERIFIED:
+            failed.append(N.REASON_KYC)
+        if rules.depeg_policy == "exclude" and (user[N.DEPEG_COMP_USD] or 0.0) > 0:
+            failed.append(N.REASON_DEPEG)
+    if not (loss is not None and loss >= rules.min_loss_usd):
+        failed.append(N.REASON_BELOW_MIN_LOSS)
+    if snap is None:
+        failed.append(N.REASON_NO_SNAPSHOT)
+    else:
+        if rules.nonpositive_net_assets == "exclude" and snap[N.NET_ASSETS_USD] <= 0:
+            failed.append(N.REASON_NONPOSITIVE_NET_ASSETS)
+        if not (ratio is not None and ratio >= rules.min_loss_ratio):
+            failed.append(N.REASON_BELOW_LOSS_RATIO)
+    return failed
+
+
+def _exclusion(
+    reason: str,
+    run_detail: str | None,
+    valued: pl.DataFrame,
+    user: dict[str, Any] | None,
+    snap: dict[str, Any] | None,
+    row: dict[str, Any],
+    failures: list[str],
+    run: _Run,
+) -> Exclusion:
+    rules = run.scenario.eligibility
+    uid = int(row[N.USER_ID])
+    loss = row.get(N.LOSS_USD)
+    gross = row.get(N.GROSS_LOSS_USD)
+    net = row.get(N.NET_ASSETS_USD)
+    ratio = row.get(N.LOSS_RATIO)
+    covered_list = ", ".join(rules.products)
+    window = f"[{_iso(rules.window_start)}, {_iso(rules.window_end)})"
+    distance: str | None = None
+    if reason == N.REASON_PRODUCT_NOT_COVERED:
+        in_window = valued.filter(pl.col("in_window"))
+        products = sorted(set(in_window[N.PRODUCT].to_list()))
+        rule = f"eligibility.products = [{covered_list}]: only these products' liquidations count"
+        if products:
+            detail = (
+                f"{in_window.height} event(s) inside the window {window}, all on products not "
+                f"covered ({', '.join(products)})"
+            )
+        else:
+            detail = f"no event on a covered product ({covered_list}); events on " + ", ".join(
+                sorted(set(valued[N.PRODUCT].to_list()))
+            )
+        distance = "any covered-product liquidation inside the window would have counted"
+    elif reason == N.REASON_OUTSIDE_WINDOW:
+        covered = valued.filter(pl.col("status") == OUTSIDE_WINDOW)
+        rule = f"eligibility.window_start/window_end: events count in {window} (end exclusive)"
+        ts = covered[N.TS].to_list()
+        before = [t for t in ts if t < rules.window_start]
+        after = [t for t in ts if t >= rules.window_end]
+        detail = f"{len(ts)} covered-product event(s), none in {window}"
+        parts = []
+        if before:
+            last = max(before)
+            gap = (rules.window_start - last).total_seconds()
+            parts.append(
+                f"the latest before it, {_iso(last)}, was {_duration(gap)} before the start"
+            )
+        if after:
+            first = min(after)
+            gap = (first - rules.window_end).total_seconds()
+            when = "at the (exclusive) end" if gap == 0 else f"{_duration(gap)} after the end"
+            parts.append(f"the earliest after it, {_iso(first)}, was {when}")
+        distance = "; ".join(parts) or None
+    elif reason == N.REASON_NO_USER_RECORD:
+        rule = "every paid user needs a record in the users table (region, KYC, depeg compensation)"
+        detail = f"user_id {uid} is not in {run.paths[N.USERS_FILE]}"
+    elif reason == N.REASON_RESTRICTED_REGION:
+        assert user is not None
+        rule = f"eligibility.restricted_regions = [{', '.join(rules.restricted_regions)}]"
+        detail = f"region {user[N.REGION]} is restricted"
+    elif reason == N.REASON_KYC:
+        assert user is not None
+        rule = f"eligibility.require_kyc = true: kyc_status must be '{N.KYC_VERIFIED}'"
+        detail = f"kyc_status is '{user[N.KYC_STATUS]}'"
+    elif reason == N.REASON_DEPEG:
+        assert user is not None
+        rule = "eligibility.depeg_policy = 'exclude': users already paid depeg compensation are out"
+        detail = f"received {_usd(user[N.DEPEG_COMP_USD])} USD depeg compensation (> 0)"
+    elif reason == N.REASON_BELOW_MIN_LOSS:
+        threshold = rules.min_loss_usd
+        value = 0.0 if loss is None else float(loss)
+        rule = f"eligibility.min_loss_usd = {_g(threshold)}: counted loss must be at least {_g(threshold)} USD"
+        detail = f"loss {_below(value, threshold)} USD < min_loss_usd {_g(threshold)} USD"
+        if rules.depeg_policy == "net" and user is not None and (user[N.DEPEG_COMP_USD] or 0) > 0:
+            detail += (
+                f" (gross {_usd(gross)} - depeg compensation {_usd(user[N.DEPEG_COMP_USD])}, "
+                f"floored at 0)"
+            )
+        short = threshold - value
+        pct = f" ({100 * short / threshold:.1f}% of the threshold)" if threshold > 0 else ""
+        distance = f"{_below(short, math.inf)} USD short{pct}"
+    elif reason == N.REASON_NO_SNAPSHOT:
+        rule = "a snapshot row is needed to check the loss ratio"
+        detail = (
+            f"user_id {uid} is not in the snapshot {run.paths[N.SNAPSHOT_FILE]} "
+            f"(taken at {_iso(rules.snapshot_at)})"
+        )
+    elif reason == N.REASON_NONPOSITIVE_NET_ASSETS:
+        rule = "eligibility.nonpositive_net_assets = 'exclude': net assets must be above 0"
+        detail = f"net assets {_usd(net)} USD <= 0"
+        distance = f"net assets would have to be above 0 ({_usd(-float(net or 0.0))} USD more)"
+    elif reason == N.REASON_BELOW_LOSS_RATIO:
+        threshold = rules.min_loss_ratio
+        shown = _threshold(threshold)
+        rule = f"eligibility.min_loss_ratio = {shown}: loss / net assets must be at least {shown}"
+        detail = (
+            f"loss ratio {_below(float(ratio), threshold, 4)} < {shown} "
+            f"(loss {_usd(loss)} / net assets {_usd(net)})"
+        )
+        need_loss = threshold * float(net)
+        max_net = float(loss) / threshold if threshold > 0 else math.inf
+        distance = (
+            f"a loss of {_usd(need_loss)} USD ({_usd(need_loss - float(loss))} more), or net "
+            f"assets of at most {_usd(max_net)} USD ({_usd(float(net) - max_net)} less), would "
+            f"have passed"
+        )
+    else:  # a reason this version does not know
+        rule = reason
+        detail = run_detail or reason
+    return Exclusion(
+        reason=reason,
+        rule=rule,
+        detail=detail,
+        distance=distance,
+        run_detail=run_detail,
+        also_fails=tuple(f for f in failures if f != reason),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# weight and amount
+# --------------------------------------------------------------------------------------------
+
+
+def _factor_formula(column: str, scenario: Scenario, feats: dict[str, Any]) -> tuple[str, str]:
+    """The factor's display name and its formula with the user's numbers."""
+    from allocator.weights import (
+        FACTOR_COVERAGE,
+        FACTOR_LOSS,
+        FACTOR_RATIO,
+        FEATURE_FACTOR_PREFIX,
+    )
+
+    o = scenario.objective
+    loss = feats.get(N.LOSS_USD)
+    if column == FACTOR_LOSS:
+        text = (
+            f"{_g(o.loss_exponent)} x log(loss {_usd(loss)})"
+            if o.loss_exponent
+            else "off (loss_exponent = 0)"
+        )
+        return "loss", text
+    if column == FACTOR_RATIO:
+        r = feats.get(N.LOSS_RATIO)
+        text = (
+            f"{_g(o.ratio_exponent)} x log(min(ratio {_ratio(r)}, ratio_cap {_g(o.ratio_cap)}))"
+            if o.ratio_exponent
+            else "off (ratio_exponent = 0)"
+        )
+        return "ratio", text
+    if column == FACTOR_COVERAGE:
+        if o.form == "coverage" and o.alpha != 1:
+            return "coverage", f"(alpha {_g(o.alpha)} - 1) x log(loss {_usd(loss)}) (coverage form)"
+        return "coverage", "off (voucher form, or alpha = 1)"
+    name = column[len(FEATURE_FACTOR_PREFIX) :]
+    coef = dict(o.features).get(name, 0.0)
+    return f"feature:{name}", f"{_g(coef)} x {name} ({feats.get(name)})"
+
+
+def _weight_breakdown(
+    features: pl.DataFrame, uid: int, ref: int, run: _Run, run_weight: float, ref_weight: float
+) -> WeightBreakdown:
+    from allocator.weights import LOG_WEIGHT, weight_factors
+
+    factors = weight_factors(features, run.scenario.objective)
+    mine = _row(factors, uid)
+    theirs = _row(factors, ref)
+    assert mine is not None and theirs is not None
+    weight = math.exp(mine[LOG_WEIGHT])
+    if not math.isclose(weight, run_weight, rel_tol=WEIGHT_RTOL):
+        raise _changed(
+            f"user {uid}'s weight recomputed from the inputs is {weight!r}, but "
+            f"{N.ALLOCATIONS_FILE} has {run_weight!r}",
+            run,
+        )
+    columns = [c for c in factors.columns if c not in (N.USER_ID, LOG_WEIGHT)]
+    gaps = {c: mine[c] - theirs[c] for c in columns}
+    total = sum(abs(d) for d in gaps.values())
+    feats = _row(features, uid) or {}
+    out = []
+    for c in columns:
+        name, formula = _factor_formula(c, run.scenario, feats)
+        out.append(
+            Factor(
+                name=name,
+                formula=formula,
+                log_contribution=float(mine[c]),
+                multiplier=math.exp(mine[c]),
+                reference_log_contribution=float(theirs[c]),
+                relative_multiplier=math.exp(gaps[c]),
+                share=gaps[c] / total if total > 0 else 0.0,
+            )
+        )
+    return WeightBreakdown(
+        weight=weight,
+        log_weight=float(mine[LOG_WEIGHT]),
+        reference_user=ref,
+        reference_weight=ref_weight,
+        relative_weight=math.exp(mine[LOG_WEIGHT] - theirs[LOG_WEIGHT]),
+        factors=tuple(out),
+    )
+
+
+def _amount(alloc: dict[str, Any], weight: float, run: _Run) -> AmountDerivation:
+    from allocator.weights import bounds_cents
+
+    s = run.scenario
+    man = run.run.manifest
+    uid = int(alloc[N.USER_ID])
+    lam = man.get("shadow_price")
+    if not isinstance(lam, (int, float)):
+        raise InputError(f"{run.run.path / N.MANIFEST_FILE}: no numeric 'shadow_price'.")
+    seg_label = alloc.get(N.SEGMENT)
+    segments = tuple(seg_label.split("+")) if seg_label else ()
+    prices = man.get("segment_prices") or {}
+    adjust = 0.0
+    for name in segments:
+        mu = prices.get(name, (0.0, 0.0))
+        adjust += float(mu[1]) - float(mu[0])
+    price = float(lam) + adjust
+    alpha = float(s.objective.alpha)
+    loss = float(alloc[N.LOSS_USD])
+
+    lower = float(s.bounds.floor_usd)
+    cap = float(s.bounds.cap_usd)
+    cov = None if s.bounds.coverage_cap is None else float(s.bounds.coverage_cap) * loss
+    upper = cap if cov is None else min(cap, cov)
+    (_,), (cap_c,) = bounds_cents(np.array([lower]), np.array([cap]))
+    cov_c = None if cov is None else int(bounds_cents(np.array([lower]), np.array([cov]))[1][0])
+    upper_source = "coverage_cap" if cov_c is not None and cov_c < cap_c else "cap"
+    expect_c = cap_c if cov_c is None else min(cap_c, cov_c)
+    if int(alloc["upper_cents"]) != int(expect_c):
+        raise _changed(
+            f"user {uid}'s upper bound from the scenario and the loss is {expect_c} cents, but "
+            f"{N.ALLOCATIONS_FILE} has {alloc['upper_cents']}",
+            run,
+        )
+
+    cents = int(alloc[N.VOUCHER_CENTS])
+    bound = str(alloc[N.BOUND])
+    binding = {N.BOUND_FLOOR: "floor", N.BOUND_CAP: upper_source}.get(bound, "interior")
+    if alpha > 0:
+        if price <= 0:
+            closed: float | None = math.inf  # the budget does not bind: everyone at the cap
+        else:
+            x = (math.log(weight) - math.log(price)) / alpha
+            closed = math.exp(x) if x < 709 else math.inf
+        continuous: float | None = min(max(closed, lower), upper)
+        diff: float | None = cents / 100.0 - continuous
+        ok: bool | None = abs(diff) <= CENT_USD + _SLACK * max(1.0, continuous)
+    else:
+        closed = continuous = diff = ok = None
+    rounded = man.get("certificate_rounded")
+    run_max = rounded.get("best_response_max_usd") if isinstance(rounded, Mapping) else None
+    return AmountDerivation(
+        alpha=alpha,
+        shadow_price=float(lam),
+        segments=segments,
+        segment_adjustment=adjust,
+        effective_price=price,
+        closed_form_usd=closed,
+        lower_usd=lower,
+        upper_usd=upper,
+        upper_source=upper_source,
+        continuous_usd=continuous,
+        voucher_cents=cents,
+        bound=bound,
+        binding=binding,
+        difference_usd=diff,
+        reproduces_within_cent=ok,
+        run_max_difference_usd=None if not isinstance(run_max, (int, float)) else float(run_max),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# other scenarios
+# --------------------------------------------------------------------------------------------
+
+
+def shipped_scenarios(directory: str | Path | None = None) -> list[Path]:
+    """The shipped voucher scenario files (``scenarios/*.toml`` except ``loans*``), sorted."""
+    d = Path(directory) if directory is not None else SCENARIOS_DIR
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("*.toml") if not p.stem.startswith(_LOAN_PREFIX))
+
+
+class _Others:
+    """Shipped scenarios run on one data directory, each once (the data loaded once)."""
+
+    def __init__(
+        self, data_dir: Path, budget_usd: float, skip: str, directory: Path | None
+    ) -> None:
+        self.data_dir = data_dir
+        self.budget_usd = budget_usd
+        self.skip = skip
+        self.directory = directory
+        self._runs: list[tuple[str, float | None, Any]] | None = None
+
+    def _compute(self) -> list[tuple[str, float | None, Any]]:
+        from allocator.pipeline import DataSession, allocate
+        from allocator.scenarios import load_scenario, with_overrides
+
+        runs: list[tuple[str, float | None, Any]] = []
+        session = None
+        for path in shipped_scenarios(self.directory):
+            name, shipped = path.stem, None
+            try:
+                scen = load_scenario(path)
+                name, shipped = scen.name, scen.budget.total_usd
+                if name == self.skip:
+                    continue
+                if session is None:
+                    session = DataSession.open(self.data_dir)
+                scen = with_overrides(scen, {"budget.total_usd": self.budget_usd})
+                result: Any = allocate(session, scen, with_payouts=False)
+            except AllocatorError as exc:
+                result = exc
+            runs.append((name, shipped, result))
+        return runs
+
+    def outcome(self, user_id: int) -> tuple[OtherScenario, ...]:
+        if self._runs is None:
+            self._runs = self._compute()
+        out = []
+        for name, shipped, result in self._runs:
+            common = {
+                "scenario": name,
+                "budget_usd": self.budget_usd,
+                "shipped_budget_usd": shipped,
+            }
+            if isinstance(result, AllocatorError):
+                out.append(OtherScenario(status="failed", detail=str(result), **common))
+                continue
+            paid = _row(result.allocations, user_id)
+            if paid is not None:
+                out.append(
+                    OtherScenario(
+                        status="paid",
+                        voucher_cents=int(paid[N.VOUCHER_CENTS]),
+                        bound=paid[N.BOUND],
+                        **common,
+                    )
+                )
+                continue
+            ex = _row(result.eligibility.excluded, user_id)
+            out.append(
+                OtherScenario(
+                    status="excluded",
+                    reason=None if ex is None else ex[N.REASON],
+                    detail=None if ex is None else ex[N.DETAIL],
+                    **common,
+                )
+            )
+        return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def _loss_matches(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=1e-12, abs_tol=LOSS_ATOL_USD)
+
+
+def _explain_one(
+    run: _Run, inputs: Inputs, uid: int, ref: int | None, others: _Others | None
+) -> Explanation:
+    rules = run.scenario.eligibility
+    allocations, excluded = run.run.allocations, run.run.excluded
+    alloc = _row(allocations, uid)
+    excl = _row(excluded, uid)
+    # the median-weight user is recomputed too, as the zero point of the factor shares
+    ids = [uid] if alloc is None or ref is None or ref == uid else [uid, ref]
+    tables = _one_user_inputs(inputs, ids)
+    mine = tables[N.EVENTS_FILE].filter(pl.col(N.USER_ID) == uid)
+    if mine.height == 0:
+        if alloc is not None or excl is not None:
+            raise _changed(f"user {uid} is in the run but not in {run.paths[N.EVENTS_FILE]}", run)
+        example = allocations[N.USER_ID][0] if allocations.height else None
+        raise InputError(
+            f"user {uid} is not in the liquidations file {run.paths[N.EVENTS_FILE]} (column "
+            f"{N.USER_ID}): only liquidated users are paid or excluded, so there is nothing to "
+            f"explain."
+            + (f" A liquidated user of this run is, e.g., {example}." if example else ""),
+            hint="check the user id",
+        )
+    from allocator.eligibility import compute_eligibility
+
+    elig = compute_eligibility(
+        tables[N.EVENTS_FILE],
+        tables[N.PRICES_FILE],
+        tables[N.SNAPSHOT_FILE],
+        tables[N.USERS_FILE],
+        rules,
+        source={k: str(v) for k, v in run.paths.items()},
+    )
+    row_e = _row(elig.eligible, uid)
+    row_x = _row(elig.excluded, uid)
+    if alloc is None and excl is None:
+        raise _changed(f"user {uid} is liquidated but neither paid nor excluded by the run", run)
+    if alloc is not None and row_e is None:
+        why = f"now excluded ({row_x[N.REASON]}: {row_x[N.DETAIL]})" if row_x else "not found"
+        raise _changed(f"user {uid} was paid by the run but is {why}", run)
+    if excl is not None and row_x is None:
+        raise _changed(
+            f"user {uid} was excluded ({excl[N.REASON]}) by the run but is now eligible", run
+        )
+    row = row_e if alloc is not None else row_x
+    assert row is not None
+    written = alloc if alloc is not None else excl
+    assert written is not None
+    if not _loss_matches(row[N.LOSS_USD], written[N.LOSS_USD]):
+        raise _changed(
+            f"user {uid}'s loss recomputed from the inputs is {row[N.LOSS_USD]!r} USD, but the run "
+            f"wrote {written[N.LOSS_USD]!r} USD",
+            run,
+        )
+    if excl is not None and row[N.REASON] != excl[N.REASON]:
+        raise _changed(
+            f"user {uid} is now excluded for {row[N.REASON]}, the run said {excl[N.REASON]}", run
+        )
+
+    valued = _valued_events(mine, tables[N.PRICES_FILE], rules)
+    groups = _event_groups(valued, rules)
+    user = _row(tables[N.USERS_FILE], uid)
+    snap = _row(tables[N.SNAPSHOT_FILE], uid)
+    notes: list[str] = []
+    counted = sum(g.loss_usd or 0.0 for g in groups if g.status == COUNTED)
+    gross = row.get(N.GROSS_LOSS_USD)
+    if gross is not None and not math.isclose(counted, gross, rel_tol=1e-12, abs_tol=1e-8):
+        notes.append(
+            f"event values add up to {counted!r} USD, the eligibility pipeline's gross loss is {gross!r}"
+        )
+
+    common: dict[str, Any] = {
+        "user_id": uid,
+        "run_dir": str(run.run.path),
+        "scenario": run.scenario.name,
+        "events": groups,
+        "loss_usd": row.get(N.LOSS_USD),
+        "gross_loss_usd": gross,
+        "fee_usd": row.get(N.FEE_USD) if alloc is not None else None,
+        "depeg_comp_usd": None if user is None else user[N.DEPEG_COMP_USD],
+        "net_assets_usd": None if snap is None else snap[N.NET_ASSETS_USD],
+        "loss_ratio": row.get(N.LOSS_RATIO),
+        "other_scenarios": None if others is None else others.outcome(uid),
+    }
+    if alloc is None:
+        failures = _rule_failures(
+            valued, user, snap, row.get(N.LOSS_USD), row.get(N.LOSS_RATIO), rules
+        )
+        if not failures or failures[0] != row[N.REASON]:
+            notes.append(
+                f"the rules re-checked here fail first on {failures[0] if failures else 'none'}, "
+                f"the eligibility pipeline says {row[N.REASON]}"
+            )
+        exclusion = _exclusion(
+            row[N.REASON], excl[N.DETAIL] if excl else None, valued, user, snap, row, failures, run
+        )
+        return Explanation(status="excluded", exclusion=exclusion, notes=tuple(notes), **common)
+
+    assert ref is not None
+    ref_row = _row(allocations, ref)
+    assert ref_row is not None
+    ref_features = _row(elig.eligible, ref)
+    if ref_features is None or not _loss_matches(ref_features[N.LOSS_USD], ref_row[N.LOSS_USD]):
+        raise _changed(f"the reference user {ref}'s eligibility or loss differs from the run", run)
+    features = elig.eligible.filter(pl.col(N.USER_ID).is_in([uid, ref]))
+    weight = _weight_breakdown(
+        features, uid, ref, run, float(alloc[N.WEIGHT]), float(ref_row[N.WEIGHT])
+    )
+    amount = _amount(alloc, weight.weight, run)
+    if amount.reproduces_within_cent is False:
+        assert amount.difference_usd is not None
+        gap = abs(amount.difference_usd)
+        limit = amount.run_max_difference_usd
+        if limit is not None and gap <= limit + _SLACK * max(
+            1.0, abs(amount.continuous_usd or 0.0)
+        ):
+            notes.append(
+                f"the paid amount is {gap:.4f} USD from the closed form, more than a cent: the run's "
+                f"cent rounding moved vouchers by up to {limit:.4f} USD (manifest "
+                f"certificate_rounded.best_response_max_usd), because bounds that are not whole "
+                f"cents (e.g. a coverage cap) left cents to place"
+            )
+        else:
+            raise _changed(
+                f"user {uid}'s voucher, {cents_text(amount.voucher_cents)} USD, is {gap:.4f} USD from "
+                f"the closed form {amount.continuous_usd!r} USD, more than the run's rounding allows "
+                f"({'unknown' if limit is None else f'{limit:.4f}'} USD)",
+                run,
+            )
+    return Explanation(status="paid", weight=weight, amount=amount, notes=tuple(notes), **common)
+
+
+def cents_text(cents: int) -> str:
+    """Integer cents as USD text with thousands separators (``123456`` -> ``"1,234.56"``)."""
+    return f"{cents // 100:,}.{cents % 100:02d}"
+
+
+def explain_users(
+    run_dir: str | Path,
+    user_ids: Iterable[int],
+    *,
+    other_scenarios: bool = True,
+    scenarios_dir: str | Path | None = None,
+) -> list[Explanation]:
+    """:func:`explain_user` for several users, reading the run once and running each other
+    scenario once for all of them."""
+    run = _load_run(run_dir)
+    inputs = _open_inputs(run)
+    ref = _reference_user(run.run.allocations)
+    others = None
+    if other_scenarios:
+        budget = float(run.scenario.budget.total_usd)
+        directory = None if scenarios_dir is None else Path(scenarios_dir)
+        others = _Others(run.data_dir, budget, run.scenario.name, directory)
+    return [_explain_one(run, inputs, int(uid), ref, others) for uid in user_ids]
+
+
+def explain_user(
+    run_dir: str | Path,
+    user_id: int,
+    *,
+    other_scenarios: bool = True,
+    scenarios_dir: str | Path | None = None,
+) -> Explanation:
+    """Explain one user's voucher (or exclusion) in a run directory; see the module docstring.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory written by ``allocator allocate``; its manifest names the input files.
+    user_id
+        The user to explain.
+    other_scenarios
+        Also run the shipped scenarios (``scenarios/*.toml`` except ``loans*``, other than the
+        run's own) on the same data at this run's budget, and report the user's outcome in each.
+    scenarios_dir
+        Where the shipped scenarios are (default :data:`SCENARIOS_DIR`).
+
+    Raises
+    ------
+    InputError
+        The run directory or its inputs cannot be read, the user is not in the liquidations file,
+        or the inputs changed since the run (the recomputed loss, exclusion reason, weight or
+        bound differs from what the run wrote).
+    """
+    return explain_users(
+        run_dir, [user_id], other_scenarios=other_scenarios, scenarios_dir=scenarios_dir
+    )[0]
+
+
+# --------------------------------------------------------------------------------------------
+# text
+# --------------------------------------------------------------------------------------------
+
+_STATUS_TEXT = {
+    COUNTED: "counted",
+    OUTSIDE_WINDOW: "outside the window",
+    NOT_COVERED: "product not covered",
+}
+_BINDING_TEXT = {
+    "floor": "the floor",
+    "cap": "the cap",
+    "coverage_cap": "the coverage cap",
+    "interior": "no bound (interior)",
+}
+
+
+def _binding(binding: str) -> str:
+    if binding == "interior":
+        return "between its bounds (no bound binds)"
+    return f"set by {_BINDING_TEXT[binding]}"
+
+
+def _render(e: Explanation) -> list[str]:
+    out = [f"user {e.user_id}, scenario '{e.scenario}' (run {e.run_dir})"]
+    if e.status == "paid" and e.amount is not None:
+        out.append(
+            f"status: paid {cents_text(e.amount.voucher_cents)} USD, {_binding(e.amount.binding)}"
+        )
+    elif e.exclusion is not None:
+        out.append(f"status: excluded ({e.exclusion.reason})")
+    out.append("")
+    out.append("liquidations:")
+    out.append(f"  {'product':<16} {'status':<20} {'events':>6} {'loss USD':>14} {'fees USD':>12}")
+    for g in e.events:
+        unpriced = f"  ({g.unpriced_events} without a price)" if g.unpriced_events else ""
+        out.append(
+            f"  {g.product:<16} {_STATUS_TEXT[g.status]:<20} {g.n_events:>6} {_usd(g.loss_usd):>14} "
+            f"{_usd(g.fee_usd):>12}{unpriced}"
+        )
+    out.append(
+        f"  counted loss {_usd(e.loss_usd)} USD (gross {_usd(e.gross_loss_usd)}, depeg compensation "
+        f"received {_usd(e.depeg_comp_usd)})"
+    )
+    out.append(f"  net assets {_usd(e.net_assets_usd)} USD; loss ratio {_ratio(e.loss_ratio)}")
+    if e.exclusion is not None:
+        x = e.exclusion
+        out += ["", "why excluded:", f"  rule: {x.rule}", f"  numbers: {x.detail}"]
+        if x.distance:
+            out.append(f"  distance: {x.distance}")
+        if x.also_fails:
+            out.append(f"  also fails: {', '.join(x.also_fails)}")
+    if e.weight is not None:
+        w = e.weight
+        out += [
+            "",
+            (
+                f"weight: w = exp(sum of factors) = {w.weight:,.6g}; median-weight user "
+                f"{w.reference_user} has {w.reference_weight:,.6g}, so w / w_median = "
+                f"{w.relative_weight:,.4g}"
+            ),
+            f"  {'factor':<22} {'log':>10} {'x factor':>12} {'vs median':>10} {'share':>7}  formula",
+        ]
+        for f in w.factors:
+            out.append(
+                f"  {f.name:<22} {f.log_contribution:>10.4f} {f.multiplier:>12,.4g} "
+                f"{'x' + format(f.relative_multiplier, '.4g'):>10} {100 * f.share:>6.1f}%  {f.formula}"
+            )
+    if e.amount is not None:
+        a = e.amount
+        seg = (
+            f" + segment adjustment {a.segment_adjustment:.6g} ({'+'.join(a.segments)})"
+            if a.segments
+            else ""
+        )
+        out += [
+            "",
+            "amount:",
+            f"  price: shadow price {a.shadow_price:.6g}{seg} = {a.effective_price:.6g}",
+        ]
+        if a.closed_form_usd is not None and e.weight is not None:
+            out.append(
+                f"  closed form (w / price)^(1/alpha) = ({e.weight.weight:,.6g} / {a.effective_price:.6g})"
+                f"^(1/{_g(a.alpha)}) = {a.closed_form_usd:,.4f} USD"
+            )
+        else:
+            out.append(
+                "  alpha = 0 (linear utility): users whose weight is above the price get their upper "
+                "bound, below it their floor; users at the price share what is left"
+            )
+            if e.weight is not None:
+                w, p = e.weight.weight, a.effective_price
+                sign = ">" if w > p else "<" if w < p else "="
+                out.append(f"  weight {w:,.6g} {sign} price {p:,.6g}")
+        src = "cap" if a.upper_source == "cap" else "coverage cap x loss"
+        out.append(
+            f"  bounds: floor {_usd(a.lower_usd)}, upper {_usd(a.upper_usd)} ({src}); {_binding(a.binding)}"
+        )
+        if a.continuous_usd is not None:
+            verdict = (
+                "reproduces it within a cent"
+                if a.reproduces_within_cent
+                else "is more than a cent away (see the note)"
+            )
+            out.append(
+                f"  clipped {a.continuous_usd:,.4f} USD; paid {cents_text(a.voucher_cents)} USD "
+                f"(difference {a.difference_usd:+.4f}): the closed form {verdict}"
+            )
+    if e.other_scenarios is not None:
+        out += ["", "under the other shipped scenarios (same data, this run's budget):"]
+        for o in e.other_scenarios:
+            if o.status == "paid":
+                out.append(
+                    f"  {o.scenario:<22} {cents_text(o.voucher_cents or 0):>12} USD  ({o.bound})"
+                )
+            elif o.status == "excluded":
+                out.append(f"  {o.scenario:<22} {'excluded':>12}      ({o.reason}: {o.detail})")
+            else:
+                out.append(f"  {o.scenario:<22} {'not computed':>12}      ({o.detail})")
+        if not e.other_scenarios:
+            out.append("  (no shipped scenarios found)")
+    for n in e.notes:
+        out.append(f"note: {n}")
+    return out
