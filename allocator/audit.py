@@ -98,6 +98,7 @@ from allocator import metrics
 from allocator import names as N
 from allocator.config import ObjectiveSpec
 from allocator.errors import InputError
+from allocator.jsonsafe import json_safe
 
 __all__ = [
     "LORENZ_POINTS",
@@ -416,7 +417,7 @@ class Audit:
         for kind in (MONOTONICITY, ENVY):
             out[kind]["by_factor"] = dict(getattr(self, kind).by_factor)
         out["ok"] = self.ok
-        return _json_safe(out)
+        return json_safe(out)
 
     def lines(self) -> list[str]:
         """Human-readable report."""
@@ -470,22 +471,6 @@ def _pair_text(p: ViolationPair) -> str:
         f"{p.voucher_cents_i / 100:,.2f} > user {p.user_j} (loss {p.loss_j:,.2f}, ratio "
         f"{_ratio_text(p.ratio_j)}) gets {p.voucher_cents_j / 100:,.2f} [{p.explained_by}]"
     )
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from allocator import names as N
 from allocator.config import EligibilityRules, Scenario
 from allocator.errors import AllocatorError, InputError
 from allocator.rundir import RunDir, read_run_dir
+from allocator.jsonsafe import json_safe
 
 if TYPE_CHECKING:
     from allocator.data import Inputs
@@ -211,7 +212,7 @@ class Explanation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: no NaN or infinity (an infinite loss ratio is ``"inf"``)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def lines(self) -> list[str]:
         """The explanation as text, one line per item."""
@@ -221,22 +222,6 @@ class Explanation:
 # --------------------------------------------------------------------------------------------
 # formatting
 # --------------------------------------------------------------------------------------------
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
 
 
 def _usd(x: float | None) -> str:

@@ -107,6 +107,7 @@ from allocator.errors import (
     ScenarioError,
     SolverFailedError,
 )
+from allocator.jsonsafe import json_safe
 
 # --- term sheet columns ---
 TIER = "credit_tier"
@@ -1119,27 +1120,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def json_ready(obj: Any) -> Any:
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, dict):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return json_ready(obj.item())
-    return obj
-
-
 def manifest_dict(result: LoanResult, *, applications: pl.DataFrame, source: str,
                   files: dict[str, str]) -> dict[str, Any]:
     """The manifest of a run: resolved scenario, input hash, versions, solver, totals,
     multipliers, objective and the SHA-256 of every file written."""
-    return json_ready({
+    return json_safe({
         "kind": MANIFEST_KIND,
         "format_version": FORMAT_VERSION,
         "scenario": loan_scenario_to_dict(result.scenario),

@@ -58,14 +58,12 @@ is (its ``timings_s`` differ between reruns).
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import secrets
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -76,6 +74,7 @@ import polars as pl
 from allocator import names as N
 from allocator.data import file_sha256
 from allocator.errors import InputError
+from allocator.jsonsafe import json_safe
 
 #: Value of ``manifest["format"]``; bump it when the contract above changes.
 RUN_FORMAT = "allocator-run/1"
@@ -165,32 +164,9 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def _json_ready(obj: Any) -> Any:
-    # Strict JSON has no NaN/Infinity; numpy scalars, tuples and datetimes appear in manifests.
-    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
-        return obj
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, (datetime, date)):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays
-        return _json_ready(obj.tolist())
-    raise TypeError(f"manifest value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
-
-
 def dumps_manifest(manifest: Mapping[str, Any]) -> str:
     """The canonical text of a manifest: strict JSON, sorted keys, indent 2, trailing newline."""
-    return json.dumps(_json_ready(manifest), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_safe(manifest), sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
 def cents_to_usd_expr(cents: pl.Expr) -> pl.Expr:

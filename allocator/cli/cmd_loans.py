@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +9,7 @@ import typer
 
 from allocator.cli.app import app, err_console, guarded, out_console
 from allocator.errors import InputError
-from allocator.loans import json_ready
+from allocator.jsonsafe import dumps
 
 loans_app = typer.Typer(
     help=(
@@ -78,7 +77,7 @@ def allocate_cmd(
         "optimality_gap": o["optimality_gap"], "fund_per_usd": m["fund_per_usd"],
         "el_budget_per_usd": m["el_budget_per_usd"]}
     if json_out:
-        typer.echo(json.dumps(json_ready(summary), sort_keys=True, indent=2, allow_nan=False))
+        typer.echo(dumps(summary))
         return
     counts = ", ".join(f"{k} {v}" for k, v in t["binding_counts"].items() if v)
     out_console.print(
@@ -109,7 +108,7 @@ def check_cmd(
 
     report = check_loans(run_dir)
     if json_out:
-        typer.echo(json.dumps(report.to_dict(), sort_keys=True, indent=2))
+        typer.echo(dumps(report.to_dict()))
     else:
         for line in report.lines():
             out_console.print(line, markup=False, highlight=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from allocator.cli.app import err_console
+from allocator.jsonsafe import dumps
 
 
 def resolve_data_dir(data: Path | None) -> Path:
@@ -41,25 +40,8 @@ def progress_printer(quiet: bool):  # noqa: ANN201 - a small closure factory
     return report
 
 
-def _json_safe(obj: Any) -> Any:
-    # Strict JSON has no NaN or Infinity: the loss ratio of a user with no net assets is +inf.
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item"):  # numpy scalars
-        return _json_safe(obj.item())
-    return obj
-
-
 def dumps_json(obj: Any) -> str:
-    return json.dumps(_json_safe(obj), sort_keys=True, indent=2, allow_nan=False)
+    return dumps(obj)
 
 
 def print_json(obj: Any) -> None:
