@@ -20,6 +20,7 @@ from allocator.certificate import Certificate, certify
 from allocator.config import EligibilityRules, Scenario
 from allocator.data import Inputs, file_sha256, load_inputs
 from allocator.eligibility import EligibilityResult, compute_eligibility
+from allocator.errors import NotCertifiedError
 from allocator.payouts import Payouts, plan_payouts
 from allocator.problem import AllocationProblem
 from allocator.rounding import bounds_to_cents, budget_to_cents, round_to_cents_by_segment
@@ -162,6 +163,14 @@ def allocate(
         allocation.segment_prices,
         rounded=True,
     )
+    if not final_certificate.certified:
+        # The amounts actually paid must stand on their own: within their bounds, the budget and
+        # the segment shares, each within a cent of what the optimal prices call for.
+        raise NotCertifiedError(
+            "the vouchers rounded to cents do not pass the optimality certificate: "
+            + "; ".join(final_certificate.failures),
+            status="rounding",
+        )
     allocations = pl.DataFrame(
         {
             N.USER_ID: pl.Series(user_id, dtype=pl.Int64),

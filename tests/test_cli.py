@@ -316,3 +316,43 @@ def test_segment_share_is_exact_and_checked(tmp_path: Path, data_dir: Path) -> N
     assert result.exit_code == 1
     failed = {c["name"] for c in strict_json(result.stdout)["checks"] if not c["ok"]}
     assert "segment shares" in failed
+
+
+def test_budget_sweep_pays_each_budget_to_the_cent(tmp_path: Path, data_dir: Path, scenario_file: Path) -> None:
+    result = invoke(
+        "sweep", "--scenario", scenario_file, "--param", "budget.total_usd=2000000:4000000:4",
+        "--data", data_dir, "--out", tmp_path / "sweep", "--json", "-q",
+    )
+    assert result.exit_code == 0, result.output
+    points = strict_json(result.stdout)["points"]
+    budgets = [p["budget.total_usd"] for p in points]
+    assert budgets == [2_000_000.0, 2_666_666.67, 3_333_333.33, 4_000_000.0]
+    for p in points:
+        assert round(p["paid_usd"] * 100) == round(p["budget.total_usd"] * 100)
+    # The objective is strictly concave, so each extra dollar is worth less: the shadow price falls.
+    prices = [p["shadow_price"] for p in points]
+    assert all(a > b for a, b in zip(prices, prices[1:]))
+
+
+def test_uncertified_rounding_is_never_written(
+    tmp_path: Path, data_dir: Path, scenario_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import allocator.pipeline as pipeline
+
+    real = pipeline.round_to_cents_by_segment
+
+    def off_by_a_dollar(v, *args, **kwargs):  # noqa: ANN001, ANN202
+        cents, report = real(v, *args, **kwargs)
+        cents = cents.copy()
+        i = int(np.argmax(cents))
+        j = int(np.argmin(cents))
+        cents[i] -= 100  # a dollar moved from the largest voucher to the smallest: total intact
+        cents[j] += 100
+        return cents, report
+
+    monkeypatch.setattr(pipeline, "round_to_cents_by_segment", off_by_a_dollar)
+    out = tmp_path / "run"
+    result = invoke("allocate", "--scenario", scenario_file, "--data", data_dir, "--out", out)
+    assert result.exit_code == 3
+    assert "certificate" in result.stderr
+    assert not out.exists()

@@ -131,10 +131,14 @@ def parse_param(spec: str) -> tuple[str, np.ndarray]:
         ) from None
     if count < 1:
         raise ScenarioError(f"--param {spec!r}: COUNT must be at least 1.")
+    values = np.linspace(start, stop, count)
+    if name == "budget.total_usd":
+        # A budget is paid to the cent; evenly spaced points land between cents otherwise.
+        values = np.round(values, 2)
     if name not in SWEEPABLE and not any(name.startswith(k.split("<")[0]) for k in SWEEPABLE if "<" in k):
         allowed = ", ".join(sorted(SWEEPABLE))
         raise ScenarioError(f"--param {spec!r}: {name!r} cannot be swept. Sweepable: {allowed}.")
-    return name, np.linspace(start, stop, count)
+    return name, values
 
 
 def _plot(frame: pl.DataFrame, params: list[str], path: Path) -> None:
