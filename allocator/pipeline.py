@@ -48,12 +48,15 @@ class DataSession:
 
     data_dir: Path
     inputs: Inputs
+    load_seconds: float = 0.0
     _eligibility: dict[EligibilityRules, tuple[EligibilityResult, float]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, data_dir: str | Path) -> DataSession:
         data_dir = Path(data_dir)
-        return cls(data_dir=data_dir, inputs=load_inputs(data_dir, validate=True))
+        t0 = time.perf_counter()
+        inputs = load_inputs(data_dir, validate=True)
+        return cls(data_dir=data_dir, inputs=inputs, load_seconds=time.perf_counter() - t0)
 
     def eligibility(self, rules: EligibilityRules) -> tuple[EligibilityResult, float]:
         """The eligibility result for ``rules`` and the seconds it took when first computed."""
@@ -253,6 +256,9 @@ def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> 
             "excluded_by_reason": dict(rec.excluded_by_reason),
         },
         "reconciliation": rec.to_dict(),
-        "timings_s": {k: round(v, 6) for k, v in run.timings.items()},
+        "timings_s": {
+            "load_and_validate": round(session.load_seconds, 6),
+            **{k: round(v, 6) for k, v in run.timings.items()},
+        },
         "payout_batches": run.payouts.schedule_dicts(),
     }

@@ -109,6 +109,11 @@ def test_allocate_output_reconciles_from_files(run_dir: Path, data_dir: Path) ->
     assert set(paid) | set(out) == liquidated
     assert set(excluded[N.REASON].unique().to_list()) <= set(N.REASONS)
 
+    # Time per stage, every stage.
+    stages = {"load_and_validate", "eligibility", "model", "solve", "rounding", "write"}
+    assert set(manifest["timings_s"]) == stages
+    assert all(t >= 0 for t in manifest["timings_s"].values())
+
     # Objective recomputed with numpy from the paid cents equals the manifest's.
     v = cents / 100.0
     w = alloc[N.WEIGHT].to_numpy()
