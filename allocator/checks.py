@@ -398,7 +398,11 @@ def _check_within_bounds(r: _RunFiles) -> Result:
 
 
 def bounds_cents(
-    floor_usd: float, cap_usd: float, coverage_cap: float | None, loss_usd: np.ndarray
+    floor_usd: float,
+    cap_usd: float,
+    coverage_cap: float | None,
+    loss_usd: np.ndarray,
+    phase_factor: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Each user's bounds in whole cents, recomputed from the scenario's knobs.
 
@@ -412,17 +416,44 @@ def bounds_cents(
     where :math:`x` is the amount in cents being rounded: a float within :math:`\tau` of a whole
     cent is that cent (``0.29 * 100`` is 29 cents), and :math:`M` bounds an infinite cap. These
     are the conventions of :func:`allocator.rounding.bounds_to_cents`, written out again here so
-    that the check does not run the code it audits.
+    that the check does not run the code it audits. With a phase-in band the cap is scaled by the
+    user's phase factor :math:`\varphi_i` and the floor never exceeds the phased cap.
     """
     loss = np.asarray(loss_usd, dtype=np.float64)
     lower = np.full(loss.shape[0], float(floor_usd)) * 100.0
     upper = np.full(loss.shape[0], float(cap_usd))
     if coverage_cap is not None:
         upper = np.minimum(upper, float(coverage_cap) * loss)
+    if phase_factor is not None:
+        upper = np.minimum(upper, float(cap_usd) * np.asarray(phase_factor, dtype=np.float64))
     upper = np.minimum(upper * 100.0, float(MAX_CENTS))
     lo = np.ceil(lower - (CENT_TOLERANCE + 4.0 * _EPS * np.abs(lower)))
     hi = np.floor(upper + (CENT_TOLERANCE + 4.0 * _EPS * np.abs(upper)))
+    if phase_factor is not None:
+        lo = np.minimum(lo, hi)
     return lo, hi
+
+
+def _ramp(x: np.ndarray, low: float | None, high: float) -> np.ndarray:
+    if low is None:
+        return np.ones_like(x)
+    with np.errstate(invalid="ignore"):
+        ramp = np.clip((x - low) / (high - low), 0.0, 1.0)
+    return np.where(x >= high, 1.0, ramp)
+
+
+def _phase_factor(r: _RunFiles) -> np.ndarray | None:
+    """Each user's phase-in factor recomputed from loss, loss ratio and the scenario's bands, or
+    None without a band (the file's ``phase_factor`` column must then match it)."""
+    rules = r.section("scenario", "eligibility")
+    p_loss, p_ratio = rules.get("phase_in_loss_usd"), rules.get("phase_in_ratio")
+    if p_loss is None and p_ratio is None:
+        return None
+    a = r.allocations
+    loss, ratio = a[N.LOSS_USD].to_numpy(), a[N.LOSS_RATIO].to_numpy()
+    return _ramp(loss, p_loss, float(rules["min_loss_usd"])) * _ramp(
+        ratio, p_ratio, float(rules["min_loss_ratio"])
+    )
 
 
 def _knob(r: _RunFiles, key: str, *, optional: bool = False) -> float | None:
@@ -441,7 +472,16 @@ def _check_bounds(r: _RunFiles) -> Result:
     floor, cap = _knob(r, "floor_usd"), _knob(r, "cap_usd")
     cover = _knob(r, "coverage_cap", optional=True)
     a = r.allocations
-    exp_lo, exp_hi = bounds_cents(floor, cap, cover, a[N.LOSS_USD].to_numpy())
+    phase = _phase_factor(r)
+    if phase is not None:
+        stored = a[N.PHASE_FACTOR].to_numpy() if N.PHASE_FACTOR in a.columns else None
+        if stored is None or not np.allclose(stored, phase, rtol=0.0, atol=1e-12):
+            return False, (
+                f"the scenario has a phase-in band but {N.ALLOCATIONS_FILE} "
+                + ("has no phase_factor column" if stored is None else "has phase factors that "
+                   "do not follow from the users' loss and loss ratio")
+            )
+    exp_lo, exp_hi = bounds_cents(floor, cap, cover, a[N.LOSS_USD].to_numpy(), phase)
     bad_lo = a[LOWER_CENTS].to_numpy() != exp_lo
     bad_hi = a[UPPER_CENTS].to_numpy() != exp_hi
     bad = bad_lo | bad_hi

@@ -37,6 +37,12 @@ class EligibilityRules:
     ``"eligible"`` lets them pass the ratio rule and ``"exclude"`` excludes them.
     ``depeg_policy``: ``"exclude"`` users who already received depeg compensation (the reported
     rule), ``"net"`` their compensation from their loss before the thresholds, or ``"ignore"`` it.
+
+    Phase-in band (``None``: the hard cliff as announced). With ``phase_in_loss_usd`` :math:`p`
+    below ``min_loss_usd`` :math:`m`, users with loss in :math:`(p, m)` are eligible with the
+    factor ``(L - p) / (m - p)`` (1 from :math:`m` up); ``phase_in_ratio`` does the
+    same for the loss ratio below ``min_loss_ratio``. A user's phase factor is the product of
+    both; the weight and the cap are multiplied by it (see :mod:`allocator.weights`).
     """
 
     window_start: datetime = WINDOW_START
@@ -50,6 +56,8 @@ class EligibilityRules:
     nonpositive_net_assets: Literal["eligible", "exclude"] = "eligible"
     depeg_policy: Literal["exclude", "net", "ignore"] = "exclude"
     snapshot_at: datetime = SNAPSHOT_AT
+    phase_in_loss_usd: float | None = None
+    phase_in_ratio: float | None = None
 
 
 @dataclass(frozen=True)

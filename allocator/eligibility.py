@@ -51,6 +51,13 @@ that fails:
 ``below_loss_ratio``
     not :math:`r_i \ge` ``min_loss_ratio``.
 
+Phase-in band. With ``phase_in_loss_usd`` :math:`p < m` = ``min_loss_usd``, the loss rule
+becomes :math:`L_i > p` and the eligible feature matrix gets the column ``phase_factor``,
+:math:`\phi_i = \phi^L_i \phi^r_i` with :math:`\phi^L_i = \min(1, (L_i - p)/(m - p))`;
+``phase_in_ratio`` does the same for the ratio (:math:`r_i > p_r`, an infinite ratio gives 1).
+The lower end is excluded because a factor of 0 would pay nothing. Without either option the
+rules, the columns and the outputs are exactly those of the hard thresholds.
+
 Both thresholds are exact ``>=`` comparisons on Float64. The ratio rule is applied to the
 published column, ``fl(L_i / A_i) >= min_loss_ratio``, so that anyone can re-check it from
 ``eligible.parquet``. IEEE division is correctly rounded and rounding is monotone, so a user
@@ -99,6 +106,7 @@ from allocator.errors import CheckFailedError, InputError, ScenarioError
 
 __all__ = [
     "EligibilityResult",
+    "has_phase_in",
     "Reconciliation",
     "compute_eligibility",
     "eligible_columns",
@@ -172,8 +180,14 @@ MAX_LOSS_USD = (2**127 - 1) / NANO_PER_USD
 _FIELD = 1 << 31
 
 
+def has_phase_in(rules: EligibilityRules) -> bool:
+    """Whether the rules soften a threshold with a phase-in band."""
+    return rules.phase_in_loss_usd is not None or rules.phase_in_ratio is not None
+
+
 def eligible_columns(rules: EligibilityRules) -> list[str]:
-    """Columns of the feature matrix (``eligible.parquet``), in order."""
+    """Columns of the feature matrix (``eligible.parquet``), in order (``phase_factor`` last,
+    only with a phase-in band)."""
     return [
         N.USER_ID,
         N.LOSS_USD,
@@ -191,6 +205,7 @@ def eligible_columns(rules: EligibilityRules) -> list[str]:
         N.ACCOUNT_AGE_DAYS,
         N.KYC_STATUS,
         N.DEPEG_COMP_USD,
+        *((N.PHASE_FACTOR,) if has_phase_in(rules) else ()),
     ]
 
 
@@ -393,6 +408,14 @@ def _check_rules(rules: EligibilityRules) -> None:
         value = getattr(rules, name)
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise bad(f"{name} must be a finite number >= 0, not {value!r}")
+    for name, top in (("phase_in_loss_usd", "min_loss_usd"), ("phase_in_ratio", "min_loss_ratio")):
+        value = getattr(rules, name)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise bad(f"{name} must be a finite number >= 0 or absent, not {value!r}")
+        if not value < getattr(rules, top):
+            raise bad(f"{name} ({value!r}) must be below {top} ({getattr(rules, top)!r})")
     if rules.nonpositive_net_assets not in ("eligible", "exclude"):
         raise bad(f"nonpositive_net_assets must be 'eligible' or 'exclude', not {rules.nonpositive_net_assets!r}")
     if rules.depeg_policy not in ("exclude", "net", "ignore"):
@@ -625,6 +648,36 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
+def _passes_loss(rules: EligibilityRules) -> pl.Expr:
+    if rules.phase_in_loss_usd is None:
+        return pl.col(N.LOSS_USD) >= rules.min_loss_usd
+    return pl.col(N.LOSS_USD) > rules.phase_in_loss_usd
+
+
+def _passes_ratio(rules: EligibilityRules) -> pl.Expr:
+    if rules.phase_in_ratio is None:
+        return pl.col(N.LOSS_RATIO) >= rules.min_loss_ratio
+    return pl.col(N.LOSS_RATIO) > rules.phase_in_ratio
+
+
+def _ramp(column: str, low: float | None, high: float) -> pl.Expr:
+    """0 at ``low``, 1 from ``high`` up, linear between (1 everywhere without a band)."""
+    if low is None:
+        return pl.lit(1.0)
+    x = pl.col(column)
+    # compared first so that a threshold reached exactly gives 1.0, not a rounded quotient
+    return (
+        pl.when(x >= high).then(1.0).otherwise(((x - low) / (high - low)).clip(0.0, 1.0))
+    )
+
+
+def _phase_factor(rules: EligibilityRules) -> pl.Expr:
+    return (
+        _ramp(N.LOSS_USD, rules.phase_in_loss_usd, rules.min_loss_usd)
+        * _ramp(N.LOSS_RATIO, rules.phase_in_ratio, rules.min_loss_ratio)
+    ).cast(pl.Float64).alias(N.PHASE_FACTOR)
+
+
 def _reason_expr(rules: EligibilityRules) -> pl.Expr:
     n_events = pl.col(N.N_EVENTS)
     outside = (n_events == 0) & (pl.col(_N_COVERED) > 0) & (pl.col(_N_IN_WINDOW) == 0)
@@ -651,13 +704,13 @@ def _reason_expr(rules: EligibilityRules) -> pl.Expr:
         .then(pl.lit(N.REASON_KYC))
         .when(depeg_bad)
         .then(pl.lit(N.REASON_DEPEG))
-        .when(~(pl.col(N.LOSS_USD) >= rules.min_loss_usd).fill_null(False))
+        .when(~_passes_loss(rules).fill_null(False))
         .then(pl.lit(N.REASON_BELOW_MIN_LOSS))
         .when(~pl.col(_IN_SNAPSHOT))
         .then(pl.lit(N.REASON_NO_SNAPSHOT))
         .when(nonpos_bad)
         .then(pl.lit(N.REASON_NONPOSITIVE_NET_ASSETS))
-        .when(~(pl.col(N.LOSS_RATIO) >= rules.min_loss_ratio).fill_null(False))
+        .when(~_passes_ratio(rules).fill_null(False))
         .then(pl.lit(N.REASON_BELOW_LOSS_RATIO))
         .otherwise(pl.lit(None, dtype=pl.String))
         .alias(N.REASON)
@@ -703,6 +756,12 @@ def _detail_texts(rules: EligibilityRules) -> dict[str, pl.Expr]:
             pl.format(
                 f"loss {{}} USD{netted} < {_num(rules.min_loss_usd)} USD",
                 _fmt_below(loss, rules.min_loss_usd),
+            )
+            if rules.phase_in_loss_usd is None
+            else pl.format(
+                f"loss {{}} USD{netted} <= {_num(rules.phase_in_loss_usd)} USD "
+                f"(lower end of the phase-in band up to {_num(rules.min_loss_usd)} USD)",
+                _fmt(loss),
             ),
         ),
         (N.REASON_NO_SNAPSHOT, pl.lit(f"{N.USER_ID} not in the snapshot")),
@@ -716,6 +775,15 @@ def _detail_texts(rules: EligibilityRules) -> dict[str, pl.Expr]:
                 f"loss ratio {{}}% < {_num(100 * rules.min_loss_ratio)}% (loss {{}} USD, "
                 "net assets {} USD)",
                 _fmt_below(ratio * 100, 100 * rules.min_loss_ratio),
+                _fmt(loss),
+                _fmt(net),
+            )
+            if rules.phase_in_ratio is None
+            else pl.format(
+                f"loss ratio {{}}% <= {_num(100 * rules.phase_in_ratio)}% (lower end of the "
+                f"phase-in band up to {_num(100 * rules.min_loss_ratio)}%; loss {{}} USD, "
+                "net assets {} USD)",
+                _fmt(ratio * 100),
                 _fmt(loss),
                 _fmt(net),
             ),
@@ -944,6 +1012,7 @@ def compute_eligibility(
             .alias(N.LOSS_RATIO),
         )
         .with_columns(_reason_expr(rules))
+        .with_columns(*((_phase_factor(rules),) if has_phase_in(rules) else ()))
         # Measured at stress size: the in-memory engine joins these ~2M-row frames in about
         # half the CPU time of the streaming one, which is the better choice for stage 1.
         .collect(engine="in-memory")

@@ -150,11 +150,11 @@ class AmountDerivation:
     closed_form_usd: float | None  # (w / price)^(1/alpha) before clipping; None at alpha = 0
     lower_usd: float
     upper_usd: float
-    upper_source: str  # "cap" or "coverage_cap"
+    upper_source: str  # "cap", "phased_cap" or "coverage_cap"
     continuous_usd: float | None  # the closed form clipped to the bounds
     voucher_cents: int
     bound: str  # as written in allocations.parquet
-    binding: str  # "floor", "interior", "cap" or "coverage_cap"
+    binding: str  # "floor", "interior", "cap", "phased_cap" or "coverage_cap"
     difference_usd: float | None  # paid - continuous
     reproduces_within_cent: bool | None
     #: The largest such difference over the run's users (``certificate_rounded`` in the
@@ -701,13 +701,20 @@ def _amount(alloc: dict[str, Any], weight: float, run: _Run) -> AmountDerivation
     alpha = float(s.objective.alpha)
     loss = float(alloc[N.LOSS_USD])
 
-    lower = float(s.bounds.floor_usd)
-    cap = float(s.bounds.cap_usd)
+    # A user inside a phase-in band has the cap scaled by their phase factor, and a floor that
+    # never exceeds that phased cap.
+    phase = alloc.get(N.PHASE_FACTOR)
+    phase = 1.0 if phase is None else float(phase)
+    cap = float(s.bounds.cap_usd) * phase
     cov = None if s.bounds.coverage_cap is None else float(s.bounds.coverage_cap) * loss
     upper = cap if cov is None else min(cap, cov)
-    (_,), (cap_c,) = bounds_cents(np.array([lower]), np.array([cap]))
-    cov_c = None if cov is None else int(bounds_cents(np.array([lower]), np.array([cov]))[1][0])
-    upper_source = "coverage_cap" if cov_c is not None and cov_c < cap_c else "cap"
+    (_,), (cap_c,) = bounds_cents(np.array([0.0]), np.array([cap]))
+    lower = min(float(s.bounds.floor_usd), cap_c / 100.0)
+    cov_c = None if cov is None else int(bounds_cents(np.array([0.0]), np.array([cov]))[1][0])
+    upper_source = (
+        "coverage_cap" if cov_c is not None and cov_c < cap_c
+        else "phased_cap" if phase < 1.0 else "cap"
+    )
     expect_c = cap_c if cov_c is None else min(cap_c, cov_c)
     if int(alloc["upper_cents"]) != int(expect_c):
         raise _changed(
@@ -1050,6 +1057,7 @@ _BINDING_TEXT = {
     "floor": "the floor",
     "cap": "the cap",
     "coverage_cap": "the coverage cap",
+    "phased_cap": "the cap scaled by the phase-in factor",
     "interior": "no bound (interior)",
 }
 
@@ -1131,7 +1139,9 @@ def _render(e: Explanation) -> list[str]:
                 w, p = e.weight.weight, a.effective_price
                 sign = ">" if w > p else "<" if w < p else "="
                 out.append(f"  weight {w:,.6g} {sign} price {p:,.6g}")
-        src = "cap" if a.upper_source == "cap" else "coverage cap x loss"
+        src = {"cap": "cap", "phased_cap": "cap x phase-in factor"}.get(
+            a.upper_source, "coverage cap x loss"
+        )
         out.append(
             f"  bounds: floor {_usd(a.lower_usd)}, upper {_usd(a.upper_usd)} ({src}); {_binding(a.binding)}"
         )

@@ -269,17 +269,26 @@ class FairnessModel:
             constraints.append(self.x[fixed_idx] == lo[fixed_idx] * inv_s[fixed_idx])
         self.floor = self.cap = self.coverage_cap = None
         sb = problem.scalar_bounds
+        self.coverage_cap_built = None if sb is None else sb.coverage_cap
         if free_idx.size and sb is not None:
-            self.floor = cp.Parameter(nonneg=True, name="floor", value=float(sb.floor))
-            self.cap = cp.Parameter(nonneg=True, name="cap", value=float(sb.cap))
+            floor, cap = sb.knobs()
+            self.floor = cp.Parameter(nonneg=True, name="floor", value=floor)
+            self.cap = cp.Parameter(nonneg=True, name="cap", value=cap)
             constraints += [x_free >= self.floor * s_free, x_free <= self.cap * s_free]
-            if sb.coverage_cap is not None:
+            if sb.coverage_cap is not None and not sb.whole_cents:
                 self.coverage_cap = cp.Parameter(
                     nonneg=True, name="coverage_cap", value=float(sb.coverage_cap)
                 )
                 loss = np.asarray(sb.loss, dtype=np.float64)
                 loss_free = loss if fixed_idx.size == 0 else loss[free_idx]
                 constraints.append(x_free <= self.coverage_cap * (loss_free * s_free))
+            elif sb.coverage_cap is not None:
+                # caps rounded down to the cent are not affine in kappa: constants (set_bounds
+                # rebuilds when kappa changes)
+                caps = sb.coverage_caps()
+                assert caps is not None
+                caps_free = caps if fixed_idx.size == 0 else caps[free_idx]
+                constraints.append(x_free <= caps_free * s_free)
         elif free_idx.size:
             lo_free = lo if fixed_idx.size == 0 else lo[free_idx]
             hi_free = hi if fixed_idx.size == 0 else hi[free_idx]
@@ -398,7 +407,9 @@ class FairnessModel:
         lower, upper = sb.arrays()
         problem = dataclasses.replace(self.problem, lower=lower, upper=upper, scalar_bounds=sb)
         validate(problem)
-        if not np.array_equal(lower >= upper, self.fixed):
+        # whole-cent coverage caps are constants in the compiled problem (see __init__)
+        new_caps = sb.whole_cents and sb.coverage_cap != self.coverage_cap_built
+        if new_caps or not np.array_equal(lower >= upper, self.fixed):
             # which users have equal bounds is structural: rebuild (a fresh compile)
             self.__init__(  # type: ignore[misc]
                 problem,
@@ -422,8 +433,7 @@ class FairnessModel:
                 self.segment_max[seg.name].value = float(seg.max_share) * float(p.budget)
         sb = p.scalar_bounds
         if sb is not None and self.floor is not None and self.cap is not None:
-            self.floor.value = float(sb.floor)
-            self.cap.value = float(sb.cap)
+            self.floor.value, self.cap.value = sb.knobs()
             if self.coverage_cap is not None:
                 self.coverage_cap.value = float(sb.coverage_cap)
 

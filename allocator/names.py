@@ -68,6 +68,7 @@ N_EVENTS = "n_events"  # counted events
 FIRST_EVENT_TS = "first_event_ts"
 LAST_EVENT_TS = "last_event_ts"
 ACCOUNT_AGE_DAYS = "account_age_days"  # whole days from created_at to the snapshot
+PHASE_FACTOR = "phase_factor"  # in (0, 1]; only when a phase-in band is configured
 
 
 def product_loss_column(product: str) -> str:

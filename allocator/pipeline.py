@@ -188,6 +188,8 @@ def allocate(
             N.SEGMENT: segment_labels(features, scenario.segments),
         }
     )
+    if N.PHASE_FACTOR in features.columns:
+        allocations = allocations.with_columns(features[N.PHASE_FACTOR])
     payouts = plan_payouts(user_id, cents, scenario.payouts, PROGRAMME) if with_payouts else None
     timings["rounding"] = time.perf_counter() - t0
 

@@ -78,6 +78,7 @@ SWEEPABLE: dict[str, str] = {
     "bounds.coverage_cap": "largest voucher as a multiple of the user's loss",
     "eligibility.min_loss_usd": "smallest counted loss (USD) that qualifies",
     "eligibility.min_loss_ratio": "smallest loss / net assets ratio that qualifies",
+    "eligibility.phase_in_loss_usd": "lower end of the loss phase-in band (below min_loss_usd)",
     "segments.<name>.min_share": "least share of the budget the segment receives",
     "segments.<name>.max_share": "most share of the budget the segment receives",
 }
@@ -201,6 +202,14 @@ def _validate_eligibility(s: Scenario, file: Any) -> None:
         raise _range(file, "eligibility.min_loss_usd", e.min_loss_usd, ">= 0")
     if e.min_loss_ratio < 0:
         raise _range(file, "eligibility.min_loss_ratio", e.min_loss_ratio, ">= 0")
+    for key, value, top, top_value in (
+        ("phase_in_loss_usd", e.phase_in_loss_usd, "min_loss_usd", e.min_loss_usd),
+        ("phase_in_ratio", e.phase_in_ratio, "min_loss_ratio", e.min_loss_ratio),
+    ):
+        if value is not None and not (0 <= value < top_value):
+            raise _range(
+                file, f"eligibility.{key}", value, f">= 0 and below eligibility.{top} ({top_value:g})"
+            )
 
 
 def _validate_objective(s: Scenario, file: Any) -> None:

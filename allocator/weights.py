@@ -26,8 +26,30 @@ problems have the same maximisers.
 
 Bounds
 ------
-:math:`\ell_i = f` (``floor_usd``) and :math:`h_i = \min(c, \kappa L_i)` (``cap_usd``,
-``coverage_cap``), described by a :class:`~allocator.problem.ScalarBounds`.
+:math:`\ell_i = \lceil f \rceil_{\text{cent}}` (``floor_usd``) and
+:math:`h_i = \lfloor \min(c, \kappa L_i) \rfloor_{\text{cent}}` (``cap_usd``, ``coverage_cap``),
+described by a :class:`~allocator.problem.ScalarBounds` with ``whole_cents``. The problem is
+solved on the amounts that can actually be paid: with raw caps such as :math:`0.3 \times 123.45
+= 37.035`, every capped user would lose a fraction of a cent in rounding and, in exhaust mode,
+the interior users would have to absorb it, several cents each once capped users outnumber
+them, which would break the promise that each paid voucher is within a cent of its optimum.
+
+Phase-in band
+-------------
+When the eligibility rules have a phase-in band, the feature matrix carries ``phase_factor``
+:math:`\phi_i \in (0, 1]` (1 for users past both thresholds) and
+
+.. math::
+
+    \log w_i \mathrel{+}= \log \phi_i, \qquad
+    h_i = \lfloor\min(\phi_i c, \kappa L_i)\rfloor_{\text{cent}}, \qquad
+    \ell_i = \min(\lceil f \rceil_{\text{cent}}, h_i),
+
+so a user 90% of the way through the band counts for 90% of the weight and gets at most 90% of
+the cap. The floor stays, except where it would exceed the phased cap (a factor below
+:math:`f / c`, i.e. very near the lower end): there the floor drops to the phased cap rounded
+down to the cent and the user receives exactly that, so nobody in the band is paid more than
+the phased cap. A phased cap below one cent is raised to one cent: an eligible user is paid. The bounds are then no longer scalar knobs (``scalar_bounds`` is ``None``).
 """
 
 from __future__ import annotations
@@ -41,12 +63,20 @@ import polars as pl
 from allocator import names as N
 from allocator.config import BoundsSpec, ObjectiveSpec, Scenario, SegmentSpec
 from allocator.errors import InfeasibleError, InputError, ScenarioError
-from allocator.problem import AllocationProblem, ScalarBounds, Segment
+from allocator.problem import (
+    AllocationProblem,
+    ScalarBounds,
+    Segment,
+    bounds_in_cents,
+    whole_cent_bounds,
+)
 
 __all__ = [
     "FACTOR_LOSS",
     "FACTOR_RATIO",
     "FACTOR_COVERAGE",
+    "FACTOR_PHASE",
+    "phase_bounds",
     "LOG_WEIGHT",
     "feature_factor",
     "weight_factors",
@@ -62,6 +92,8 @@ __all__ = [
 FACTOR_LOSS = "log_w.loss"
 FACTOR_RATIO = "log_w.ratio"
 FACTOR_COVERAGE = "log_w.coverage"
+#: Present only when the feature matrix has ``phase_factor`` (a phase-in band).
+FACTOR_PHASE = "log_w.phase"
 LOG_WEIGHT = "log_weight"
 FEATURE_FACTOR_PREFIX = "log_w.feature."
 
@@ -70,13 +102,6 @@ _SOURCE = "the eligible feature matrix"
 #: ``exp`` overflows to inf above this and underflows to 0 below its negative (about 745).
 _LOG_MAX = math.log(np.finfo(np.float64).max)
 _LOG_MIN = math.log(np.finfo(np.float64).tiny)
-#: Cents conventions of :func:`allocator.rounding.bounds_to_cents`, mirrored here so that an
-#: infeasible user is reported with its loss before rounding would refuse it: a float within
-#: ``_CENT_TOL`` cents (plus a few ulps) of a whole cent is that cent, caps are clipped at
-#: ``_MAX_CENTS``. ``tests/test_weights.py`` checks that the two agree.
-_CENT_TOL = 1e-6
-_MAX_CENTS = 10**12
-_EPS = float(np.finfo(np.float64).eps)
 
 
 def feature_factor(name: str) -> str:
@@ -203,6 +228,12 @@ def weight_factors(features: pl.DataFrame, spec: ObjectiveSpec) -> pl.DataFrame:
         else:
             out[FACTOR_COVERAGE] = zeros
 
+    if N.PHASE_FACTOR in features.columns:
+        phi = _column(features, N.PHASE_FACTOR, why="the phase-in factor of the weights")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[FACTOR_PHASE] = np.log(phi)
+        _bad_factor(features, out[FACTOR_PHASE], phi, N.PHASE_FACTOR, "log(phase_factor)")
+
     total = np.zeros(n)
     for values in out.values():
         total = total + values
@@ -241,11 +272,7 @@ def bounds_cents(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.n
     ``1e-6`` cent of a whole cent is that cent; caps above USD 10 billion are read as that),
     which refuses bounds with no cent between them; here the caller decides what to report.
     """
-    lo_x = np.asarray(lower, dtype=np.float64) * 100.0
-    hi_x = np.minimum(np.asarray(upper, dtype=np.float64) * 100.0, float(_MAX_CENTS))
-    lo = np.ceil(lo_x - (_CENT_TOL + 4.0 * _EPS * np.abs(lo_x)))
-    hi = np.floor(hi_x + (_CENT_TOL + 4.0 * _EPS * np.abs(hi_x)))
-    return lo.astype(np.int64), hi.astype(np.int64)
+    return bounds_in_cents(lower, upper)
 
 
 def compute_bounds(
@@ -286,6 +313,7 @@ def compute_bounds(
         cap=float(spec.cap_usd),
         coverage_cap=None if spec.coverage_cap is None else float(spec.coverage_cap),
         loss=loss,
+        whole_cents=True,
     )
     lower, upper = scalar.arrays()
     lo_c, hi_c = bounds_cents(lower, upper)
@@ -307,6 +335,23 @@ def compute_bounds(
             ),
         )
     return lower, upper, scalar
+
+
+def phase_bounds(
+    lower: np.ndarray, upper: np.ndarray, cap_usd: float, factor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Bounds of a phase-in band: the cap scaled by ``factor`` and rounded down to the cent, but
+    never below one cent (or the unphased cap, if smaller); the floor kept unless it would
+    exceed the phased cap, where it becomes that cap (module docstring).
+
+    The one-cent minimum matters only for users a hair past the lower end of the band (a factor
+    below 1 / (100 c)): they are eligible, so they are paid, and a zero voucher would make the
+    objective :math:`-\infty` for :math:`\alpha \ge 1`.
+    """
+    phased = np.minimum(upper, float(cap_usd) * np.asarray(factor, dtype=np.float64))
+    _, phased = whole_cent_bounds(phased, phased)
+    phased = np.maximum(phased, np.minimum(upper, 0.01))
+    return np.minimum(lower, phased), phased
 
 
 def _predicate(where: str) -> pl.Expr:
@@ -445,6 +490,11 @@ def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProbl
     _check_sorted(features)
     weights = compute_weights(features, scenario.objective)
     lower, upper, scalar = compute_bounds(features, scenario.bounds)
+    scalar_bounds: ScalarBounds | None = scalar
+    if N.PHASE_FACTOR in features.columns:
+        factor = _column(features, N.PHASE_FACTOR, why="the phase-in factor of the bounds")
+        lower, upper = phase_bounds(lower, upper, scenario.bounds.cap_usd, factor)
+        scalar_bounds = None
     segments = segment_masks(features, scenario.segments)
     _check_feasible(scenario.budget.total_usd, scenario.budget.exhaust, lower, upper, segments)
     return AllocationProblem(
@@ -455,5 +505,5 @@ def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProbl
         alpha=float(scenario.objective.alpha),
         exhaust=bool(scenario.budget.exhaust),
         segments=segments,
-        scalar_bounds=scalar,
+        scalar_bounds=scalar_bounds,
     )

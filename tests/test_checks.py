@@ -126,6 +126,7 @@ def manifest_for(
         "programme": "test-programme",
         "scenario": {
             "name": "test",
+            "eligibility": {"min_loss_usd": 50.0, "min_loss_ratio": 0.3},
             "bounds": {"floor_usd": FLOOR, "cap_usd": CAP, "coverage_cap": cover},
             "budget": {"total_usd": budget_cents / 100, "exhaust": exhaust},
             "segments": [],

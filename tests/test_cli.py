@@ -361,3 +361,29 @@ def test_uncertified_rounding_is_never_written(
     assert result.exit_code == 3
     assert "certificate" in result.stderr
     assert not out.exists()
+
+
+def test_phase_in_run_passes_finance_checks(tmp_path: Path, data_dir: Path) -> None:
+    path = tmp_path / "phase.toml"
+    path.write_text(
+        SMALL_SCENARIO.replace('"small"', '"phase"')
+        + "[eligibility]\nphase_in_loss_usd = 25.0\nphase_in_ratio = 0.2\n"
+    )
+    run = tmp_path / "run"
+    result = invoke("allocate", "--scenario", path, "--data", data_dir, "--out", run, "-q")
+    assert result.exit_code == 0, result.output
+    alloc = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+    phase = alloc[N.PHASE_FACTOR].to_numpy().copy()
+    assert ((phase > 0) & (phase <= 1)).all() and (phase < 1).any()
+    # Inside the band the cap is the phased cap, rounded down to the cent.
+    inside = phase < 1
+    expected_upper = np.floor(np.round(6000.0 * phase[inside] * 100, 6))
+    assert (alloc["upper_cents"].to_numpy()[inside] == expected_upper).all()
+    assert invoke("check-budget", run).exit_code == 0
+
+    k = int(np.flatnonzero(inside)[0])
+    phase[k] = min(1.0, phase[k] * 1.5)
+    alloc.with_columns(pl.Series(N.PHASE_FACTOR, phase)).write_parquet(run / N.ALLOCATIONS_FILE)
+    result = invoke("check-budget", run, "--json")
+    failed = {c["name"] for c in strict_json(result.stdout)["checks"] if not c["ok"]}
+    assert result.exit_code == 1 and "bounds" in failed

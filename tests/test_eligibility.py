@@ -810,3 +810,48 @@ def test_an_unusable_loss_amount_is_an_input_error(bad_loss: float) -> None:
     d = Data()
     d.user(1).event(1, 100.0).event(1, bad_loss, ts=AFTER_WINDOW)
     assert reasons(d.run()) == {1: None}
+
+
+# ---------------------------------------------------------------- phase-in band
+
+
+def test_phase_in_band_admits_users_below_the_thresholds_with_a_linear_factor() -> None:
+    d = Data()
+    d.user(1).event(1, 25.0)  # lower end of the loss band: still excluded (factor 0)
+    d.user(2).event(2, 30.0)  # 1/5 of the way from 25 to 50
+    d.user(3).event(3, 50.0)  # at the threshold: factor 1
+    d.user(4, net=1000.0).event(4, 250.0)  # ratio 0.25: half way from 0.2 to 0.3
+    d.user(5, net=1000.0).event(5, 200.0)  # ratio 0.2: lower end of the ratio band
+    d.user(6, net=120.0).event(6, 40.0)  # loss 3/5 of the way, ratio 1/3: factor 0.6
+    d.user(7, net=-5.0).event(7, 45.0)  # infinite ratio: only the loss factor 0.8
+    hard = d.run()
+    rules = EligibilityRules(phase_in_loss_usd=25.0, phase_in_ratio=0.2)
+    soft = d.run(rules)
+    assert soft.eligible.columns == eligible_columns(rules)
+    assert soft.eligible.columns[-1] == N.PHASE_FACTOR
+    assert N.PHASE_FACTOR not in hard.eligible.columns
+    got = dict(soft.eligible.select(N.USER_ID, N.PHASE_FACTOR).iter_rows())
+    expected = {2: 0.2, 3: 1.0, 4: 0.5, 6: 0.6, 7: 0.8}
+    assert set(got) == set(expected)
+    for uid, factor in expected.items():
+        assert got[uid] == pytest.approx(factor, abs=1e-12)
+    assert got[3] == 1.0  # exactly, at the threshold
+    r = reasons(soft)
+    assert r[1] == N.REASON_BELOW_MIN_LOSS and r[5] == N.REASON_BELOW_LOSS_RATIO
+    assert "phase-in" in row(soft.excluded, 1)[N.DETAIL]
+    # the hard-threshold eligible users are all still eligible, with factor 1
+    for uid in hard.eligible[N.USER_ID].to_list():
+        assert got[uid] == 1.0
+
+
+def test_phase_in_band_must_lie_below_its_threshold() -> None:
+    d = Data()
+    d.user(1).event(1, 60.0)
+    for bad in (
+        EligibilityRules(phase_in_loss_usd=50.0),
+        EligibilityRules(phase_in_ratio=0.35),
+        EligibilityRules(phase_in_loss_usd=-1.0),
+        EligibilityRules(phase_in_ratio=math.nan),
+    ):
+        with pytest.raises(ScenarioError):
+            d.run(bad)

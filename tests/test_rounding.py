@@ -437,3 +437,62 @@ def test_segment_rounding_keeps_every_share_exact(case) -> None:  # noqa: ANN001
             assert got <= Fraction(repr(seg.max_share)) * budget_cents
     # Each group is rounded within itself, so nobody moves by as much as two cents.
     assert np.abs(cents - alloc.vouchers * 100).max() < 2.0
+
+
+@given(
+    st.integers(min_value=0, max_value=2**31 - 1),
+    st.integers(min_value=30, max_value=400),
+    st.sampled_from([0.07, 0.3, 0.5]),
+    st.sampled_from([0.5, 1.0, 2.0, 5.0]),
+    st.floats(min_value=0.1, max_value=0.6),
+    st.one_of(st.none(), st.floats(min_value=0.05, max_value=0.3)),
+)
+@settings(max_examples=40, deadline=None)
+def test_paid_cents_pass_the_certificate_when_most_users_sit_at_fractional_caps(
+    seed: int, n: int, kappa: float, alpha: float, fill: float, large_share: float | None
+) -> None:
+    # Regression: caps such as 0.3 x 123.45 = 37.035 used to enter the problem unrounded; with
+    # most users at their caps, each lost a fraction of a cent in rounding and the exhausted
+    # budget pushed several cents onto every interior user, away from the optimum. The problem
+    # is now posed on whole-cent bounds, so paid vouchers stay within a cent of the best response.
+    import polars as pl
+
+    from allocator import names as N
+    from allocator.certificate import certify
+    from allocator.config import BoundsSpec, BudgetSpec, ObjectiveSpec, Scenario, SegmentSpec
+    from allocator.weights import build_problem
+
+    rng = np.random.default_rng(seed)
+    loss = np.round(np.exp(rng.normal(6.5, 1.8, n)) + 50.0, 2)
+    features = pl.DataFrame(
+        {
+            N.USER_ID: np.arange(n, dtype=np.int64) + 1,
+            N.LOSS_USD: loss,
+            N.LOSS_RATIO: rng.uniform(0.3, 3.0, n),
+        }
+    )
+    caps = np.minimum(6000.0, kappa * loss)
+    budget = round(4.0 * n + fill * float((caps - 4.0).clip(0).sum()), 2)
+    segments = ()
+    if large_share is not None:
+        segments = (SegmentSpec("large", "loss_usd >= 5000", max_share=large_share),)
+    scen = Scenario(
+        name="caps",
+        objective=ObjectiveSpec(alpha=alpha, loss_exponent=1.0, ratio_exponent=0.5),
+        bounds=BoundsSpec(floor_usd=4.0, cap_usd=6000.0, coverage_cap=kappa),
+        budget=BudgetSpec(total_usd=budget),
+        segments=segments,
+    )
+    try:
+        problem = build_problem(features, scen)
+        alloc = solve(problem, method="fast")
+    except InfeasibleError:
+        assume(False)  # e.g. a segment share below its members' floors
+    cents, _ = round_to_cents_by_segment(
+        alloc.vouchers, problem.lower, problem.upper, problem.budget, exhaust=True,
+        loss=loss, user_id=features[N.USER_ID].to_numpy(), segments=problem.segments,
+    )
+    assert int(cents.sum()) == budget_to_cents(budget)
+    final = certify(problem, cents / 100.0, alloc.shadow_price, alloc.segment_prices, rounded=True)
+    assert final.certified, final.failures
+    assert np.abs(cents - alloc.vouchers * 100).max() <= 1.0 + 1e-6

@@ -89,6 +89,7 @@ def parts(liq: Path, *, bump: int = 0) -> dict:
     manifest = {
         "programme": "test",
         "scenario": {
+            "eligibility": {"min_loss_usd": 50.0, "min_loss_ratio": 0.3},
             "bounds": {"floor_usd": 4.0, "cap_usd": 6000.0, "coverage_cap": None},
             "budget": {"total_usd": total / 100, "exhaust": True},
             "segments": [],

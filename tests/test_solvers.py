@@ -173,7 +173,11 @@ def _agreement(p: AllocationProblem) -> tuple[Allocation, Allocation, FairnessMo
         raw = objective_value(p, model.raw.vouchers)
         assert abs(raw - fast.objective) <= 1e-6 * abs(fast.objective)
     else:
-        assert model.fallback is not None
+        # an inaccurate or stalled answer is only returned once the dual polish (or a rescaled
+        # retry) has turned it into one that passes the certificate
+        assert model.fallback is not None or (
+            model.polished is not None and np.array_equal(ref.vouchers, model.polished.vouchers)
+        )
     return fast, ref, model
 
 

@@ -18,6 +18,7 @@ from allocator.errors import InfeasibleError, InputError, ScenarioError
 from allocator.weights import (
     FACTOR_COVERAGE,
     FACTOR_LOSS,
+    FACTOR_PHASE,
     FACTOR_RATIO,
     LOG_WEIGHT,
     bounds_cents,
@@ -25,6 +26,7 @@ from allocator.weights import (
     compute_bounds,
     compute_weights,
     feature_factor,
+    phase_bounds,
     segment_labels,
     segment_masks,
     weight_factors,
@@ -316,13 +318,9 @@ def test_bounds_and_cent_feasibility(losses, floor, cc_text):
     lo2, hi2 = scalar.arrays()
     np.testing.assert_array_equal(lower, lo2)
     np.testing.assert_array_equal(upper, hi2)
-    np.testing.assert_array_equal(lower, np.full(len(losses), floor))
-    expected_upper = (
-        np.minimum(cap, spec.coverage_cap * np.array(losses))
-        if cc_text
-        else np.full(len(losses), cap)
-    )
-    np.testing.assert_allclose(upper, expected_upper, rtol=1e-15)
+    # the problem is posed on whole cents: the floor (a whole cent here) and each cap rounded down
+    np.testing.assert_array_equal(lower, np.full(len(losses), floor_c / 100))
+    np.testing.assert_array_equal(upper, np.array(hi_exact) / 100)
     lo_c, hi_c = bounds_cents(lower, upper)
     assert lo_c.tolist() == [floor_c] * len(losses)
     assert hi_c.tolist() == hi_exact
@@ -506,12 +504,11 @@ def test_no_eligible_users_cannot_exhaust_a_budget():
 def test_feasibility_of_generated_ranges(data):
     # Random floors and caps that leave room: never infeasible, bounds ordered in cents.
     features = data.draw(features_st)
-    floor = data.draw(st.integers(0, 10_000)) / 100
-    cap = floor + data.draw(st.integers(1, 600_000)) / 100
-    total = (
-        data.draw(st.integers(int(floor * 100) * features.height, int(cap * 100) * features.height))
-        / 100
-    )
+    # drawn in whole cents: int(0.57 * 100) is 56, which would put the budget below the floors
+    floor_c = data.draw(st.integers(0, 10_000))
+    cap_c = floor_c + data.draw(st.integers(1, 600_000))
+    floor, cap = floor_c / 100, cap_c / 100
+    total = data.draw(st.integers(floor_c * features.height, cap_c * features.height)) / 100
     assume(total > 0)
     p = build_problem(
         features,
@@ -521,3 +518,62 @@ def test_feasibility_of_generated_ranges(data):
     )
     lo_c, hi_c = bounds_cents(p.lower, p.upper)
     assert lo_c.sum() <= round(total * 100) <= hi_c.sum()
+
+
+# --- phase-in band ----------------------------------------------------------------------------
+
+
+@given(st.lists(st.floats(1e-7, 1.0), min_size=1, max_size=40), st.floats(5.0, 1e5))
+def test_phase_factor_scales_weight_and_cap_and_floor_stays_below_the_phased_cap(
+    factors: list[float], loss: float
+) -> None:
+    n = len(factors)
+    phi = np.array(factors)
+    features = pl.DataFrame(
+        {
+            N.USER_ID: np.arange(n, dtype=np.int64),
+            N.LOSS_USD: np.full(n, loss),
+            N.LOSS_RATIO: np.full(n, 0.5),
+            N.PHASE_FACTOR: phi,
+        }
+    )
+    plain = features.drop(N.PHASE_FACTOR)
+    scen = Scenario(name="phase", objective=ObjectiveSpec(loss_exponent=1.0, ratio_exponent=1.0))
+    w_plain = compute_weights(plain, scen.objective)
+    w = compute_weights(features, scen.objective)
+    np.testing.assert_allclose(w, w_plain * phi, rtol=1e-12)
+    assert FACTOR_PHASE in weight_factors(features, scen.objective).columns
+    assert FACTOR_PHASE not in weight_factors(plain, scen.objective).columns
+    lower, upper = phase_bounds(
+        np.full(n, 4.0), np.minimum(6000.0, 2.0 * loss) * np.ones(n), 6000.0, phi
+    )
+    # the cap scales with the factor, the coverage cap does not; both in whole cents, at least one
+    raw = np.minimum(6000.0 * phi, 2.0 * loss)
+    lo_c, hi_c = bounds_cents(lower, upper)
+    np.testing.assert_array_equal(upper, hi_c / 100.0)
+    assert np.all(hi_c == np.maximum(1, np.floor(raw * 100 + 1e-6)))
+    assert np.all(lo_c <= hi_c)  # always at least one whole-cent voucher
+    keeps = 400 <= hi_c
+    assert np.all(lower[keeps] == 4.0)  # the floor stays wherever the phased cap allows it
+    assert np.all(lower[~keeps] == hi_c[~keeps] / 100.0)
+
+
+def test_build_problem_with_a_phase_factor_drops_scalar_bounds() -> None:
+    n = 6
+    phi = np.array([1.0, 1.0, 0.5, 0.9, 0.0005, 1.0])
+    features = pl.DataFrame(
+        {
+            N.USER_ID: np.arange(n, dtype=np.int64),
+            N.LOSS_USD: np.array([100.0, 1e5, 40.0, 49.0, 26.0, 2e4]),
+            N.LOSS_RATIO: np.full(n, 0.5),
+            N.PHASE_FACTOR: phi,
+        }
+    )
+    scen = Scenario(name="p", budget=BudgetSpec(total_usd=10_000.0))
+    problem = build_problem(features, scen)
+    assert problem.scalar_bounds is None
+    np.testing.assert_allclose(problem.upper, 6000.0 * phi)
+    assert problem.lower[4] == 3.0 and np.all(problem.lower[[0, 1, 2, 3, 5]] == 4.0)
+    plain = build_problem(features.drop(N.PHASE_FACTOR), scen)
+    assert plain.scalar_bounds is not None
+    np.testing.assert_allclose(problem.weights, plain.weights * phi, rtol=1e-12)

@@ -13,6 +13,8 @@ from allocator.cli import (  # noqa: F401  (imported for their @app.command regi
     cmd_generate,
     cmd_loans,
     cmd_programme,
+    cmd_report,
+    cmd_sensitivity,
 )
 from allocator.cli.app import app
 

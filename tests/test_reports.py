@@ -1,0 +1,549 @@
+"""``allocator report``: real runs from the CLI, every number re-derived from the run's files.
+
+Two small runs (3,000 generated users, budget USD 3M) are written with ``allocator allocate``;
+the report of the first, compared with the second, is rendered as HTML, JSON and Markdown through
+the CLI, and its contents are checked against the run directory, ``check_run_dir`` and
+independent recomputations (Lorenz curve, Gini, coverage medians, cliff counts).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import allocator.cli.cmd_report  # noqa: F401  (registers the report command)
+from allocator import names as N
+from allocator.checks import check_run_dir
+from allocator.cli.app import app
+from allocator.reports import (
+    SCATTER_MAX_POINTS,
+    SECTION_IDS,
+    _subsample,
+    _usd_cents,
+    build_report,
+    cliff_table,
+)
+from allocator.synthetic import generate
+
+runner = CliRunner()
+SWEEP_POINTS = 3
+#: Sections that draw exactly one chart.
+CHART_SECTIONS = (
+    "voucher-histogram",
+    "voucher-vs-loss",
+    "lorenz",
+    "coverage",
+    "sweep",
+    "shadow-price",
+    "cliff",
+)
+
+BASELINE = """
+name = "small-baseline"
+[objective]
+alpha = 1.0
+loss_exponent = 1.0
+ratio_exponent = 1.0
+[budget]
+total_usd = 3_000_000
+"""
+EQUAL = """
+name = "small-equal"
+[objective]
+alpha = 1.0
+loss_exponent = 0.0
+ratio_exponent = 0.0
+[budget]
+total_usd = 3_000_000
+"""
+
+
+def strict_json(text: str):
+    def reject(token: str) -> None:
+        raise ValueError(f"non-strict JSON token {token}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("report")
+    data = root / "data"
+    generate(data, users=3000, seed=5)
+    out = {"root": root, "data": data}
+    for name, text in (("base", BASELINE), ("equal", EQUAL)):
+        scen = root / f"{name}.toml"
+        scen.write_text(text)
+        res = invoke(
+            "allocate", "--scenario", scen, "--data", data, "--out", root / name, "-q"
+        )
+        assert res.exit_code == 0, res.output
+        out[name] = root / name
+    return out
+
+
+@pytest.fixture(scope="module")
+def rendered(runs) -> dict[str, object]:
+    """The report of ``base`` compared with ``equal`` in every format (HTML twice)."""
+    outdir = runs["root"] / "reports"
+    texts: dict[str, object] = {}
+    for fmt, name in (("html", "r.html"), ("json", "r.json"), ("md", "r.md")):
+        res = invoke(
+            "report",
+            runs["base"],
+            "--compare",
+            runs["equal"],
+            "--out",
+            outdir / name,
+            "--format",
+            fmt,
+            "--sweep-points",
+            str(SWEEP_POINTS),
+        )
+        assert res.exit_code == 0, res.output
+        texts[fmt] = (outdir / name).read_bytes()
+    res = invoke(
+        "report",
+        runs["base"],
+        "--compare",
+        runs["equal"],
+        "--out",
+        outdir / "again.html",
+        "--sweep-points",
+        str(SWEEP_POINTS),
+    )
+    assert res.exit_code == 0, res.output
+    texts["html_again"] = (outdir / "again.html").read_bytes()
+    texts["outdir"] = outdir
+    return texts
+
+
+def html_text(rendered) -> str:
+    return rendered["html"].decode("utf-8")
+
+
+def section_html(html: str, section_id: str) -> str:
+    m = re.search(
+        rf'<section id="{re.escape(section_id)}"[^>]*>(.*?)</section>', html, re.DOTALL
+    )
+    assert m, f"section {section_id} missing"
+    return m.group(1)
+
+
+def report_json(rendered) -> dict:
+    return strict_json(rendered["json"].decode("utf-8"))
+
+
+def json_section(doc: dict, section_id: str) -> dict:
+    return next(s for s in doc["sections"] if s["id"] == section_id)
+
+
+def manifest(run: Path) -> dict:
+    return json.loads((run / N.MANIFEST_FILE).read_text())
+
+
+# ------------------------------------------------------------------------------------ HTML
+
+
+def test_every_section_present_with_a_heading(rendered):
+    html = html_text(rendered)
+    for sid in SECTION_IDS:
+        body = section_html(html, sid)
+        assert re.search(r"<h2>[^<]+</h2>", body), sid
+    assert html.count("<section ") == len(SECTION_IDS)
+
+
+def test_every_chart_is_an_embedded_png(rendered):
+    html = html_text(rendered)
+    uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(uris) == html.count("<img") == len(CHART_SECTIONS)
+    for b64 in uris:
+        png = base64.b64decode(b64, validate=True)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert b"Software" not in png  # no tool name or version: reruns stay identical
+    for sid in CHART_SECTIONS:
+        assert section_html(html, sid).count("<img") == 1, sid
+
+
+def test_no_external_reference(rendered):
+    html = html_text(rendered).lower()
+    for bad in ("http://", "https://", "<script", "<link", "@import", "url("):
+        assert bad not in html, bad
+    srcs = re.findall(r'src="([^"]*)"', html)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+
+
+def test_reconciliation_rows_equal_check_run_dir(runs, rendered):
+    body = section_html(html_text(rendered), "reconciliation")
+    rows = re.findall(
+        r'<tr><td class="(pass|fail)">(PASS|FAIL)</td><td>([^<]*)</td>', body
+    )
+    expected = []
+    for run in (runs["base"], runs["equal"]):
+        expected += [
+            ("PASS" if c.ok else "FAIL", c.name) for c in check_run_dir(run).checks
+        ]
+    assert [
+        (status, name.replace("&#x27;", "'")) for _, status, name in rows
+    ] == expected
+    assert all(cls == status.lower() for cls, status, _ in rows)
+    assert all(s == "PASS" for s, _ in expected)
+
+
+def test_summary_numbers_equal_the_manifest(runs, rendered):
+    man = manifest(runs["base"])
+    data = json_section(report_json(rendered), "summary")["data"]["run"]
+    for key in ("liquidated", "eligible", "excluded", "floor", "interior", "cap"):
+        assert data[key] == man["counts"][key], key
+    for key in ("budget_cents", "paid_cents", "unspent_cents"):
+        assert data[key] == man["money"][key], key
+    assert data["shadow_price"] == man["shadow_price"]
+    assert data["solver_used"] == man["solver"]["used"]
+    assert data["certified"] is man["certificate"]["certified"] is True
+    body = section_html(html_text(rendered), "summary")
+    paid = man["money"]["paid_cents"]
+    assert f"<td>{paid // 100:,}.{paid % 100:02d}</td>" in body
+    assert f"<td>{man['counts']['eligible']:,}</td>" in body
+    # the allocations themselves add up to what the manifest says was paid
+    alloc = pl.read_parquet(runs["base"] / N.ALLOCATIONS_FILE)
+    assert int(alloc[N.VOUCHER_CENTS].sum()) == data["paid_cents"]
+    assert alloc.height == data["eligible"]
+
+
+def test_rerun_is_byte_identical(rendered):
+    assert rendered["html"] == rendered["html_again"]
+
+
+def test_output_written_atomically(rendered):
+    names = sorted(p.name for p in Path(rendered["outdir"]).iterdir())
+    assert names == ["again.html", "r.html", "r.json", "r.md"]  # no temporary leftovers
+
+
+# ------------------------------------------------------------------------------------ JSON, MD
+
+
+def test_json_is_strict_and_has_the_same_sections(runs, rendered):
+    doc = report_json(rendered)
+    assert [s["id"] for s in doc["sections"]] == list(SECTION_IDS)
+    assert doc["ok"] is True and doc["failures"] == []
+    assert "base64" not in rendered["json"].decode()
+    recon = json_section(doc, "reconciliation")["data"]["runs"]
+    assert [r["checks"] for r in recon] == [
+        check_run_dir(run).to_dict()["checks"] for run in (runs["base"], runs["equal"])
+    ]
+
+
+def test_markdown_has_the_tables(runs, rendered):
+    md = rendered["md"].decode("utf-8")
+    assert "| status | check | detail |" in md
+    for c in check_run_dir(runs["base"]).checks:
+        assert f"| PASS | {c.name} |" in md
+    doc = report_json(rendered)
+    for s in doc["sections"]:
+        assert f"## {s['title']}" in md
+        assert f'<a id="{s["id"]}"></a>' in md
+    assert "data:image" not in md
+    assert md.count("chart(s) omitted") == len(CHART_SECTIONS)
+
+
+# ------------------------------------------------------------------------------------ numbers
+
+
+def test_lorenz_and_gini_recomputed(runs, rendered):
+    curves = json_section(report_json(rendered), "lorenz")["data"]["curves"]
+    for run, curve in zip((runs["base"], runs["equal"]), curves):
+        usd = np.sort(
+            pl.read_parquet(run / N.ALLOCATIONS_FILE)[N.VOUCHER_CENTS].to_numpy()
+            / 100.0
+        )
+        n = usd.size
+        pairwise = np.abs(usd[:, None] - usd[None, :]).sum() / (2 * n * n * usd.mean())
+        assert curve["gini"] == pytest.approx(pairwise, rel=1e-9, abs=1e-12)
+        cum = np.concatenate(([0.0], np.cumsum(usd))) / usd.sum()
+        for p, share in zip(curve["population"], curve["share"]):
+            k = p * n  # linear between the points k/n
+            lo = int(np.floor(k))
+            hi = min(lo + 1, n)
+            expected = cum[lo] + (k - lo) * (cum[hi] - cum[lo])
+            assert share == pytest.approx(expected, abs=1e-9)
+    assert curves[0]["gini"] != curves[1]["gini"]
+
+
+def test_coverage_medians_recomputed(runs, rendered):
+    for run, entry in zip(
+        (runs["base"], runs["equal"]),
+        json_section(report_json(rendered), "coverage")["data"]["runs"],
+    ):
+        alloc = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+        loss = alloc[N.LOSS_USD].to_numpy()
+        cov = alloc[N.VOUCHER_CENTS].to_numpy() / 100.0 / loss
+        assert sum(b["count"] for b in entry["bands"]) == alloc.height
+        for band in entry["bands"]:
+            hi = np.inf if band["high_usd"] in ("inf", None) else band["high_usd"]
+            sel = (loss >= band["low_usd"]) & (loss < hi)
+            assert band["count"] == int(sel.sum())
+            if sel.any():
+                assert band["median"] == pytest.approx(
+                    float(np.median(cov[sel])), rel=1e-12
+                )
+
+
+def test_histogram_counts_every_voucher(runs, rendered):
+    data = json_section(report_json(rendered), "voucher-histogram")["data"]
+    alloc = pl.read_parquet(runs["base"] / N.ALLOCATIONS_FILE)
+    usd = alloc[N.VOUCHER_CENTS].to_numpy() / 100.0
+    assert sum(data["counts"]) + data["zero_vouchers"] == alloc.height
+    assert data["bin_edges_usd"][0] == pytest.approx(usd[usd > 0].min())
+    assert data["bin_edges_usd"][-1] == pytest.approx(usd.max())
+
+
+def test_shadow_price_sweep_meets_the_run_at_its_own_budget(runs, rendered):
+    man = manifest(runs["base"])
+    budget = man["money"]["budget_cents"] / 100
+    points = json_section(report_json(rendered), "shadow-price")["data"]["points"]
+    assert [p["budget_usd"] for p in points] == [
+        round(f * budget, 2) for f in np.linspace(0.5, 1.5, SWEEP_POINTS)
+    ]
+    assert all(p["status"] == "ok" for p in points)
+    own = next(p for p in points if p["budget_usd"] == budget)
+    assert own["shadow_price"] == pytest.approx(man["shadow_price"], rel=1e-9)
+    assert own["n_cap"] == man["counts"]["cap"]
+    assert own["paid_cents"] == man["money"]["paid_cents"]
+    prices = [p["shadow_price"] for p in points]
+    caps = [p["n_cap"] for p in points]
+    assert prices == sorted(prices, reverse=True)  # more money, cheaper fairness
+    assert caps == sorted(caps)  # and weakly more users at their cap
+
+
+def test_alpha_sweep_points(runs, rendered):
+    data = json_section(report_json(rendered), "sweep")["data"]
+    alphas = [p["alpha"] for p in data["points"]]
+    assert len(alphas) == SWEEP_POINTS and alphas == sorted(alphas)
+    assert (
+        data["alpha_of_run"] == manifest(runs["base"])["scenario"]["objective"]["alpha"]
+    )
+    ginis = [p["gini"] for p in data["points"]]
+    assert ginis == sorted(ginis, reverse=True)  # higher alpha, more equal vouchers
+    assert all(0 <= p["median_coverage"] for p in data["points"])
+
+
+def test_cliff_counts_recomputed(runs, rendered):
+    data = json_section(report_json(rendered), "cliff")["data"]
+    man = manifest(runs["base"])
+    rules = man["scenario"]["eligibility"]
+    exc = pl.read_parquet(runs["base"] / N.EXCLUDED_FILE)
+    loss_rows = exc.filter(
+        (pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS)
+        & (pl.col(N.LOSS_USD) >= rules["min_loss_usd"] - 10)
+    )
+    ratio_rows = exc.filter(
+        (pl.col(N.REASON) == N.REASON_BELOW_LOSS_RATIO)
+        & (pl.col(N.LOSS_RATIO) >= rules["min_loss_ratio"] - 0.05)
+    )
+    if data["source"] == "excluded.parquet":
+        got = {d["reason"]: d for d in data["just_below"]}
+        loss_n, ratio_n = (
+            got[N.REASON_BELOW_MIN_LOSS]["just_below"],
+            got[N.REASON_BELOW_LOSS_RATIO]["just_below"],
+        )
+        ratio_usd = got[N.REASON_BELOW_LOSS_RATIO]["loss_total_usd"]
+    else:
+        loss_n, ratio_n, ratio_usd = (
+            data["below_loss_users"],
+            data["below_ratio_users"],
+            data["below_ratio_total_usd"],
+        )
+    assert loss_n == loss_rows.height > 0
+    assert ratio_n == ratio_rows.height > 0
+    assert ratio_usd == pytest.approx(float(ratio_rows[N.LOSS_USD].sum()), rel=1e-12)
+    # the fallback table agrees with the section whichever produced it
+    own = {
+        d["reason"]: d
+        for d in cliff_table(
+            exc,
+            min_loss_usd=rules["min_loss_usd"],
+            min_loss_ratio=rules["min_loss_ratio"],
+        )
+    }
+    assert own[N.REASON_BELOW_MIN_LOSS]["just_below"] == loss_n
+    assert own[N.REASON_BELOW_LOSS_RATIO]["just_below"] == ratio_n
+
+
+def test_fairness_section(runs, rendered):
+    data = json_section(report_json(rendered), "fairness")["data"]["runs"]
+    assert [d["label"] for d in data] == ["small-baseline", "small-equal"]
+    for d in data:
+        assert d["ok"] is True
+        assert d["monotonicity"]["unexplained"] == 0
+        assert d["monotonicity"]["raw"] == sum(d["monotonicity"]["by_factor"].values())
+    body = section_html(html_text(rendered), "fairness")
+    assert 'class="fail"' not in body
+
+
+# ------------------------------------------------------------------------------------ failures
+
+
+def test_tampered_run_renders_and_exits_1(runs, tmp_path):
+    bad = tmp_path / "tampered"
+    shutil.copytree(runs["base"], bad)
+    payouts = bad / N.PAYOUTS_FILE
+    lines = payouts.read_text().splitlines()
+    cells = lines[1].split(",")
+    cents = int(cells[1].replace(".", "")) + 1
+    cells[1] = f"{cents // 100}.{cents % 100:02d}"
+    lines[1] = ",".join(cells)
+    payouts.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "bad.html"
+    res = invoke("report", bad, "--out", out, "--sweep-points", "0")
+    assert res.exit_code == 1
+    html = out.read_text()
+    failed = {c.name for c in check_run_dir(bad).failures}
+    assert failed >= {"payout amounts", "output hashes"}
+    body = section_html(html, "reconciliation")
+    rows = re.findall(
+        r'<tr><td class="(pass|fail)">(PASS|FAIL)</td><td>([^<]*)</td>', body
+    )
+    assert {name for _, status, name in rows if status == "FAIL"} == failed
+    assert 'class="banner fail"' in html and "FINANCE RECONCILIATION FAILED" in html
+    assert '<section id="reconciliation" class="failed">' in html
+    for sid in SECTION_IDS:
+        assert f'<section id="{sid}"' in html
+    assert "sweeps turned off" in section_html(html, "sweep")
+    # the JSON format says the same
+    res = invoke(
+        "report",
+        bad,
+        "--out",
+        tmp_path / "bad.json",
+        "--format",
+        "json",
+        "--sweep-points",
+        "0",
+    )
+    assert res.exit_code == 1
+    doc = strict_json((tmp_path / "bad.json").read_text())
+    assert doc["ok"] is False
+    assert {f.split(": ", 1)[1] for f in doc["failures"]} == failed
+
+
+def test_missing_run_dir_is_a_usage_error(tmp_path):
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", str(tmp_path / "nope"), "--out", str(out)])
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output and not out.exists()
+
+
+def test_unknown_format_is_a_usage_error(runs, tmp_path):
+    out = tmp_path / "r.pdf"
+    res = runner.invoke(
+        app, ["report", str(runs["base"]), "--out", str(out), "--format", "pdf"]
+    )
+    assert res.exit_code == 2
+    assert not out.exists()
+
+
+def test_moved_input_data_skips_the_sweeps(runs, tmp_path):
+    # the run's manifest points at input files; once they change, the sweeps are not re-solved
+    run = tmp_path / "run"
+    shutil.copytree(runs["base"], run)
+    man = manifest(run)
+    man["inputs"]["users"]["sha256"] = "0" * 64
+    (run / N.MANIFEST_FILE).write_text(json.dumps(man))
+    res = invoke("report", run, "--out", tmp_path / "r.json", "--format", "json")
+    assert res.exit_code == 1  # the input hash check fails too
+    doc = strict_json((tmp_path / "r.json").read_text())
+    for sid in ("sweep", "shadow-price"):
+        assert "changed since the run" in json_section(doc, sid)["data"]["skipped"]
+
+
+# ------------------------------------------------------------------------------------ properties
+
+
+@given(st.integers(min_value=-(10**15), max_value=10**15))
+def test_usd_cents_text_round_trips(cents):
+    text = _usd_cents(cents)
+    sign = -1 if text.startswith("-") else 1
+    whole, frac = text.lstrip("-").replace(",", "").split(".")
+    assert len(frac) == 2
+    assert sign * (int(whole) * 100 + int(frac)) == cents
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [N.REASON_BELOW_MIN_LOSS, N.REASON_BELOW_LOSS_RATIO, N.REASON_KYC]
+            ),
+            st.floats(min_value=0, max_value=100, allow_nan=False),
+            st.floats(min_value=0, max_value=1, allow_nan=False),
+        ),
+        max_size=40,
+    )
+)
+def test_cliff_table_matches_brute_force(rows):
+    frame = pl.DataFrame(
+        {
+            N.REASON: [r[0] for r in rows],
+            N.LOSS_USD: [r[1] for r in rows],
+            N.LOSS_RATIO: [r[2] for r in rows],
+        },
+        schema={N.REASON: pl.String, N.LOSS_USD: pl.Float64, N.LOSS_RATIO: pl.Float64},
+    )
+    got = {
+        d["reason"]: d
+        for d in cliff_table(frame, min_loss_usd=50.0, min_loss_ratio=0.3)
+    }
+    near_loss = [r for r in rows if r[0] == N.REASON_BELOW_MIN_LOSS and r[1] >= 40.0]
+    near_ratio = [r for r in rows if r[0] == N.REASON_BELOW_LOSS_RATIO and r[2] >= 0.25]
+    assert got[N.REASON_BELOW_MIN_LOSS]["just_below"] == len(near_loss)
+    assert got[N.REASON_BELOW_LOSS_RATIO]["just_below"] == len(near_ratio)
+    assert got[N.REASON_BELOW_MIN_LOSS]["excluded_for_reason"] == sum(
+        r[0] == N.REASON_BELOW_MIN_LOSS for r in rows
+    )
+    assert got[N.REASON_BELOW_LOSS_RATIO]["loss_total_usd"] == pytest.approx(
+        sum(r[1] for r in near_ratio)
+    )
+
+
+def test_cliff_without_the_sensitivity_module(runs, monkeypatch):
+    # a None entry in sys.modules makes the import fail as if the module were not installed
+    monkeypatch.setitem(__import__("sys").modules, "allocator.sensitivity", None)
+    report = build_report(runs["base"], sweep_points=0)
+    section = report.section("cliff")
+    assert section.data["source"] == "excluded.parquet"
+    assert len(section.charts) == 1
+    rules = manifest(runs["base"])["scenario"]["eligibility"]
+    exc = pl.read_parquet(runs["base"] / N.EXCLUDED_FILE)
+    near = exc.filter(
+        (pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS)
+        & (pl.col(N.LOSS_USD) >= rules["min_loss_usd"] - 10)
+    )
+    got = {d["reason"]: d for d in section.data["just_below"]}
+    assert got[N.REASON_BELOW_MIN_LOSS]["just_below"] == near.height
+    assert got[N.REASON_BELOW_MIN_LOSS]["loss_max_usd"] == pytest.approx(
+        float(near[N.LOSS_USD].max())
+    )
+
+
+def test_scatter_subsample_is_fixed():
+    small = _subsample(10)
+    assert small.tolist() == list(range(10))
+    big = _subsample(SCATTER_MAX_POINTS * 3)
+    assert big.size == SCATTER_MAX_POINTS == np.unique(big).size
+    assert np.array_equal(big, np.sort(big)) and np.array_equal(
+        big, _subsample(SCATTER_MAX_POINTS * 3)
+    )
