@@ -501,8 +501,10 @@ def _events(
     share_sum = np.bincount(e_user, weights=np.where(cov, share, 0.0), minlength=n)
     other_scale = rng.lognormal(-1.0, 0.8, n_ev)  # uncovered or outside: sized like the user
     positions_loss = p.target_loss * np.where(p.coll_sold, 1.0 - p.coll_share, 1.0)
-    loss_usd = np.where(cov, positions_loss[e_user] * (share / np.maximum(share_sum[e_user], 1e-300)),
-                        p.target_loss[e_user] * other_scale)
+    # divided only where counted: a user with no counted event has share_sum 0
+    cov_share = np.divide(share, share_sum[e_user], out=np.zeros(n_ev), where=cov)
+    loss_usd = np.where(cov, positions_loss[e_user] * cov_share, p.target_loss[e_user] * other_scale)
+    del cov_share
     del share, other_scale
     fee_share = rng.uniform(0.03, 0.12, n_ev)
     settle_px = px[settle_a, minute]
