@@ -126,6 +126,38 @@ def test_resolve_after_bound_and_share_changes_matches_a_fresh_build() -> None:
     )
 
 
+def test_whole_cent_bounds_keep_floor_and_cap_parameters_and_coverage_caps_constant() -> None:
+    # Caps rounded down to the cent are not affine in kappa: they enter as constants, the model
+    # stays DPP with floor and cap Parameters, and a new kappa recompiles to the fresh answer.
+    p = _problem(alpha=2.0)
+    sb = replace(p.scalar_bounds, floor=4.005, whole_cents=True)
+    lower, upper = sb.arrays()
+    assert np.all(lower == 4.01)  # the floor rounded up to the cent
+    assert np.array_equal(np.round(upper * 100) / 100, upper)  # whole cents
+    assert np.all(upper <= np.minimum(6000.0, 0.5 * sb.loss)) and np.all(
+        upper > np.minimum(6000.0, 0.5 * sb.loss) - 0.01
+    )
+    p = replace(p, lower=lower, upper=upper, scalar_bounds=sb)
+    model = FairnessModel(p)
+    assert model.is_dpp()
+    assert "coverage_cap" not in model.parameters
+    assert model.parameters["floor"].value == 4.01
+    first = model.solve()
+    assert np.all(first.vouchers <= upper + 1e-9) and np.all(first.vouchers >= lower - 1e-9)
+    compiled = model.cvx_problem._cache.param_prog
+    model.set_bounds(coverage_cap=0.4)
+    assert model.cvx_problem._cache.param_prog is not compiled
+    again = model.solve()
+    sb2 = replace(sb, coverage_cap=0.4)
+    lo2, hi2 = sb2.arrays()
+    _same(again, FairnessModel(replace(p, lower=lo2, upper=hi2, scalar_bounds=sb2)).solve())
+    assert np.all(again.vouchers <= hi2 + 1e-9)
+    model.set_bounds(cap=5000.0)  # floor and cap stay Parameters: no recompile
+    compiled = model.cvx_problem._cache.param_prog
+    model.solve()
+    assert model.cvx_problem._cache.param_prog is compiled
+
+
 def test_structural_changes_are_refused() -> None:
     model = FairnessModel(_problem())
     with pytest.raises(InvalidProblemError, match="cannot be added"):
