@@ -1,4 +1,4 @@
-"""Finance's reconciliation of a run directory from its files alone (``allocator check-budget``).
+r"""Finance's reconciliation of a run directory from its files alone (``allocator check-budget``).
 
 :func:`check_run_dir` reads the four files of a run directory (see :mod:`allocator.rundir` for
 the contract) and the liquidations input the manifest names, and runs every check below; each
@@ -43,14 +43,38 @@ Checks, by name:
 ``counts``
     The manifest's counts (liquidated, eligible, excluded, floor, interior, cap, excluded by
     reason) are those of the files.
+
+The checks below do not lean on the stored hashes: someone who edits the files together and
+then rewrites ``manifest["outputs"]`` still has to satisfy them.
+
+``idempotency keys``
+    Every key is ``sha256(f"{programme}:{user_id}")``, first 32 hex characters, with the
+    manifest's programme (see :func:`payout_key`).
+``payout batches``
+    The manifest's ``payout_batches`` are numbered 1, 2, ..., none larger than the scenario's
+    ``payouts.batch_size``; every payout is in one of them, and each batch holds the number of
+    payouts and the cents its schedule entry states.
+``payout schedule``
+    No batch is scheduled before ``payouts.announced_at``, the first starts by
+    ``announced_at + start_within_hours``, each is due after it is scheduled and by
+    ``announced_at + finish_within_hours``.
+``optimality``
+    The manifest's prices are valid multipliers (non-negative; a segment price only for a
+    share the segment has) and every paid voucher lies within a cent of its best response at
+    them (see :func:`best_response_usd` and :data:`BEST_RESPONSE_TOL_USD`).
+``objective``
+    The manifest's ``objective_rounded`` is :math:`\sum_i w_i u_\alpha(v_i)` of the paid
+    vouchers, to the float error of the sum (see :func:`objective_tolerance`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from functools import cached_property
@@ -77,7 +101,33 @@ from allocator.rundir import (
 )
 
 #: Sections every manifest must have for the checks to run.
-MANIFEST_SECTIONS = ("format", "scenario", "inputs", "money", "counts", "outputs")
+MANIFEST_SECTIONS = (
+    "format",
+    "programme",
+    "scenario",
+    "inputs",
+    "money",
+    "counts",
+    "outputs",
+    "shadow_price",
+    "segment_prices",
+    "objective_rounded",
+    "payout_batches",
+)
+#: Keys of one entry of ``manifest["payout_batches"]`` (:meth:`allocator.payouts.Batch.to_dict`).
+BATCH_KEYS = ("number", "users", "cents", "scheduled_at", "due_at")
+#: USD: how far a paid voucher may lie from its best response at the manifest's prices. One
+#: cent of rounding plus the solver's 1e-3 USD: the rule allocate's own certificate applies
+#: before it writes a run (``certify(..., rounded=True)``), so every run it writes passes and a
+#: tighter rule would reject runs that allocate stands behind.
+BEST_RESPONSE_TOL_USD = 0.01 + 1e-3
+#: Relative tolerance on the signs of the multipliers (the certificate's default tolerance).
+PRICE_SIGN_TOL = 1e-6
+#: Relative floor of the objective tolerance, for the per-term error of the utility (see
+#: :func:`objective_tolerance`).
+OBJECTIVE_RTOL = 1e-12
+#: Hex characters of an idempotency key (128 bits of the SHA-256).
+KEY_HEX_CHARS = 32
 MONEY_KEYS = ("budget_cents", "paid_cents", "unspent_cents", "exhaust")
 COUNT_KEYS = ("liquidated", "eligible", "excluded", "floor", "interior", "cap", "excluded_by_reason")
 #: Cents: a float within this distance of a whole cent is that cent (the project's convention,
@@ -766,6 +816,455 @@ def _check_segment_shares(r: _RunFiles) -> Result:
     return True, "every segment within its share: " + ", ".join(done)
 
 
+# --------------------------------------------------------------------------------------------
+# checks that do not rely on the stored hashes: keys, batches, prices and the objective
+# --------------------------------------------------------------------------------------------
+
+
+def _manifest_number(r: _RunFiles, *keys: str) -> float:
+    """A number of the manifest as a float; strict JSON writes infinities as ``"inf"``."""
+    value = r.section(*keys)
+    where = ".".join(keys)
+    if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", "-inf"):
+        return -math.inf if value.strip().startswith("-") else math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise _Unavailable(f"{N.MANIFEST_FILE} {where} is not a number: {value!r}")
+    return float(value)
+
+
+def payout_key(programme: str, user_id: int) -> str:
+    """The idempotency key the run directory contract gives one user of one programme.
+
+    Parameters
+    ----------
+    programme
+        ``manifest["programme"]``.
+    user_id
+        The user's id.
+
+    Returns
+    -------
+    str
+        ``sha256(f"{programme}:{user_id}")`` as lowercase hex, first :data:`KEY_HEX_CHARS`
+        characters.
+
+    Notes
+    -----
+    :func:`allocator.payouts.idempotency_key` computes the same; the formula is written out
+    again so that the check pins the documented contract. Were the writer's function changed
+    (say, to include the amount, which would let a rerun pay a user twice), a check calling it
+    would agree with every run it wrote; this one would not.
+    """
+    return hashlib.sha256(f"{programme}:{int(user_id)}".encode()).hexdigest()[:KEY_HEX_CHARS]
+
+
+def _check_idempotency_keys(r: _RunFiles) -> Result:
+    programme = r.section("programme")
+    if not isinstance(programme, str) or not programme:
+        raise _Unavailable(f"{N.MANIFEST_FILE} programme is not a non-empty string: {programme!r}")
+    p = r.payouts
+    expected = pl.Series(
+        "expected", [payout_key(programme, u) for u in p[N.USER_ID].to_list()], dtype=pl.String
+    )
+    stated = p[N.IDEMPOTENCY_KEY].cast(pl.String)
+    wrong = p.select(N.USER_ID, N.IDEMPOTENCY_KEY).with_columns(expected).filter(
+        (stated != expected).fill_null(True)
+    )
+    if wrong.height:
+        return False, (
+            f"{wrong.height:,} payout(s) whose idempotency key is not "
+            f"sha256('{programme}:<user_id>')[:{KEY_HEX_CHARS}], " + _examples(wrong)
+        )
+    return True, (
+        f"all {p.height:,} keys are sha256('{programme}:<user_id>')[:{KEY_HEX_CHARS}]"
+    )
+
+
+@dataclass(frozen=True)
+class _Batch:
+    number: int
+    users: int
+    cents: int
+    scheduled_at: datetime
+    due_at: datetime
+
+
+def _timestamp(value: Any, where: str) -> datetime:
+    if isinstance(value, str):
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            at = None
+        if at is not None and at.utcoffset() is not None:
+            return at
+    raise _Unavailable(
+        f"{N.MANIFEST_FILE} {where} is not a date-time with a time zone: {value!r}"
+    )
+
+
+def _whole(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Unavailable(f"{N.MANIFEST_FILE} {where} is not a whole number: {value!r}")
+    return value
+
+
+def _schedule(r: _RunFiles) -> list[_Batch]:
+    """``manifest["payout_batches"]``, every entry complete and typed."""
+    entries = r.section("payout_batches")
+    if not isinstance(entries, list):
+        raise _Unavailable(f"{N.MANIFEST_FILE} payout_batches is not a list")
+    out = []
+    for k, entry in enumerate(entries):
+        where = f"payout_batches[{k}]"
+        if not isinstance(entry, dict) or any(key not in entry for key in BATCH_KEYS):
+            raise _Unavailable(f"{N.MANIFEST_FILE} {where} lacks one of {', '.join(BATCH_KEYS)}")
+        out.append(
+            _Batch(
+                number=_whole(entry["number"], f"{where}.number"),
+                users=_whole(entry["users"], f"{where}.users"),
+                cents=_whole(entry["cents"], f"{where}.cents"),
+                scheduled_at=_timestamp(entry["scheduled_at"], f"{where}.scheduled_at"),
+                due_at=_timestamp(entry["due_at"], f"{where}.due_at"),
+            )
+        )
+    return out
+
+
+def _check_payout_batches(r: _RunFiles) -> Result:
+    batches = _schedule(r)
+    size = _whole(r.section("scenario", "payouts", "batch_size"), "scenario.payouts.batch_size")
+    p = r.payouts
+    if p.schema[N.BATCH] != pl.Int64:
+        return False, f"{N.PAYOUTS_FILE}: column {N.BATCH} does not hold whole batch numbers"
+    problems = []
+    numbers = [b.number for b in batches]
+    if numbers != list(range(1, len(batches) + 1)):
+        problems.append(f"the manifest's batches are numbered {numbers[:5]}, not 1, 2, ...")
+    too_big = [b for b in batches if not 1 <= b.users <= size]
+    if too_big:
+        problems.append(
+            f"{len(too_big):,} scheduled batch(es) with a size outside 1..{size:,} "
+            f"(payouts.batch_size), e.g. batch {too_big[0].number} of {too_big[0].users:,} users"
+        )
+    schedule = pl.DataFrame(
+        {
+            N.BATCH: [b.number for b in batches],
+            "scheduled_users": [b.users for b in batches],
+            "scheduled_cents": [b.cents for b in batches],
+        },
+        schema={N.BATCH: pl.Int64, "scheduled_users": pl.Int64, "scheduled_cents": pl.Int64},
+    )
+    stray = p.join(schedule, on=N.BATCH, how="anti").sort(N.USER_ID)
+    if stray.height:
+        problems.append(
+            f"{stray.height:,} payout(s) in a batch the manifest does not schedule, "
+            + _examples(stray.select(N.USER_ID, N.BATCH))
+        )
+    actual = p.group_by(N.BATCH).agg(
+        pl.len().cast(pl.Int64).alias("users"), pl.col(AMOUNT_CENTS).sum().alias("cents")
+    )
+    both = schedule.join(actual, on=N.BATCH, how="left").with_columns(
+        pl.col("users").fill_null(0), pl.col("cents").fill_null(0)
+    )
+    differs = (pl.col("users") != pl.col("scheduled_users")) | (
+        pl.col("cents") != pl.col("scheduled_cents")
+    )
+    off = both.filter(differs).sort(N.BATCH)
+    if off.height:
+        problems.append(
+            f"{off.height:,} batch(es) whose payouts differ from the manifest's schedule, "
+            + _examples(off)
+        )
+    if problems:
+        return False, "; ".join(problems)
+    return True, (
+        f"{p.height:,} payouts in {len(batches):,} batch(es) of at most {size:,}, each with "
+        "the users and cents of the manifest's schedule"
+    )
+
+
+def _check_payout_schedule(r: _RunFiles) -> Result:
+    batches = _schedule(r)
+    announced = _timestamp(
+        r.section("scenario", "payouts", "announced_at"), "scenario.payouts.announced_at"
+    )
+    hours = {}
+    for key in ("start_within_hours", "finish_within_hours"):
+        h = _manifest_number(r, "scenario", "payouts", key)
+        if not math.isfinite(h) or h < 0:
+            raise _Unavailable(f"{N.MANIFEST_FILE} scenario.payouts.{key} is not >= 0: {h!r}")
+        hours[key] = h
+    start_by = announced + timedelta(hours=hours["start_within_hours"])
+    finish_by = announced + timedelta(hours=hours["finish_within_hours"])
+    if not batches:
+        return True, "no batches to schedule"
+    problems = []
+    early = [b for b in batches if b.scheduled_at < announced]
+    if early:
+        problems.append(
+            f"{len(early):,} batch(es) scheduled before the announcement "
+            f"({announced.isoformat()}), e.g. batch {early[0].number} at "
+            f"{early[0].scheduled_at.isoformat()}"
+        )
+    first = min(batches, key=lambda b: b.scheduled_at)
+    if first.scheduled_at > start_by:
+        problems.append(
+            f"the first batch starts at {first.scheduled_at.isoformat()}, after "
+            f"{start_by.isoformat()} (announcement + {hours['start_within_hours']:g} h)"
+        )
+    late = [b for b in batches if b.due_at > finish_by]
+    if late:
+        problems.append(
+            f"{len(late):,} batch(es) due after {finish_by.isoformat()} (announcement + "
+            f"{hours['finish_within_hours']:g} h), e.g. batch {late[0].number} due "
+            f"{late[0].due_at.isoformat()}"
+        )
+    backwards = [b for b in batches if b.due_at <= b.scheduled_at]
+    if backwards:
+        problems.append(
+            f"{len(backwards):,} batch(es) due no later than they are scheduled, e.g. batch "
+            f"{backwards[0].number}"
+        )
+    if problems:
+        return False, "; ".join(problems)
+    last = max(b.due_at for b in batches)
+    return True, (
+        f"batches from {first.scheduled_at.isoformat()} (start by {start_by.isoformat()}) "
+        f"to {last.isoformat()} (finish by {finish_by.isoformat()})"
+    )
+
+
+def best_response_usd(
+    weights: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    alpha: float,
+    prices: np.ndarray,
+    vouchers: np.ndarray,
+) -> np.ndarray:
+    r"""Each user's best response (USD) at per-user prices, the rule a paid voucher must follow.
+
+    .. math::
+
+        v_i^\star = \operatorname{clip}\big((w_i/\lambda_i)^{1/\alpha}, \ell_i, h_i\big)
+
+    maximises :math:`w_i u_\alpha(v) - \lambda_i v` over :math:`[\ell_i, h_i]` (:math:`h_i` when
+    :math:`\lambda_i \le 0`). With ``alpha == 0`` (linear utility) it is :math:`h_i` when
+    :math:`w_i > \lambda_i`, :math:`\ell_i` when :math:`w_i < \lambda_i`, and on a tie every
+    point of the box, so the user's own voucher is returned. These are the rules of
+    :func:`allocator.certificate.certify` with ``rounded=True``, written out again so that the
+    check does not run the code it audits.
+
+    Parameters
+    ----------
+    weights, lower, upper
+        Per-user weight :math:`w_i > 0` and bounds in USD.
+    alpha
+        The objective's :math:`\alpha \ge 0`.
+    prices
+        Per-user price :math:`\lambda_i`.
+    vouchers
+        The paid vouchers in USD (used for ties at ``alpha == 0`` only).
+
+    Returns
+    -------
+    numpy.ndarray
+        :math:`v^\star` in USD (``nan`` where an input is ``nan``).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    lam = np.asarray(prices, dtype=np.float64)
+    lo = np.asarray(lower, dtype=np.float64)
+    hi = np.asarray(upper, dtype=np.float64)
+    if alpha == 0.0:
+        out = np.where(w > lam, hi, lo)
+        tie = w == lam
+        out[tie] = np.asarray(vouchers, dtype=np.float64)[tie]
+        out[np.isnan(w) | np.isnan(lam)] = np.nan
+        return out
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = w / lam
+        raw = ratio if alpha == 1.0 else np.power(ratio, 1.0 / alpha)
+    raw = np.where(lam > 0.0, raw, np.where(np.isnan(lam), np.nan, np.inf))
+    return np.minimum(np.maximum(raw, lo), hi)
+
+
+def _alpha(r: _RunFiles) -> float:
+    alpha = _manifest_number(r, "scenario", "objective", "alpha")
+    if not (math.isfinite(alpha) and alpha >= 0.0):
+        raise _Unavailable(f"{N.MANIFEST_FILE} scenario.objective.alpha is not >= 0: {alpha!r}")
+    return alpha
+
+
+def _segment_prices(r: _RunFiles) -> dict[str, tuple[float, float]]:
+    raw = r.section("segment_prices")
+    if not isinstance(raw, dict):
+        raise _Unavailable(f"{N.MANIFEST_FILE} segment_prices is not an object")
+    out = {}
+    for name, pair in raw.items():
+        ok = isinstance(pair, list) and len(pair) == 2
+        if ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair):
+            if all(math.isfinite(x) for x in pair):
+                out[name] = (float(pair[0]), float(pair[1]))
+                continue
+        raise _Unavailable(
+            f"{N.MANIFEST_FILE} segment_prices.{name} is not [mu_min, mu_max] in numbers: {pair!r}"
+        )
+    return out
+
+
+def _price_sign_problems(
+    r: _RunFiles, lam: float, mus: dict[str, tuple[float, float]]
+) -> list[str]:
+    """Dual feasibility as the certificate tests it: multipliers >= 0 (the budget's too unless
+    the budget must be spent), and a segment price only for a share the segment has."""
+    segments = r.section("scenario", "segments") or []
+    shares = {seg.get("name"): seg for seg in segments if isinstance(seg, dict)}
+    signed = [x for pair in mus.values() for x in pair]
+    if not r.money("exhaust"):
+        signed.append(lam)
+    scale = max(abs(lam), max((abs(x) for x in signed), default=0.0), 1e-300)
+    problems = []
+    if any(x < -PRICE_SIGN_TOL * scale for x in signed):
+        problems.append(
+            "a multiplier is negative (shadow price "
+            f"{lam:.6g}, segment prices {json.dumps(mus, sort_keys=True)})"
+        )
+    for name, (mu_min, mu_max) in sorted(mus.items()):
+        seg = shares.get(name, {})
+        for value, key in ((mu_min, "min_share"), (mu_max, "max_share")):
+            if seg.get(key) is None and abs(value) > PRICE_SIGN_TOL * scale:
+                problems.append(
+                    f"segment {name!r} has a price {value:.6g} for a {key} it does not have"
+                )
+    return problems
+
+
+def _check_optimality(r: _RunFiles) -> Result:
+    a = r.allocations
+    alpha = _alpha(r)
+    lam = _manifest_number(r, "shadow_price")
+    if not math.isfinite(lam):
+        return False, f"the manifest's shadow price is not finite ({lam})"
+    mus = _segment_prices(r)
+    problems = _price_sign_problems(r, lam, mus)
+    # lambda_i = lambda + sum over the user's segments of (mu_max - mu_min); a label joins the
+    # names of overlapping segments with "+", as the segment shares check reads it.
+    labels = a[N.SEGMENT].drop_nulls().unique().to_list()
+    net = {name: mu_max - mu_min for name, (mu_min, mu_max) in mus.items()}
+    offset = {label: math.fsum(net.get(s, 0.0) for s in label.split("+")) for label in labels}
+    shift = (
+        a[N.SEGMENT]
+        .replace_strict(offset, default=0.0, return_dtype=pl.Float64)
+        .fill_null(0.0)
+        .to_numpy()
+        if offset
+        else np.zeros(a.height)
+    )
+    prices = lam + shift
+    w = a[N.WEIGHT].to_numpy()
+    bad_w = ~(np.isfinite(w) & (w > 0.0))
+    if bad_w.any():
+        problems.append(
+            f"{int(bad_w.sum()):,} weight(s) not finite and positive, "
+            + _examples(a.filter(pl.Series(bad_w)).select(N.USER_ID, N.WEIGHT))
+        )
+    v = a[N.VOUCHER_CENTS].to_numpy() / 100.0
+    lo = a[LOWER_CENTS].to_numpy() / 100.0
+    hi = a[UPPER_CENTS].to_numpy() / 100.0
+    star = best_response_usd(w, lo, hi, alpha, prices, v)
+    dist = np.abs(v - star)
+    far = ~(dist <= BEST_RESPONSE_TOL_USD)
+    if far.any():
+        order = np.argsort(-np.where(far, np.nan_to_num(dist, nan=np.inf), -1.0), kind="stable")
+        worst = order[: int(far.sum())]
+        rows = a[worst].select(N.USER_ID, N.VOUCHER_CENTS, N.WEIGHT).with_columns(
+            pl.Series("best_response_usd", np.round(star[worst], 6))
+        )
+        problems.append(
+            f"{int(far.sum()):,} voucher(s) more than one cent from their best response at the "
+            f"manifest's prices (alpha {alpha:g}, shadow price {lam:.6g}), up to "
+            f"{float(np.nanmax(np.where(far, dist, 0.0))):.4f} USD, worst first: " + _examples(rows)
+        )
+    if problems:
+        return False, "; ".join(problems)
+    gap = float(dist.max(initial=0.0))
+    return True, (
+        f"every voucher within {gap:.4f} USD of its best response at the manifest's prices "
+        f"(alpha {alpha:g}, shadow price {lam:.6g}, {len(mus)} segment price(s))"
+    )
+
+
+def objective_terms(weights: np.ndarray, vouchers: np.ndarray, alpha: float) -> np.ndarray:
+    r"""Per-user :math:`w_i u_\alpha(v_i)`: :math:`u = \log v` for :math:`\alpha = 1`, else
+    :math:`v^{1-\alpha}/(1-\alpha)`.
+
+    Parameters
+    ----------
+    weights, vouchers
+        Per-user weight and voucher in USD.
+    alpha
+        The objective's :math:`\alpha \ge 0`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The terms (``-inf`` for a zero voucher when :math:`\alpha \ge 1`).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    v = np.asarray(vouchers, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if alpha == 1.0:
+            return w * np.log(v)
+        return w * (np.power(v, 1.0 - alpha) / (1.0 - alpha))
+
+
+def objective_tolerance(terms: np.ndarray) -> float:
+    r"""How far a float evaluation of :math:`\sum_i t_i` may honestly lie from the exact sum.
+
+    .. math::
+
+        \tau = (10^{-12} + 2 n \epsilon) \sum_i |t_i|
+
+    allocate stores ``objective_rounded`` as a float dot product, whose summation error is at
+    most :math:`n \epsilon/2 \sum_i |t_i|` in any order; each term carries a few ulps of
+    :math:`\epsilon` from the utility (at most about :math:`|(1-\alpha)\log v|\,\epsilon`, under
+    :math:`10^{-13}` relative for the shipped alphas), covered by the :math:`10^{-12}` floor.
+    """
+    t = np.asarray(terms, dtype=np.float64)
+    return (OBJECTIVE_RTOL + 2.0 * t.shape[0] * _EPS) * math.fsum(np.abs(t).tolist())
+
+
+def _check_objective(r: _RunFiles) -> Result:
+    r"""The manifest's objective is that of the files.
+
+    A cent moved between two users changes the objective by about
+    :math:`0.01\,(w_j v_j^{-\alpha} - w_i v_i^{-\alpha})`, first order in how far apart their
+    marginal utilities are. Between two interior users of an optimal run both equal the price,
+    so the change is second order and, in a large run, below float noise: there the optimality
+    check is what limits such a move (each voucher stays within a cent of its best response).
+    """
+    a = r.allocations
+    alpha = _alpha(r)
+    stated = _manifest_number(r, "objective_rounded")
+    terms = objective_terms(a[N.WEIGHT].to_numpy(), a[N.VOUCHER_CENTS].to_numpy() / 100.0, alpha)
+    if not np.isfinite(terms).all():
+        return False, (
+            f"the objective of the files is not finite ({int((~np.isfinite(terms)).sum()):,} "
+            "term(s): a zero voucher with alpha >= 1, or a weight that is not a number)"
+        )
+    actual = math.fsum(terms.tolist())
+    tol = objective_tolerance(terms)
+    if not abs(actual - stated) <= tol:
+        return False, (
+            f"manifest objective_rounded {stated!r} but the files give {actual!r} "
+            f"(difference {actual - stated:.6g}, tolerance {tol:.3g})"
+        )
+    return True, (
+        f"manifest objective_rounded {stated:.12g} == the files' to {tol:.3g} "
+        f"(difference {actual - stated:.3g})"
+    )
+
+
 CHECKS: tuple[tuple[str, Callable[[_RunFiles], Result]], ...] = (
     ("manifest", _check_manifest),
     ("allocations file", _check_allocations_file),
@@ -787,9 +1286,14 @@ CHECKS: tuple[tuple[str, Callable[[_RunFiles], Result]], ...] = (
     ("payout rows", _check_payout_rows),
     ("payout amounts", _check_payout_amounts),
     ("payout keys", _check_payout_keys),
+    ("idempotency keys", _check_idempotency_keys),
+    ("payout batches", _check_payout_batches),
+    ("payout schedule", _check_payout_schedule),
     ("input hashes", _check_input_hashes),
     ("output hashes", _check_output_hashes),
     ("counts", _check_counts),
+    ("optimality", _check_optimality),
+    ("objective", _check_objective),
 )
 #: Names of every check, in the order they are reported.
 CHECK_NAMES = tuple(name for name, _ in CHECKS)
@@ -807,8 +1311,20 @@ def check_run_dir(path: str | Path) -> CheckReport:
     -------
     CheckReport
         One :class:`Check` per entry of :data:`CHECK_NAMES`, in that order.
+
+    Raises
+    ------
+    InputError
+        ``path`` does not exist or is not a directory: nothing to check, so a report of every
+        check failing would only hide the mistaken path.
     """
     path = Path(path)
+    if not path.is_dir():
+        what = "is a file, not a directory" if path.exists() else "does not exist"
+        raise InputError(
+            f"{path}: {what}; expected a run directory holding {', '.join(OUTPUT_FILES)} and "
+            f"{N.MANIFEST_FILE} (as written by allocate --out).",
+        )
     files = _RunFiles(path)
     results = []
     for name, fn in CHECKS:

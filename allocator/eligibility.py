@@ -77,7 +77,8 @@ A price is needed only for counted events; a counted event whose asset has no ba
 it, or whose USD loss is not finite, is an :class:`~allocator.errors.InputError`.
 
 The work is two Polars queries. Stage 1, the one pass over the events, computes per-event
-nano-dollar losses and aggregates them per user (streaming engine). Prices are not joined: when
+nano-dollar losses and aggregates them per user (Polars' default engine, ``"auto"``; the
+``engine`` argument can ask for ``"streaming"``, which gives the same bytes). Prices are not joined: when
 every bar time is a multiple of a grid step (one minute for minute bars) the price of each
 (asset, grid cell) of the window is laid out in a small dense array and each event gathers its
 price by index, which avoids sorting the events; otherwise an as-of join is used. Stage 2

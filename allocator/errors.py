@@ -40,9 +40,17 @@ class ScenarioError(AllocatorError):
 
 
 class InfeasibleError(AllocatorError):
-    """The allocation problem has no solution; raised before solving when it can be seen."""
+    """The allocation problem has no solution; raised before solving when it can be seen.
+
+    ``status`` is the solver's status when a solver found it (``None`` for the checks made
+    before solving).
+    """
 
     exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None, status: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
 
 
 class SolverError(AllocatorError):

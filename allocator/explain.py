@@ -13,8 +13,13 @@ rebuilds the user's case step by step, checking each step against what the run w
    exclusion and the weight are checked against ``allocations.parquet`` / ``excluded.parquet``,
    and an :class:`~allocator.errors.InputError` says the inputs changed since the run otherwise.
    An excluded user gets the rule that failed, its numbers and how far they were from passing.
+   With a phase-in band (``eligibility.phase_in_loss_usd`` / ``phase_in_ratio``) the rule of
+   that threshold is the band's lower end, passed strictly (:math:`L_i > p`), as in
+   :mod:`allocator.eligibility`; the rule, the numbers, the distance and the other failing rules
+   all use it.
 3. **Weight.** :math:`\log w_i = \sum_k f_{ik}` by factor (:func:`allocator.weights.weight_factors`:
-   loss, ratio, each feature, coverage). Each factor is shown as its log contribution
+   loss, ratio, each feature, coverage, and the phase-in factor :math:`\log\phi_i` when the
+   rules have a band). Each factor is shown as its log contribution
    :math:`f_{ik}`, its multiplicative factor :math:`e^{f_{ik}}` and against a **reference user**,
    the median-weight eligible user :math:`m` (the lower median of ``weight``, ties by smaller
    user id): :math:`w_i / w_m = \prod_k e^{d_k}` with :math:`d_k = f_{ik} - f_{mk}`, and the
@@ -27,9 +32,17 @@ rebuilds the user's case step by step, checking each step against what the run w
    multipliers of the segments the user is in (:math:`\lambda_i = \lambda + \sum_{s\ni i}
    (\mu^{\max}_s - \mu^{\min}_s)`, from ``manifest["segment_prices"]``). The closed form
    :math:`(w_i/\lambda_i)^{1/\alpha}`, clipped to :math:`[\ell_i, h_i]`, is the continuous
-   voucher; rounding to cents moves it by less than a cent, which is verified and shown. Which
-   bound binds is read from the paid cents: the floor, the cap, or the coverage cap
-   (``upper_cents`` equal to :math:`\lfloor 100\,\kappa L_i\rfloor` below the cap's cents).
+   voucher; rounding to cents moves it by less than a cent, which is verified and shown. The
+   bounds are the whole cents the problem is posed in (:func:`allocator.problem.whole_cent_bounds`):
+   :math:`\ell_i = \lceil f\rceil_{\text{cent}}`, :math:`h_i = \lfloor\min(c, \kappa L_i)
+   \rfloor_{\text{cent}}`, and in a phase-in band :math:`h_i = \lfloor\min(\phi_i c, \kappa
+   L_i)\rfloor_{\text{cent}}` (at least one cent) with the floor lowered to it where it would
+   exceed it (:func:`allocator.weights.phase_bounds`); both are recomputed and checked against
+   ``lower_cents`` / ``upper_cents``. Which bound binds is read from the paid cents: the floor,
+   the cap, the phased cap or the coverage cap (``upper_cents`` equal to
+   :math:`\lfloor 100\,\kappa L_i\rfloor` below the other caps' cents). A paid user of a
+   run with a band also gets a :class:`PhaseIn`: which band they are in, their factor and its
+   formula, and the scaled cap.
 5. **Other scenarios.** Every shipped ``scenarios/*.toml`` except the loan fund's, run on the
    same data at *this run's budget* (so that differences come from the rules, not from the
    amount of money), without payout plans; the data is loaded and checked once per call.
@@ -67,6 +80,7 @@ __all__ = [
     "Explanation",
     "Factor",
     "OtherScenario",
+    "PhaseIn",
     "WeightBreakdown",
     "explain_user",
     "explain_users",
@@ -148,9 +162,12 @@ class AmountDerivation:
     segment_adjustment: float
     effective_price: float
     closed_form_usd: float | None  # (w / price)^(1/alpha) before clipping; None at alpha = 0
-    lower_usd: float
+    lower_usd: float  # whole cents: the amounts the problem is posed in
     upper_usd: float
     upper_source: str  # "cap", "phased_cap" or "coverage_cap"
+    lower_cents: int
+    upper_cents: int
+    upper_formula: str  # how the upper bound follows from the scenario and the user's numbers
     continuous_usd: float | None  # the closed form clipped to the bounds
     voucher_cents: int
     bound: str  # as written in allocations.parquet
@@ -173,6 +190,37 @@ class Exclusion:
     distance: str | None
     run_detail: str | None  # the detail column of excluded.parquet
     also_fails: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PhaseIn:
+    r"""A paid user against the run's phase-in bands (:mod:`allocator.weights`, "Phase-in band").
+
+    ``factor`` is :math:`\phi_i = \phi^L_i \phi^r_i` of ``allocations.parquet``, each part
+    ``(x - p) / (m - p)`` inside its band ``(p, m)`` and 1 past it (or without that band). It
+    multiplies the weight (the ``phase`` factor of :class:`WeightBreakdown`) and the cap:
+    ``upper_cents`` is :math:`\lfloor\min(\phi_i c, \kappa L_i)\rfloor_{\text{cent}}`, at
+    least one cent; ``floor_lowered`` when the floor exceeded it and was lowered to it.
+    """
+
+    factor: float
+    loss_band_usd: tuple[float, float] | None  # (phase_in_loss_usd, min_loss_usd)
+    ratio_band: tuple[float, float] | None  # (phase_in_ratio, min_loss_ratio)
+    loss_factor: float
+    ratio_factor: float
+    in_loss_band: bool
+    in_ratio_band: bool
+    formula: str
+    cap_usd: float
+    coverage_cap: float | None
+    scaled_cap_cents: int  # floor to the cent of cap x factor (before the coverage cap)
+    upper_cents: int
+    raised_to_one_cent: bool
+    floor_lowered: bool
+
+    @property
+    def in_band(self) -> bool:
+        return self.in_loss_band or self.in_ratio_band
 
 
 @dataclass(frozen=True)
@@ -208,6 +256,7 @@ class Explanation:
     amount: AmountDerivation | None = None
     exclusion: Exclusion | None = None
     other_scenarios: tuple[OtherScenario, ...] | None = None
+    phase_in: PhaseIn | None = None  # paid users of a run with a phase-in band
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,6 +292,19 @@ def _below(x: float, threshold: float, decimals: int = 2) -> str:
         if round(x, d) < threshold:
             return f"{x:,.{d}f}"
     return repr(x)
+
+
+def _above(x: float, threshold: float, decimals: int = 2) -> str:
+    """``x`` (known to be above ``threshold``) with enough decimals to read as above it."""
+    for d in (decimals, decimals + 2, decimals + 4):
+        if round(x, d) > threshold:
+            return f"{x:,.{d}f}"
+    return repr(x)
+
+
+def _at_most(x: float, threshold: float, decimals: int = 2) -> str:
+    """``x`` (known to be at most ``threshold``) so that it does not read as above it."""
+    return f"{x:,.{decimals}f}" if x == threshold else _below(x, threshold, decimals)
 
 
 def _ratio(r: float | None) -> str:
@@ -441,6 +503,32 @@ def _event_groups(valued: pl.DataFrame, rules: EligibilityRules) -> tuple[EventG
 # --------------------------------------------------------------------------------------------
 
 
+def _loss_rule_passes(loss: float | None, rules: EligibilityRules) -> bool:
+    """The loss rule of :mod:`allocator.eligibility`: ``>= min_loss_usd``, or strictly above
+    the band's lower end when there is a band (a factor of 0 at that end would pay nothing)."""
+    if loss is None or math.isnan(loss):
+        return False
+    if rules.phase_in_loss_usd is None:
+        return loss >= rules.min_loss_usd
+    return loss > rules.phase_in_loss_usd
+
+
+def _ratio_rule_passes(ratio: float | None, rules: EligibilityRules) -> bool:
+    """The ratio rule, with the same reading of a band as :func:`_loss_rule_passes`."""
+    if ratio is None or math.isnan(ratio):
+        return False
+    if rules.phase_in_ratio is None:
+        return ratio >= rules.min_loss_ratio
+    return ratio > rules.phase_in_ratio
+
+
+def _ramp(x: float, low: float | None, high: float) -> float:
+    """One band's factor, as :func:`allocator.eligibility._ramp` computes it in Float64."""
+    if low is None or x >= high:
+        return 1.0
+    return min(1.0, max(0.0, (x - low) / (high - low)))
+
+
 def _rule_failures(
     valued: pl.DataFrame,
     user: dict[str, Any] | None,
@@ -466,14 +554,14 @@ def _rule_failures(
             failed.append(N.REASON_KYC)
         if rules.depeg_policy == "exclude" and (user[N.DEPEG_COMP_USD] or 0.0) > 0:
             failed.append(N.REASON_DEPEG)
-    if not (loss is not None and loss >= rules.min_loss_usd):
+    if not _loss_rule_passes(loss, rules):
         failed.append(N.REASON_BELOW_MIN_LOSS)
     if snap is None:
         failed.append(N.REASON_NO_SNAPSHOT)
     else:
         if rules.nonpositive_net_assets == "exclude" and snap[N.NET_ASSETS_USD] <= 0:
             failed.append(N.REASON_NONPOSITIVE_NET_ASSETS)
-        if not (ratio is not None and ratio >= rules.min_loss_ratio):
+        if not _ratio_rule_passes(ratio, rules):
             failed.append(N.REASON_BELOW_LOSS_RATIO)
     return failed
 
@@ -547,18 +635,45 @@ def _exclusion(
         rule = "eligibility.depeg_policy = 'exclude': users already paid depeg compensation are out"
         detail = f"received {_usd(user[N.DEPEG_COMP_USD])} USD depeg compensation (> 0)"
     elif reason == N.REASON_BELOW_MIN_LOSS:
-        threshold = rules.min_loss_usd
         value = 0.0 if loss is None else float(loss)
-        rule = f"eligibility.min_loss_usd = {_g(threshold)}: counted loss must be at least {_g(threshold)} USD"
-        detail = f"loss {_below(value, threshold)} USD < min_loss_usd {_g(threshold)} USD"
+        netted = ""
         if rules.depeg_policy == "net" and user is not None and (user[N.DEPEG_COMP_USD] or 0) > 0:
-            detail += (
+            netted = (
                 f" (gross {_usd(gross)} - depeg compensation {_usd(user[N.DEPEG_COMP_USD])}, "
                 f"floored at 0)"
             )
-        short = threshold - value
-        pct = f" ({100 * short / threshold:.1f}% of the threshold)" if threshold > 0 else ""
-        distance = f"{_below(short, math.inf)} USD short{pct}"
+        if rules.phase_in_loss_usd is None:
+            threshold = rules.min_loss_usd
+            rule = (
+                f"eligibility.min_loss_usd = {_g(threshold)}: counted loss must be at least "
+                f"{_g(threshold)} USD"
+            )
+            detail = f"loss {_below(value, threshold)} USD < min_loss_usd {_g(threshold)} USD"
+            short = threshold - value
+            pct = f" ({100 * short / threshold:.1f}% of the threshold)" if threshold > 0 else ""
+            distance = f"{_below(short, math.inf)} USD short{pct}"
+        else:
+            low, top = float(rules.phase_in_loss_usd), float(rules.min_loss_usd)
+            band = f"({_g(low)}, {_g(top)}) USD"
+            rule = (
+                f"eligibility.phase_in_loss_usd = {_g(low)} (phase-in band {band} below "
+                f"min_loss_usd = {_g(top)}): counted loss must be above {_g(low)} USD"
+            )
+            detail = (
+                f"loss {_at_most(value, low)} USD <= {_g(low)} USD, the lower end of the "
+                f"phase-in band"
+            )
+            short = low - value
+            inside = (
+                f"inside the band a loss L is paid with the factor (L - {_g(low)}) / "
+                f"({_g(top)} - {_g(low)})"
+            )
+            if short > 0:
+                pct = f" ({100 * short / low:.1f}% of it)" if low > 0 else ""
+                distance = f"{_below(short, math.inf)} USD short of the band's lower end{pct}; {inside}"
+            else:
+                distance = f"exactly at the band's lower end, where the factor is 0; {inside}"
+        detail += netted
     elif reason == N.REASON_NO_SNAPSHOT:
         rule = "a snapshot row is needed to check the loss ratio"
         detail = (
@@ -570,20 +685,38 @@ def _exclusion(
         detail = f"net assets {_usd(net)} USD <= 0"
         distance = f"net assets would have to be above 0 ({_usd(-float(net or 0.0))} USD more)"
     elif reason == N.REASON_BELOW_LOSS_RATIO:
-        threshold = rules.min_loss_ratio
-        shown = _threshold(threshold)
-        rule = f"eligibility.min_loss_ratio = {shown}: loss / net assets must be at least {shown}"
-        detail = (
-            f"loss ratio {_below(float(ratio), threshold, 4)} < {shown} "
-            f"(loss {_usd(loss)} / net assets {_usd(net)})"
-        )
-        need_loss = threshold * float(net)
-        max_net = float(loss) / threshold if threshold > 0 else math.inf
-        distance = (
-            f"a loss of {_usd(need_loss)} USD ({_usd(need_loss - float(loss))} more), or net "
-            f"assets of at most {_usd(max_net)} USD ({_usd(float(net) - max_net)} less), would "
-            f"have passed"
-        )
+        numbers = f"(loss {_usd(loss)} / net assets {_usd(net)})"
+        if rules.phase_in_ratio is None:
+            threshold = rules.min_loss_ratio
+            shown = _threshold(threshold)
+            rule = f"eligibility.min_loss_ratio = {shown}: loss / net assets must be at least {shown}"
+            detail = f"loss ratio {_below(float(ratio), threshold, 4)} < {shown} {numbers}"
+            need_loss = threshold * float(net)
+            max_net = float(loss) / threshold if threshold > 0 else math.inf
+            distance = (
+                f"a loss of {_usd(need_loss)} USD ({_usd(need_loss - float(loss))} more), or net "
+                f"assets of at most {_usd(max_net)} USD ({_usd(float(net) - max_net)} less), would "
+                f"have passed"
+            )
+        else:
+            low, top = float(rules.phase_in_ratio), float(rules.min_loss_ratio)
+            lo_t, top_t = _threshold(low), _threshold(top)
+            rule = (
+                f"eligibility.phase_in_ratio = {lo_t} (phase-in band ({lo_t}, {top_t}) below "
+                f"min_loss_ratio = {top_t}): loss / net assets must be above {lo_t}"
+            )
+            detail = (
+                f"loss ratio {_at_most(float(ratio), low, 4)} <= {lo_t}, the lower end of the "
+                f"phase-in band {numbers}"
+            )
+            need_loss = low * float(net)
+            max_net = float(loss) / low if low > 0 else math.inf
+            distance = (
+                f"a loss above {_usd(need_loss)} USD (more than {_usd(need_loss - float(loss))} "
+                f"more), or net assets below {_usd(max_net)} USD (more than "
+                f"{_usd(float(net) - max_net)} less), would have entered the band, where a ratio r "
+                f"is paid with the factor (r - {lo_t}) / ({top_t} - {lo_t})"
+            )
     else:  # a reason this version does not know
         rule = reason
         detail = run_detail or reason
@@ -602,11 +735,41 @@ def _exclusion(
 # --------------------------------------------------------------------------------------------
 
 
+def _phase_formula(
+    loss: float | None, ratio: float | None, rules: EligibilityRules
+) -> tuple[str, float, float]:
+    """``(text, loss factor, ratio factor)``: each band's part of the phase factor, with the
+    user's numbers (a part is 1 past its threshold, or without that band)."""
+    parts: list[str] = []
+    loss_f = ratio_f = 1.0
+    if rules.phase_in_loss_usd is not None:
+        low, top = float(rules.phase_in_loss_usd), float(rules.min_loss_usd)
+        x = math.nan if loss is None else float(loss)
+        loss_f = _ramp(x, low, top)
+        if x >= top:
+            parts.append(f"1 (loss {_usd(x)} >= {_g(top)} USD)")
+        else:
+            parts.append(f"(loss {_above(x, low)} - {_g(low)}) / ({_g(top)} - {_g(low)})")
+    if rules.phase_in_ratio is not None:
+        low, top = float(rules.phase_in_ratio), float(rules.min_loss_ratio)
+        r = math.nan if ratio is None else float(ratio)
+        ratio_f = _ramp(r, low, top)
+        lo_t, top_t = _threshold(low), _threshold(top)
+        if r >= top:
+            parts.append(f"1 (ratio {_ratio(r)} >= {top_t})")
+        else:
+            parts.append(f"(ratio {_above(r, low, 4)} - {lo_t}) / ({top_t} - {lo_t})")
+    if not parts:
+        return "1 (no phase-in band)", loss_f, ratio_f
+    return " x ".join(parts) + f" = {loss_f * ratio_f:.4g}", loss_f, ratio_f
+
+
 def _factor_formula(column: str, scenario: Scenario, feats: dict[str, Any]) -> tuple[str, str]:
     """The factor's display name and its formula with the user's numbers."""
     from allocator.weights import (
         FACTOR_COVERAGE,
         FACTOR_LOSS,
+        FACTOR_PHASE,
         FACTOR_RATIO,
         FEATURE_FACTOR_PREFIX,
     )
@@ -632,6 +795,13 @@ def _factor_formula(column: str, scenario: Scenario, feats: dict[str, Any]) -> t
         if o.form == "coverage" and o.alpha != 1:
             return "coverage", f"(alpha {_g(o.alpha)} - 1) x log(loss {_usd(loss)}) (coverage form)"
         return "coverage", "off (voucher form, or alpha = 1)"
+    if column == FACTOR_PHASE:
+        phi = feats.get(N.PHASE_FACTOR)
+        text, _, _ = _phase_formula(loss, feats.get(N.LOSS_RATIO), scenario.eligibility)
+        return "phase", f"log(phase {_g(float(phi)) if phi is not None else '-'}); phase = {text}"
+    if not column.startswith(FEATURE_FACTOR_PREFIX):
+        # a factor this version does not know: shown under its column name, not as a feature
+        return column, "-"
     name = column[len(FEATURE_FACTOR_PREFIX) :]
     coef = dict(o.features).get(name, 0.0)
     return f"feature:{name}", f"{_g(coef)} x {name} ({feats.get(name)})"
@@ -681,12 +851,137 @@ def _weight_breakdown(
     )
 
 
-def _amount(alloc: dict[str, Any], weight: float, run: _Run) -> AmountDerivation:
+@dataclass(frozen=True)
+class _Bounds:
+    lower_cents: int
+    upper_cents: int
+    source: str  # "cap", "phased_cap" or "coverage_cap"
+    formula: str
+    scaled_cap_cents: int  # floor to the cent of cap x phase factor (the cap without a band)
+    raised_to_one_cent: bool
+    floor_lowered: bool
+
+
+def _floor_cents(usd: float) -> int:
     from allocator.weights import bounds_cents
 
+    return int(bounds_cents(np.array([0.0]), np.array([usd]))[1][0])
+
+
+def _bounds(alloc: Mapping[str, Any], run: _Run) -> _Bounds:
+    """The user's bounds in whole cents, rebuilt from the scenario, the loss and the phase factor
+    (module docstring, step 4) and checked against ``lower_cents`` / ``upper_cents``."""
+    from allocator.weights import bounds_cents
+
+    b = run.scenario.bounds
+    uid = int(alloc[N.USER_ID])
+    loss = float(alloc[N.LOSS_USD])
+    phase_raw = alloc.get(N.PHASE_FACTOR)
+    phase = 1.0 if phase_raw is None else float(phase_raw)
+    (floor_c,), (cap_c,) = bounds_cents(np.array([float(b.floor_usd)]), np.array([float(b.cap_usd)]))
+    floor_c, cap_c = int(floor_c), int(cap_c)
+    cov_c = None if b.coverage_cap is None else _floor_cents(float(b.coverage_cap) * loss)
+    plain_c = cap_c if cov_c is None else min(cap_c, cov_c)
+    scaled_c = _floor_cents(float(b.cap_usd) * phase) if phase < 1.0 else cap_c
+    upper_c = min(plain_c, scaled_c)
+    # weights.phase_bounds: an eligible user is paid, so a phased cap is at least one cent
+    raised = upper_c < min(plain_c, 1)
+    upper_c = max(upper_c, min(plain_c, 1))
+    lower_c = min(floor_c, upper_c)
+    source = (
+        "coverage_cap"
+        if cov_c is not None and cov_c < min(cap_c, scaled_c)
+        else "phased_cap"
+        if phase < 1.0
+        else "cap"
+    )
+    cap_text = f"cap {cents_text(cap_c)}"
+    if phase < 1.0:
+        cap_text = f"cap {cents_text(cap_c)} x phase {_g(phase)} = {float(b.cap_usd) * phase:,.4f}"
+    if cov_c is None and phase == 1.0:
+        formula = cap_text
+    else:
+        inner = cap_text
+        if cov_c is not None:
+            cov = float(b.coverage_cap) * loss
+            inner += f", coverage_cap {_g(float(b.coverage_cap))} x loss {_usd(loss)} = {cov:,.4f}"
+        formula = f"floor to the cent of min({inner}) = {cents_text(min(plain_c, scaled_c))}"
+        if raised:
+            formula += ", raised to one cent (an eligible user is paid)"
+    for what, mine, theirs in (
+        ("upper", upper_c, alloc.get("upper_cents")),
+        ("lower", lower_c, alloc.get("lower_cents")),
+    ):
+        if theirs is not None and int(theirs) != mine:
+            raise _changed(
+                f"user {uid}'s {what} bound from the scenario and the loss is {mine} cents, but "
+                f"{N.ALLOCATIONS_FILE} has {theirs}",
+                run,
+            )
+    return _Bounds(
+        lower_cents=lower_c,
+        upper_cents=upper_c,
+        source=source,
+        formula=formula,
+        scaled_cap_cents=scaled_c,
+        raised_to_one_cent=raised,
+        floor_lowered=lower_c < floor_c,
+    )
+
+
+def _phase_in(alloc: Mapping[str, Any], feats: Mapping[str, Any], run: _Run) -> PhaseIn | None:
+    """The user against the run's bands (``None`` when the rules have none)."""
+    from allocator.eligibility import has_phase_in
+
+    rules = run.scenario.eligibility
+    if not has_phase_in(rules):
+        return None
+    factor = alloc.get(N.PHASE_FACTOR)
+    if factor is None:
+        raise _changed(
+            f"the run's rules have a phase-in band but {N.ALLOCATIONS_FILE} has no "
+            f"{N.PHASE_FACTOR} for user {alloc[N.USER_ID]}",
+            run,
+        )
+    loss, ratio = feats.get(N.LOSS_USD), feats.get(N.LOSS_RATIO)
+    text, loss_f, ratio_f = _phase_formula(loss, ratio, rules)
+    if not math.isclose(loss_f * ratio_f, float(factor), rel_tol=1e-12, abs_tol=1e-15):
+        raise _changed(
+            f"user {alloc[N.USER_ID]}'s phase factor from the loss and ratio is "
+            f"{loss_f * ratio_f!r}, but {N.ALLOCATIONS_FILE} has {factor!r}",
+            run,
+        )
+    bounds = _bounds(alloc, run)
+    loss_band = ratio_band = None
+    if rules.phase_in_loss_usd is not None:
+        loss_band = (float(rules.phase_in_loss_usd), float(rules.min_loss_usd))
+    if rules.phase_in_ratio is not None:
+        ratio_band = (float(rules.phase_in_ratio), float(rules.min_loss_ratio))
+    return PhaseIn(
+        factor=float(factor),
+        loss_band_usd=loss_band,
+        ratio_band=ratio_band,
+        loss_factor=loss_f,
+        ratio_factor=ratio_f,
+        in_loss_band=loss_f < 1.0,
+        in_ratio_band=ratio_f < 1.0,
+        formula=text,
+        cap_usd=float(run.scenario.bounds.cap_usd),
+        coverage_cap=(
+            None
+            if run.scenario.bounds.coverage_cap is None
+            else float(run.scenario.bounds.coverage_cap)
+        ),
+        scaled_cap_cents=bounds.scaled_cap_cents,
+        upper_cents=bounds.upper_cents,
+        raised_to_one_cent=bounds.raised_to_one_cent,
+        floor_lowered=bounds.floor_lowered,
+    )
+
+
+def _amount(alloc: dict[str, Any], weight: float, run: _Run) -> AmountDerivation:
     s = run.scenario
     man = run.run.manifest
-    uid = int(alloc[N.USER_ID])
     lam = man.get("shadow_price")
     if not isinstance(lam, (int, float)):
         raise InputError(f"{run.run.path / N.MANIFEST_FILE}: no numeric 'shadow_price'.")
@@ -699,33 +994,16 @@ def _amount(alloc: dict[str, Any], weight: float, run: _Run) -> AmountDerivation
         adjust += float(mu[1]) - float(mu[0])
     price = float(lam) + adjust
     alpha = float(s.objective.alpha)
-    loss = float(alloc[N.LOSS_USD])
-
-    # A user inside a phase-in band has the cap scaled by their phase factor, and a floor that
-    # never exceeds that phased cap.
-    phase = alloc.get(N.PHASE_FACTOR)
-    phase = 1.0 if phase is None else float(phase)
-    cap = float(s.bounds.cap_usd) * phase
-    cov = None if s.bounds.coverage_cap is None else float(s.bounds.coverage_cap) * loss
-    upper = cap if cov is None else min(cap, cov)
-    (_,), (cap_c,) = bounds_cents(np.array([0.0]), np.array([cap]))
-    lower = min(float(s.bounds.floor_usd), cap_c / 100.0)
-    cov_c = None if cov is None else int(bounds_cents(np.array([0.0]), np.array([cov]))[1][0])
-    upper_source = (
-        "coverage_cap" if cov_c is not None and cov_c < cap_c
-        else "phased_cap" if phase < 1.0 else "cap"
-    )
-    expect_c = cap_c if cov_c is None else min(cap_c, cov_c)
-    if int(alloc["upper_cents"]) != int(expect_c):
-        raise _changed(
-            f"user {uid}'s upper bound from the scenario and the loss is {expect_c} cents, but "
-            f"{N.ALLOCATIONS_FILE} has {alloc['upper_cents']}",
-            run,
-        )
+    bounds = _bounds(alloc, run)
+    lower, upper = bounds.lower_cents / 100.0, bounds.upper_cents / 100.0
+    upper_source = bounds.source
 
     cents = int(alloc[N.VOUCHER_CENTS])
     bound = str(alloc[N.BOUND])
     binding = {N.BOUND_FLOOR: "floor", N.BOUND_CAP: upper_source}.get(bound, "interior")
+    if bound == N.BOUND_FLOOR and bounds.floor_lowered:
+        # the floor was lowered to the phased cap: that cap is what pins the voucher
+        binding = upper_source
     if alpha > 0:
         if price <= 0:
             closed: float | None = math.inf  # the budget does not bind: everyone at the cap
@@ -749,6 +1027,9 @@ def _amount(alloc: dict[str, Any], weight: float, run: _Run) -> AmountDerivation
         lower_usd=lower,
         upper_usd=upper,
         upper_source=upper_source,
+        lower_cents=bounds.lower_cents,
+        upper_cents=bounds.upper_cents,
+        upper_formula=bounds.formula,
         continuous_usd=continuous,
         voucher_cents=cents,
         bound=bound,
@@ -963,6 +1244,7 @@ def _explain_one(
         features, uid, ref, run, float(alloc[N.WEIGHT]), float(ref_row[N.WEIGHT])
     )
     amount = _amount(alloc, weight.weight, run)
+    phase_in = _phase_in(alloc, _row(features, uid) or {}, run)
     if amount.reproduces_within_cent is False:
         assert amount.difference_usd is not None
         gap = abs(amount.difference_usd)
@@ -983,7 +1265,14 @@ def _explain_one(
                 f"({'unknown' if limit is None else f'{limit:.4f}'} USD)",
                 run,
             )
-    return Explanation(status="paid", weight=weight, amount=amount, notes=tuple(notes), **common)
+    return Explanation(
+        status="paid",
+        weight=weight,
+        amount=amount,
+        phase_in=phase_in,
+        notes=tuple(notes),
+        **common,
+    )
 
 
 def cents_text(cents: int) -> str:
@@ -1068,11 +1357,49 @@ def _binding(binding: str) -> str:
     return f"set by {_BINDING_TEXT[binding]}"
 
 
+def _phase_lines(p: PhaseIn) -> list[str]:
+    bands = []
+    if p.loss_band_usd is not None:
+        bands.append(f"loss ({_g(p.loss_band_usd[0])}, {_g(p.loss_band_usd[1])}) USD")
+    if p.ratio_band is not None:
+        bands.append(f"loss ratio ({_threshold(p.ratio_band[0])}, {_threshold(p.ratio_band[1])})")
+    if not p.in_band:
+        return [
+            f"the rules phase in {' and '.join(bands)}; this user is past both thresholds: "
+            f"phase factor 1, weight and cap not scaled"
+        ]
+    where = [
+        name
+        for name, inside in (("loss", p.in_loss_band), ("loss-ratio", p.in_ratio_band))
+        if inside
+    ]
+    cov = "" if p.coverage_cap is None else f", coverage_cap {_g(p.coverage_cap)} x loss"
+    out = [
+        f"in the {' and '.join(where)} phase-in band ({'; '.join(bands)})",
+        f"phase factor = {p.formula}",
+        f"it multiplies the weight (factor 'phase' below) and the cap: upper bound = floor to the "
+        f"cent of min(cap {_usd(p.cap_usd)} x {p.factor:.4g}{cov}), at least one cent = "
+        f"{cents_text(p.upper_cents)} USD",
+    ]
+    if p.raised_to_one_cent:
+        out.append("the scaled cap is below one cent, so it is raised to one cent")
+    if p.floor_lowered:
+        out.append(
+            "the floor would exceed this scaled cap, so it is lowered to it: the user is paid "
+            "exactly the scaled cap"
+        )
+    return out
+
+
 def _render(e: Explanation) -> list[str]:
     out = [f"user {e.user_id}, scenario '{e.scenario}' (run {e.run_dir})"]
     if e.status == "paid" and e.amount is not None:
+        band = ""
+        if e.phase_in is not None and e.phase_in.in_band:
+            band = f"; in the phase-in band (factor {e.phase_in.factor:.4g})"
         out.append(
-            f"status: paid {cents_text(e.amount.voucher_cents)} USD, {_binding(e.amount.binding)}"
+            f"status: paid {cents_text(e.amount.voucher_cents)} USD, "
+            f"{_binding(e.amount.binding)}{band}"
         )
     elif e.exclusion is not None:
         out.append(f"status: excluded ({e.exclusion.reason})")
@@ -1097,6 +1424,8 @@ def _render(e: Explanation) -> list[str]:
             out.append(f"  distance: {x.distance}")
         if x.also_fails:
             out.append(f"  also fails: {', '.join(x.also_fails)}")
+    if e.phase_in is not None:
+        out += ["", "phase-in band:"] + [f"  {line}" for line in _phase_lines(e.phase_in)]
     if e.weight is not None:
         w = e.weight
         out += [
@@ -1143,8 +1472,11 @@ def _render(e: Explanation) -> list[str]:
             a.upper_source, "coverage cap x loss"
         )
         out.append(
-            f"  bounds: floor {_usd(a.lower_usd)}, upper {_usd(a.upper_usd)} ({src}); {_binding(a.binding)}"
+            f"  bounds (whole cents): floor {cents_text(a.lower_cents)}, upper "
+            f"{cents_text(a.upper_cents)} ({src}); {_binding(a.binding)}"
         )
+        if a.upper_formula != f"cap {cents_text(a.upper_cents)}":
+            out.append(f"  upper bound = {a.upper_formula}")
         if a.continuous_usd is not None:
             verdict = (
                 "reproduces it within a cent"

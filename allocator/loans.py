@@ -71,6 +71,11 @@ still gives, and certifies, the answer. alpha = 0 is a linear programme, solved 
 interest into the objective would make it bilinear in rate and amount; nothing convex and
 principled was found that a reviewer would prefer to a published tier schedule.
 
+**Binding labels.** The term sheet names, per applicant, the constraint that decides its loan:
+one of its own limits, the minimum ticket (holding a loan up, or excluding an applicant who
+would borrow at the final prices), or the fund and/or the expected-loss budget through their
+multipliers; :func:`binding_labels` states the rule and its tie order.
+
 **Money** is integer cents: each loan is the solver's amount rounded down to the cent and never
 above any of its limits (each limit converted to cents by rounding down); if solver tolerance
 leaves the total a few cents above the fund or the expected loss above its budget, the excess is
@@ -88,9 +93,11 @@ import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -122,16 +129,16 @@ BINDING = "binding"
 TERM_SHEET_COLUMNS = (D.INSTITUTION_ID, TIER, PD, WEIGHT, D.REQUESTED_USD, COLLATERAL_LIMIT_USD,
                       AMOUNT_CENTS, AMOUNT_USD, RATE, EXPECTED_LOSS_USD, BINDING)
 
-# --- what holds each loan where it is ---
-BIND_REQUESTED = "requested"  # at the amount applied for
-BIND_COLLATERAL = "collateral"  # at the collateral limit (also: no usable collateral, loan 0)
+# --- what decides each loan (the precise rule, with its tie order: binding_labels) ---
+BIND_REQUESTED = "requested"  # at the amount applied for (or that is below the smallest loan)
+BIND_COLLATERAL = "collateral"  # at the collateral limit (also zero: less than a ticket of it)
 BIND_CONCENTRATION = "concentration"  # at the per-borrower cap
 BIND_MIN_TICKET = "min_ticket"  # exactly the minimum ticket, which is above what it would get
-BIND_MIN_TICKET_EXCLUDED = "min_ticket_excluded"  # zero: a ticket of at least T did not fit
-BIND_FUND = "fund"  # inside its own limits, set by the price of the fund
-BIND_EL = "el_budget"  # ... by the price of the expected-loss budget
-BIND_FUND_EL = "fund+el_budget"  # ... by both
-BIND_INTERIOR = "interior"  # inside its limits with neither shared constraint binding
+BIND_MIN_TICKET_EXCLUDED = "min_ticket_excluded"  # zero: would borrow, but no ticket >= T fits
+BIND_FUND = "fund"  # set (or priced out) by the price of the fund
+BIND_EL = "el_budget"  # ... by the price of the expected-loss budget, or a ticket exceeds it
+BIND_FUND_EL = "fund+el_budget"  # ... by both prices
+BIND_INTERIOR = "interior"  # inside its limits with neither shared constraint priced
 BINDING_STATES = (BIND_REQUESTED, BIND_COLLATERAL, BIND_CONCENTRATION, BIND_MIN_TICKET,
                   BIND_MIN_TICKET_EXCLUDED, BIND_FUND, BIND_EL, BIND_FUND_EL, BIND_INTERIOR)
 
@@ -142,6 +149,12 @@ APPLICATIONS_COPY = "applications.parquet"
 MANIFEST = "manifest.json"
 MANIFEST_KIND = "loan_fund_run"
 FORMAT_VERSION = 1
+
+#: Top-level keys of a voucher scenario (allocator.config.Scenario) that a loan scenario lacks,
+#: and keys only a loan scenario has: they tell the two kinds of file apart.
+VOUCHER_SCENARIO_KEYS = frozenset({"eligibility", "objective", "bounds", "budget", "segments",
+                                   "rounding", "payouts"})
+LOAN_ONLY_KEYS = frozenset({"fund_usd", "alpha", "shift_usd", "weights", "limits", "risk", "pricing"})
 
 #: Largest supported alpha: 3 is already close to max-min fairness, and beyond it the conic
 #: model (reported alongside the exact answer) fails on realistic weight ranges.
@@ -266,6 +279,17 @@ def loan_scenario_from_dict(data: dict[str, Any], *, file: str = "<scenario>") -
     """Build and validate a :class:`LoanScenario` from plain data (a TOML or manifest table)."""
     from allocator.tomlconfig import build
 
+    if isinstance(data, dict):
+        voucher_keys = sorted(k for k in data if k in VOUCHER_SCENARIO_KEYS)
+        if voucher_keys and not any(k in data for k in LOAN_ONLY_KEYS):
+            # Both commands read TOML scenarios; the strict "unknown key" message alone does
+            # not say that the file is for the other command.
+            raise ScenarioError(
+                f"{file} is a voucher scenario (it has {', '.join(voucher_keys)}), not a loan "
+                "scenario.",
+                hint="voucher scenarios are run with `allocator allocate --scenario FILE`; a loan "
+                     "scenario has fund_usd, [limits], [risk] and [pricing], as in "
+                     "scenarios/loans_default.toml.")
     scn = build(LoanScenario, data, file=file)
     validate_loan_scenario(scn, file=file)
     return scn
@@ -432,34 +456,40 @@ def loan_weights(apps: pl.DataFrame, spec: LoanWeightSpec) -> np.ndarray:
 def build_loan_problem(apps: pl.DataFrame, scn: LoanScenario, *, source: str = "<table>") -> LoanProblem:
     """Arrays of the model from a validated applications table and a scenario.
 
-    Default probability: the applicant's own if the column is present, else its tier's. Tier:
-    the applicant's own if present (it must be in the scenario's tier table), else the first
-    tier whose ``max_pd`` is at least the applicant's default probability.
+    Per row, as :mod:`allocator.loans_data` allows: the default probability is the applicant's
+    own when given, else its tier's ``pd``; the tier is the applicant's own when given (it
+    must be in the scenario's tier table), else the first tier whose ``max_pd`` is at least the
+    applicant's default probability. A row that gives both uses both as given: the probability
+    in the expected-loss budget, the tier for the rate.
     """
     apps = apps.sort(D.INSTITUTION_ID)
     tiers = {t.name: t for t in scn.pricing.tiers}
-    if D.CREDIT_TIER in apps.columns:
-        tier_list = apps[D.CREDIT_TIER].str.strip_chars().to_list()
-        unknown = [k for k, t in enumerate(tier_list) if t not in tiers]
-        if unknown:
-            k = unknown[0]
-            raise InputError(
-                f"loan applications file {source}: column 'credit_tier' has {len(unknown)} value(s) "
-                f"not in the scenario's tier table ({', '.join(tiers)}), e.g. {tier_list[k]!r} for "
-                f"institution {apps[D.INSTITUTION_ID][k]!r}: {apps.row(k, named=True)}.",
-                hint="add the tier to [[pricing.tiers]] in the loan scenario or fix the file.",
-            )
-    else:
-        tier_list = None
-    if D.DEFAULT_PROBABILITY in apps.columns:
-        pd_ = apps[D.DEFAULT_PROBABILITY].to_numpy().astype(np.float64)
-    else:
-        assert tier_list is not None  # the loader requires one of the two columns
-        pd_ = np.array([tiers[t].pd for t in tier_list], dtype=np.float64)
-    if tier_list is None:
-        edges = np.array([t.max_pd for t in scn.pricing.tiers])
-        idx = np.searchsorted(edges, pd_, side="left")
-        tier_list = [scn.pricing.tiers[int(k)].name for k in idx]
+    given_tier: list[str | None] = (
+        [None if t is None or not t.strip() else t.strip() for t in apps[D.CREDIT_TIER].to_list()]
+        if D.CREDIT_TIER in apps.columns else [None] * apps.height)
+    given_pd: list[float | None] = (apps[D.DEFAULT_PROBABILITY].to_list()
+                                    if D.DEFAULT_PROBABILITY in apps.columns else [None] * apps.height)
+    neither = [k for k, (t, p) in enumerate(zip(given_tier, given_pd)) if t is None and p is None]
+    if neither:
+        k = neither[0]
+        raise InputError(f"loan applications file {source}: "
+                         f"{D.risk_missing_message(apps.columns, len(neither))}; e.g. institution "
+                         f"{apps[D.INSTITUTION_ID][k]!r}: {apps.row(k, named=True)}.")
+    unknown = [k for k, t in enumerate(given_tier) if t is not None and t not in tiers]
+    if unknown:
+        k = unknown[0]
+        raise InputError(
+            f"loan applications file {source}: column 'credit_tier' has {len(unknown)} value(s) "
+            f"not in the scenario's tier table ({', '.join(tiers)}), e.g. {given_tier[k]!r} for "
+            f"institution {apps[D.INSTITUTION_ID][k]!r}: {apps.row(k, named=True)}.",
+            hint="add the tier to [[pricing.tiers]] in the loan scenario or fix the file.",
+        )
+    pd_ = np.array([p if p is not None else tiers[t].pd  # type: ignore[index]
+                    for p, t in zip(given_pd, given_tier)], dtype=np.float64)
+    edges = np.array([t.max_pd for t in scn.pricing.tiers])
+    placed = np.searchsorted(edges, pd_, side="left")
+    tier_list = [t if t is not None else scn.pricing.tiers[int(k)].name
+                 for t, k in zip(given_tier, placed)]
     spread = np.array([tiers[t].spread for t in tier_list], dtype=np.float64)
     # Rates are quoted to a hundredth of a basis point; rounding removes float noise (0.03 +
     # 0.005 is not 0.035 in binary) so that term sheets show the schedule's numbers.
@@ -549,6 +579,72 @@ def loan_objective(amount_usd: np.ndarray, weight: np.ndarray, alpha: float, shi
 # ----------------------------------------------------------------------------- solving
 
 
+@contextmanager
+def native_stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to file descriptor 1 (stdout) to descriptor 2 (stderr) meanwhile.
+
+    HiGHS (1.16) prints a banner ("Running HiGHS 1.x ... Copyright ...") from the constructor
+    of its C++ solver object, once per process, straight to descriptor 1: before any option can
+    be set, so neither cvxpy's ``verbose=False`` nor HiGHS's ``output_flag`` / ``log_to_console``
+    silences it, and replacing ``sys.stdout`` does not catch it. Left
+    alone it lands in front of the JSON of ``--json``. Every native solver call of this module
+    runs inside this guard; the CLI uses it around whole computations as well, for native code
+    outside this module.
+
+    Descriptor 1 is process-wide: output that another thread writes to stdout meanwhile goes to
+    stderr too. Without a usable descriptor 1 or 2 (a daemon with both closed) it does nothing.
+    Nesting is safe: each level restores what it found.
+    """
+    _flush_stdout()
+    try:
+        saved: int | None = os.dup(1)
+    except OSError:
+        saved = None
+    moved = False
+    if saved is not None:
+        try:
+            os.dup2(2, 1)
+            moved = True
+        except OSError:
+            pass
+    try:
+        yield
+    finally:
+        if moved:
+            # Output still buffered for descriptor 1 (Python's, and C stdio's, which buffers
+            # fully on a pipe) would otherwise be written after the restore, onto stdout.
+            _flush_stdout()
+            _flush_c_stdio()
+            os.dup2(saved, 1)  # type: ignore[arg-type]
+        if saved is not None:
+            os.close(saved)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except (AttributeError, ValueError, OSError):  # closed or replaced by an object without it
+        pass
+
+
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library handle (Windows): nothing to do
+        pass
+
+
+def _solver_options(solver: str) -> dict[str, Any]:
+    # verbose=False keeps cvxpy's and the solver's own log off; HiGHS also gets output_flag,
+    # which turns off every log channel it has (console and log file), not only the console.
+    opts: dict[str, Any] = {"verbose": False}
+    if solver == "HIGHS":
+        opts["output_flag"] = False
+    return opts
+
+
 @dataclass(frozen=True, eq=False)
 class _Continuous:
     """A solution in USD before rounding, with multipliers in utility per USD.
@@ -601,7 +697,8 @@ def _solve_conic(P: LoanProblem, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray
         with warnings.catch_warnings():
             # An inaccurate answer is reported through its status and refined below.
             warnings.simplefilter("ignore", UserWarning)
-            prob.solve(solver=solver)
+            with native_stdout_to_stderr():
+                prob.solve(solver=solver, **_solver_options(solver))
     except cp.error.SolverError:
         return "solver_error"
     if prob.status not in ("optimal", "optimal_inaccurate") or x.value is None:
@@ -851,7 +948,8 @@ def _solve_mip(P: LoanProblem, idx: np.ndarray, spec: LoanSolverSpec, *, unit: f
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            prob.solve(solver=spec.mip_solver, **opts)
+            with native_stdout_to_stderr():
+                prob.solve(solver=spec.mip_solver, **opts, **_solver_options(spec.mip_solver))
     except cp.error.SolverError as exc:
         raise SolverFailedError(f"the minimum-ticket loan model could not be solved by "
                                 f"{spec.mip_solver}: {exc}", status="solver_error") from None
@@ -1017,15 +1115,8 @@ def allocate_loans(apps: pl.DataFrame, scn: LoanScenario, *, source: str = "<tab
     objective["upper_bound"] = upper_bound
     objective["optimality_gap"] = max(upper_bound - obj, 0.0)
 
-    fund_slack = P.fund - math.fsum(sol.x.tolist())
-    el_slack = P.el_budget - math.fsum((P.el_coef * sol.x).tolist())
-    if P.alpha > 0 and sol.lam is not None and sol.mu is not None:
-        # Exact multipliers: zero exactly when the constraint is slack.
-        fund_binding, el_binding = sol.lam > 0, sol.mu > 0
-    else:
-        fund_binding = fund_slack <= 1e-6 * P.fund + 1.0
-        el_binding = el_slack <= 1e-6 * max(P.el_budget, 1.0) + 0.01
-    binding = _binding(P, cents, on, ok, fund_binding, el_binding)
+    fund_binding, el_binding = _shared_binding(P, sol)
+    binding = binding_labels(P, cents, sol.lam, sol.mu, fund_binding, el_binding)
     el_each = P.el_coef * amount
     sheet = pl.DataFrame(
         {
@@ -1074,29 +1165,103 @@ def allocate_loans(apps: pl.DataFrame, scn: LoanScenario, *, source: str = "<tab
     return LoanResult(scn, P, sheet, totals, multipliers, solver_info, objective)
 
 
-def _binding(P: LoanProblem, cents: np.ndarray, on: np.ndarray, lendable_: np.ndarray,
-             fund_binding: bool, el_binding: bool) -> list[str]:
+def _shared_binding(P: LoanProblem, sol: _Continuous) -> tuple[bool, bool]:
+    """Whether the fund and the expected-loss budget bind: their multipliers when known (exact
+    for alpha > 0, the linear programme's duals for alpha = 0; :func:`kkt_violation` has
+    certified them complementary to the slacks), else their slacks before rounding (within a
+    millionth and one dollar, or a cent for the budget)."""
+    if sol.lam is not None and sol.mu is not None:
+        return sol.lam > 0, sol.mu > 0
+    fund_slack = P.fund - math.fsum(sol.x.tolist())
+    el_slack = P.el_budget - math.fsum((P.el_coef * sol.x).tolist())
+    return (fund_slack <= 1e-6 * P.fund + 1.0,
+            el_slack <= 1e-6 * max(P.el_budget, 1.0) + 0.01)
+
+
+def binding_labels(P: LoanProblem, cents: np.ndarray, lam: float | None, mu: float | None,
+                   fund_binding: bool, el_binding: bool) -> list[str]:
+    r"""The constraint that decides each applicant's loan: the term sheet's ``binding`` column.
+
+    With limits in cents :math:`R_i, C_i, K` (request, collateral, concentration, each rounded
+    down), :math:`U_i = \min(R_i, C_i, K)`, minimum ticket :math:`T` (0: none), smallest
+    possible loan :math:`t = \max(T, 1\text{ cent})`, loan :math:`x_i`, multipliers
+    :math:`\lambda` (fund) and :math:`\mu` (expected-loss budget :math:`E`), price
+    :math:`p_i = \lambda + \mu\,\mathrm{PD}_i\,\mathrm{LGD}` and tolerance
+    :math:`\delta_i = \max(1\ \text{USD}, 10^{-6} U_i)` (solver tolerance and rounding to
+    cents never move a loan further), the first rule that holds gives the label:
+
+    1. :math:`U_i < t`: the limit attaining :math:`U_i` — no loan fits under the applicant's
+       own limits (no collateral, or less than a ticket's worth), whatever the prices;
+    2. :math:`x_i > 0` and :math:`x_i \ge U_i - \delta_i`: the limit attaining :math:`U_i`;
+    3. :math:`x_i > 0`, :math:`T > 0` and :math:`x_i \le T + \delta_i`: ``min_ticket`` — the
+       lower bound of a ticket holds the loan up;
+    4. :math:`x_i > 0`: the shared constraints with a positive multiplier, ``fund``,
+       ``el_budget`` or ``fund+el_budget`` (``interior`` if neither);
+    5. :math:`x_i = 0` and :math:`\mathrm{PD}_i\,\mathrm{LGD}\,t > E`: ``el_budget`` — the
+       smallest loan alone exceeds the budget (the fund cannot be the reason here: a fund
+       below :math:`t` lets nobody borrow and is refused before solving);
+    6. :math:`x_i = 0` and :math:`w_i\,u_\alpha'(s) = w_i s^{-\alpha} \le p_i`: the shared
+       label of rule 4 — at these prices the applicant would not borrow even without a
+       minimum ticket (the concave objective gives a positive amount exactly when the
+       marginal utility at zero exceeds the price);
+    7. :math:`x_i = 0` otherwise: ``min_ticket_excluded`` — it would borrow at these prices,
+       but a ticket of at least :math:`T` did not fit (with :math:`T = 0`, a loan below a cent
+       rounded down: the shared label).
+
+    Ties between limits of equal value go to the request, then the collateral, then the
+    concentration cap (the applicant's own figures before the fund-wide policy). Rules 1-2 come
+    before 3, so a loan at a limit equal to the ticket is labelled by the limit: it could not
+    be larger without the ticket rule either.
+
+    Parameters
+    ----------
+    P : LoanProblem
+        The model.
+    cents : numpy.ndarray
+        Final loans in cents.
+    lam, mu : float or None
+        Multipliers of the fund and the budget (utility per USD); None when unknown (the
+        minimum-ticket pattern's polish failed), which skips rule 6.
+    fund_binding, el_binding : bool
+        Whether each shared constraint binds (see :func:`_shared_binding`).
+
+    Returns
+    -------
+    list of str
+        One of :data:`BINDING_STATES` per applicant, in the order of ``P.ids``.
+    """
     limits = P.limits_cents()
-    ub = np.minimum.reduce(list(limits.values()))
+    names = list(limits)  # requested, collateral, concentration: the tie order
+    stack = np.vstack(list(limits.values()))
+    ub = stack.min(axis=0)
+    at_limit = [names[k] for k in np.argmin(stack, axis=0)]  # argmin takes the first of ties
     T = P.min_ticket_cents
+    smallest = max(T, 1)
     shared = (BIND_FUND_EL if fund_binding and el_binding else BIND_FUND if fund_binding
               else BIND_EL if el_binding else BIND_INTERIOR)
-    # One dollar (or a millionth of the limit) from a limit counts as reaching it: solver
-    # tolerance and rounding to cents never move a loan further.
     near = np.maximum(100, np.ceil(1e-6 * ub)).astype(np.int64)
+    ticket_over_budget = P.el_coef * (smallest / 100) > P.el_budget
+    if lam is not None and mu is not None:
+        with np.errstate(divide="ignore"):
+            # s = 0 (allowed for alpha < 1) makes the marginal utility at zero infinite.
+            marginal0 = P.weight * float(marginal_utility(np.array(P.shift), P.alpha))
+        # A relative margin keeps an alpha = 0 tie (weight equal to price) on the price side.
+        priced_out = marginal0 <= (lam + mu * P.el_coef) * (1 + 1e-9)
+    else:
+        priced_out = np.zeros(P.n, dtype=bool)
     out = []
     for i in range(P.n):
         c = int(cents[i])
-        if ub[i] == 0 or (c > 0 and c >= ub[i] - near[i]):
-            out.append(next(k for k, v in limits.items() if v[i] == ub[i]))
-        elif T > 0 and c == 0 and (not lendable_[i] or not on[i]):
-            out.append(BIND_MIN_TICKET_EXCLUDED)
-        elif T > 0 and c > 0 and c <= T + near[i]:
-            out.append(BIND_MIN_TICKET)
-        elif T <= 0 and not lendable_[i]:
-            out.append(BIND_EL)  # a zero budget with a positive default probability
-        else:
+        if ub[i] < smallest or (c > 0 and c >= ub[i] - near[i]):
+            out.append(at_limit[i])
+        elif c > 0:
+            out.append(BIND_MIN_TICKET if T > 0 and c <= T + near[i] else shared)
+        elif ticket_over_budget[i]:
+            out.append(BIND_EL)
+        elif priced_out[i] or T <= 0:
             out.append(shared)
+        else:
+            out.append(BIND_MIN_TICKET_EXCLUDED)
     return out
 
 

@@ -10,17 +10,23 @@ column                    type       meaning and rule
 ``requested_usd``         Float64    amount applied for, USD, > 0
 ``collateral_usd``        Float64    market value of the collateral pledged, USD, >= 0
 ``collateral_haircut``    Float64    haircut on that collateral, in [0, 1)
-``credit_tier``           String     internal credit tier (e.g. A, B, C, D); optional if
-                                     ``default_probability`` is given
-``default_probability``   Float64    one-year probability of default, in [0, 1]; optional if
-                                     ``credit_tier`` is given
+``credit_tier``           String     internal credit tier (e.g. A, B, C, D); may be blank in
+                                     a row that gives ``default_probability``
+``default_probability``   Float64    one-year probability of default, in [0, 1]; may be blank
+                                     in a row that gives ``credit_tier``
 ``pre_crash_volume_usd``  Float64    traded volume over the 30 days before 2025-10-10, USD, >= 0
 ``crash_loss_usd``        Float64    loss in the crash of 2025-10-10/11, USD, >= 0
 ``vip_tier``              Int64      VIP tier, 0..9
 ========================  =========  ==========================================================
 
-At least one of ``credit_tier`` and ``default_probability`` must be present; when one is
-missing the loan model derives it from the scenario's tier table (see :mod:`allocator.loans`).
+Each row needs a default probability or a credit tier: at least one of the two columns must be
+present, and in each row at least one of the two fields must be filled (a blank or
+whitespace-only tier counts as missing). A missing one is derived from the scenario's tier table
+(see :func:`allocator.loans.build_loan_problem`). When a row gives both, both are used as given
+and need not agree: the probability in the expected-loss budget, the tier for the rate (the
+published spread schedule; a credit committee may have placed the applicant in a tier its
+model probability would not).
+
 Columns outside this table are rejected, so that a misspelt optional column cannot be ignored
 silently.
 """
@@ -228,11 +234,23 @@ def validate_applications(raw: pl.DataFrame, *, source: str = "<table>",
     df = pl.DataFrame(out)
 
     for c in present:
+        if c in RISK_COLUMNS:
+            continue  # per row, one of the two suffices: checked below
         nulls = df[c].is_null()
         if nulls.any():
             i = int(nulls.arg_max())  # type: ignore[arg-type]
             raise InputError(f"{where}: column {c!r} has {int(nulls.sum())} missing value(s); "
                              f"example row {i + 1}: {_row(raw, i)}.")
+    if CREDIT_TIER in df.columns:
+        # One spelling of "no tier": a blank CSV field reads as null, "  " would not.
+        tier = pl.col(CREDIT_TIER)
+        df = df.with_columns(pl.when(tier.str.strip_chars().str.len_chars() == 0).then(None)
+                             .otherwise(tier).alias(CREDIT_TIER))
+    neither = risk_missing(df)
+    if neither.any():
+        i = int(neither.arg_max())  # type: ignore[arg-type]
+        raise InputError(f"{where}: {risk_missing_message(df.columns, int(neither.sum()))}; "
+                         f"e.g. row {i + 1}: {_row(raw, i)}.")
 
     ids = df[INSTITUTION_ID]
     bad = ids.str.strip_chars().str.len_chars() == 0
@@ -247,11 +265,6 @@ def validate_applications(raw: pl.DataFrame, *, source: str = "<table>",
             f"{where}: column 'institution_id' has duplicates ({int(dup.sum())} rows); "
             f"id {ids[i]!r} appears in rows {rows}, e.g. row {i + 1}: {_row(raw, i)}."
         )
-    if CREDIT_TIER in df.columns:
-        bad = df[CREDIT_TIER].str.strip_chars().str.len_chars() == 0
-        if bad.any():
-            i = int(bad.arg_max())  # type: ignore[arg-type]
-            raise InputError(f"{where}: column 'credit_tier' is empty in row {i + 1}: {_row(raw, i)}.")
 
     rules: list[tuple[str, pl.Expr, str]] = [
         (REQUESTED_USD, pl.col(REQUESTED_USD) > 0, "must be > 0"),
@@ -274,7 +287,8 @@ def validate_applications(raw: pl.DataFrame, *, source: str = "<table>",
                 i = int((~finite).arg_max())  # type: ignore[arg-type]
                 raise InputError(f"{where}: column {col!r} must be finite (no NaN or infinity); "
                                  f"row {i + 1}: {_row(raw, i)}.")
-        ok = df.select(ok_expr.alias("ok"))["ok"]
+        # A blank default probability is allowed where the tier is given (checked above).
+        ok = df.select(ok_expr.fill_null(True).alias("ok"))["ok"]
         if not ok.all():
             i = int((~ok).arg_max())  # type: ignore[arg-type]
             raise InputError(
@@ -282,6 +296,27 @@ def validate_applications(raw: pl.DataFrame, *, source: str = "<table>",
                 f"e.g. row {i + 1}: {_row(raw, i)}."
             )
     return df
+
+
+def risk_missing(df: pl.DataFrame) -> pl.Series:
+    """Rows with neither a credit tier nor a default probability (columns absent count as
+    blank); such a row cannot be priced or given an expected loss."""
+    missing = pl.Series([True] * df.height, dtype=pl.Boolean)
+    for c in RISK_COLUMNS:
+        if c in df.columns:
+            missing = missing & df[c].is_null()
+    return missing
+
+
+def risk_missing_message(columns: list[str], n: int) -> str:
+    """The error for ``n`` rows with neither a tier nor a probability, naming the columns."""
+    if all(c in columns for c in RISK_COLUMNS):
+        return (f"{n} row(s) give neither 'credit_tier' nor 'default_probability' (each row needs "
+                "at least one, to price the loan and bound its expected loss)")
+    have, other = ((CREDIT_TIER, DEFAULT_PROBABILITY) if CREDIT_TIER in columns
+                   else (DEFAULT_PROBABILITY, CREDIT_TIER))
+    return (f"column {have!r} has {n} missing value(s) and there is no {other!r} column to fall "
+            f"back on (each row needs at least one of the two)")
 
 
 def _format_of(path: Path) -> str:

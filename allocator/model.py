@@ -518,18 +518,28 @@ class FairnessModel:
             with warnings.catch_warnings():
                 # the status says it; the certificate decides
                 warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                # SCS warns when its answer is approximate: the certificate judges that too
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"cvxpy\..*")
                 self.cvx_problem.solve(solver=solver, verbose=verbose, **options)
         except cp.error.SolverError as exc:
             raise SolverFailedError(
                 f"{solver} stopped without a solution ({exc})", status="solver_error", hint=hint
             ) from None
+        except (ValueError, ArithmeticError, RuntimeError, cp.error.DCPError) as exc:
+            # a failure inside cvxpy or the solver's bindings (a numerical error, a panic turned
+            # into an exception) is a solver failure for the user, not a traceback
+            raise SolverFailedError(
+                f"{solver} failed inside cvxpy ({type(exc).__name__}: {exc})",
+                status="solver_exception",
+                hint=hint,
+            ) from None
         status = self.cvx_problem.status
         if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
             raise InfeasibleError(
                 f"{solver} reports the allocation problem infeasible ({status}): no allocation "
-                "meets the "
-                "bounds, the budget and the segment shares together",
+                "meets the bounds, the budget and the segment shares together",
                 hint="overlapping segments' shares may conflict; relax a share, the floor or caps",
+                status=str(status),
             )
         if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or self.x.value is None:
             raise SolverFailedError(

@@ -20,7 +20,7 @@ from allocator.certificate import Certificate, certify
 from allocator.config import EligibilityRules, Scenario
 from allocator.data import Inputs, file_sha256, load_inputs
 from allocator.eligibility import EligibilityResult, compute_eligibility
-from allocator.errors import NotCertifiedError
+from allocator.errors import InfeasibleError, NotCertifiedError
 from allocator.payouts import Payouts, plan_payouts
 from allocator.problem import AllocationProblem
 from allocator.rounding import bounds_to_cents, budget_to_cents, round_to_cents_by_segment
@@ -123,10 +123,14 @@ def allocate(
     solver: str | None = None,
     with_payouts: bool = True,
     progress: Progress = _quiet,
+    solve_problem: Callable[..., Allocation] = solve,
 ) -> RunResult:
     """Run one scenario on a loaded data session; raises the typed errors of allocator.errors.
 
     ``with_payouts=False`` skips the payout plan (``compare`` and ``sweep`` only need amounts).
+    ``solve_problem(problem, method=..., cvxpy_solver=...)`` solves the problem
+    (:func:`allocator.solvers.solve`; a sweep passes one that re-uses a compiled cvxpy model);
+    everything after it, the rounding and the rounded-voucher certificate, is the same.
     """
     timings: dict[str, float] = {}
     progress("eligibility")
@@ -137,11 +141,19 @@ def allocate(
     t0 = time.perf_counter()
     problem = build_problem(features, scenario)
     timings["model"] = time.perf_counter() - t0
+    if problem.n == 0:
+        # reached only when the budget need not be spent (exhaust mode refuses it earlier)
+        raise InfeasibleError(
+            f"scenario {scenario.name!r}: no liquidated user passes the eligibility rules, so "
+            f"there is nobody to pay ({elig.reconciliation.liquidated_users:,} liquidated users, "
+            "all excluded).",
+            hint="relax the [eligibility] thresholds, window, products or regions",
+        )
 
     progress("solve")
     t0 = time.perf_counter()
     method = solver or scenario.solver.name
-    allocation = solve(problem, method=method, cvxpy_solver=scenario.solver.cvxpy_solver)
+    allocation = solve_problem(problem, method=method, cvxpy_solver=scenario.solver.cvxpy_solver)
     timings["solve"] = time.perf_counter() - t0
 
     progress("rounding")

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from numbers import Integral, Real
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -190,20 +191,24 @@ def budget_to_cents(budget: float | int | Decimal) -> int:
 # --------------------------------------------------------------------------- selection
 
 
-def _top(keys: tuple[np.ndarray, ...], idx: np.ndarray, t: int) -> np.ndarray:
+Key = np.ndarray | Callable[[np.ndarray], np.ndarray]
+
+
+def _top(keys: tuple[Key, ...], idx: np.ndarray, t: int) -> np.ndarray:
     """The ``t`` entries of ``idx`` that come first in the lexicographic order of ``keys`` (full
-    length arrays, every key larger-first; the last key must be unique).
+    length arrays, or functions giving the key of the entries they are passed; every key
+    larger-first; the last key must be unique).
 
     Selection, not sorting: a partition on the first key, then the same on the next key within
     the tie at the threshold only, so a million users with equal remainders cost a few linear
-    passes and the later keys are only read for the tie.
+    passes and the later keys are only read (or computed) for the tie.
     """
     m = idx.shape[0]
     if t <= 0:
         return idx[:0]
     if t >= m:
         return idx
-    k1 = keys[0][idx]
+    k1 = keys[0](idx) if callable(keys[0]) else keys[0][idx]
     kth = np.partition(k1, m - t)[m - t]  # the t-th largest first key
     above = idx[k1 > kth]
     tie = idx[k1 == kth]
@@ -212,7 +217,33 @@ def _top(keys: tuple[np.ndarray, ...], idx: np.ndarray, t: int) -> np.ndarray:
     return np.concatenate([above, picked])
 
 
-def _spread(room: np.ndarray, d: int, keys: tuple[np.ndarray, ...]) -> np.ndarray:
+def _rank_within_equal(
+    x: np.ndarray, v: np.ndarray, sign: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Key function: each entry's dense rank of ``sign * v`` among the entries with the same
+    ``x``; 0 for an entry whose ``x`` no other entry shares.
+
+    It separates users whose amounts in cents ``x = 100 v`` came out as the same float although
+    their vouchers differ (the larger voucher has the larger exact remainder), and nobody else,
+    so between different amounts with equal remainders the loss decides as the rule says.
+    """
+
+    def key(idx: np.ndarray) -> np.ndarray:
+        xs, vs = x[idx], sign * v[idx]
+        order = np.lexsort((vs, xs))
+        xs, vs = xs[order], vs[order]
+        new_x = np.r_[True, xs[1:] != xs[:-1]]
+        new_v = np.r_[True, vs[1:] != vs[:-1]]
+        steps = np.cumsum(new_v & ~new_x)
+        rank = steps - np.maximum.accumulate(np.where(new_x, steps, 0))
+        out = np.empty(idx.shape[0], dtype=np.int64)
+        out[order] = rank
+        return out
+
+    return key
+
+
+def _spread(room: np.ndarray, d: int, keys: tuple[Key, ...]) -> np.ndarray:
     """Hand out ``d`` cents one at a time in passes over the users with room left, in the order of
     ``keys``; each user takes at most ``room_i``. Closed form: every user first gets
     ``min(room_i, k)`` for the largest ``k`` with ``sum(min(room, k)) <= d`` (``k`` full passes),
@@ -307,11 +338,13 @@ def round_to_cents_report(
 
     1. If :math:`\sum f \le T \le \sum g` (the normal case), start from :math:`f` and give one
        cent to each of the :math:`T - \sum f` users with :math:`g_i > f_i` that come first in the
-       order: larger remainder :math:`x_i - f_i`, then larger :math:`v_i` (only separates vouchers
-       whose float remainders coincide), then larger loss, then smaller user id.
+       order: larger remainder :math:`x_i - f_i`, then larger loss, then smaller user id. (Users
+       whose :math:`x_i = 100 v_i` came out as the same float although their :math:`v_i` differ
+       are ordered by :math:`v_i` before the loss: the larger voucher has the larger exact
+       remainder. Nobody else is ordered by :math:`v`.)
     2. If :math:`T > \sum g`, start from :math:`g` and hand out the rest in passes (one cent per
-       user per pass, never above the cap) in the order larger :math:`x_i - g_i`, larger
-       :math:`v_i`, larger loss, smaller user id.
+       user per pass, never above the cap) in the order larger :math:`x_i - g_i`, larger loss,
+       smaller user id (with the same exception).
     3. If :math:`T < \sum f`, start from :math:`f` and take cents away in passes (never below the
        floor) in the exact reverse order of step 1.
 
@@ -418,14 +451,17 @@ def round_to_cents_report(
     mode: Mode
     if target < sum_f:
         mode = "extra_down"
-        keys = (-(x - f), -v, -loss, user_id)  # reverse of the giving order
+        # the exact reverse of the giving order
+        keys = (-(x - f), _rank_within_equal(x, v, -1.0), -loss, user_id)
         cents = f - _spread(f - lo_c, sum_f - target, keys)
     elif target <= sum_g:
         mode = "largest_remainder"
-        cents = f + _spread(g - f, target - sum_f, (x - f, v, loss, neg_uid))
+        keys = (x - f, _rank_within_equal(x, v, 1.0), loss, neg_uid)
+        cents = f + _spread(g - f, target - sum_f, keys)
     else:
         mode = "extra_up"
-        cents = g + _spread(hi_c - g, target - sum_g, (x - g, v, loss, neg_uid))
+        keys = (x - g, _rank_within_equal(x, v, 1.0), loss, neg_uid)
+        cents = g + _spread(hi_c - g, target - sum_g, keys)
 
     diff = cents - f
     up = diff > 0

@@ -88,6 +88,7 @@ ALPHA_MAX = 100.0
 EXPONENT_LIMIT = 10.0
 BUDGET_MAX_USD = 1e13  # keeps budget cents exact in float64 and int64
 _SEGMENT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _REGION = re.compile(r"^[A-Z]{2}$")
 
 
@@ -118,7 +119,15 @@ def load_scenario(path: str | Path) -> Scenario:
         the file, the key and what is allowed.
     """
     path = Path(path)
-    return parse_scenario(load_toml(path), file=path, default_name=path.stem)
+    data = load_toml(path)
+    if isinstance(data, Mapping) and "fund_usd" in data and "budget" not in data:
+        # the most likely mix-up: the loan fund's scenario handed to a voucher command
+        raise ScenarioError(
+            f"{path}: this is a loan-fund scenario (it has 'fund_usd' and no [budget]), not a "
+            "voucher scenario.",
+            hint=f"run it with: allocator loans allocate --scenario {path}",
+        )
+    return parse_scenario(data, file=path, default_name=path.stem)
 
 
 def parse_scenario(
@@ -148,10 +157,17 @@ def validate_scenario(s: Scenario, *, file: str | Path = "<scenario>") -> Scenar
     ``window_start < window_end``; products a non-empty subset of :data:`allocator.names.PRODUCTS`;
     regions two upper-case letters; segment names unique (letters, digits, ``_``, ``-``), shares
     in [0, 1] with ``min_share <= max_share``, ``where`` a row-wise boolean Polars SQL expression
-    over known feature columns; ``batch_size >= 1``; payout hours ``0 <= start <= finish``.
+    over known feature columns; ``batch_size >= 1``; payout hours ``0 <= start < finish``; ``name``
+    1 to 100 letters, digits, ``.``, ``_`` or ``-`` starting with a letter or digit (it names the
+    default run directory).
     """
-    if not s.name.strip():
-        raise ScenarioError(f"{file}: name must not be empty.")
+    if not _SCENARIO_NAME.match(s.name):
+        # the name is the default run directory (runs/<name>) and part of file names, so it must
+        # not be able to climb out of runs/ or hide as a dot-file
+        raise ScenarioError(
+            f"{file}: key 'name' = {s.name!r} is not a valid scenario name; allowed: 1 to 100 "
+            "letters, digits, '.', '_' or '-', starting with a letter or digit."
+        )
     _validate_eligibility(s, file)
     _validate_objective(s, file)
     _validate_bounds_budget(s, file)
@@ -161,12 +177,12 @@ def validate_scenario(s: Scenario, *, file: str | Path = "<scenario>") -> Scenar
         raise _range(file, "payouts.batch_size", p.batch_size, ">= 1")
     if p.start_within_hours < 0:
         raise _range(file, "payouts.start_within_hours", p.start_within_hours, ">= 0")
-    if p.finish_within_hours < p.start_within_hours:
+    if not p.finish_within_hours > p.start_within_hours:
         raise _range(
             file,
             "payouts.finish_within_hours",
             p.finish_within_hours,
-            f">= payouts.start_within_hours ({p.start_within_hours})",
+            f"> payouts.start_within_hours ({p.start_within_hours}): the batches need time",
         )
     return s
 

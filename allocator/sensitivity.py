@@ -68,11 +68,26 @@ Weights and alpha (``alpha > 0``)
 Summary metrics (Gini, median coverage, top-decile share) are not smooth in the vouchers, so
 their derivatives are central finite differences through re-solves of the fast solver.
 
+Who moves
+---------
+:func:`budget_moves` lists every user's voucher now and at :math:`B \pm \delta`, re-solved and
+rounded to cents exactly as a run at that budget is (so each row is what ``allocator allocate``
+would pay), beside the linear prediction :math:`\delta\,\mathrm{d}v_i/\mathrm{d}B` and the bound
+each voucher sits on. The prediction is exact while the active set holds; the users where it is
+not are those who reach or leave a bound between the two budgets. :func:`top_movers` picks the
+largest changes; :func:`write_moves` writes the list (``--users-out``).
+
 Cliffs
 ------
 :func:`cliff_analysis` counts the users just below the loss and loss-ratio thresholds and the
 voucher paid just above them (the height of the cliff). The phase-in band
-(``eligibility.phase_in_loss_usd`` / ``phase_in_ratio``) is the scenario option that smooths it.
+(``eligibility.phase_in_loss_usd`` / ``phase_in_ratio``) is the scenario option that smooths it:
+eligibility then starts above the band's lower end, so that is where the cliff moves, and the
+users inside each band (:class:`PhaseInBand`: how many, their loss, what they are paid, their
+median phase factor) are reported too. The band's price (:func:`phase_in_price`) is the same
+scenario with hard thresholds at the same budget: the band users are exactly those it makes
+eligible (a phase factor below 1), and what they receive is what everyone else gives up when
+the budget is paid in full.
 """
 
 from __future__ import annotations
@@ -82,14 +97,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from allocator import names as N
-from allocator.config import EligibilityRules
-from allocator.errors import AllocatorError, InfeasibleError, InputError
+from allocator.config import EligibilityRules, Scenario
+from allocator.errors import AllocatorError, InfeasibleError, InputError, ScenarioError
 from allocator.jsonsafe import json_safe
 from allocator.metrics import LOSS_BANDS, gini, top_share
 from allocator.problem import AllocationProblem
@@ -104,18 +119,32 @@ from allocator.solvers import (
     solve,
 )
 
+if TYPE_CHECKING:
+    from allocator.pipeline import DataSession, RunResult
+
 __all__ = [
     "MOVE_TOL_USD",
+    "MOVES_COLUMNS",
+    "TOP_MOVERS",
     "BudgetChange",
     "BudgetSensitivity",
     "ParameterSensitivity",
     "WeightSensitivity",
     "CliffAnalysis",
+    "PhaseInBand",
+    "PhaseInPrice",
     "SensitivityReport",
     "groups",
     "budget_sensitivity",
+    "budget_moves",
+    "top_movers",
+    "moves_format",
+    "write_moves",
     "weight_sensitivity",
     "cliff_analysis",
+    "band_price",
+    "without_phase_in",
+    "phase_in_price",
     "run_sensitivity",
 ]
 
@@ -251,6 +280,11 @@ class BudgetSensitivity:
         True when a group must absorb budget but has no interior user.
     up, down
         :class:`BudgetChange` of re-solving at :math:`B + \delta` and :math:`B - \delta`.
+    loss
+        Per-user loss of the breakdown by loss band (``None``: no breakdown).
+    vouchers_up, vouchers_down
+        The continuous optima of those re-solves (``None`` when that budget is infeasible);
+        :func:`budget_moves` rounds them to cents.
     """
 
     budget_usd: float
@@ -265,6 +299,8 @@ class BudgetSensitivity:
     up: BudgetChange
     down: BudgetChange
     loss: np.ndarray | None = None
+    vouchers_up: np.ndarray | None = None
+    vouchers_down: np.ndarray | None = None
 
     @property
     def predicted_up(self) -> np.ndarray:
@@ -315,14 +351,15 @@ def _change(
     dv: np.ndarray,
     delta: float,
     loss: np.ndarray | None,
-) -> BudgetChange:
+) -> tuple[BudgetChange, np.ndarray | None]:
     budget = float(problem.budget) + delta
     try:
         if not budget > 0:
             raise InfeasibleError(f"a budget of USD {budget:,.2f} is not positive")
         other = _resolve(replace(problem, budget=budget))
     except AllocatorError as exc:
-        return BudgetChange(delta_usd=delta, budget_usd=budget, feasible=False, message=str(exc))
+        change = BudgetChange(delta_usd=delta, budget_usd=budget, feasible=False, message=str(exc))
+        return change, None
     v0 = np.asarray(allocation.vouchers, dtype=np.float64)
     diff = other.vouchers - v0
     moved = np.abs(diff) > MOVE_TOL_USD
@@ -339,7 +376,7 @@ def _change(
                 "total_change_usd": float(diff[m].sum()),
                 "max_abs_change_usd": float(np.abs(diff[m]).max()) if m.any() else 0.0,
             }
-    return BudgetChange(
+    change = BudgetChange(
         delta_usd=delta,
         budget_usd=budget,
         feasible=True,
@@ -357,6 +394,7 @@ def _change(
         left_floor=int(((s0 == FLOOR) & (s1 != FLOOR)).sum()),
         by_band=by_band,
     )
+    return change, np.asarray(other.vouchers, dtype=np.float64)
 
 
 def budget_derivatives(
@@ -425,6 +463,8 @@ def budget_sensitivity(
     for s in problem.segments:
         mu_min, mu_max = allocation.segment_prices.get(s.name, (0.0, 0.0))
         value += mu_max * (s.max_share or 0.0) - mu_min * (s.min_share or 0.0)
+    up, v_up = _change(problem, allocation, dv, float(delta_usd), loss)
+    down, v_down = _change(problem, allocation, dv, -float(delta_usd), loss)
     return BudgetSensitivity(
         budget_usd=float(problem.budget),
         delta_usd=float(delta_usd),
@@ -435,10 +475,209 @@ def budget_sensitivity(
         segment_dprice_dbudget=seg_dlam,
         dv_dbudget=dv,
         degenerate=degenerate,
-        up=_change(problem, allocation, dv, float(delta_usd), loss),
-        down=_change(problem, allocation, dv, -float(delta_usd), loss),
+        up=up,
+        down=down,
         loss=loss,
+        vouchers_up=v_up,
+        vouchers_down=v_down,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# per-user moves
+# ----------------------------------------------------------------------------------------------
+
+#: Columns of :func:`budget_moves` (the ``--users-out`` file), in order.
+MOVES_COLUMNS = (
+    N.USER_ID,
+    N.LOSS_USD,
+    N.VOUCHER_CENTS,
+    "voucher_up_cents",
+    "voucher_down_cents",
+    "change_up_cents",
+    "change_down_cents",
+    "dv_dbudget",
+    "predicted_change_usd",
+    N.BOUND,
+    "bound_up",
+    "bound_down",
+)
+#: Suffixes :func:`write_moves` accepts.
+MOVES_FORMATS = (".parquet", ".csv")
+#: Users listed as the largest movers in the text and JSON output.
+TOP_MOVERS = 10
+_MOVES_PARQUET = {"compression": "zstd", "compression_level": 3, "statistics": True,
+                  "row_group_size": 262_144}
+
+
+def _cents_and_bounds(
+    problem: AllocationProblem,
+    budget: float,
+    v: np.ndarray,
+    user_id: np.ndarray,
+    loss: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``v`` rounded as :func:`allocator.pipeline.allocate` rounds a run, and the bound labels."""
+    from allocator.pipeline import bound_labels
+    from allocator.rounding import bounds_to_cents, round_to_cents_by_segment
+
+    cents, _ = round_to_cents_by_segment(
+        v,
+        problem.lower,
+        problem.upper,
+        budget,
+        exhaust=problem.exhaust,
+        loss=loss,
+        user_id=user_id,
+        segments=problem.segments,
+    )
+    lo_c, hi_c = bounds_to_cents(problem.lower, problem.upper)
+    return cents.astype(np.int64), bound_labels(cents, lo_c, hi_c)
+
+
+def budget_moves(
+    problem: AllocationProblem,
+    allocation: Allocation,
+    sens: BudgetSensitivity,
+    *,
+    user_id: np.ndarray,
+    loss: np.ndarray,
+    cents: np.ndarray | None = None,
+) -> pl.DataFrame:
+    r"""Every user's voucher now and at :math:`B \pm \delta`, in paid cents, with the prediction.
+
+    The re-solved optima of ``sens`` are rounded exactly as a run at that budget rounds them
+    (:func:`allocator.rounding.round_to_cents_by_segment`, then the bound labels of
+    ``allocations.parquet``), so ``voucher_up_cents`` is what ``allocator allocate`` pays at
+    :math:`B + \delta` when it solves with the same method (the fast solver wherever it applies).
+
+    Parameters
+    ----------
+    problem, allocation
+        The problem and its optimal allocation (rows in ``user_id`` order).
+    sens
+        :func:`budget_sensitivity` of them.
+    user_id, loss
+        Per row: the user and the loss (the rounding's tie-breaks use both).
+    cents
+        The paid cents at :math:`B`; the allocation rounded the same way when omitted.
+
+    Returns
+    -------
+    polars.DataFrame
+        :data:`MOVES_COLUMNS`, one row per user in problem order: ``voucher_cents`` (now),
+        ``voucher_up_cents`` / ``voucher_down_cents`` (null when that budget is infeasible),
+        ``change_up_cents`` / ``change_down_cents`` against now, ``dv_dbudget``,
+        ``predicted_change_usd`` (:math:`\delta\,\mathrm{d}v_i/\mathrm{d}B`, the linear
+        prediction for :math:`+\delta`; for :math:`-\delta` it is the negative) and the
+        bound (``floor``, ``interior``, ``cap``) of each voucher.
+    """
+    from allocator.pipeline import bound_labels
+    from allocator.rounding import bounds_to_cents
+
+    user_id = np.asarray(user_id, dtype=np.int64)
+    loss = np.asarray(loss, dtype=np.float64)
+    if cents is None:
+        now, bound = _cents_and_bounds(problem, problem.budget, allocation.vouchers, user_id, loss)
+    else:
+        now = np.asarray(cents, dtype=np.int64)
+        bound = bound_labels(now, *bounds_to_cents(problem.lower, problem.upper))
+    columns: dict[str, pl.Series] = {
+        N.USER_ID: pl.Series(N.USER_ID, user_id, dtype=pl.Int64),
+        N.LOSS_USD: pl.Series(N.LOSS_USD, loss, dtype=pl.Float64),
+        N.VOUCHER_CENTS: pl.Series(N.VOUCHER_CENTS, now, dtype=pl.Int64),
+    }
+    sides = {}
+    for side, v, change in (("up", sens.vouchers_up, sens.up), ("down", sens.vouchers_down, sens.down)):
+        if v is None:
+            sides[side] = (
+                pl.Series([None] * len(now), dtype=pl.Int64),
+                pl.Series([None] * len(now), dtype=pl.String),
+            )
+            continue
+        c, b = _cents_and_bounds(problem, change.budget_usd, v, user_id, loss)
+        sides[side] = (pl.Series(c, dtype=pl.Int64), pl.Series(b.tolist(), dtype=pl.String))
+    columns["voucher_up_cents"] = sides["up"][0].alias("voucher_up_cents")
+    columns["voucher_down_cents"] = sides["down"][0].alias("voucher_down_cents")
+    frame = pl.DataFrame(columns).with_columns(
+        (pl.col("voucher_up_cents") - pl.col(N.VOUCHER_CENTS)).alias("change_up_cents"),
+        (pl.col("voucher_down_cents") - pl.col(N.VOUCHER_CENTS)).alias("change_down_cents"),
+        pl.Series("dv_dbudget", sens.dv_dbudget, dtype=pl.Float64),
+        pl.Series("predicted_change_usd", sens.dv_dbudget * sens.delta_usd, dtype=pl.Float64),
+        pl.Series(N.BOUND, bound.tolist(), dtype=pl.String),
+        sides["up"][1].alias("bound_up"),
+        sides["down"][1].alias("bound_down"),
+    )
+    return frame.select(MOVES_COLUMNS)
+
+
+def top_movers(moves: pl.DataFrame, k: int = TOP_MOVERS) -> pl.DataFrame:
+    """The ``k`` users whose voucher moves most, by the larger of the two changes (an infeasible
+    side counts as no change), ties by smaller user id."""
+    size = pl.max_horizontal(
+        pl.col("change_up_cents").abs().fill_null(0), pl.col("change_down_cents").abs().fill_null(0)
+    )
+    return (
+        moves.with_columns(size.alias("_size"))
+        .filter(pl.col("_size") > 0)
+        .sort(["_size", N.USER_ID], descending=[True, False])
+        .head(k)
+        .drop("_size")
+    )
+
+
+def moves_format(path: str | Path) -> str:
+    """``"parquet"`` or ``"csv"`` from the file name; an :class:`InputError` for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in MOVES_FORMATS:
+        raise InputError(
+            f"the per-user file {path} must end in {' or '.join(MOVES_FORMATS)} (its format is "
+            f"taken from the name), not {suffix or 'no suffix'!r}."
+        )
+    return suffix[1:]
+
+
+def write_moves(moves: pl.DataFrame, path: str | Path) -> Path:
+    """Write :func:`budget_moves` to ``path`` (parquet or CSV by suffix) atomically: a temporary
+    file in the same folder, flushed, then renamed over the target, so a reader never sees half a
+    file. The same frame always gives the same bytes (fixed row groups and compression, no
+    timestamps).
+
+    Raises
+    ------
+    InputError
+        The suffix is neither ``.parquet`` nor ``.csv``, or the folder cannot be written.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    fmt = moves_format(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise InputError(f"cannot write the per-user file {path}: {exc.strerror or exc}.") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if fmt == "parquet":
+                moves.rechunk().write_parquet(fh, **_MOVES_PARQUET)
+            else:
+                moves.write_csv(fh, line_terminator="\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp makes the file private; it is an output like any other
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise InputError(f"cannot write the per-user file {path}: {exc.strerror or exc}.") from None
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -625,8 +864,50 @@ def weight_sensitivity(
 
 
 @dataclass(frozen=True)
+class PhaseInBand:
+    """The eligible users inside one phase-in band ``(lower, upper)`` (``rule`` ``"loss"`` in USD
+    or ``"ratio"``): how many, their loss, what they are paid and their phase factors.
+
+    ``phase_factor`` is the user's whole factor (both bands multiplied); ``in_both_bands``
+    counts those of them inside the other band too.
+    """
+
+    rule: str
+    lower: float
+    upper: float
+    users: int
+    loss_usd: float
+    paid_usd: float
+    median_voucher_usd: float | None
+    median_phase_factor: float | None
+    in_both_bands: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({k: getattr(self, k) for k in self.__dataclass_fields__})
+
+    def line(self) -> str:
+        unit = " USD" if self.rule == "loss" else ""
+        median = "-" if self.median_phase_factor is None else f"{self.median_phase_factor:.4f}"
+        voucher = "-" if self.median_voucher_usd is None else f"{self.median_voucher_usd:,.2f}"
+        return (
+            f"{self.rule} phase-in band ({self.lower:g}, {self.upper:g}){unit}: {self.users:,} "
+            f"eligible users, USD {self.loss_usd:,.2f} of loss, paid USD {self.paid_usd:,.2f} "
+            f"(median voucher USD {voucher}, median phase factor {median}; "
+            f"{self.in_both_bands:,} also in the other band)"
+        )
+
+
+@dataclass(frozen=True)
 class CliffAnalysis:
     """Users just below the thresholds, and the voucher paid just above them.
+
+    The cliff of a rule is where eligibility starts: ``min_loss_usd`` / ``min_loss_ratio`` under
+    hard thresholds, and the lower end of the phase-in band when the rules have one (``loss >
+    phase_in_loss_usd``); ``min_loss_usd`` and ``min_loss_ratio`` hold that position, and
+    ``loss_phase_in`` / ``ratio_phase_in`` describe the band (``None`` without one). "Below" is
+    ``[cliff - band, cliff)`` for a hard threshold and ``[cliff - band, cliff]`` for a band's
+    lower end (reaching it is not enough); "above" is ``[cliff, cliff + band)``, resp.
+    ``(cliff, cliff + band)``.
 
     ``loss_hist`` and ``ratio_hist`` hold bin edges and, per bin, the eligible users and the
     users excluded by that rule (``below_min_loss`` / ``below_loss_ratio``).
@@ -648,27 +929,38 @@ class CliffAnalysis:
     eligible_above_ratio_users: int
     loss_hist: Mapping[str, list[float] | list[int]]
     ratio_hist: Mapping[str, list[float] | list[int]]
+    loss_phase_in: PhaseInBand | None = None
+    ratio_phase_in: PhaseInBand | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({k: getattr(self, k) for k in self.__dataclass_fields__})
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for key in ("loss_phase_in", "ratio_phase_in"):
+            band = out[key]
+            out[key] = None if band is None else band.to_dict()
+        return json_safe(out)
 
     def lines(self) -> list[str]:
         def usd(x: float | None) -> str:
             return "-" if x is None else f"{x:,.2f}"
 
-        return [
-            f"loss in [{self.min_loss_usd - self.loss_band_usd:g}, {self.min_loss_usd:g}) USD, "
-            f"excluded by min loss: {self.below_loss_users:,} users, "
+        loss_b, ratio_b = self.loss_phase_in, self.ratio_phase_in
+        lo_close, loss_name = (")", "min loss") if loss_b is None else ("]", "the loss band's lower end")
+        r_close, ratio_name = (")", "ratio") if ratio_b is None else ("]", "the ratio band's lower end")
+        out = [
+            f"loss in [{self.min_loss_usd - self.loss_band_usd:g}, {self.min_loss_usd:g}{lo_close} "
+            f"USD, excluded by {loss_name}: {self.below_loss_users:,} users, "
             f"USD {self.below_loss_total_usd:,.2f} (passing the ratio rule: "
             f"{self.below_loss_only_users:,}, USD {self.below_loss_only_total_usd:,.2f})",
-            f"ratio in [{self.min_loss_ratio - self.ratio_band:g}, {self.min_loss_ratio:g}), "
-            f"excluded by ratio: {self.below_ratio_users:,} users, "
+            f"ratio in [{self.min_loss_ratio - self.ratio_band:g}, {self.min_loss_ratio:g}{r_close}, "
+            f"excluded by {ratio_name}: {self.below_ratio_users:,} users, "
             f"USD {self.below_ratio_total_usd:,.2f}",
-            f"median voucher just above min loss: USD {usd(self.voucher_above_loss_usd)} "
-            f"({self.eligible_above_loss_users:,} users)",
-            f"median voucher just above min ratio: USD {usd(self.voucher_above_ratio_usd)} "
-            f"({self.eligible_above_ratio_users:,} users)",
+            f"median voucher just above {'min loss' if loss_b is None else 'the loss cliff'}: "
+            f"USD {usd(self.voucher_above_loss_usd)} ({self.eligible_above_loss_users:,} users)",
+            f"median voucher just above {'min ratio' if ratio_b is None else 'the ratio cliff'}: "
+            f"USD {usd(self.voucher_above_ratio_usd)} ({self.eligible_above_ratio_users:,} users)",
         ]
+        out += [b.line() for b in (loss_b, ratio_b) if b is not None]
+        return out
 
 
 def _need(frame: pl.DataFrame, cols: tuple[str, ...], what: str) -> None:
@@ -684,6 +976,21 @@ def _hist(
     e, _ = np.histogram(eligible[np.isfinite(eligible)], bins=edges)
     x, _ = np.histogram(excluded[np.isfinite(excluded)], bins=edges)
     return {"edges": edges.tolist(), "eligible": e.tolist(), "excluded": x.tolist()}
+
+
+def _vouchers_usd(allocations: pl.DataFrame) -> np.ndarray:
+    if N.VOUCHER_CENTS in allocations.columns:
+        return allocations[N.VOUCHER_CENTS].cast(pl.Float64).to_numpy() / 100.0
+    if N.VOUCHER_USD in allocations.columns:
+        return allocations[N.VOUCHER_USD].cast(pl.Float64).to_numpy()
+    raise InputError("the allocations frame has neither voucher_cents nor voucher_usd.")
+
+
+def _passes(x: np.ndarray, threshold: float, band_low: float | None) -> np.ndarray:
+    """The rule of :mod:`allocator.eligibility`: ``x >= threshold``, or ``x > band_low`` with a
+    band (NaN, a missing value, never passes)."""
+    with np.errstate(invalid="ignore"):
+        return x >= threshold if band_low is None else x > band_low
 
 
 def cliff_analysis(
@@ -703,53 +1010,89 @@ def cliff_analysis(
         ``excluded.parquet``: ``reason``, ``loss_usd``, ``loss_ratio``.
     allocations
         ``allocations.parquet``: ``voucher_cents`` (or ``voucher_usd``), ``loss_usd``,
-        ``loss_ratio``.
+        ``loss_ratio``, and ``phase_factor`` when the rules have a phase-in band.
     rules
-        The eligibility rules (``min_loss_usd``, ``min_loss_ratio``).
+        The eligibility rules (``min_loss_usd``, ``min_loss_ratio``, ``phase_in_loss_usd``,
+        ``phase_in_ratio``).
     loss_band_usd, ratio_band
-        Widths of the bands below (and above) each threshold.
+        Widths of the ranges below (and above) each cliff.
     bins
-        Histogram bins on each side's full range ``[threshold - band, threshold + band)``.
+        Histogram bins on each side's full range ``[cliff - band, cliff + band)``.
 
     Returns
     -------
     CliffAnalysis
-        Users excluded by min loss with loss in ``[min_loss - band, min_loss)`` (and those of
-        them whose ratio would pass), users excluded by ratio with ratio in
-        ``[min_ratio - band, min_ratio)``, histograms, and the median voucher of eligible users
-        in ``[threshold, threshold + band)``, the height of the cliff.
+        Users excluded by min loss just below the loss cliff (and those of them whose ratio
+        would pass), users excluded by ratio just below the ratio cliff, histograms, the median
+        voucher of eligible users just above each cliff (the height of the cliff), and with a
+        phase-in band, the eligible users inside it (:class:`PhaseInBand`). The cliff is the
+        threshold, or the band's lower end (see :class:`CliffAnalysis`).
     """
     if not (loss_band_usd > 0 and ratio_band > 0 and bins >= 1):
         raise InvalidProblemError("loss_band_usd and ratio_band must be positive, bins >= 1")
     _need(excluded, (N.REASON, N.LOSS_USD, N.LOSS_RATIO), "excluded")
     _need(allocations, (N.LOSS_USD, N.LOSS_RATIO), "allocations")
-    if N.VOUCHER_CENTS in allocations.columns:
-        voucher = allocations[N.VOUCHER_CENTS].cast(pl.Float64).to_numpy() / 100.0
-    elif N.VOUCHER_USD in allocations.columns:
-        voucher = allocations[N.VOUCHER_USD].cast(pl.Float64).to_numpy()
-    else:
-        raise InputError("the allocations frame has neither voucher_cents nor voucher_usd.")
-    m_loss, m_ratio = float(rules.min_loss_usd), float(rules.min_loss_ratio)
+    voucher = _vouchers_usd(allocations)
+    p_loss, p_ratio = rules.phase_in_loss_usd, rules.phase_in_ratio
+    if (p_loss is not None or p_ratio is not None) and allocations.height:
+        _need(allocations, (N.PHASE_FACTOR,), "allocations")
+    # where eligibility starts: the threshold, or the lower end of its band
+    c_loss = float(rules.min_loss_usd if p_loss is None else p_loss)
+    c_ratio = float(rules.min_loss_ratio if p_ratio is None else p_ratio)
     reason = excluded[N.REASON].to_numpy()
     x_loss = excluded[N.LOSS_USD].cast(pl.Float64).fill_null(np.nan).to_numpy()
     x_ratio = excluded[N.LOSS_RATIO].cast(pl.Float64).fill_null(np.nan).to_numpy()
     by_loss = reason == N.REASON_BELOW_MIN_LOSS
     by_ratio = reason == N.REASON_BELOW_LOSS_RATIO
-    with np.errstate(invalid="ignore"):
-        near_loss = by_loss & (x_loss >= m_loss - loss_band_usd) & (x_loss < m_loss)
-        only_loss = near_loss & (x_ratio >= m_ratio)
-        near_ratio = by_ratio & (x_ratio >= m_ratio - ratio_band) & (x_ratio < m_ratio)
     e_loss = allocations[N.LOSS_USD].cast(pl.Float64).to_numpy()
     e_ratio = allocations[N.LOSS_RATIO].cast(pl.Float64).to_numpy()
-    above_loss = (e_loss >= m_loss) & (e_loss < m_loss + loss_band_usd)
-    above_ratio = (e_ratio >= m_ratio) & (e_ratio < m_ratio + ratio_band)
+    with np.errstate(invalid="ignore"):
+        # below the cliff is failing the rule: x < threshold, or x <= the band's lower end
+        below_l = ~_passes(x_loss, c_loss, p_loss) & (x_loss >= c_loss - loss_band_usd)
+        below_r = ~_passes(x_ratio, c_ratio, p_ratio) & (x_ratio >= c_ratio - ratio_band)
+        near_loss = by_loss & below_l
+        only_loss = near_loss & _passes(x_ratio, c_ratio, p_ratio)
+        near_ratio = by_ratio & below_r
+        above_loss = _passes(e_loss, c_loss, p_loss) & (e_loss < c_loss + loss_band_usd)
+        above_ratio = _passes(e_ratio, c_ratio, p_ratio) & (e_ratio < c_ratio + ratio_band)
 
     def median(mask: np.ndarray) -> float | None:
         return float(np.median(voucher[mask])) if mask.any() else None
 
+    bands: dict[str, PhaseInBand | None] = {"loss": None, "ratio": None}
+    if p_loss is not None or p_ratio is not None:
+        phi = (
+            allocations[N.PHASE_FACTOR].cast(pl.Float64).to_numpy()
+            if N.PHASE_FACTOR in allocations.columns
+            else np.ones(allocations.height)  # only when there is nobody to pay
+        )
+        inside = {
+            "loss": (e_loss < rules.min_loss_usd) if p_loss is not None else None,
+            "ratio": (e_ratio < rules.min_loss_ratio) if p_ratio is not None else None,
+        }
+        for rule, low, high in (
+            ("loss", p_loss, rules.min_loss_usd),
+            ("ratio", p_ratio, rules.min_loss_ratio),
+        ):
+            mask = inside[rule]
+            if low is None or mask is None:
+                continue
+            other = inside["ratio" if rule == "loss" else "loss"]
+            bands[rule] = PhaseInBand(
+                rule=rule,
+                lower=float(low),
+                upper=float(high),
+                users=int(mask.sum()),
+                loss_usd=float(e_loss[mask].sum()),
+                paid_usd=float(voucher[mask].sum()),
+                median_voucher_usd=median(mask),
+                median_phase_factor=float(np.median(phi[mask])) if mask.any() else None,
+                in_both_bands=int((mask & other).sum()) if other is not None else 0,
+            )
+
     return CliffAnalysis(
-        min_loss_usd=m_loss,
-        min_loss_ratio=m_ratio,
+        min_loss_usd=c_loss,
+        min_loss_ratio=c_ratio,
         loss_band_usd=float(loss_band_usd),
         ratio_band=float(ratio_band),
         below_loss_users=int(near_loss.sum()),
@@ -763,11 +1106,189 @@ def cliff_analysis(
         voucher_above_ratio_usd=median(above_ratio),
         eligible_above_ratio_users=int(above_ratio.sum()),
         loss_hist=_hist(
-            e_loss, x_loss[by_loss], m_loss - loss_band_usd, m_loss + loss_band_usd, 2 * bins
+            e_loss, x_loss[by_loss], c_loss - loss_band_usd, c_loss + loss_band_usd, 2 * bins
         ),
         ratio_hist=_hist(
-            e_ratio, x_ratio[by_ratio], m_ratio - ratio_band, m_ratio + ratio_band, 2 * bins
+            e_ratio, x_ratio[by_ratio], c_ratio - ratio_band, c_ratio + ratio_band, 2 * bins
         ),
+        loss_phase_in=bands["loss"],
+        ratio_phase_in=bands["ratio"],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the price of a phase-in band
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseInPrice:
+    """What a phase-in band costs everyone else: the scenario with its band against the same
+    scenario with hard thresholds, at the same budget (:func:`phase_in_price`).
+
+    *Band users* are those the band makes eligible (eligible with it, not without it): exactly
+    the users with a phase factor below 1. *Others* are eligible either way; their totals,
+    median coverage (voucher / loss) and per-user changes compare the two runs' paid cents.
+    """
+
+    budget_usd: float
+    band_users: int
+    band_loss_usd: float
+    band_paid_usd: float
+    band_median_voucher_usd: float | None
+    others_users: int
+    others_paid_without_band_usd: float
+    others_paid_with_band_usd: float
+    others_change_usd: float
+    others_median_coverage_without_band: float | None
+    others_median_coverage_with_band: float | None
+    others_down: int
+    others_up: int
+    others_median_change_usd: float | None
+    others_max_decrease_usd: float
+    shadow_price_without_band: float | None = None
+    shadow_price_with_band: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({k: getattr(self, k) for k in self.__dataclass_fields__})
+
+    def lines(self) -> list[str]:
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{100 * x:.2f}%"
+
+        median = "-" if self.band_median_voucher_usd is None else f"{self.band_median_voucher_usd:,.2f}"
+        change = "-" if self.others_median_change_usd is None else f"{self.others_median_change_usd:+,.2f}"
+        return [
+            f"price of the phase-in band (the same scenario with hard thresholds, same budget "
+            f"USD {self.budget_usd:,.2f}):",
+            f"  band users (eligible only with the band): {self.band_users:,}, USD "
+            f"{self.band_loss_usd:,.2f} of loss, paid USD {self.band_paid_usd:,.2f} (median "
+            f"voucher USD {median})",
+            f"  everyone else ({self.others_users:,} users): paid USD "
+            f"{self.others_paid_without_band_usd:,.2f} without the band, USD "
+            f"{self.others_paid_with_band_usd:,.2f} with it ({self.others_change_usd:+,.2f}); "
+            f"median coverage {pct(self.others_median_coverage_without_band)} -> "
+            f"{pct(self.others_median_coverage_with_band)}",
+            f"  {self.others_down:,} of them receive less, {self.others_up:,} more; median change "
+            f"USD {change}, largest decrease USD {self.others_max_decrease_usd:,.2f}",
+        ]
+
+
+def _median(x: np.ndarray) -> float | None:
+    return float(np.median(x)) if x.size else None
+
+
+def band_price(
+    with_band: pl.DataFrame,
+    without_band: pl.DataFrame,
+    *,
+    budget_usd: float,
+    shadow_prices: tuple[float, float] | None = None,
+) -> PhaseInPrice:
+    """:class:`PhaseInPrice` from the allocations of the two runs (``user_id``,
+    ``voucher_cents``, ``loss_usd``).
+
+    Parameters
+    ----------
+    with_band, without_band
+        ``allocations.parquet`` of the scenario with its phase-in band, and of the same scenario
+        with hard thresholds, at the same budget.
+    budget_usd
+        That budget, reported as is.
+    shadow_prices
+        ``(with band, without band)``, reported as is.
+
+    Raises
+    ------
+    InputError
+        A frame lacks a column, or a user eligible under the hard thresholds is not eligible with
+        the band (a band only widens eligibility, so the two frames are not such a pair).
+    """
+    cols = (N.USER_ID, N.VOUCHER_CENTS, N.LOSS_USD)
+    _need(with_band, cols, "with-band allocations")
+    _need(without_band, cols, "without-band allocations")
+    hard = without_band.select(N.USER_ID, pl.col(N.VOUCHER_CENTS).alias("_hard"))
+    lost = hard.join(with_band.select(N.USER_ID), on=N.USER_ID, how="anti")
+    if lost.height:
+        raise InputError(
+            f"{lost.height:,} user(s) eligible under the hard thresholds are not eligible with the "
+            f"band (e.g. user {lost[N.USER_ID][0]}); these are not the same scenario with and "
+            f"without a phase-in band."
+        )
+    joined = with_band.select(cols).join(hard, on=N.USER_ID, how="left")
+    band = joined.filter(pl.col("_hard").is_null())
+    others = joined.filter(pl.col("_hard").is_not_null())
+    now = others[N.VOUCHER_CENTS].to_numpy().astype(np.int64)
+    before = others["_hard"].to_numpy().astype(np.int64)
+    loss = others[N.LOSS_USD].cast(pl.Float64).to_numpy()
+    change = now - before
+    pos = loss > 0
+    return PhaseInPrice(
+        budget_usd=float(budget_usd),
+        band_users=band.height,
+        band_loss_usd=float(band[N.LOSS_USD].sum()),
+        band_paid_usd=int(band[N.VOUCHER_CENTS].sum()) / 100,
+        band_median_voucher_usd=_median(band[N.VOUCHER_CENTS].to_numpy() / 100.0),
+        others_users=others.height,
+        others_paid_without_band_usd=int(before.sum()) / 100,
+        others_paid_with_band_usd=int(now.sum()) / 100,
+        others_change_usd=int(change.sum()) / 100,
+        others_median_coverage_without_band=_median(before[pos] / 100.0 / loss[pos]),
+        others_median_coverage_with_band=_median(now[pos] / 100.0 / loss[pos]),
+        others_down=int((change < 0).sum()),
+        others_up=int((change > 0).sum()),
+        others_median_change_usd=_median(change / 100.0),
+        others_max_decrease_usd=float(max(0, -int(change.min()))) / 100 if change.size else 0.0,
+        shadow_price_with_band=None if shadow_prices is None else float(shadow_prices[0]),
+        shadow_price_without_band=None if shadow_prices is None else float(shadow_prices[1]),
+    )
+
+
+def without_phase_in(scenario: Scenario) -> Scenario:
+    """The same scenario with hard thresholds: both phase-in bands removed, nothing else changed."""
+    rules = replace(scenario.eligibility, phase_in_loss_usd=None, phase_in_ratio=None)
+    return replace(scenario, eligibility=rules)
+
+
+def phase_in_price(
+    session: DataSession, scenario: Scenario, *, with_band: RunResult | None = None
+) -> PhaseInPrice:
+    """The price of the scenario's phase-in band: :func:`band_price` of the scenario against
+    :func:`without_phase_in` of it, both allocated on ``session`` at the scenario's budget.
+
+    Parameters
+    ----------
+    session
+        The data, loaded once (:class:`allocator.pipeline.DataSession`).
+    scenario
+        A scenario with a phase-in band.
+    with_band
+        The scenario's run on ``session``, when already computed (it is not re-solved).
+
+    Raises
+    ------
+    ScenarioError
+        The scenario has no phase-in band.
+    InfeasibleError
+        The scenario without the band cannot pay its budget (e.g. exhaust mode with too few users
+        left eligible), or the errors of :func:`allocator.pipeline.allocate`.
+    """
+    from allocator.eligibility import has_phase_in
+    from allocator.pipeline import allocate
+
+    if not has_phase_in(scenario.eligibility):
+        raise ScenarioError(
+            f"scenario {scenario.name!r} has no phase-in band (eligibility.phase_in_loss_usd or "
+            f"phase_in_ratio), so it has no price to compare."
+        )
+    if with_band is None:
+        with_band = allocate(session, scenario, with_payouts=False)
+    hard = allocate(session, without_phase_in(scenario), with_payouts=False)
+    return band_price(
+        with_band.allocations,
+        hard.allocations,
+        budget_usd=float(scenario.budget.total_usd),
+        shadow_prices=(with_band.allocation.shadow_price, hard.allocation.shadow_price),
     )
 
 
@@ -778,7 +1299,12 @@ def cliff_analysis(
 
 @dataclass(frozen=True, eq=False)
 class SensitivityReport:
-    """Budget, weight/alpha and cliff sensitivities of one run directory."""
+    r"""Budget, weight/alpha and cliff sensitivities of one run directory.
+
+    ``moves`` is :func:`budget_moves` (every user's voucher now and at :math:`B \pm \delta`);
+    the text and JSON show its :func:`top_movers`. ``phase_in_price`` is set when the run's rules
+    have a phase-in band. ``notes`` say where the re-solve differs from the run directory.
+    """
 
     run_dir: str
     scenario: str
@@ -786,16 +1312,29 @@ class SensitivityReport:
     budget: BudgetSensitivity
     weights: WeightSensitivity
     cliff: CliffAnalysis
+    moves: pl.DataFrame | None = None
+    phase_in_price: PhaseInPrice | None = None
+    notes: tuple[str, ...] = ()
+    top: int = TOP_MOVERS
+
+    def top_movers(self) -> pl.DataFrame | None:
+        return None if self.moves is None else top_movers(self.moves, self.top)
 
     def to_dict(self) -> dict[str, Any]:
+        movers = self.top_movers()
         return json_safe(
             {
                 "run_dir": self.run_dir,
                 "scenario": self.scenario,
                 "eligible": self.eligible,
                 "budget": self.budget.to_dict(),
+                "top_movers": None if movers is None else movers.to_dicts(),
                 "weights": self.weights.to_dict(),
                 "cliff": self.cliff.to_dict(),
+                "phase_in_price": (
+                    None if self.phase_in_price is None else self.phase_in_price.to_dict()
+                ),
+                "notes": list(self.notes),
             }
         )
 
@@ -821,8 +1360,9 @@ class SensitivityReport:
             + (" (degenerate active set)" if b.degenerate else ""),
             change(b.up),
             change(b.down),
-            "weights (d metric / d parameter, finite differences):",
         ]
+        out += _movers_lines(self.top_movers(), b.delta_usd)
+        out.append("weights (d metric / d parameter, finite differences):")
         for p in self.weights.parameters:
             m = ", ".join(
                 f"{k} {'-' if v is None else f'{v:+.4g}'}" for k, v in p.metrics.items()
@@ -830,7 +1370,38 @@ class SensitivityReport:
             out.append(f"  {p.name} = {p.value:g}: {m}; sum |dv| {np.abs(p.dv).sum():,.2f} USD")
         out.append("cliffs:")
         out += [f"  {line}" for line in self.cliff.lines()]
+        if self.phase_in_price is not None:
+            out += self.phase_in_price.lines()
+        out += [f"note: {n}" for n in self.notes]
         return out
+
+
+def _cents(c: int | None, *, sign: bool = False) -> str:
+    if c is None:
+        return "-"
+    text = f"{abs(c) // 100:,}.{abs(c) % 100:02d}"
+    return ("-" if c < 0 else "+" if sign else "") + text
+
+
+def _movers_lines(movers: pl.DataFrame | None, delta: float) -> list[str]:
+    if movers is None:
+        return []
+    if movers.height == 0:
+        return [f"largest movers for +/- {delta:,.0f} USD: no voucher moves by a cent"]
+    out = [
+        f"largest movers for +/- {delta:,.0f} USD (paid cents, re-solved and rounded at each budget):",
+        f"  {'user_id':>10} {'loss USD':>14} {'now':>12} {'+ delta':>12} {'- delta':>12} "
+        f"{'predicted':>12}  bound",
+    ]
+    for r in movers.iter_rows(named=True):
+        out.append(
+            f"  {r[N.USER_ID]:>10} {r[N.LOSS_USD]:>14,.2f} {_cents(r[N.VOUCHER_CENTS]):>12} "
+            f"{_cents(r['change_up_cents'], sign=True):>12} "
+            f"{_cents(r['change_down_cents'], sign=True):>12} "
+            f"{r['predicted_change_usd']:>+12,.2f}  {r[N.BOUND]} -> {r['bound_up'] or '-'} / "
+            f"{r['bound_down'] or '-'}"
+        )
+    return out
 
 
 def _data_dir(manifest: Mapping[str, Any], path: Path) -> Path:
@@ -870,18 +1441,57 @@ def _features_log(features: pl.DataFrame, scenario: Any) -> tuple[dict[str, np.n
     return logs, values
 
 
-def run_sensitivity(run_dir: str | Path, *, delta_usd: float = 1e6) -> SensitivityReport:
-    """Rebuild a run from its manifest and compute its budget, weight/alpha and cliff sensitivities.
+def _paid_cents(run_dir: Path, user_id: np.ndarray, cents: np.ndarray) -> str | None:
+    """A note when the re-solve does not pay what ``allocations.parquet`` says (or ``None``)."""
+    path = run_dir / N.ALLOCATIONS_FILE
+    try:
+        written = pl.read_parquet(path, columns=[N.USER_ID, N.VOUCHER_CENTS])
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        return f"{path} cannot be read ({exc}); vouchers 'now' are the re-solve's"
+    same_users = written.height == user_id.shape[0] and bool(
+        np.array_equal(written[N.USER_ID].to_numpy(), user_id)
+    )
+    if not same_users:
+        return (
+            f"the re-solve's {user_id.shape[0]:,} eligible users are not the {written.height:,} of "
+            f"{path}: the inputs changed since the run; vouchers 'now' are the re-solve's"
+        )
+    differ = int((written[N.VOUCHER_CENTS].to_numpy() != cents).sum())
+    if differ:
+        return (
+            f"re-solving the run pays {differ:,} user(s) differently from {path} (another solver "
+            f"or changed inputs); vouchers 'now' are the re-solve's"
+        )
+    return None
+
+
+def run_sensitivity(
+    run_dir: str | Path, *, delta_usd: float = 1e6, top: int = TOP_MOVERS
+) -> SensitivityReport:
+    r"""Rebuild a run from its manifest and compute its budget, weight/alpha and cliff sensitivities.
 
     The scenario is the manifest's resolved scenario and the data the files it names; the run is
-    re-solved (``allocate(..., with_payouts=False)``) rather than read back, because the
-    derivatives need the continuous optimum and its prices.
+    re-solved (``allocate(..., with_payouts=False)``, with the solver the run used) rather than
+    read back, because the derivatives need the continuous optimum and its prices. Every user's
+    voucher at :math:`B \pm \delta` is re-solved and rounded to cents (:func:`budget_moves`);
+    with a phase-in band the same scenario is also allocated with hard thresholds
+    (:func:`phase_in_price`).
+
+    Parameters
+    ----------
+    run_dir
+        A run directory written by ``allocator allocate``.
+    delta_usd
+        :math:`\delta`, the budget change of the exact re-solves.
+    top
+        How many of the largest movers the text and JSON list.
 
     Raises
     ------
     InputError
         No readable ``manifest.json``, or its data directory is gone.
     """
+    from allocator.eligibility import has_phase_in
     from allocator.pipeline import DataSession, allocate
     from allocator.scenarios import parse_scenario
 
@@ -897,10 +1507,18 @@ def run_sensitivity(run_dir: str | Path, *, delta_usd: float = 1e6) -> Sensitivi
         raise InputError(f"{path} has no 'scenario' section.")
     scenario = parse_scenario(manifest["scenario"], file=path)
     session = DataSession.open(_data_dir(manifest, path))
-    run = allocate(session, scenario, with_payouts=False)
+    solver = manifest.get("solver")
+    used = solver.get("used") if isinstance(solver, Mapping) else None
+    run = allocate(
+        session, scenario, solver=used if used in ("fast", "cvxpy") else None, with_payouts=False
+    )
     features = run.eligibility.eligible
     loss = features[N.LOSS_USD].cast(pl.Float64).to_numpy()
+    user_id = features[N.USER_ID].to_numpy()
     budget = budget_sensitivity(run.problem, run.allocation, delta_usd=delta_usd, loss=loss)
+    moves = budget_moves(
+        run.problem, run.allocation, budget, user_id=user_id, loss=loss, cents=run.cents
+    )
     logs, values = _features_log(features, scenario)
     omega = None
     if scenario.objective.form == "coverage" and np.all(loss > 0):
@@ -909,6 +1527,10 @@ def run_sensitivity(run_dir: str | Path, *, delta_usd: float = 1e6) -> Sensitivi
         run.problem, run.allocation, logs, values=values, alpha_log_weight=omega, loss=loss
     )
     cliff = cliff_analysis(run.eligibility.excluded, run.allocations, scenario.eligibility)
+    price = None
+    if has_phase_in(scenario.eligibility):
+        price = phase_in_price(session, scenario, with_band=run)
+    note = _paid_cents(run_dir, user_id, run.cents)
     return SensitivityReport(
         run_dir=str(run_dir),
         scenario=scenario.name,
@@ -916,4 +1538,8 @@ def run_sensitivity(run_dir: str | Path, *, delta_usd: float = 1e6) -> Sensitivi
         budget=budget,
         weights=weights,
         cliff=cliff,
+        moves=moves,
+        phase_in_price=price,
+        notes=() if note is None else (note,),
+        top=top,
     )

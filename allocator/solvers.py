@@ -63,7 +63,7 @@ from typing import Literal
 import numpy as np
 
 from allocator.certificate import DEFAULT_TOL, Certificate, certify
-from allocator.errors import AllocatorError, InfeasibleError, NotCertifiedError
+from allocator.errors import AllocatorError, InfeasibleError, NotCertifiedError, SolverFailedError
 from allocator.problem import AllocationProblem
 
 Method = Literal["auto", "fast", "cvxpy"]
@@ -261,7 +261,8 @@ def fast_reach(problem: AllocationProblem) -> bool:
 
 def check_feasible(problem: AllocationProblem) -> None:
     """Raise :class:`~allocator.errors.InfeasibleError` with a plain message when the problem
-    visibly has no solution (bounds, budget, segment shares and their combinations).
+    visibly has no solution (bounds, budget, segment shares and their combinations, one segment
+    inside another).
 
     Overlapping segments can hide infeasibility that only the solver finds; those cases reach
     the cvxpy model, which raises the same error.
@@ -346,6 +347,7 @@ def check_feasible(problem: AllocationProblem) -> None:
                 f"leaving nothing for its {_users(int(seg_zero.sum()))} with a zero floor",
                 hint="raise the segment's max share or give every user a positive floor",
             )
+    _check_nested_segments(problem, lo, hi, budget, rtol)
     if not problem.segments or not segments_disjoint(problem):
         return
     min_total = sum(s.min_share for s in problem.segments if s.min_share is not None)
@@ -372,6 +374,48 @@ def check_feasible(problem: AllocationProblem) -> None:
             hint="raise a segment's max share or the caps, or allow an unspent budget "
             "(exhaust = false)",
         )
+
+
+def _check_nested_segments(
+    problem: AllocationProblem, lo: np.ndarray, hi: np.ndarray, budget: float, rtol: float
+) -> None:
+    r"""Contradictions between a segment and one that contains it, in plain words.
+
+    Overlapping segments go to cvxpy, whose "infeasible" names no segment; the common overlap,
+    one segment inside another (say "loss under 1k" inside "loss under 10k"), is checked here:
+    for :math:`S \subseteq T`, the least :math:`T` can receive is
+    :math:`\max(m_S B, \ell(S)) + \ell(T \setminus S)` and the most
+    :math:`\min(M_S B, h(S)) + h(T \setminus S)`; they must meet :math:`[m_T B, M_T B]`.
+    """
+    segs = problem.segments
+    masks = [np.asarray(seg.members, dtype=bool) for seg in segs]
+    for a, inner in enumerate(segs):
+        for b, outer in enumerate(segs):
+            if a == b or np.any(masks[a] & ~masks[b]):
+                continue  # not inside
+            rest = masks[b] & ~masks[a]
+            rest_lo, rest_hi = float(lo[rest].sum()), float(hi[rest].sum())
+            in_lo, in_hi = float(lo[masks[a]].sum()), float(hi[masks[a]].sum())
+            least = max((inner.min_share or 0.0) * budget, in_lo) + rest_lo
+            most = min(
+                inner.max_share * budget if inner.max_share is not None else math.inf, in_hi
+            ) + rest_hi
+            if outer.max_share is not None and least > outer.max_share * budget + rtol:
+                raise InfeasibleError(
+                    f"segment {inner.name!r} lies inside segment {outer.name!r}: with its "
+                    f"minimum share and the floors, {outer.name!r} must receive at least "
+                    f"{_usd(least)}, above its maximum of {_usd(outer.max_share * budget)} "
+                    f"({outer.max_share:g} of the budget)",
+                    hint=f"lower {inner.name!r}'s min share or raise {outer.name!r}'s max share",
+                )
+            if outer.min_share is not None and most < outer.min_share * budget - rtol:
+                raise InfeasibleError(
+                    f"segment {inner.name!r} lies inside segment {outer.name!r}: with its "
+                    f"maximum share and the caps, {outer.name!r} can receive at most "
+                    f"{_usd(most)}, below its minimum of {_usd(outer.min_share * budget)} "
+                    f"({outer.min_share:g} of the budget)",
+                    hint=f"raise {inner.name!r}'s max share or lower {outer.name!r}'s min share",
+                )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,7 +531,11 @@ def _solve_in_bracket(
                 [a_p[(a_p > y_lo) & (a_p < y_hi)], a_q[(a_q > y_lo) & (a_q < y_hi)]]
             )
             y = float(np.median(bps)) if bps.size else 0.5 * (y_lo + y_hi)
-    raise RuntimeError("fast solver: root search did not converge")  # pragma: no cover
+    raise SolverFailedError(  # pragma: no cover
+        "fast solver: the root search for the budget price did not converge",
+        status="no_convergence",
+        hint="try --solver cvxpy",
+    )
 
 
 def _root(
@@ -531,7 +579,11 @@ def _root(
                     delta *= 4.0
     found = _solve_in_bracket(c, lo, hi, p, q, target, y_left, y_right, None)
     if found is None:  # pragma: no cover - the outer bracket always holds the root
-        raise RuntimeError("fast solver: the outer bracket does not hold the root")
+        raise SolverFailedError(
+            "fast solver: the bracket for the budget price does not hold the root",
+            status="no_bracket",
+            hint="try --solver cvxpy",
+        )
     return found
 
 

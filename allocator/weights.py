@@ -441,14 +441,16 @@ def _check_feasible(
     if int(lo_c.sum()) > budget_c:
         raise InfeasibleError(
             f"the floors of {n:,} eligible users add up to {lo_c.sum() / 100:,.2f} USD, more than the "
-            f"budget of {budget_c / 100:,.2f} USD.",
+            f"budget of {budget_c / 100:,.2f} USD: {(int(lo_c.sum()) - budget_c) / 100:,.2f} USD "
+            "short.",
             hint="lower bounds.floor_usd or raise budget.total_usd",
         )
     if exhaust and int(hi_c.sum()) < budget_c:
         raise InfeasibleError(
             f"the budget of {budget_c / 100:,.2f} USD must be paid in full (budget.exhaust = true), "
             f"but the upper bounds of the {n:,} eligible users add up to only "
-            f"{hi_c.sum() / 100:,.2f} USD.",
+            f"{hi_c.sum() / 100:,.2f} USD: {(budget_c - int(hi_c.sum())) / 100:,.2f} USD cannot be "
+            "spent.",
             hint="raise bounds.cap_usd or bounds.coverage_cap, or set budget.exhaust = false",
         )
     for seg in segments:

@@ -31,6 +31,7 @@ from allocator.cli.app import app
 from allocator.config import ObjectiveSpec
 from allocator.scenarios import parse_scenario
 from allocator.synthetic import generate
+from clihelp import strict_json
 
 runner = CliRunner()
 
@@ -64,13 +65,6 @@ name = "large"
 where = "loss_usd >= 20000"
 max_share = 0.25
 """
-
-
-def strict_json(text: str):
-    def reject(token: str) -> None:
-        raise ValueError(f"non-strict JSON token {token}")
-
-    return json.loads(text, parse_constant=reject)
 
 
 # ------------------------------------------------------------------------------- brute force

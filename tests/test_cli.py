@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
 from allocator import names as N
 from allocator.cli import app
 from allocator.synthetic import generate
+from clihelp import invoke, strict_json
 
-runner = CliRunner()
 
 BUDGET_USD = 4_000_000
 SMALL_SCENARIO = f"""
@@ -34,17 +33,6 @@ ratio_exponent = 0.5
 total_usd = {BUDGET_USD}
 exhaust = true
 """
-
-
-def invoke(*args: str):  # noqa: ANN201
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def strict_json(text: str):  # noqa: ANN201
-    def reject(token: str) -> None:
-        raise ValueError(f"non-strict JSON token {token}")
-
-    return json.loads(text, parse_constant=reject)
 
 
 @pytest.fixture(scope="module")
@@ -69,21 +57,40 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, scenario_f
     return out
 
 
+def _all_commands() -> list[list[str]]:
+    """Every leaf command registered on the app, sub-commands of groups included."""
+    import typer.main
+
+    def walk(group, prefix: list[str]) -> list[list[str]]:  # noqa: ANN001
+        found = []
+        for name, cmd in sorted(group.commands.items()):
+            if hasattr(cmd, "commands"):
+                found += walk(cmd, [*prefix, name])
+            else:
+                found.append([*prefix, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+ALL_COMMANDS = _all_commands()
+
+
 def test_help_lists_every_command() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("allocate", "compare", "sweep", "check-budget", "eligibility", "generate", "loans"):
+    top = {c[0] for c in ALL_COMMANDS}
+    assert {"allocate", "compare", "sweep", "check-budget", "eligibility", "generate", "loans",
+            "explain", "audit", "report", "sensitivity", "depeg", "programme"} <= top
+    for command in top:
         assert command in result.stdout
 
 
-@pytest.mark.parametrize(
-    "command",
-    [["allocate"], ["compare"], ["sweep"], ["check-budget"], ["eligibility"], ["generate"]],
-)
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=" ".join)
 def test_every_command_help_has_an_example(command: list[str]) -> None:
     result = invoke(*command, "--help")
     assert result.exit_code == 0
-    assert "Example" in result.stdout
+    assert "Example" in result.stdout and "allocator " + " ".join(command) in result.stdout
 
 
 def test_allocate_output_reconciles_from_files(run_dir: Path, data_dir: Path) -> None:
@@ -254,6 +261,42 @@ def test_bad_scenario_is_a_clear_error(tmp_path: Path, data_dir: Path, body: str
     assert result.exit_code == 2
     assert str(path) in result.stderr and named in result.stderr
     assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_markup_like_text_in_user_input_is_shown_as_is(tmp_path: Path, data_dir: Path) -> None:
+    # Rich would read "[/x]" as a closing tag and crash with a traceback; ":b:" as an emoji
+    path = tmp_path / "bad.toml"
+    path.write_text('"[/x] :b:" = 1\n')
+    result = invoke("allocate", "--scenario", path, "--data", data_dir, "--out", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert "'[/x] :b:'" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "missing-root"])
+def test_unwritable_out_is_a_usage_error(
+    tmp_path: Path, data_dir: Path, scenario_file: Path, where: str
+) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    out = blocker / "run" if where == "under-a-file" else Path("/proc/allocator-test/run")
+    result = invoke("allocate", "--scenario", scenario_file, "--data", data_dir, "--out", out, "-q")
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.stderr and "Nothing was written" in result.stderr
+    assert "Traceback" not in result.output
+    assert blocker.read_text() == "not a folder"
+
+
+def test_nobody_eligible_is_a_plain_error(tmp_path: Path, data_dir: Path) -> None:
+    path = tmp_path / "none.toml"
+    path.write_text(
+        SMALL_SCENARIO.replace("exhaust = true", "exhaust = false")
+        + "[eligibility]\nmin_loss_usd = 1e12\n"
+    )
+    result = invoke("allocate", "--scenario", path, "--data", data_dir, "--out", tmp_path / "run")
+    assert result.exit_code == 3, result.output
+    assert "no liquidated user passes the eligibility rules" in result.stderr
+    assert "4,000 liquidated users" in result.stderr and "Hint:" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

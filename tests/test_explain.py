@@ -1,8 +1,10 @@
 """Per-user explanations, checked against the run directory and the raw input files.
 
-Two small runs are made with the CLI: a baseline at a scaled-down budget, and one where every
-factor is at work (alpha = 2, coverage cap, a binding segment share, a weight feature, users
-without net assets excluded). Amounts, prices, bounds and thresholds are recomputed here from
+Small runs are made with the CLI: a baseline at a scaled-down budget, one where every factor is
+at work (alpha = 2, coverage cap, a binding segment share, a weight feature, users without net
+assets excluded), the shipped phase-in scenario at a scaled-down budget, and a phase-in run with
+a small cap and a coverage cap (so that floors are lowered to the phased cap and coverage caps
+compete with it). Amounts, prices, bounds, phase factors and thresholds are recomputed here from
 ``allocations.parquet``, ``excluded.parquet``, the manifest and the liquidations file.
 """
 
@@ -32,6 +34,7 @@ from allocator.explain import (
 )
 from allocator.scenarios import load_scenario
 from allocator.synthetic import generate
+from clihelp import strict_json
 
 runner = CliRunner()
 
@@ -49,6 +52,37 @@ def _scaled_baseline() -> str:
 
 
 BASELINE = _scaled_baseline()
+
+
+def _scaled_phase_in() -> str:
+    """scenarios/phase_in.toml under another name, at a budget scaled to 3,000 users."""
+    text = (SCENARIOS / "phase_in.toml").read_text()
+    text = re.sub(r"(?m)^name\s*=.*$", 'name = "small-phase-in"', text, count=1)
+    text = re.sub(r"(?m)^total_usd\s*=.*$", "total_usd = 3000000", text, count=1)
+    assert "phase_in_loss_usd = 25.0" in text and "phase_in_ratio = 0.20" in text
+    return text
+
+
+PHASE_IN = _scaled_phase_in()
+
+# A cap of 100 USD makes the phased cap fall below the 10 USD floor for factors under 0.1, and
+# a coverage cap of 0.5 x loss binds below the phased cap for many band users.
+PHASE_SMALL_CAP = """
+name = "small-phase-cap"
+[eligibility]
+phase_in_loss_usd = 25.0
+phase_in_ratio = 0.2
+[objective]
+alpha = 1.0
+loss_exponent = 1.0
+ratio_exponent = 1.0
+[bounds]
+floor_usd = 10.0
+cap_usd = 100.0
+coverage_cap = 0.5
+[budget]
+total_usd = 80000
+"""
 
 FACTORS = """
 name = "small-factors"
@@ -69,13 +103,6 @@ name = "large"
 where = "loss_usd >= 20000"
 max_share = 0.25
 """
-
-
-def strict_json(text: str):
-    def reject(token: str) -> None:
-        raise ValueError(f"non-strict JSON token {token}")
-
-    return json.loads(text, parse_constant=reject)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +132,16 @@ def baseline_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pa
 @pytest.fixture(scope="module")
 def factors_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     return _run(tmp_path_factory.mktemp("factors"), data_dir, FACTORS)
+
+
+@pytest.fixture(scope="module")
+def phase_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    return _run(tmp_path_factory.mktemp("phase"), data_dir, PHASE_IN)
+
+
+@pytest.fixture(scope="module")
+def phase_cap_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    return _run(tmp_path_factory.mktemp("phase-cap"), data_dir, PHASE_SMALL_CAP)
 
 
 def _files(run_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
@@ -218,7 +255,7 @@ def test_capped_user_says_cap(baseline_run: Path) -> None:
     assert e.amount.closed_form_usd >= 6000.0 - 0.01  # it would have been more without the cap
     lines = e.lines()
     assert any("set by the cap" in line for line in lines)
-    bounds_line = next(line for line in lines if line.strip().startswith("bounds:"))
+    bounds_line = next(line for line in lines if line.strip().startswith("bounds"))
     assert "(cap)" in bounds_line and "coverage" not in bounds_line
 
 
@@ -230,12 +267,10 @@ def test_coverage_capped_user_says_coverage_cap(factors_run: Path) -> None:
     e = explain_user(factors_run, row[N.USER_ID], other_scenarios=False)
     assert e.amount is not None
     assert e.amount.binding == "coverage_cap" and e.amount.upper_source == "coverage_cap"
-    assert e.amount.upper_usd == pytest.approx(0.3 * row[N.LOSS_USD])
-    assert (
-        e.amount.voucher_cents
-        == row["upper_cents"]
-        == math.floor(0.3 * row[N.LOSS_USD] * 100 + 1e-6)
-    )
+    # the bound is the whole cents that can be paid: 0.3 x loss floored to the cent
+    floored = math.floor(0.3 * row[N.LOSS_USD] * 100 + 1e-6)
+    assert e.amount.upper_cents == e.amount.voucher_cents == row["upper_cents"] == floored
+    assert e.amount.upper_usd == floored / 100
     assert e.amount.reproduces_within_cent is True
     assert "set by the coverage cap" in "\n".join(e.lines())
     # a user paid the 6,000 cap in the same run says cap, not coverage cap
@@ -243,6 +278,213 @@ def test_coverage_capped_user_says_coverage_cap(factors_run: Path) -> None:
     if plain.height:
         other = explain_user(factors_run, plain[N.USER_ID][0], other_scenarios=False)
         assert other.amount is not None and other.amount.binding == "cap"
+
+
+def test_coverage_cap_is_shown_as_payable_cents(factors_run: Path) -> None:
+    """A coverage cap such as 0.3 x 9.1833 = 2.755 shows as 2.75, the amount paid, not 2.76."""
+    alloc, _, _ = _files(factors_run)
+    capped = alloc.filter(
+        (pl.col(N.BOUND) == N.BOUND_CAP) & (pl.col("upper_cents") < 600_000)
+    ).with_columns(raw=0.3 * pl.col(N.LOSS_USD))
+    # users whose raw cap would round up to a cent that cannot be paid
+    rounds_up = capped.filter(pl.col("raw").round(2) * 100 > pl.col("upper_cents") + 0.5)
+    assert rounds_up.height > 0
+    row = rounds_up.row(0, named=True)
+    e = explain_user(factors_run, row[N.USER_ID], other_scenarios=False)
+    bounds_line = next(line for line in e.lines() if line.strip().startswith("bounds"))
+    paid = f"{row['upper_cents'] // 100:,}.{row['upper_cents'] % 100:02d}"
+    assert f"upper {paid} " in bounds_line
+    assert f"{row['raw']:,.2f}" != paid and f"upper {row['raw']:,.2f}" not in bounds_line
+    formula = next(line for line in e.lines() if line.strip().startswith("upper bound ="))
+    assert formula.endswith(f"= {paid}") and "coverage_cap 0.3 x loss" in formula
+
+
+# ----------------------------------------------------------------------------- phase-in
+
+
+def _cents(x: float) -> int:
+    """Floor to the cent with the tolerance of allocator.problem.bounds_in_cents."""
+    return math.floor(x * 100 + 1e-6)
+
+
+def _ramp(x: float, low: float, high: float) -> float:
+    return 1.0 if x >= high else min(1.0, max(0.0, (x - low) / (high - low)))
+
+
+def _amount_in(text: str, prefix: str) -> float:
+    match = re.search(re.escape(prefix) + r"\s*([0-9][0-9,]*\.[0-9]+)", text)
+    assert match, (prefix, text)
+    return float(match.group(1).replace(",", ""))
+
+
+def test_phase_in_excluded_below_the_loss_band(phase_run: Path) -> None:
+    _, excluded, manifest = _files(phase_run)
+    rules = manifest["scenario"]["eligibility"]
+    low = rules["phase_in_loss_usd"]
+    below = excluded.filter(pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS)
+    ratio = pl.col(N.LOSS_RATIO)
+    # the review's case: a ratio inside its band (0.20, 0.30) is not a failure of the ratio rule
+    in_ratio_band = below.filter((ratio > rules["phase_in_ratio"]) & (ratio < rules["min_loss_ratio"]))
+    under_ratio_band = below.filter(ratio <= rules["phase_in_ratio"])
+    assert in_ratio_band.height > 0 and under_ratio_band.height > 0
+    rows = pl.concat([in_ratio_band.head(4), under_ratio_band.head(3), below.filter(ratio.is_null()).head(1)])
+    for e, row in zip(
+        explain_users(phase_run, rows[N.USER_ID].to_list(), other_scenarios=False),
+        rows.iter_rows(named=True),
+        strict=True,
+    ):
+        x = e.exclusion
+        assert x is not None and x.reason == N.REASON_BELOW_MIN_LOSS and not e.notes
+        assert row[N.LOSS_USD] <= low
+        assert x.rule.startswith("eligibility.phase_in_loss_usd = 25 ")
+        assert "must be above 25 USD" in x.rule
+        shown = _amount_in(x.detail, "loss")
+        assert shown <= low and abs(shown - row[N.LOSS_USD]) < 0.005
+        assert x.detail.endswith("USD <= 25 USD, the lower end of the phase-in band")
+        assert "50" not in x.detail  # not the hard threshold
+        short = _amount_in(x.distance, "")
+        assert short == pytest.approx(low - row[N.LOSS_USD], abs=0.005)
+        assert "short of the band's lower end" in x.distance
+        # the other failures use the band too: ratio <= 0.20 fails, a ratio in the band does not
+        r = row[N.LOSS_RATIO]
+        expected = (
+            (N.REASON_NO_SNAPSHOT,)
+            if r is None
+            else (N.REASON_BELOW_LOSS_RATIO,)
+            if r <= rules["phase_in_ratio"]
+            else ()
+        )
+        assert x.also_fails == expected, (row, x)
+        # the run's own detail says the same threshold
+        assert f"<= {low:g} USD" in row[N.DETAIL]
+
+
+def test_phase_in_excluded_below_the_ratio_band(phase_run: Path) -> None:
+    _, excluded, manifest = _files(phase_run)
+    rules = manifest["scenario"]["eligibility"]
+    low = rules["phase_in_ratio"]
+    rows = excluded.filter(pl.col(N.REASON) == N.REASON_BELOW_LOSS_RATIO).sort(
+        N.LOSS_RATIO, descending=True
+    ).head(5)
+    assert rows.height == 5
+    for e, row in zip(
+        explain_users(phase_run, rows[N.USER_ID].to_list(), other_scenarios=False),
+        rows.iter_rows(named=True),
+        strict=True,
+    ):
+        x = e.exclusion
+        assert x is not None and not e.notes and x.also_fails == ()
+        assert row[N.LOSS_USD] / row[N.NET_ASSETS_USD] <= low
+        assert x.rule.startswith("eligibility.phase_in_ratio = 0.20 ")
+        shown = _amount_in(x.detail, "loss ratio")
+        assert shown <= low and abs(shown - row[N.LOSS_RATIO]) < 5e-5
+        assert "the lower end of the phase-in band" in x.detail and "0.30 (" not in x.detail
+        need = low * row[N.NET_ASSETS_USD]
+        assert f"a loss above {need:,.2f} USD" in x.distance
+        assert f"net assets below {row[N.LOSS_USD] / low:,.2f} USD" in x.distance
+
+
+def _check_phase(e, row: dict, rules: dict, bounds: dict) -> None:
+    """Everything an eligible user's explanation says about the band, recomputed from the row."""
+    loss, ratio = row[N.LOSS_USD], row[N.LOSS_RATIO]
+    loss_f = _ramp(loss, rules["phase_in_loss_usd"], rules["min_loss_usd"])
+    ratio_f = _ramp(ratio, rules["phase_in_ratio"], rules["min_loss_ratio"])
+    p = e.phase_in
+    assert p is not None and e.amount is not None and e.weight is not None
+    assert p.factor == row[N.PHASE_FACTOR] == pytest.approx(loss_f * ratio_f, rel=1e-12)
+    assert (p.in_loss_band, p.in_ratio_band) == (loss < rules["min_loss_usd"], ratio < rules["min_loss_ratio"])
+    # the phase factor is its own weight factor, log(phi), and the factors add up to log w
+    names = [f.name for f in e.weight.factors]
+    assert names == ["loss", "ratio", "coverage", "phase"]
+    phase = e.weight.factors[-1]
+    assert phase.log_contribution == pytest.approx(math.log(row[N.PHASE_FACTOR]), rel=1e-12)
+    assert "phase = " in phase.formula and "(None)" not in phase.formula
+    assert sum(f.log_contribution for f in e.weight.factors) == pytest.approx(
+        math.log(row[N.WEIGHT]), abs=1e-9
+    )
+    # the cap scaled by the factor, floored to the cent, at least one cent; the floor below it
+    cap, floor, kappa = bounds["cap_usd"], bounds["floor_usd"], bounds.get("coverage_cap")
+    scaled = _cents(cap * p.factor)
+    plain = _cents(cap) if kappa is None else min(_cents(cap), _cents(kappa * loss))
+    upper = max(min(scaled, plain), min(plain, 1))
+    assert e.amount.upper_cents == p.upper_cents == row["upper_cents"] == upper
+    assert e.amount.lower_cents == row["lower_cents"] == min(_cents(floor), upper)
+    assert p.floor_lowered is (upper < _cents(floor))
+    coverage_binds = kappa is not None and _cents(kappa * loss) < min(_cents(cap), scaled)
+    assert e.amount.upper_source == ("coverage_cap" if coverage_binds else "phased_cap")
+    text = "\n".join(e.lines())
+    if p.in_band:
+        assert f"in the phase-in band (factor {p.factor:.4g})" in text.splitlines()[1]
+        where = " and ".join(
+            n for n, inside in (("loss", p.in_loss_band), ("loss-ratio", p.in_ratio_band)) if inside
+        )
+        assert f"in the {where} phase-in band" in text
+        if p.in_loss_band:
+            assert f"(loss {loss:,.2f} - 25) / (50 - 25)" in p.formula or loss - 25 < 0.005
+        if p.in_ratio_band:
+            assert "- 0.20) / (0.30 - 0.20)" in p.formula
+        assert p.formula.endswith(f"= {p.factor:.4g}")
+        assert f"at least one cent = {upper // 100:,}.{upper % 100:02d} USD" in text
+        assert ("lowered to it" in text) is p.floor_lowered
+
+
+def test_phase_in_eligible_users_in_the_bands(phase_run: Path) -> None:
+    alloc, _, manifest = _files(phase_run)
+    rules, bounds = manifest["scenario"]["eligibility"], manifest["scenario"]["bounds"]
+    loss_band = alloc.filter(pl.col(N.LOSS_USD) < rules["min_loss_usd"])
+    ratio_band = alloc.filter(
+        (pl.col(N.LOSS_RATIO) < rules["min_loss_ratio"]) & (pl.col(N.LOSS_USD) >= 50)
+    )
+    both = loss_band.filter(pl.col(N.LOSS_RATIO) < rules["min_loss_ratio"])
+    past = alloc.filter(pl.col(N.PHASE_FACTOR) == 1.0)
+    assert min(loss_band.height, ratio_band.height, both.height, past.height) > 0
+    rows = pl.concat([loss_band.head(4), ratio_band.head(4), both.head(3), past.head(2)])
+    for e, row in zip(
+        explain_users(phase_run, rows[N.USER_ID].to_list(), other_scenarios=False),
+        rows.iter_rows(named=True),
+        strict=True,
+    ):
+        assert e.status == "paid" and not e.notes
+        if row[N.PHASE_FACTOR] == 1.0:
+            assert e.phase_in is not None and not e.phase_in.in_band
+            assert e.weight.factors[-1].log_contribution == 0.0
+            assert e.amount.upper_cents == row["upper_cents"] == 600_000
+            assert "past both thresholds" in "\n".join(e.lines())
+            continue
+        _check_phase(e, row, rules, bounds)
+        # the voucher follows from the closed form within the scaled bounds
+        assert e.amount.reproduces_within_cent is True
+    # the JSON carries the band as well, strictly
+    report = strict_json(
+        runner.invoke(
+            app,
+            ["explain", str(both[N.USER_ID][0]), "--run", str(phase_run), "--json", "--no-others"],
+        ).stdout
+    )
+    assert report["phase_in"]["factor"] == both[N.PHASE_FACTOR][0]
+    assert report["phase_in"]["loss_band_usd"] == [25.0, 50.0]
+    assert report["phase_in"]["in_loss_band"] and report["phase_in"]["in_ratio_band"]
+
+
+def test_phase_in_lowered_floor_and_coverage_cap(phase_cap_run: Path) -> None:
+    alloc, _, manifest = _files(phase_cap_run)
+    rules, bounds = manifest["scenario"]["eligibility"], manifest["scenario"]["bounds"]
+    banded = alloc.filter(pl.col(N.PHASE_FACTOR) < 1)
+    lowered = banded.filter(pl.col("lower_cents") < 1000)
+    coverage = banded.filter(pl.col("upper_cents") < (100 * pl.col(N.PHASE_FACTOR) * 100).floor())
+    assert lowered.height > 0 and coverage.height > 0
+    rows = pl.concat([lowered.head(4), coverage.head(4)])
+    for e, row in zip(
+        explain_users(phase_cap_run, rows[N.USER_ID].to_list(), other_scenarios=False),
+        rows.iter_rows(named=True),
+        strict=True,
+    ):
+        assert not e.notes
+        _check_phase(e, row, rules, bounds)
+        if e.phase_in.floor_lowered:
+            # lower = upper = the phased cap: it, not the floor, sets the voucher
+            assert row["lower_cents"] == row["upper_cents"] == row[N.VOUCHER_CENTS]
+            assert e.amount.binding == "phased_cap" and row[N.BOUND] == N.BOUND_FLOOR
 
 
 # ----------------------------------------------------------------------------- liquidations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -165,3 +167,17 @@ def test_cli_json_and_table(world: dict[str, Path]) -> None:
     assert doc["programmes"][2]["amount_cents"] == int(sheet[AMOUNT_CENTS].sum())
     res = CliRunner().invoke(app, [*args, "-q"])
     assert res.exit_code == 0 and "not linkable" in res.stdout and "683,000,000.00" in res.stdout
+
+
+def test_json_stdout_is_strict_json_in_a_real_process(world: dict[str, Path]) -> None:
+    # No --loans-run: the loan model is solved (with HiGHS, whose C code prints a banner to
+    # descriptor 1) in a real process, where CliRunner's in-process capture would miss it.
+    args = ["programme", "summary", "--data", str(world["data"]), "--voucher-run", str(world["exclude"]),
+            "-q", "--json"]
+    proc = subprocess.run([sys.executable, "-m", "allocator", *args], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # the whole of stdout, nothing before or after
+    loans = doc["programmes"][2]
+    assert loans["programme"] == "loans" and loans["source"].startswith("computed")
+    assert 0 < loans["amount_cents"] <= round(ANNOUNCED_USD["loans"] * 100) and doc["ok"] is True

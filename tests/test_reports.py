@@ -34,6 +34,8 @@ from allocator.reports import (
     cliff_table,
 )
 from allocator.synthetic import generate
+import clihelp
+from clihelp import strict_json
 
 runner = CliRunner()
 SWEEP_POINTS = 3
@@ -68,15 +70,8 @@ total_usd = 3_000_000
 """
 
 
-def strict_json(text: str):
-    def reject(token: str) -> None:
-        raise ValueError(f"non-strict JSON token {token}")
-
-    return json.loads(text, parse_constant=reject)
-
-
 def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return clihelp.invoke(*args, catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

@@ -289,6 +289,40 @@ def test_ties_go_to_larger_loss_then_smaller_id() -> None:
     assert cents.tolist() == [100, 100, 100, 199]
 
 
+def test_equal_remainders_of_different_amounts_go_to_the_larger_loss() -> None:
+    # 10.125 and 20.125 USD both leave half a cent: the larger loss wins the spare cent, not
+    # the larger voucher (which already has more cents below it).
+    v = np.array([10.125, 20.125])
+    cents = round_to_cents(
+        v, np.full(2, 4.0), np.full(2, 6000.0), 30.25, exhaust=True,
+        loss=np.array([1000.0, 100.0]), user_id=np.array([1, 2]),
+    )
+    assert cents.tolist() == [1013, 2012]
+
+
+def test_vouchers_equal_in_cents_as_floats_still_order_by_voucher() -> None:
+    # 100 v rounds to the same float for these two distinct vouchers; the larger voucher has the
+    # larger exact remainder, so it gets the cent even though the other has the larger loss.
+    a = 3.2150000000000003
+    b = np.nextafter(a, 4.0)
+    assert b > a and b * 100 == a * 100  # 321.50000000000006 cents both
+    v = np.array([a, b])
+    cents = round_to_cents(
+        v, np.zeros(2), np.full(2, 10.0), 6.43, exhaust=True,
+        loss=np.array([500.0, 1.0]), user_id=np.array([1, 2]),
+    )
+    assert cents.tolist() == [321, 322]
+    # taking cents back (a budget below the floors-plus-ups) goes in the exact reverse order:
+    # the smaller voucher gives first, whatever the losses
+    # (the loss order alone would take it from the second user, whose loss is smaller)
+    v3 = np.array([a, b, 2.0])
+    cents = round_to_cents(
+        v3, np.array([0.0, 0.0, 2.0]), np.full(3, 10.0), 8.41, exhaust=True,
+        loss=np.array([500.0, 1.0, 7.0]), user_id=np.array([1, 2, 3]),
+    )
+    assert cents.tolist() == [320, 321, 200]
+
+
 def test_largest_remainder_goes_first() -> None:
     v = np.array([1.001, 1.009, 1.005])  # remainders 0.1, 0.9, 0.5 cents
     cents = round_to_cents(

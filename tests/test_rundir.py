@@ -17,6 +17,7 @@ from allocator import names as N
 from allocator import rundir
 from allocator.checks import check_run_dir
 from allocator.errors import InputError
+from allocator.payouts import idempotency_key
 from allocator.rundir import (
     ALLOCATIONS_SCHEMA,
     AMOUNT_CENTS,
@@ -67,7 +68,7 @@ def parts(liq: Path, *, bump: int = 0) -> dict:
             "upper_cents": [600_000] * 3,
             N.LOSS_USD: [LOSS[u] for u in USERS],
             N.LOSS_RATIO: [0.4, math.inf, 0.9],
-            N.WEIGHT: [1.0, 2.0, 3.0],
+            N.WEIGHT: [6000.0, 2.0, 12.34],  # optimal at shadow price 1 (alpha 1): w = v inside
             N.BOUND: [labels[u] for u in USERS],
             N.SEGMENT: [None, "small", None],
         },
@@ -82,7 +83,7 @@ def parts(liq: Path, *, bump: int = 0) -> dict:
             N.USER_ID: USERS,
             AMOUNT_CENTS: [cents[u] for u in USERS],
             N.BATCH: [1, 1, 1],
-            N.IDEMPOTENCY_KEY: [f"k-{u}" for u in USERS],
+            N.IDEMPOTENCY_KEY: [idempotency_key("test", u) for u in USERS],
         }
     )
     total = sum(cents.values())
@@ -93,6 +94,13 @@ def parts(liq: Path, *, bump: int = 0) -> dict:
             "bounds": {"floor_usd": 4.0, "cap_usd": 6000.0, "coverage_cap": None},
             "budget": {"total_usd": total / 100, "exhaust": True},
             "segments": [],
+            "objective": {"alpha": 1.0},
+            "payouts": {
+                "batch_size": 50_000,
+                "announced_at": "2025-10-14T00:00:00+00:00",
+                "start_within_hours": 24.0,
+                "finish_within_hours": 96.0,
+            },
         },
         "inputs": {N.EVENTS_FILE: {"path": str(liq), "sha256": sha(liq), "rows": 5}},
         "money": {"budget_cents": total, "paid_cents": total, "unspent_cents": 0, "exhaust": True},
@@ -105,8 +113,21 @@ def parts(liq: Path, *, bump: int = 0) -> dict:
             "cap": 1,
             "excluded_by_reason": {N.REASON_KYC: 1, N.REASON_DEPEG: 0},
         },
-        "shadow_price": float("inf"),
+        "shadow_price": 1.0,
+        "segment_prices": {},
         "objective": float("nan"),
+        "objective_rounded": 6000.0 * math.log(6000.0) + 2.0 * math.log(4.0)
+        + 12.34 * math.log(cents[2] / 100),
+        "certificate": {"duality_gap": float("inf")},
+        "payout_batches": [
+            {
+                "number": 1,
+                "users": 3,
+                "cents": total,
+                "scheduled_at": "2025-10-15T00:00:00+00:00",
+                "due_at": "2025-10-18T00:00:00+00:00",
+            }
+        ],
         "versions": versions(),
     }
     return {"allocations": allocations, "excluded": excluded, "payouts": payouts, "manifest": manifest}
@@ -133,7 +154,7 @@ def test_round_trip(tmp_path: Path, liq: Path) -> None:
     # Strict JSON: no NaN/Infinity tokens; sorted keys, indent 2, trailing newline.
     text = (out / N.MANIFEST_FILE).read_text()
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
-    assert run.manifest["shadow_price"] == "inf" and run.manifest["objective"] is None
+    assert run.manifest["certificate"]["duality_gap"] == "inf" and run.manifest["objective"] is None
     assert "outputs" not in p["manifest"]  # the caller's manifest is not modified
     report = check_run_dir(out)
     assert report.ok, "\n".join(report.lines())

@@ -158,7 +158,12 @@ def test_comparison_scenarios_encode_their_rules():
         (
             "[payouts]\nstart_within_hours = 100",
             "payouts.finish_within_hours",
-            ">= payouts.start_within_hours",
+            "> payouts.start_within_hours",
+        ),
+        (  # equal hours leave no time to pay; the payout planner refuses them too
+            "[payouts]\nstart_within_hours = 24.0\nfinish_within_hours = 24.0",
+            "payouts.finish_within_hours",
+            "> payouts.start_within_hours",
         ),
     ],
 )
@@ -257,6 +262,22 @@ def test_predicate_may_use_loss_column_of_an_added_product(tmp_path):
         + segment_toml(where="loss_options_usd > 0")
     )
     assert load_scenario(path).segments[0].where == "loss_options_usd > 0"
+
+
+@pytest.mark.parametrize(
+    "name", ["../../escaped", "a/b", ".hidden", "", "with space", "x" * 101, "[/x]"]
+)
+def test_scenario_names_cannot_escape_the_runs_folder(tmp_path, name):
+    # the name is the default run directory, runs/<name>
+    msg = scenario_error(tmp_path, f"name = {name!r}\n")
+    assert "bad.toml" in msg and "'name'" in msg and "letters, digits" in msg
+
+
+def test_scenario_names_that_are_allowed(tmp_path):
+    for name in ("baseline", "v2.1_retail-first", "9lives", "x" * 100):
+        path = tmp_path / "ok.toml"
+        path.write_text(f"name = {name!r}\n")
+        assert load_scenario(path).name == name
 
 
 def test_segment_names(tmp_path):
@@ -419,3 +440,12 @@ def test_defaults_of_config_are_valid():
     s = Scenario(name="defaults")
     assert validate_scenario(s) is s
     assert s.objective == ObjectiveSpec()
+
+
+def test_loan_scenario_given_to_a_voucher_command_says_which_command_to_use():
+    loans = Path(__file__).resolve().parent.parent / "scenarios" / "loans_default.toml"
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(loans)
+    msg = str(info.value)
+    assert "loans_default.toml" in msg and "loan-fund scenario" in msg
+    assert "allocator loans allocate --scenario" in msg

@@ -1,4 +1,5 @@
-"""Sensitivities checked against finite differences of re-solves, and cliffs recounted by hand."""
+"""Sensitivities checked against finite differences of re-solves, cliffs and phase-in bands
+recounted by hand, and the per-user file checked against fresh allocations at B +/- delta."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from allocator.cli import app
 from allocator.config import EligibilityRules
 from allocator.problem import AllocationProblem, Segment
 from allocator.sensitivity import (
+    MOVES_COLUMNS,
+    band_price,
     budget_derivatives,
     budget_sensitivity,
     cliff_analysis,
@@ -285,6 +288,73 @@ def test_cliff_analysis_counts() -> None:
     json.dumps(cliff.to_dict(), allow_nan=False)
 
 
+def _ramp(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    return np.where(x >= high, 1.0, np.clip((x - low) / (high - low), 0.0, 1.0))
+
+
+def test_cliff_analysis_with_phase_in_bands() -> None:
+    """With bands the cliffs move to their lower ends, and each band is recounted by hand."""
+    rng = np.random.default_rng(11)
+    m = 3000
+    loss = rng.uniform(0, 120, m)
+    ratio = rng.uniform(0, 1, m)
+    loss[:5] = 25.0  # exactly at the lower end: excluded (the rule is loss > 25)
+    rules = EligibilityRules(phase_in_loss_usd=25.0, phase_in_ratio=0.2)
+    reason = np.where(loss <= 25, N.REASON_BELOW_MIN_LOSS,
+                      np.where(ratio <= 0.2, N.REASON_BELOW_LOSS_RATIO, "")).tolist()
+    frame = pl.DataFrame({N.USER_ID: np.arange(m), N.LOSS_USD: loss, N.LOSS_RATIO: ratio,
+                          N.REASON: pl.Series(reason).replace("", None)})
+    excluded = frame.filter(pl.col(N.REASON).is_not_null())
+    phi = _ramp(loss, 25, 50) * _ramp(ratio, 0.2, 0.3)
+    allocations = frame.filter(pl.col(N.REASON).is_null()).join(
+        pl.DataFrame({N.USER_ID: np.arange(m), N.PHASE_FACTOR: phi}), on=N.USER_ID
+    ).with_columns((pl.col(N.LOSS_USD) * 10 * pl.col(N.PHASE_FACTOR)).round(0).cast(pl.Int64)
+                   .alias(N.VOUCHER_CENTS))
+    cliff = cliff_analysis(excluded, allocations, rules)
+    assert (cliff.min_loss_usd, cliff.min_loss_ratio) == (25.0, 0.2)
+    L, R, X = pl.col(N.LOSS_USD), pl.col(N.LOSS_RATIO), pl.col(N.REASON)
+    below = excluded.filter((X == N.REASON_BELOW_MIN_LOSS) & (L >= 15) & (L <= 25))
+    assert cliff.below_loss_users == below.height and below.filter(L == 25).height == 5
+    assert cliff.below_loss_total_usd == pytest.approx(float(below[N.LOSS_USD].sum()))
+    assert cliff.below_loss_only_users == below.filter(R > 0.2).height
+    below_r = excluded.filter((X == N.REASON_BELOW_LOSS_RATIO) & (R >= 0.15) & (R <= 0.2))
+    assert cliff.below_ratio_users == below_r.height
+    above = allocations.filter((L > 25) & (L < 35))
+    assert cliff.eligible_above_loss_users == above.height
+    assert cliff.voucher_above_loss_usd == pytest.approx(float(above[N.VOUCHER_CENTS].median()) / 100)
+    for band, col, low, high in ((cliff.loss_phase_in, L, 25, 50), (cliff.ratio_phase_in, R, 0.2, 0.3)):
+        inside = allocations.filter(col < high)
+        assert band is not None and (band.lower, band.upper) == (low, high)
+        assert band.users == inside.height > 0
+        assert band.loss_usd == pytest.approx(float(inside[N.LOSS_USD].sum()))
+        assert band.paid_usd == pytest.approx(int(inside[N.VOUCHER_CENTS].sum()) / 100)
+        assert band.median_phase_factor == pytest.approx(float(inside[N.PHASE_FACTOR].median()))
+        assert band.in_both_bands == inside.filter((L < 50) & (R < 0.3)).height
+    # without bands nothing is reported about them, and the cliffs are the thresholds
+    hard = cliff_analysis(excluded, allocations.drop(N.PHASE_FACTOR), EligibilityRules())
+    assert hard.loss_phase_in is None and hard.min_loss_usd == 50.0
+    json.dumps(cliff.to_dict(), allow_nan=False)
+    assert any("loss phase-in band (25, 50) USD" in line for line in cliff.lines())
+
+
+def test_band_price_by_hand() -> None:
+    with_band = pl.DataFrame({N.USER_ID: [1, 2, 3, 4], N.VOUCHER_CENTS: [500, 900, 300, 100],
+                              N.LOSS_USD: [100.0, 200.0, 40.0, 30.0]})
+    without = pl.DataFrame({N.USER_ID: [1, 2], N.VOUCHER_CENTS: [600, 1200],
+                            N.LOSS_USD: [100.0, 200.0]})
+    price = band_price(with_band, without, budget_usd=18.0)
+    assert (price.band_users, price.band_paid_usd, price.band_loss_usd) == (2, 4.0, 70.0)
+    assert (price.others_paid_without_band_usd, price.others_paid_with_band_usd) == (18.0, 14.0)
+    assert price.others_change_usd == -4.0 and price.others_down == 2 and price.others_up == 0
+    assert price.others_median_coverage_without_band == pytest.approx(0.06)  # 6/100 and 12/200
+    assert price.others_median_coverage_with_band == pytest.approx((0.05 + 0.045) / 2)
+    assert price.others_max_decrease_usd == 3.0
+    from allocator.errors import InputError
+
+    with pytest.raises(InputError, match="not eligible with the band"):
+        band_price(without, with_band.filter(pl.col(N.USER_ID) > 1), budget_usd=18.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # end to end through the CLI
 # ----------------------------------------------------------------------------------------------
@@ -308,18 +378,52 @@ min_share = 0.4
 """
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("sens")
-    generate(base / "data", users=3000, seed=21)
-    scen = base / "small.toml"
-    scen.write_text(SCENARIO)
-    out = base / "run"
+PHASE_IN = """
+# The shipped phase-in bands (loss 25-50 USD, ratio 20-30%) on the baseline rules, small data.
+name = "small-phase-in"
+[eligibility]
+phase_in_loss_usd = 25.0
+phase_in_ratio = 0.2
+[objective]
+alpha = 1.0
+loss_exponent = 1.0
+ratio_exponent = 1.0
+[budget]
+total_usd = 3000000
+"""
+
+
+def _allocate(base: Path, data: Path, text: str, name: str) -> Path:
+    scen = base / f"{name}.toml"
+    scen.write_text(text)
+    out = base / name
     result = runner.invoke(
-        app, ["allocate", "--scenario", str(scen), "--data", str(base / "data"), "--out", str(out), "-q"]
+        app, ["allocate", "--scenario", str(scen), "--data", str(data), "--out", str(out), "-q"]
     )
     assert result.exit_code == 0, result.output
     return out
+
+
+def _with_budget(text: str, budget: float) -> str:
+    assert "total_usd = 3000000\n" in text
+    return text.replace("total_usd = 3000000\n", f"total_usd = {budget:.2f}\n")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sens-data") / "data"
+    generate(out, users=3000, seed=21)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
+    return _allocate(tmp_path_factory.mktemp("sens"), data, SCENARIO, "run")
+
+
+@pytest.fixture(scope="module")
+def phase_run(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
+    return _allocate(tmp_path_factory.mktemp("sens-phase"), data, PHASE_IN, "phase")
 
 
 def test_cli_sensitivity_json(run_dir: Path) -> None:
@@ -367,3 +471,138 @@ def test_cli_sensitivity_text_and_errors(run_dir: Path, tmp_path: Path) -> None:
     neg = runner.invoke(app, ["sensitivity", str(run_dir), "--delta", "-5"])
     assert neg.exit_code == 2
     assert "Example" in runner.invoke(app, ["sensitivity", "--help"]).stdout
+
+
+def _strict(text: str):
+    def reject(token: str) -> None:
+        raise ValueError(token)
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.mark.parametrize("which", ["run_dir", "phase_run"])
+def test_users_out_matches_fresh_allocations(
+    which: str, request: pytest.FixtureRequest, data: Path, tmp_path: Path
+) -> None:
+    """Every row of --users-out is what `allocator allocate` pays at B, B + d and B - d."""
+    run = request.getfixturevalue(which)
+    text = SCENARIO if which == "run_dir" else PHASE_IN
+    delta = 150_000.0
+    out = tmp_path / "moves.parquet"
+    result = runner.invoke(
+        app, ["sensitivity", str(run), "--delta", str(delta), "--users-out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = _strict(result.stdout)  # stdout holds the JSON and nothing else
+    assert report["users_out"] == str(out)
+    moves = pl.read_parquet(out)
+    assert tuple(moves.columns) == MOVES_COLUMNS
+    now = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+    assert moves[N.USER_ID].to_list() == now[N.USER_ID].to_list()
+    assert moves[N.VOUCHER_CENTS].to_list() == now[N.VOUCHER_CENTS].to_list()
+    assert moves[N.BOUND].to_list() == now[N.BOUND].to_list()
+    for side, sign in (("up", 1), ("down", -1)):
+        fresh = pl.read_parquet(
+            _allocate(tmp_path, data, _with_budget(text, 3_000_000 + sign * delta), side)
+            / N.ALLOCATIONS_FILE
+        )
+        assert moves[f"voucher_{side}_cents"].to_list() == fresh[N.VOUCHER_CENTS].to_list()
+        assert moves[f"bound_{side}"].to_list() == fresh[N.BOUND].to_list()
+        change = fresh[N.VOUCHER_CENTS] - now[N.VOUCHER_CENTS]
+        assert moves[f"change_{side}_cents"].to_list() == change.to_list()
+        assert int(change.sum()) == sign * round(delta * 100)  # exhaust mode: every cent moves
+    # the prediction is the derivative times delta, and the derivatives add up to one
+    assert moves["dv_dbudget"].sum() == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(moves["predicted_change_usd"], moves["dv_dbudget"] * delta, rtol=1e-12)
+    # users at a bound in all three runs do not move, and are predicted not to
+    stuck = moves.filter((pl.col(N.BOUND) == pl.col("bound_up")) & (pl.col(N.BOUND) != "interior"))
+    assert (stuck["change_up_cents"] == 0).all() and (stuck["predicted_change_usd"] == 0).all()
+    # the top movers are the largest changes of the file, ties by user id
+    size = np.maximum(np.abs(moves["change_up_cents"]), np.abs(moves["change_down_cents"]))
+    order = sorted(range(moves.height), key=lambda i: (-size[i], moves[N.USER_ID][i]))
+    expected = [moves[N.USER_ID][i] for i in order[:10] if size[i] > 0]
+    assert [r[N.USER_ID] for r in report["top_movers"]] == expected
+    first = report["top_movers"][0]
+    row = moves.filter(pl.col(N.USER_ID) == first[N.USER_ID]).row(0, named=True)
+    assert first == pytest.approx(row)
+    assert report["notes"] == []  # the re-solve pays what the run directory says
+
+
+def test_users_out_is_atomic_and_byte_identical(run_dir: Path, tmp_path: Path) -> None:
+    files = {}
+    for name in ("a.parquet", "b.parquet", "a.csv"):
+        path = tmp_path / "out" / name
+        result = runner.invoke(app, ["sensitivity", str(run_dir), "--users-out", str(path)])
+        assert result.exit_code == 0, result.output
+        assert f"wrote {path}" in result.stderr and "largest movers" in result.stdout
+        files[name] = path.read_bytes()
+    assert files["a.parquet"] == files["b.parquet"]
+    again = tmp_path / "out" / "a.csv"
+    runner.invoke(app, ["sensitivity", str(run_dir), "--users-out", str(again)])
+    assert again.read_bytes() == files["a.csv"]
+    assert pl.read_csv(again).equals(pl.read_parquet(tmp_path / "out" / "a.parquet"))
+    # nothing but the outputs is left in the folder (no temporary files)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.csv", "a.parquet", "b.parquet"]
+    bad = runner.invoke(app, ["sensitivity", str(run_dir), "--users-out", str(tmp_path / "m.xlsx")])
+    assert bad.exit_code == 2 and ".parquet or .csv" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "m.xlsx").exists()
+    neg = runner.invoke(app, ["sensitivity", str(run_dir), "--top", "-1"])
+    assert neg.exit_code == 2 and "--top" in neg.output
+
+
+def test_cli_phase_in_cliffs_and_price(phase_run: Path, data: Path, tmp_path: Path) -> None:
+    """The band and its price, recomputed from the run's parquet files and a hard-threshold run."""
+    result = runner.invoke(app, ["sensitivity", str(phase_run), "--json"])
+    assert result.exit_code == 0, result.output
+    report = _strict(result.stdout)
+    alloc = pl.read_parquet(phase_run / N.ALLOCATIONS_FILE)
+    excluded = pl.read_parquet(phase_run / N.EXCLUDED_FILE)
+    L, R, X = pl.col(N.LOSS_USD), pl.col(N.LOSS_RATIO), pl.col(N.REASON)
+    cliff = report["cliff"]
+    # the loss cliff is the band's lower end, 25 USD, not 50
+    assert cliff["min_loss_usd"] == 25.0 and cliff["min_loss_ratio"] == 0.2
+    below = excluded.filter((X == N.REASON_BELOW_MIN_LOSS) & (L >= 15) & (L <= 25))
+    assert cliff["below_loss_users"] == below.height > 0
+    assert cliff["below_loss_total_usd"] == pytest.approx(float(below[N.LOSS_USD].sum()), rel=1e-12)
+    assert cliff["below_loss_only_users"] == below.filter(R > 0.2).height
+    below_r = excluded.filter((X == N.REASON_BELOW_LOSS_RATIO) & (R >= 0.15) & (R <= 0.2))
+    assert cliff["below_ratio_users"] == below_r.height > 0
+    above = alloc.filter((L > 25) & (L < 35))
+    assert cliff["eligible_above_loss_users"] == above.height > 0
+    assert cliff["voucher_above_loss_usd"] == pytest.approx(float(above[N.VOUCHER_CENTS].median()) / 100)
+    # nobody is excluded by min loss between 25 and 50 any more
+    assert excluded.filter((X == N.REASON_BELOW_MIN_LOSS) & (L > 25)).height == 0
+    for key, col, high in (("loss_phase_in", L, 50.0), ("ratio_phase_in", R, 0.3)):
+        band = cliff[key]
+        inside = alloc.filter(col < high)
+        assert band["users"] == inside.height > 0
+        assert band["loss_usd"] == pytest.approx(float(inside[N.LOSS_USD].sum()), rel=1e-12)
+        assert band["paid_usd"] == pytest.approx(int(inside[N.VOUCHER_CENTS].sum()) / 100, rel=1e-12)
+        assert band["median_phase_factor"] == pytest.approx(float(inside[N.PHASE_FACTOR].median()))
+        assert (inside[N.PHASE_FACTOR] < 1).all()
+    # the price: the same scenario with hard thresholds, allocated afresh at the same budget
+    hard_text = PHASE_IN.replace("phase_in_loss_usd = 25.0\n", "").replace("phase_in_ratio = 0.2\n", "")
+    hard = pl.read_parquet(_allocate(tmp_path, data, hard_text, "hard") / N.ALLOCATIONS_FILE)
+    price = report["phase_in_price"]
+    band_users = alloc.join(hard.select(N.USER_ID), on=N.USER_ID, how="anti")
+    assert set(band_users[N.USER_ID]) == set(alloc.filter(pl.col(N.PHASE_FACTOR) < 1)[N.USER_ID])
+    assert price["band_users"] == band_users.height
+    assert price["band_paid_usd"] == int(band_users[N.VOUCHER_CENTS].sum()) / 100
+    others = hard.select(N.USER_ID, N.LOSS_USD, pl.col(N.VOUCHER_CENTS).alias("hard")).join(
+        alloc.select(N.USER_ID, N.VOUCHER_CENTS), on=N.USER_ID
+    )
+    assert price["others_users"] == others.height == hard.height
+    assert price["others_paid_without_band_usd"] == int(others["hard"].sum()) / 100 == 3_000_000
+    assert price["others_paid_with_band_usd"] == int(others[N.VOUCHER_CENTS].sum()) / 100
+    # exhaust mode: what the band users receive is exactly what everyone else gives up
+    assert price["others_change_usd"] == pytest.approx(-price["band_paid_usd"], abs=1e-6)
+    cov = lambda c: float((others[c] / 100 / others[N.LOSS_USD]).median())  # noqa: E731
+    assert price["others_median_coverage_without_band"] == pytest.approx(cov("hard"), rel=1e-12)
+    assert price["others_median_coverage_with_band"] == pytest.approx(cov(N.VOUCHER_CENTS), rel=1e-12)
+    change = others[N.VOUCHER_CENTS] - others["hard"]
+    assert price["others_down"] == int((change < 0).sum()) and price["others_up"] == int((change > 0).sum())
+    assert price["others_max_decrease_usd"] == -int(change.min()) / 100
+    # and the text says so
+    text = runner.invoke(app, ["sensitivity", str(phase_run)]).stdout
+    assert "loss phase-in band (25, 50) USD" in text and "price of the phase-in band" in text
+    assert "excluded by the loss band's lower end" in text

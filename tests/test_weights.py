@@ -461,8 +461,16 @@ def test_build_problem_needs_rows_sorted_by_unique_user_id():
 @pytest.mark.parametrize(
     ("sections", "needle"),
     [
-        ({"budget": BudgetSpec(total_usd=7.99)}, "floors of 2 eligible users add up to 8.00 USD"),
-        ({"budget": BudgetSpec(total_usd=12_000.01)}, "must be paid in full"),
+        (
+            {"budget": BudgetSpec(total_usd=7.99)},
+            "floors of 2 eligible users add up to 8.00 USD, more than the budget of 7.99 USD: "
+            "0.01 USD short",
+        ),
+        (
+            {"budget": BudgetSpec(total_usd=12_000.01)},
+            "must be paid in full (budget.exhaust = true), but the upper bounds of the 2 eligible "
+            "users add up to only 12,000.00 USD: 0.01 USD cannot be spent",
+        ),
         (
             {
                 "budget": BudgetSpec(total_usd=10_000.0),

@@ -2,7 +2,8 @@
 
 Command modules register themselves on :data:`app`; :func:`guarded` turns each
 :class:`~allocator.errors.AllocatorError` into a one-paragraph message on stderr and its exit
-code (0 success, 1 a check failed, 2 usage or input error, 3 infeasible or solver failure).
+code (0 success, 1 a check failed, 2 usage or input error, 3 infeasible or solver failure); an
+``OSError`` (a path that cannot be read or written) is a usage error, exit 2.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from allocator.errors import AllocatorError
 
@@ -27,10 +29,15 @@ app = typer.Typer(
 
 def _console(*, stderr: bool) -> Console:
     # Rich falls back to 80 columns when output is piped, which squeezes the comparison tables
-    # into unreadable cells; files and pipes get a wide page instead.
-    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # into unreadable cells; files and pipes get a wide page instead. Markup is off: the text
+    # printed holds user input (scenario names, paths, error messages quoting file contents),
+    # and a stray "[/x]" in it would raise MarkupError instead of being shown. Styles are set
+    # with styled() instead.
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
     if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=220)
+        console = Console(
+            stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False, width=220
+        )
     return console
 
 
@@ -41,6 +48,11 @@ out_console = _console(stderr=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def styled(head: str, style: str, tail: str = "") -> Text:
+    """``head`` in ``style`` followed by ``tail`` as plain text (never parsed as markup)."""
+    return Text.assemble((head, style), tail)
+
+
 def guarded(func: F) -> F:
     """Run a command, mapping tool errors to a message and exit code instead of a traceback."""
 
@@ -49,7 +61,16 @@ def guarded(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except AllocatorError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True)
+            err_console.print(styled("error:", "bold red", f" {exc}"))
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            # a path the user gave cannot be read or written (an --out under a file, a
+            # read-only folder, a full disk): their input to fix, not a bug to trace
+            where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+            why = exc.strerror or str(exc)
+            err_console.print(
+                styled("error:", "bold red", f" {where or 'a file'}: {why}. Nothing was written.")
+            )
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -18,9 +18,9 @@ def check_budget_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `allocator allocate`.")],
     json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
 ) -> None:
-    """Check a run directory: exact total, bounds, nobody paid twice or lost, hashes.
+    """Check a run directory: exact total, bounds, nobody paid twice or lost, keys, optimality.
 
-    Exits 0 only if every check holds; otherwise lists every failure and exits 1.
+    Exact total, bounds, nobody paid twice or lost, payout keys, batches and schedule, every voucher within a cent of its best response at the manifest's prices, the manifest's objective, hashes. Exits 0 only if every check holds; otherwise lists every failure and exits 1. A RUN_DIR that does not exist or is not a directory is an input error (exit 2).
 
     Example: allocator check-budget runs/baseline
     """

@@ -1,24 +1,49 @@
-"""``allocator compare`` and ``allocator sweep``: scenarios side by side, and along a parameter."""
+"""``allocator compare`` and ``allocator sweep``: scenarios side by side, and along a parameter.
+
+Both report the same metrics per scenario or point: :func:`allocator.metrics.summary` (with the
+median coverage by loss band) and ``moved_vs_first``, the users whose voucher moves by more than
+``--moved-threshold`` USD against the first scenario (compare) or the first point that solved
+(sweep). The sweep itself lives in :mod:`allocator.sweeps`; a failed point is recorded and the
+sweep goes on. The table, ``sweep.csv`` and ``sweep.png`` are written when at least one point
+solved (exit 0); when none did, nothing is written and the exit code is 3, as for a single
+infeasible or failed run.
+"""
 
 from __future__ import annotations
 
-import itertools
+import json
+import math
 import os
-import tempfile
+import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
-import numpy as np
 import polars as pl
 import typer
+from rich import box
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from allocator.cli.app import app, err_console, guarded, out_console
-from allocator.cli.common import print_json, progress_printer, resolve_data_dir
-from allocator.errors import ScenarioError
-from allocator.metrics import moved, summary
+from allocator.cli.cmd_allocate import SOLVERS
+from allocator.cli.common import progress_printer, resolve_data_dir
+from allocator.errors import AllocatorError, InfeasibleError, SolverFailedError
+from allocator.jsonsafe import json_safe
+from allocator.metrics import LOSS_BANDS, moved, summary
 from allocator.pipeline import DataSession, allocate
-from allocator.scenarios import SWEEPABLE, load_scenario, with_overrides
+from allocator.scenarios import load_scenario
+from allocator.sweeps import (
+    MAX_SWEEP_POINTS,
+    STATUS_INFEASIBLE,
+    STATUS_SOLVED,
+    point_label,
+    run_sweep,
+    sweep_frame,
+    sweep_grid,
+)
 
 #: Metrics shown in the human tables, in order, with their formats.
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
@@ -35,6 +60,7 @@ TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("gini", "{:.4f}"),
     ("top_decile_share", "{:.4f}"),
     ("shadow_price", "{:.6g}"),
+    ("moved_vs_first", "{:,.0f}"),
 )
 
 
@@ -47,7 +73,29 @@ def _fmt(value: object, fmt: str) -> str:
         return str(value)
 
 
+def _print_json(obj: Any) -> None:
+    # Not common.print_json: its canonical form sorts keys, which puts the loss band "<100"
+    # after "1k-10k". Insertion order is just as deterministic and keeps bands in band order.
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def check_solver_option(solver: str | None) -> None:
+    """Reject an unknown ``--solver`` before any data is loaded (exit 2)."""
+    if solver is not None and solver not in SOLVERS:
+        raise AllocatorError(f"--solver must be one of {', '.join(SOLVERS)}, not {solver!r}.")
+
+
+def check_moved_threshold(threshold: float) -> None:
+    """Reject a ``--moved-threshold`` that is negative or not finite before any solve (exit 2)."""
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise AllocatorError(
+            f"--moved-threshold must be a finite amount of USD >= 0 (e.g. 1.0), not {threshold!r}."
+        )
+
+
 def scenario_metrics(run) -> dict:  # noqa: ANN001 - RunResult
+    """The compare/sweep metrics of one :class:`~allocator.pipeline.RunResult` (without moves)."""
     return summary(
         run.allocations, budget_cents=run.budget_cents, shadow_price=run.allocation.shadow_price
     )
@@ -72,24 +120,34 @@ def compare_cmd(
 
     Example: allocator compare scenarios/baseline.toml scenarios/pro_rata.toml scenarios/equal_split.toml --json
     """
+    if len(scenarios) < 2:
+        raise AllocatorError(
+            f"compare needs two or more scenario files, got {len(scenarios)}; "
+            "use 'allocator allocate' for a single scenario."
+        )
+    check_solver_option(solver)
+    check_moved_threshold(moved_threshold)
     progress = progress_printer(quiet)
     loaded = [load_scenario(p) for p in scenarios]
     data_dir = resolve_data_dir(data)
     progress(f"loading and validating {data_dir}")
     session = DataSession.open(data_dir)
     runs = []
-    for path, scen in zip(scenarios, loaded):
+    for scen in loaded:
         progress(f"scenario {scen.name}")
         runs.append(allocate(session, scen, solver=solver, with_payouts=False))
     first = runs[0].allocations
     rows = []
     for path, run in zip(scenarios, runs):
-        m = scenario_metrics(run)
-        m["scenario"] = run.scenario.name
-        m["file"] = str(path)
-        m["solver"] = run.allocation.method
-        m["moved_vs_first"] = moved(first, run.allocations, threshold_usd=moved_threshold)
-        rows.append(m)
+        rows.append(
+            {
+                "scenario": run.scenario.name,
+                "file": str(path),
+                "solver": run.allocation.method,
+                **scenario_metrics(run),
+                "moved_vs_first": moved(first, run.allocations, threshold_usd=moved_threshold),
+            }
+        )
     result = {
         "data": str(data_dir),
         "moved_threshold_usd": moved_threshold,
@@ -97,48 +155,40 @@ def compare_cmd(
         "scenarios": rows,
     }
     if json_out:
-        print_json(result)
+        _print_json(result)
         return
     table = Table(title=f"scenarios on {data_dir}", show_lines=False)
     table.add_column("metric")
     for row in rows:
         table.add_column(row["scenario"], justify="right")
-    for key, fmt in TABLE_METRICS + (("moved_vs_first", "{:,.0f}"),):
+    for key, fmt in TABLE_METRICS:
         table.add_row(key, *(_fmt(r.get(key), fmt) for r in rows))
-    bands = list(rows[0].get("median_coverage_by_band", {}))
-    for band in bands:
+    for label, _, _ in LOSS_BANDS:
         table.add_row(
-            f"median coverage, loss {band}",
-            *(_fmt(r["median_coverage_by_band"].get(band), "{:.4f}") for r in rows),
+            f"median coverage, loss {label}",
+            *(_fmt(r["median_coverage_by_band"].get(label), "{:.4f}") for r in rows),
         )
     out_console.print(table)
 
 
-def parse_param(spec: str) -> tuple[str, np.ndarray]:
-    """``NAME=START:STOP:COUNT`` -> (name, evenly spaced values)."""
-    name, sep, rng = spec.partition("=")
-    parts = rng.split(":")
-    if not sep or len(parts) != 3:
-        raise ScenarioError(
-            f"--param {spec!r} is not of the form NAME=START:STOP:COUNT "
-            f"(e.g. objective.alpha=0.5:5:10)."
-        )
+# ---------------------------------------------------------------------------------------------
+# sweep: parameters, model re-use, one point, files
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through a sibling temporary file and a rename (readers never see half a
+    file), with the permissions of any new file (0666 less the umask, not mkstemp's 0600)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
-    except ValueError:
-        raise ScenarioError(
-            f"--param {spec!r}: START and STOP must be numbers and COUNT a whole number."
-        ) from None
-    if count < 1:
-        raise ScenarioError(f"--param {spec!r}: COUNT must be at least 1.")
-    values = np.linspace(start, stop, count)
-    if name == "budget.total_usd":
-        # A budget is paid to the cent; evenly spaced points land between cents otherwise.
-        values = np.round(values, 2)
-    if name not in SWEEPABLE and not any(name.startswith(k.split("<")[0]) for k in SWEEPABLE if "<" in k):
-        allowed = ", ".join(sorted(SWEEPABLE))
-        raise ScenarioError(f"--param {spec!r}: {name!r} cannot be swept. Sweepable: {allowed}.")
-    return name, values
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _plot(frame: pl.DataFrame, params: list[str], path: Path) -> None:
@@ -162,11 +212,13 @@ def _plot(frame: pl.DataFrame, params: list[str], path: Path) -> None:
     if len(params) > 1:
         axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"sweep over {', '.join(params)}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        # The temporary name does not end in .png: say the format.
+        _write_atomic(
+            path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+        )
+    finally:
+        plt.close(fig)
 
 
 @app.command("sweep")
@@ -175,7 +227,11 @@ def sweep_cmd(
     scenario: Annotated[Path, typer.Option("--scenario", "-s", help="Scenario TOML file.")],
     param: Annotated[
         list[str],
-        typer.Option("--param", "-p", help="NAME=START:STOP:COUNT; repeat for a grid."),
+        typer.Option(
+            "--param",
+            "-p",
+            help=f"NAME=START:STOP:COUNT; repeat for a grid ({MAX_SWEEP_POINTS} points at most).",
+        ),
     ],
     data: Annotated[
         Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
@@ -183,53 +239,103 @@ def sweep_cmd(
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Folder for sweep.csv and sweep.png.")
     ] = None,
+    moved_threshold: Annotated[
+        float,
+        typer.Option(
+            "--moved-threshold",
+            help="USD: count users whose voucher moves by more than this vs the first point solved.",
+        ),
+    ] = 1.0,
     solver: Annotated[Optional[str], typer.Option("--solver", help="auto | fast | cvxpy.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Sweep scenario parameters and report the comparison metrics at every point.
 
+    Failed points are recorded and the sweep goes on; exit 3, writing nothing, if none solves.
+
     Example: allocator sweep --scenario scenarios/baseline.toml --param objective.alpha=0.5:5:10
     """
+    check_solver_option(solver)
+    check_moved_threshold(moved_threshold)
     progress = progress_printer(quiet)
     base = load_scenario(scenario)
-    grids = [parse_param(p) for p in param]
-    names = [g[0] for g in grids]
-    if len(set(names)) != len(names):
-        raise ScenarioError("--param names the same parameter twice.")
+    names, points, scenarios = sweep_grid(base, param)
     data_dir = resolve_data_dir(data)
     progress(f"loading and validating {data_dir}")
     session = DataSession.open(data_dir)
-    rows = []
-    points = list(itertools.product(*(g[1] for g in grids)))
-    for k, values in enumerate(points, 1):
-        overrides = dict(zip(names, (float(v) for v in values)))
-        scen = with_overrides(base, overrides)
-        progress(f"point {k}/{len(points)}: " + ", ".join(f"{n}={v:.6g}" for n, v in overrides.items()))
-        run = allocate(session, scen, solver=solver, with_payouts=False)
-        m = scenario_metrics(run)
-        m.pop("median_coverage_by_band", None)
-        rows.append({**overrides, **m})
-    frame = pl.DataFrame(rows)
+    rows, model_reuse = run_sweep(
+        session,
+        points,
+        scenarios,
+        solver=solver,
+        moved_threshold=moved_threshold,
+        progress=progress,
+    )
+    if model_reuse is not None and model_reuse.compiled + model_reuse.reused:
+        progress(
+            f"cvxpy: {model_reuse.compiled} model(s) compiled, "
+            f"re-used for {model_reuse.reused} point(s)"
+        )
+    failed = [(k, r) for k, r in enumerate(rows, 1) if r["status"] != STATUS_SOLVED]
+    if len(failed) == len(rows):
+        k, r = failed[0]
+        all_infeasible = all(r["status"] == STATUS_INFEASIBLE for _, r in failed)
+        error = InfeasibleError if all_infeasible else SolverFailedError
+        raise error(
+            f"none of the {len(rows)} sweep points solved, so nothing was written; point {k} "
+            f"({point_label(points[k - 1])}) is {r['status'].replace('_', ' ')}: {r['reason']}"
+        )
+
+    frame = sweep_frame(names, rows)
     out_dir = out if out is not None else Path("runs") / f"sweep-{base.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "sweep.csv"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".sweep.", suffix=".csv")
-    os.close(fd)
-    frame.write_csv(tmp)
-    os.replace(tmp, csv_path)
+    _write_atomic(csv_path, frame.write_csv)
     png_path = out_dir / "sweep.png"
-    _plot(frame, names, png_path)
+    _plot(frame.filter(pl.col("status") == STATUS_SOLVED), names, png_path)
+    for k, r in failed:
+        err_console.print(
+            Text(f"point {k} ({point_label(points[k - 1])}): {r['status']}: {r['reason']}")
+        )
     if json_out:
-        print_json({"scenario": base.name, "params": names, "points": rows,
-                    "csv": str(csv_path), "plot": str(png_path)})
+        first_solved = next(k for k, r in enumerate(rows) if r["status"] == STATUS_SOLVED)
+        _print_json(
+            {
+                "scenario": base.name,
+                "params": names,
+                "moved_threshold_usd": moved_threshold,
+                "baseline": points[first_solved],
+                "solved": len(rows) - len(failed),
+                "failed": len(failed),
+                "points": rows,
+                "csv": str(csv_path),
+                "plot": str(png_path),
+            }
+        )
         return
-    table = Table(title=f"sweep of {base.name} over {', '.join(names)}")
-    cols = names + [k for k, _ in TABLE_METRICS if k not in ("eligible",)]
-    for c in cols:
+    # One column per metric makes a wide table: no vertical rules, and headers that wrap at
+    # spaces rather than lose their ends; the swept parameters are never shortened.
+    table = Table(
+        title=f"sweep of {base.name} over {', '.join(names)}", box=box.SIMPLE_HEAD, padding=(0, 0)
+    )
+    bands = [label for label, _, _ in LOSS_BANDS]
+    for n in names:
+        table.add_column(n, justify="right", no_wrap=True, min_width=len(n))
+    table.add_column("status", justify="right", no_wrap=True)
+    for c in [*(k.replace("_", " ") for k, _ in TABLE_METRICS), *(f"cov {b}" for b in bands)]:
         table.add_column(c, justify="right")
-    fmts = dict(TABLE_METRICS)
     for r in rows:
-        table.add_row(*(_fmt(r.get(c), fmts.get(c, "{:.6g}")) for c in cols))
-    out_console.print(table)
-    err_console.print(f"wrote {csv_path} and {png_path}")
+        by_band = r["median_coverage_by_band"] or {}
+        table.add_row(
+            *(_fmt(r[n], "{:,.10g}") for n in names),
+            r["status"],
+            *(_fmt(r[k], fmt) for k, fmt in TABLE_METRICS),
+            *(_fmt(by_band.get(b), "{:.4f}") for b in bands),
+        )
+    # Wider than the page rather than values cut to "3,000,00…": a sweep table is read as data.
+    natural = Measurement.get(out_console, out_console.options.update_width(10_000), table).maximum
+    if natural > out_console.width:
+        table.width = natural
+    out_console.print(table, crop=False)
+    err_console.print(Text(f"wrote {csv_path} and {png_path}"))

@@ -27,7 +27,7 @@ def explain_cmd(
 ) -> None:
     """Explain one user's voucher or exclusion: why did I get this amount?
 
-    Liquidations by product and whether they counted; loss, net assets, loss ratio; each weight factor against the median-weight user; the price, the closed form (w / price)^(1/alpha) and the bound that binds; or the rule that excluded the user, its numbers and the distance to passing; and the amount under the other shipped scenarios. Everything is recomputed from the inputs and checked against the run (exit 2 if the user was never liquidated or the inputs changed).
+    Liquidations by product and whether they counted; loss, net assets, loss ratio; each weight factor against the median-weight user; the price, the closed form (w / price)^(1/alpha) and the bound that binds (bounds in the whole cents that can be paid); with a phase-in band, the band the user is in, their phase factor and the scaled cap; or the rule that excluded the user (the band's lower end when there is one), its numbers and the distance to passing; and the amount under the other shipped scenarios. Everything is recomputed from the inputs and checked against the run (exit 2 if the user was never liquidated or the inputs changed).
 
     Example: allocator explain 10000080 --run runs/baseline --no-others
     """

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from allocator.cli.app import app, err_console, guarded, out_console
+from allocator.cli.app import app, guarded, out_console
+from allocator.cli.common import print_json, progress_printer
 from allocator.errors import InputError
-from allocator.jsonsafe import dumps
 
 loans_app = typer.Typer(
     help=(
@@ -42,7 +42,7 @@ def allocate_cmd(
                      help="Applications file (.parquet or .csv); default: the synthetic set "
                           f"(n={DEFAULT_N}, seed={DEFAULT_SEED})."),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as strict JSON.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
 ) -> None:
     """Allocate the loan fund for one scenario and write a run directory.
 
@@ -55,20 +55,27 @@ def allocate_cmd(
 
       allocator loans allocate -s scenarios/loans_default.toml -a apps.csv --out runs/loans_q4
     """
-    from allocator.loans import allocate_loans, load_loan_scenario, write_loan_run
+    from allocator.loans import (
+        allocate_loans,
+        load_loan_scenario,
+        native_stdout_to_stderr,
+        write_loan_run,
+    )
     from allocator.loans_data import generate_applications, load_applications
 
-    scn = load_loan_scenario(scenario)
-    if applications is None:
-        apps = generate_applications(DEFAULT_N, DEFAULT_SEED)
-        source = f"synthetic(n={DEFAULT_N}, seed={DEFAULT_SEED})"
-    else:
-        apps = load_applications(applications)
-        source = str(applications.resolve())
-    if not json_out:
-        err_console.print(f"[dim]· solving {scn.name} for {apps.height} applications[/]", markup=True)
-    result = allocate_loans(apps, scn, source=source)
-    write_loan_run(result, out, applications=apps, source=source)
+    # stdout carries only the result below: anything native code prints while computing (the
+    # HiGHS banner) goes to stderr, even from code outside allocator.loans.
+    with native_stdout_to_stderr():
+        scn = load_loan_scenario(scenario)
+        if applications is None:
+            apps = generate_applications(DEFAULT_N, DEFAULT_SEED)
+            source = f"synthetic(n={DEFAULT_N}, seed={DEFAULT_SEED})"
+        else:
+            apps = load_applications(applications)
+            source = str(applications.resolve())
+        progress_printer(json_out)(f"solving {scn.name} for {apps.height} applications")
+        result = allocate_loans(apps, scn, source=source)
+        write_loan_run(result, out, applications=apps, source=source)
     t, m, o, sv = result.totals, result.multipliers, result.objective, result.solver
     summary = {"scenario": scn.name, "run_dir": str(out), "applications": source, **{
         k: t[k] for k in ("applicants", "funded", "fund_cents", "lent_cents", "unlent_cents",
@@ -77,7 +84,7 @@ def allocate_cmd(
         "optimality_gap": o["optimality_gap"], "fund_per_usd": m["fund_per_usd"],
         "el_budget_per_usd": m["el_budget_per_usd"]}
     if json_out:
-        typer.echo(dumps(summary))
+        print_json(summary)
         return
     counts = ", ".join(f"{k} {v}" for k, v in t["binding_counts"].items() if v)
     out_console.print(
@@ -108,7 +115,7 @@ def check_cmd(
 
     report = check_loans(run_dir)
     if json_out:
-        typer.echo(dumps(report.to_dict()))
+        print_json(report.to_dict())
     else:
         for line in report.lines():
             out_console.print(line, markup=False, highlight=False)

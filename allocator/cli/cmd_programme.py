@@ -69,20 +69,24 @@ def summary_cmd(
       allocator programme summary --data data/small --voucher-run runs/baseline --loans-run runs/loans --json
     """
     from allocator.depeg import load_depeg_rules
+    from allocator.loans import native_stdout_to_stderr
     from allocator.programme import summarise_programmes
 
-    rules = load_depeg_rules(rules_file) if rules_file is not None else None
-    progress = progress_printer(quiet or json_out)
-    data_dir = resolve_data_dir(data)
-    summary = summarise_programmes(
-        data_dir,
-        voucher_run=voucher_run,
-        loans_run=loans_run,
-        voucher_scenario=voucher_scenario,
-        loan_scenario=loan_scenario,
-        depeg_rules=rules,
-        progress=progress,
-    )
+    # stdout carries only the result below: anything native code prints while the three
+    # programmes are computed (the HiGHS banner of the loan model) goes to stderr.
+    with native_stdout_to_stderr():
+        rules = load_depeg_rules(rules_file) if rules_file is not None else None
+        progress = progress_printer(quiet or json_out)
+        data_dir = resolve_data_dir(data)
+        summary = summarise_programmes(
+            data_dir,
+            voucher_run=voucher_run,
+            loans_run=loans_run,
+            voucher_scenario=voucher_scenario,
+            loan_scenario=loan_scenario,
+            depeg_rules=rules,
+            progress=progress,
+        )
     if json_out:
         print_json(summary.to_dict())
     else:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from allocator.cli.app import app, err_console, guarded, out_console
 from allocator.cli.common import print_json
 from allocator.errors import InputError
-from allocator.sensitivity import run_sensitivity
+from allocator.sensitivity import TOP_MOVERS, moves_format, run_sensitivity, write_moves
 
 
 @app.command("sensitivity")
@@ -22,21 +22,50 @@ def sensitivity_cmd(
         float,
         typer.Option("--delta", help="USD: budget change of the exact re-solves (B + d and B - d)."),
     ] = 1_000_000.0,
+    users_out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--users-out",
+            help=(
+                "Write every user's voucher now, at B + d and at B - d (re-solved, rounded to "
+                "cents), the derivative's prediction and the bounds to this .parquet or .csv file."
+            ),
+        ),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", help="How many of the largest movers to list.")
+    ] = TOP_MOVERS,
     json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
 ) -> None:
-    """Sensitivity of a run: budget derivatives and B +/- delta, weights and alpha, cliffs.
+    """Sensitivity of a run: budget derivatives and B +/- delta, who moves, weights and alpha, cliffs.
 
-    Re-solves the run from its manifest (same scenario, same data files).
+    Re-solves the run from its manifest (same scenario, same data files). With a phase-in band it
+    also reports the band (users, loss and payments inside it) and its price: the same scenario
+    with hard thresholds at the same budget, and what everyone else gives up.
 
-    Example: allocator sensitivity runs/baseline --delta 5000000
+    Example: allocator sensitivity runs/baseline --delta 5000000 --users-out runs/moves.parquet
     """
     if not (math.isfinite(delta) and delta > 0):
         raise InputError(f"--delta must be a positive amount in USD, not {delta!r}.")
+    if top < 0:
+        raise InputError(f"--top must be 0 or more, not {top}.")
+    if users_out is not None:
+        moves_format(users_out)  # refuse a wrong suffix before minutes of work, not after
     if not json_out:
         err_console.print(f"re-solving {run_dir}", markup=False, highlight=False)
-    report = run_sensitivity(run_dir, delta_usd=delta)
+    report = run_sensitivity(run_dir, delta_usd=delta, top=top)
+    written = None
+    if users_out is not None:
+        assert report.moves is not None
+        written = write_moves(report.moves, users_out)
     if json_out:
-        print_json(report.to_dict())
+        out = report.to_dict()
+        out["users_out"] = None if written is None else str(written)
+        print_json(out)
         return
     for line in report.lines():
         out_console.print(line, markup=False, highlight=False)
+    if written is not None:
+        err_console.print(
+            f"wrote {written} ({report.moves.height:,} users)", markup=False, highlight=False
+        )

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from allocator.cli.app import err_console
+from allocator.cli.app import err_console, styled
 from allocator.jsonsafe import dumps
 
 
@@ -35,7 +35,7 @@ def stage(label: str) -> Iterator[None]:
 def progress_printer(quiet: bool):  # noqa: ANN201 - a small closure factory
     def report(label: str) -> None:
         if not quiet:
-            err_console.print(f"[dim]· {label}[/]", markup=True)
+            err_console.print(styled(f"· {label}", "dim"))
 
     return report
 
