@@ -291,12 +291,20 @@ def _best_response_from_ratio(
     ratio: np.ndarray,
     logv: np.ndarray | None,
     alpha: float,
+    tie_tol: float,
 ) -> np.ndarray:
     r"""The best response :math:`\operatorname{clip}(v\,r^{1/\alpha}, \ell, h)` (see
-    :func:`best_response`), from the ratio already computed; ties at ``alpha = 0`` keep ``v``."""
+    :func:`best_response`), from the ratio already computed.
+
+    At ``alpha = 0`` a user whose weight is within ``tie_tol`` (relative) of their price is on a
+    tie and keeps ``v``: the price of a linear problem *is* the weight of its fractional users,
+    and a float comparison ``w == lambda`` would send that user to a bound for a last-bit
+    difference (the same tolerance lets interior users pass stationarity).
+    """
     if alpha == 0.0:
-        out = best_response(w, lo, hi, alpha, prices)
-        return np.where(np.isnan(out), v, out)
+        out = np.where(ratio > 1.0 + tie_tol, hi, lo)
+        tie = np.abs(ratio - 1.0) <= tie_tol
+        return np.where(tie, v, out)
     with np.errstate(invalid="ignore", over="ignore"):
         if alpha == 1.0:
             raw = v * ratio
@@ -501,7 +509,7 @@ def certify(
     floor_wrong_max = max(float(np.max(excess_floor, initial=0.0)), 0.0) if floor_wrong else 0.0
     cap_wrong_max = max(float(np.max(short_cap, initial=0.0)), 0.0) if cap_wrong else 0.0
 
-    v_star = _best_response_from_ratio(w, v, lo, hi, prices, ratio, logv, alpha)
+    v_star = _best_response_from_ratio(w, v, lo, hi, prices, ratio, logv, alpha, tol)
     best_response_max = float(np.max(np.abs(v - v_star), initial=0.0)) if finite else math.inf
 
     if rounded:

@@ -123,6 +123,11 @@ BATCH_KEYS = ("number", "users", "cents", "scheduled_at", "due_at")
 BEST_RESPONSE_TOL_USD = 0.01 + 1e-3
 #: Relative tolerance on the signs of the multipliers (the certificate's default tolerance).
 PRICE_SIGN_TOL = 1e-6
+#: Relative distance between weight and price within which a user of a linear (alpha = 0)
+#: objective is on a tie: the price of a linear problem is the weight of its fractional users,
+#: so an exact float comparison would misjudge them for a last-bit difference (the
+#: certificate's default tolerance).
+TIE_RTOL = 1e-6
 #: Relative floor of the objective tolerance, for the per-term error of the utility (see
 #: :func:`objective_tolerance`).
 OBJECTIVE_RTOL = 1e-12
@@ -1051,7 +1056,8 @@ def best_response_usd(
     maximises :math:`w_i u_\alpha(v) - \lambda_i v` over :math:`[\ell_i, h_i]` (:math:`h_i` when
     :math:`\lambda_i \le 0`). With ``alpha == 0`` (linear utility) it is :math:`h_i` when
     :math:`w_i > \lambda_i`, :math:`\ell_i` when :math:`w_i < \lambda_i`, and on a tie every
-    point of the box, so the user's own voucher is returned. These are the rules of
+    point of the box, so the user's own voucher is returned; a tie is
+    :math:`|w_i / \lambda_i - 1| \le` :data:`TIE_RTOL`. These are the rules of
     :func:`allocator.certificate.certify` with ``rounded=True``, written out again so that the
     check does not run the code it audits.
 
@@ -1076,8 +1082,10 @@ def best_response_usd(
     lo = np.asarray(lower, dtype=np.float64)
     hi = np.asarray(upper, dtype=np.float64)
     if alpha == 0.0:
-        out = np.where(w > lam, hi, lo)
-        tie = w == lam
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(lam > 0.0, w / lam, np.inf)
+        out = np.where(ratio > 1.0 + TIE_RTOL, hi, lo)
+        tie = np.abs(ratio - 1.0) <= TIE_RTOL
         out[tie] = np.asarray(vouchers, dtype=np.float64)[tie]
         out[np.isnan(w) | np.isnan(lam)] = np.nan
         return out

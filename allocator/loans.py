@@ -93,11 +93,9 @@ import math
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -115,6 +113,7 @@ from allocator.errors import (
     SolverFailedError,
 )
 from allocator.jsonsafe import json_safe
+from allocator.native import native_stdout_to_stderr
 
 # --- term sheet columns ---
 TIER = "credit_tier"
@@ -577,63 +576,6 @@ def loan_objective(amount_usd: np.ndarray, weight: np.ndarray, alpha: float, shi
 
 
 # ----------------------------------------------------------------------------- solving
-
-
-@contextmanager
-def native_stdout_to_stderr() -> Iterator[None]:
-    """Send everything written to file descriptor 1 (stdout) to descriptor 2 (stderr) meanwhile.
-
-    HiGHS (1.16) prints a banner ("Running HiGHS 1.x ... Copyright ...") from the constructor
-    of its C++ solver object, once per process, straight to descriptor 1: before any option can
-    be set, so neither cvxpy's ``verbose=False`` nor HiGHS's ``output_flag`` / ``log_to_console``
-    silences it, and replacing ``sys.stdout`` does not catch it. Left
-    alone it lands in front of the JSON of ``--json``. Every native solver call of this module
-    runs inside this guard; the CLI uses it around whole computations as well, for native code
-    outside this module.
-
-    Descriptor 1 is process-wide: output that another thread writes to stdout meanwhile goes to
-    stderr too. Without a usable descriptor 1 or 2 (a daemon with both closed) it does nothing.
-    Nesting is safe: each level restores what it found.
-    """
-    _flush_stdout()
-    try:
-        saved: int | None = os.dup(1)
-    except OSError:
-        saved = None
-    moved = False
-    if saved is not None:
-        try:
-            os.dup2(2, 1)
-            moved = True
-        except OSError:
-            pass
-    try:
-        yield
-    finally:
-        if moved:
-            # Output still buffered for descriptor 1 (Python's, and C stdio's, which buffers
-            # fully on a pipe) would otherwise be written after the restore, onto stdout.
-            _flush_stdout()
-            _flush_c_stdio()
-            os.dup2(saved, 1)  # type: ignore[arg-type]
-        if saved is not None:
-            os.close(saved)
-
-
-def _flush_stdout() -> None:
-    try:
-        sys.stdout.flush()
-    except (AttributeError, ValueError, OSError):  # closed or replaced by an object without it
-        pass
-
-
-def _flush_c_stdio() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError, TypeError):  # no C library handle (Windows): nothing to do
-        pass
 
 
 def _solver_options(solver: str) -> dict[str, Any]:

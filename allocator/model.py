@@ -70,6 +70,7 @@ import numpy as np
 
 from allocator.certificate import DEFAULT_TOL, certify
 from allocator.errors import InfeasibleError, NotCertifiedError, SolverFailedError
+from allocator.native import native_stdout_to_stderr
 from allocator.problem import AllocationProblem, Segment
 from allocator.solvers import (
     Allocation,
@@ -91,6 +92,8 @@ DEFAULT_SOLVER_OPTIONS: dict[str, dict[str, Any]] = {
     "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
 }
 _POWCONE_SOLVERS = ("CLARABEL", "SCS")
+#: Simplex LP solver (through cvxpy) for alpha = 0 when the conic solver's answer is refused.
+LP_SOLVER = "HIGHS"
 # Rational exponents with denominators up to this size become a handful of SOCs per user.
 _SOC_MAX_DENOMINATOR = 32
 _SCALE_SAMPLE = 20_000
@@ -483,6 +486,17 @@ class FairnessModel:
         try:
             return self._attempt(solver, options, tol, verbose, started)
         except (SolverFailedError, NotCertifiedError) as first:
+            if self.alpha == 0.0 and LP_SOLVER in cp.installed_solvers():
+                # alpha = 0 is a linear programme. An interior-point answer sits inside the
+                # optimal face, with many users strictly between their bounds at prices a little
+                # off their weights, which the certificate refuses; the polish needs alpha > 0.
+                # A simplex method ends on a vertex, where at most one user per price is
+                # fractional and the duals are exact.
+                try:
+                    with native_stdout_to_stderr():
+                        return self._attempt(LP_SOLVER, {}, tol, verbose, started)
+                except (SolverFailedError, NotCertifiedError):
+                    pass
             # Interior-point methods on exponential and power cones sometimes stall on one
             # scaling and not on another: rebuild with other scalings, and let Clarabel hand
             # back a stalled iterate, which only counts if the polish and certificate pass.

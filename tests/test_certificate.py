@@ -190,3 +190,25 @@ def test_to_dict_is_strict_json() -> None:
         back = json.loads(text)
         assert back["certified"] is cert.certified
         assert set(back) >= {"duality_gap", "stationarity_max", "segment_prices", "failures"}
+
+
+def test_linear_ties_survive_the_last_bit_of_a_segment_price() -> None:
+    # alpha = 0: the price of a linear problem is the weight of its fractional users. User 0's
+    # price is lambda + mu = 0.2 + 0.1, which is 0.30000000000000004 in floats while its weight
+    # is 0.3: an exact comparison would send it to its floor, 5 USD away, and refuse the run.
+    members = np.array([True, False])
+    problem = AllocationProblem(
+        weights=np.array([0.3, 0.2]),
+        lower=np.zeros(2),
+        upper=np.full(2, 10.0),
+        budget=10.0,
+        alpha=0.0,
+        segments=(Segment("s", members, max_share=0.5),),
+    )
+    v = np.array([5.0, 5.0])
+    for rounded in (False, True):
+        cert = certify(problem, v, 0.2, {"s": (0.0, 0.1)}, rounded=rounded)
+        assert cert.certified, cert.failures
+    # a real gap between weight and price is still no tie
+    far = certify(problem, v, 0.2, {"s": (0.0, 0.2)}, rounded=True)
+    assert not far.certified and "from its best response" in " ".join(far.failures)

@@ -430,3 +430,26 @@ def test_phase_in_run_passes_finance_checks(tmp_path: Path, data_dir: Path) -> N
     result = invoke("check-budget", run, "--json")
     failed = {c["name"] for c in strict_json(result.stdout)["checks"] if not c["ok"]}
     assert result.exit_code == 1 and "bounds" in failed
+
+
+def test_linear_objective_through_cvxpy_keeps_stdout_strict_json(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # alpha = 0 with cvxpy ends on HiGHS's simplex, whose C++ banner goes straight to file
+    # descriptor 1: only a real process shows whether it stays off stdout.
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "linear.toml"
+    path.write_text(SMALL_SCENARIO.replace("alpha = 1.0", "alpha = 0.0"))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "allocator", "allocate", "--scenario", str(path), "--data",
+         str(data_dir), "--out", str(out), "--solver", "cvxpy", "--json", "-q"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = strict_json(proc.stdout)  # the whole of stdout, nothing before or after
+    assert summary["solver"] == "cvxpy:HIGHS" and summary["certified"]
+    assert invoke("check-budget", out).exit_code == 0

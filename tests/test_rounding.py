@@ -477,7 +477,7 @@ def test_segment_rounding_keeps_every_share_exact(case) -> None:  # noqa: ANN001
     st.integers(min_value=0, max_value=2**31 - 1),
     st.integers(min_value=30, max_value=400),
     st.sampled_from([0.07, 0.3, 0.5]),
-    st.sampled_from([0.5, 1.0, 2.0, 5.0]),
+    st.sampled_from([0.0, 0.5, 1.0, 2.0, 5.0]),
     st.floats(min_value=0.1, max_value=0.6),
     st.one_of(st.none(), st.floats(min_value=0.05, max_value=0.3)),
 )

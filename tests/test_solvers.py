@@ -644,3 +644,24 @@ def test_non_exhaust_slack_budget_has_zero_price() -> None:
     alloc = solve(p, method="fast")
     assert alloc.shadow_price == 0.0 and np.array_equal(alloc.vouchers, p.upper)
     assert math.isclose(alloc.certificate.spent, p.upper.sum())
+
+
+@pytest.mark.parametrize("segments", [False, True], ids=["plain", "segments"])
+def test_linear_objective_agrees_through_the_simplex_fallback(segments: bool) -> None:
+    # alpha = 0 is a linear programme: Clarabel's interior-point answer has many users strictly
+    # inside their bounds at prices a little off their weights, which the certificate refuses;
+    # the model then solves the same LP with HiGHS's simplex, whose vertex answer certifies.
+    p = heavy_tailed(3000, 0.0, coverage_cap=0.5, seed=4)
+    if segments:
+        p = with_binding_segments(p)
+    fast = solve(p, method="fast")
+    model = FairnessModel(p)
+    ref = model.solve()
+    assert ref.method in ("cvxpy:CLARABEL", "cvxpy:HIGHS") and ref.certificate.certified
+    assert abs(fast.objective - ref.objective) <= 1e-9 * abs(fast.objective)
+    assert np.max(np.abs(fast.vouchers - ref.vouchers)) <= 0.01
+    assert ref.shadow_price == pytest.approx(fast.shadow_price, rel=1e-9)
+    # the same users at their floor, inside and at their cap (the simplex's vouchers sit within
+    # float noise of the bounds rather than on them, hence the states and not exact equality)
+    assert np.array_equal(ref.bound_state, fast.bound_state)
+    assert (fast.bound_state == 0).sum() <= 1 + len(p.segments)  # a vertex: few fractional users

@@ -55,12 +55,8 @@ def allocate_cmd(
 
       allocator loans allocate -s scenarios/loans_default.toml -a apps.csv --out runs/loans_q4
     """
-    from allocator.loans import (
-        allocate_loans,
-        load_loan_scenario,
-        native_stdout_to_stderr,
-        write_loan_run,
-    )
+    from allocator.loans import allocate_loans, load_loan_scenario, write_loan_run
+    from allocator.native import native_stdout_to_stderr
     from allocator.loans_data import generate_applications, load_applications
 
     # stdout carries only the result below: anything native code prints while computing (the

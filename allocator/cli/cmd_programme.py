@@ -69,7 +69,7 @@ def summary_cmd(
       allocator programme summary --data data/small --voucher-run runs/baseline --loans-run runs/loans --json
     """
     from allocator.depeg import load_depeg_rules
-    from allocator.loans import native_stdout_to_stderr
+    from allocator.native import native_stdout_to_stderr
     from allocator.programme import summarise_programmes
 
     # stdout carries only the result below: anything native code prints while the three
