@@ -38,12 +38,19 @@ def _quiet(_: str) -> None:
     return None
 
 
+#: Eligibility results a :class:`DataSession` keeps (distinct rule sets, most recent first).
+ELIGIBILITY_CACHE_SIZE = 4
+
+
 @dataclass
 class DataSession:
     """Inputs loaded and validated once, with eligibility cached per rule set.
 
     ``compare`` and ``sweep`` evaluate many scenarios on the same data; most share their
-    eligibility rules, so the Polars pipeline runs once per distinct rule set.
+    eligibility rules, so the Polars pipeline runs once per distinct rule set. Only the
+    :data:`ELIGIBILITY_CACHE_SIZE` most recently used rule sets are kept: a sweep over a
+    threshold makes a new rule set at every point, and keeping every feature matrix of a
+    1,000-point sweep would hold gigabytes for nothing.
     """
 
     data_dir: Path
@@ -73,6 +80,10 @@ class DataSession:
             )
             result.reconciliation.check()
             self._eligibility[rules] = (result, time.perf_counter() - t0)
+            while len(self._eligibility) > ELIGIBILITY_CACHE_SIZE:
+                del self._eligibility[next(iter(self._eligibility))]  # least recently used
+        else:
+            self._eligibility[rules] = self._eligibility.pop(rules)  # now the most recent
         return self._eligibility[rules]
 
     def input_manifest(self) -> dict[str, dict[str, object]]:

@@ -943,7 +943,8 @@ def _cliff_from_sensitivity(main: _Run, rules: Any) -> Section | None:
         rows=(
             (
                 N.REASON_BELOW_MIN_LOSS,
-                f"loss in [{loss_lo:g}, {c.min_loss_usd:g}) USD",
+                # a band's lower end must be passed, not reached: "below" then includes it
+                f"loss in [{loss_lo:g}, {c.min_loss_usd:g}{']' if c.loss_phase_in else ')'} USD",
                 _int(c.below_loss_users),
                 _num(c.below_loss_total_usd, "{:,.2f}"),
                 _int(c.eligible_above_loss_users),
@@ -951,7 +952,7 @@ def _cliff_from_sensitivity(main: _Run, rules: Any) -> Section | None:
             ),
             (
                 N.REASON_BELOW_LOSS_RATIO,
-                f"ratio in [{ratio_lo:g}, {c.min_loss_ratio:g})",
+                f"ratio in [{ratio_lo:g}, {c.min_loss_ratio:g}{']' if c.ratio_phase_in else ')'}",
                 _int(c.below_ratio_users),
                 _num(c.below_ratio_total_usd, "{:,.2f}"),
                 _int(c.eligible_above_ratio_users),

@@ -542,3 +542,25 @@ def test_scatter_subsample_is_fixed():
     assert np.array_equal(big, np.sort(big)) and np.array_equal(
         big, _subsample(SCATTER_MAX_POINTS * 3)
     )
+
+
+def test_phase_in_cliff_sits_at_the_band_and_includes_its_lower_end(runs, tmp_path):
+    # With a phase-in band the cliff moves to the band's lower end, which must be passed, not
+    # reached: "just below" is [15, 25] USD, and a loss of exactly 25 is excluded.
+    scen = tmp_path / "phase.toml"
+    scen.write_text(BASELINE + "[eligibility]\nphase_in_loss_usd = 25.0\nphase_in_ratio = 0.2\n")
+    run = tmp_path / "phase"
+    res = invoke("allocate", "--scenario", scen, "--data", runs["data"], "--out", run, "-q")
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "phase.json"
+    res = invoke("report", run, "--format", "json", "--sweep-points", "0", "--out", out)
+    assert res.exit_code == 0, res.output
+    cliff = json_section(strict_json(out.read_text()), "cliff")
+    rows = {r[0]: r for r in cliff["tables"][0]["rows"]}
+    assert rows[N.REASON_BELOW_MIN_LOSS][1] == "loss in [15, 25] USD"
+    assert rows[N.REASON_BELOW_LOSS_RATIO][1] == "ratio in [0.15, 0.2]"
+    exc = pl.read_parquet(run / N.EXCLUDED_FILE)
+    below = exc.filter(
+        (pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS) & pl.col(N.LOSS_USD).is_between(15, 25)
+    )
+    assert cliff["data"]["below_loss_users"] == below.height > 0

@@ -460,3 +460,21 @@ def test_rows_have_the_same_fields_when_no_point_solved(session: DataSession, sm
     assert set(rows[0]) - {"bounds.floor_usd"} == set(solved[0])
     given = ("bounds.floor_usd", "status", "reason")
     assert all(v is None for k, v in rows[0].items() if k not in given)
+
+
+def test_the_session_keeps_only_the_most_recent_eligibility_results(session: DataSession) -> None:
+    # a threshold sweep makes a new rule set at every point; the cache must not grow with it
+    from dataclasses import replace
+
+    from allocator.config import EligibilityRules
+    from allocator.pipeline import ELIGIBILITY_CACHE_SIZE
+
+    session._eligibility.clear()
+    base = EligibilityRules()
+    first, _ = session.eligibility(base)
+    for k in range(ELIGIBILITY_CACHE_SIZE + 3):
+        session.eligibility(replace(base, min_loss_usd=60.0 + k))
+        again, _ = session.eligibility(base)  # used at every step: never evicted
+        assert again is first
+    assert len(session._eligibility) == ELIGIBILITY_CACHE_SIZE
+    assert replace(base, min_loss_usd=60.0) not in session._eligibility  # the oldest went first

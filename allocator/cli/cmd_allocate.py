@@ -8,12 +8,17 @@ from typing import Annotated, Optional
 import typer
 
 from allocator.cli.app import app, guarded, out_console
-from allocator.cli.common import print_json, progress_printer, resolve_data_dir, usd
+from allocator.cli.common import (
+    check_solver_option,
+    print_json,
+    progress_printer,
+    resolve_data_dir,
+    usd,
+)
 from allocator.pipeline import DataSession, allocate, manifest
 from allocator.rundir import write_run_dir
 from allocator.scenarios import load_scenario
 
-SOLVERS = ("auto", "fast", "cvxpy")
 
 
 def run_summary(run, out_dir: Path | None) -> dict:  # noqa: ANN001 - RunResult
@@ -61,8 +66,7 @@ def allocate_cmd(
 
     Example: allocator allocate --scenario scenarios/baseline.toml --out runs/baseline
     """
-    if solver is not None and solver not in SOLVERS:
-        raise typer.BadParameter(f"--solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
+    check_solver_option(solver)
     scen = load_scenario(scenario)
     progress = progress_printer(quiet)
     data_dir = resolve_data_dir(data)

@@ -28,8 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from allocator.cli.app import app, err_console, guarded, out_console
-from allocator.cli.cmd_allocate import SOLVERS
-from allocator.cli.common import progress_printer, resolve_data_dir
+from allocator.cli.common import check_solver_option, progress_printer, resolve_data_dir
 from allocator.errors import AllocatorError, InfeasibleError, SolverFailedError
 from allocator.jsonsafe import json_safe
 from allocator.metrics import LOSS_BANDS, moved, summary
@@ -78,12 +77,6 @@ def _print_json(obj: Any) -> None:
     # after "1k-10k". Insertion order is just as deterministic and keeps bands in band order.
     sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
-
-
-def check_solver_option(solver: str | None) -> None:
-    """Reject an unknown ``--solver`` before any data is loaded (exit 2)."""
-    if solver is not None and solver not in SOLVERS:
-        raise AllocatorError(f"--solver must be one of {', '.join(SOLVERS)}, not {solver!r}.")
 
 
 def check_moved_threshold(threshold: float) -> None:

@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from allocator.cli.app import err_console, styled
+from allocator.errors import AllocatorError
 from allocator.jsonsafe import dumps
+
+#: Values of every command's ``--solver`` option.
+SOLVERS = ("auto", "fast", "cvxpy")
+
+
+def check_solver_option(solver: str | None) -> None:
+    """Reject an unknown ``--solver`` before any data is loaded (exit 2, one line)."""
+    if solver is not None and solver not in SOLVERS:
+        raise AllocatorError(f"--solver must be one of {', '.join(SOLVERS)}, not {solver!r}.")
 
 
 def resolve_data_dir(data: Path | None) -> Path:
