@@ -76,7 +76,7 @@ class ObjectiveSpec:
 
     alpha: float = 1.0
     loss_exponent: float = 1.0
-    ratio_exponent: float = 0.0
+    ratio_exponent: float = 1.0
     ratio_cap: float = 1.0
     features: tuple[tuple[str, float], ...] = ()
     form: Literal["voucher", "coverage"] = "voucher"

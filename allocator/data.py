@@ -398,7 +398,7 @@ def validate_inputs(inputs: Inputs) -> None:
     Rules: no null outside :data:`NULLABLE`; timestamps carry an offset; amounts finite with
     ``quantity, realised_loss, liq_fee >= 0``, ``liq_price > 0``, ``price_usd > 0``,
     ``depeg_comp_usd >= 0`` and ``net_assets_usd`` any finite value; ``product``, ``side`` and
-    ``kyc_status`` in their vocabularies; ``vip_tier`` in 0..9; ``event_id`` unique, ``user_id``
+    ``kyc_status`` in their vocabularies; ``region`` two upper-case letters; ``vip_tier`` in 0..9; ``event_id`` unique, ``user_id``
     unique in the snapshot and users tables; and every settle asset of a covered-product event
     has prices.
     """
@@ -460,6 +460,12 @@ def _rules(stem: str, t: Mapping[str, pl.Expr]) -> list[_Rule]:
             _Rule(N.VIP_TIER, (v < 0) | (v > MAX_VIP_TIER), f"must be an integer in 0..{MAX_VIP_TIER}"),
             vocab(N.KYC_STATUS, N.KYC_STATUSES),
             nonneg(N.DEPEG_COMP_USD),
+            # restricted regions are matched by code: "us" or "USA" would silently escape them
+            _Rule(
+                N.REGION,
+                ~t[N.REGION].str.contains(r"^[A-Z]{2}$"),
+                "must be an ISO 3166-1 alpha-2 code, two upper-case letters such as 'US'",
+            ),
         ]
     raise AssertionError(stem)
 

@@ -11,8 +11,10 @@ of user :math:`i`
 
 where :math:`q_e` is the realised loss and :math:`f_e` the liquidation fee, both in the
 settlement asset :math:`a_e`, :math:`p_a(t)` is the USD price of the latest bar of asset
-:math:`a` with bar time :math:`\le t`, and :math:`[\cdot]_{10^{-9}}` rounds to the nano-dollar
-(half to even). :math:`C_i` holds the *counted* events of user
+:math:`a` with bar time :math:`\le t`, and :math:`[\cdot]_{10^{-9}}` rounds to the nano-dollar:
+the float product with :math:`10^9` rounded half to even, which can differ by one nano-dollar
+from rounding the exact decimal product when that product lies within a float's last place of
+a half (a user's loss moves by at most a nano-dollar per event; the sums stay exact). :math:`C_i` holds the *counted* events of user
 :math:`i`: product in ``rules.products`` and time in the half-open window
 ``[window_start, window_end)``. The announced "2025-10-11 23:59 inclusive" therefore means
 "through 23:59:59.999999": an event at 2025-10-12 00:00:00 is outside.
@@ -806,7 +808,8 @@ def _with_detail(excluded: pl.DataFrame, rules: EligibilityRules) -> pl.DataFram
 
 
 def _nano(usd: pl.Expr) -> pl.Expr:
-    """USD as whole nano-dollars (Int128, rounded half to even); null beyond its range."""
+    """USD as whole nano-dollars (Int128): ``usd * 1e9`` in floats, rounded half to even; null
+    beyond its range."""
     return (usd * NANO_PER_USD).round().cast(pl.Int128, strict=False)
 
 

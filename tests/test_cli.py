@@ -453,3 +453,21 @@ def test_linear_objective_through_cvxpy_keeps_stdout_strict_json(
     summary = strict_json(proc.stdout)  # the whole of stdout, nothing before or after
     assert summary["solver"] == "cvxpy:HIGHS" and summary["certified"]
     assert invoke("check-budget", out).exit_code == 0
+
+
+def test_eligibility_takes_its_rules_from_a_scenario(tmp_path: Path, data_dir: Path) -> None:
+    phase_in = Path(__file__).resolve().parent.parent / "scenarios" / "phase_in.toml"
+    out = tmp_path / "el"
+    result = invoke("eligibility", "--scenario", phase_in, "--data", data_dir, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    eligible = pl.read_parquet(out / "eligible.parquet")
+    # the band's users are in, with their phase factor; the rest of the rules as announced
+    assert eligible[N.PHASE_FACTOR].min() > 0 and eligible[N.PHASE_FACTOR].max() == 1.0
+    assert (eligible[N.LOSS_USD] > 25).all() and (eligible[N.LOSS_USD] < 50).any()
+    # an option overrides the scenario, and a contradiction with its band is a usage error
+    result = invoke(
+        "eligibility", "--scenario", phase_in, "--data", data_dir, "--out", tmp_path / "x",
+        "--min-loss", "20",
+    )
+    assert result.exit_code == 2 and "phase_in_loss_usd" in result.stderr
+    assert not (tmp_path / "x").exists()

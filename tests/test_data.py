@@ -255,6 +255,8 @@ ROW_CASES = [
     (N.EVENTS_FILE, N.PRODUCT, 2, "perpetual", "perpetual", "'usdm_futures', 'coinm_futures'"),
     (N.EVENTS_FILE, N.SIDE, 1, "buy", "buy", "'long', 'short'"),
     (N.USERS_FILE, N.KYC_STATUS, 1, "done", "done", "'verified', 'pending', 'unverified'"),
+    (N.USERS_FILE, N.REGION, 2, "usa", "usa", "two upper-case letters"),
+    (N.USERS_FILE, N.REGION, 0, "U.", "U.", "ISO 3166-1 alpha-2"),
     (N.EVENTS_FILE, N.USER_ID, 2, None, "", "required"),
     (N.EVENTS_FILE, N.TS, 3, None, "", "required"),
     (N.PRICES_FILE, N.ASSET, 5, None, "", "required"),

@@ -449,3 +449,14 @@ def test_loan_scenario_given_to_a_voucher_command_says_which_command_to_use():
     msg = str(info.value)
     assert "loans_default.toml" in msg and "loan-fund scenario" in msg
     assert "allocator loans allocate --scenario" in msg
+
+
+def test_anything_omitted_takes_the_baseline_value(tmp_path):
+    # the README's promise: a scenario that sets nothing is the baseline
+    path = tmp_path / "empty.toml"
+    path.write_text('name = "empty"\n')
+    mine = scenario_to_dict(load_scenario(path))
+    base = scenario_to_dict(load_scenario(SCENARIO_DIR / "baseline.toml"))
+    for d in (mine, base):
+        d.pop("name"), d.pop("description", None)
+    assert mine == base

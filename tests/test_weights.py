@@ -263,7 +263,8 @@ def test_non_finite_weights_name_user_and_column(values, spec, error, column):
 
 def test_zero_exponent_ignores_zero_loss():
     # L^0 = 1 even at L = 0: equal weights do not need a positive loss.
-    w = compute_weights(one_user(**{N.LOSS_USD: 0.0}), ObjectiveSpec(loss_exponent=0.0))
+    spec = ObjectiveSpec(loss_exponent=0.0, ratio_exponent=0.0)
+    w = compute_weights(one_user(**{N.LOSS_USD: 0.0}), spec)
     np.testing.assert_array_equal(w, [1.0, 1.0])
 
 

@@ -14,8 +14,9 @@ import typer
 
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import progress_printer, resolve_data_dir
-from allocator.config import EligibilityRules
+from allocator.config import EligibilityRules, Scenario
 from allocator.eligibility import run_eligibility, write_eligibility
+from allocator.scenarios import load_scenario, validate_scenario
 
 
 class DepegPolicy(str, Enum):
@@ -33,6 +34,15 @@ def eligibility_cmd(
     ],
     data: Annotated[
         Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
+    ] = None,
+    scenario: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--scenario",
+            "-s",
+            help="Take every rule from this scenario's [eligibility] (window, products, regions, "
+            "thresholds, phase-in bands, policies); the options below override it.",
+        ),
     ] = None,
     min_loss: Annotated[
         Optional[float],
@@ -61,7 +71,10 @@ def eligibility_cmd(
     does not hold. Rerunning on the same data writes byte-identical files.
 
     Example: allocator eligibility --data data/small --out out/eligibility --min-loss 25 --json
+
+    Example: allocator eligibility --scenario scenarios/phase_in.toml --out out/phase_in
     """
+    base = load_scenario(scenario).eligibility if scenario is not None else EligibilityRules()
     changes: dict[str, object] = {}
     if min_loss is not None:
         changes["min_loss_usd"] = float(min_loss)
@@ -69,7 +82,11 @@ def eligibility_cmd(
         changes["min_loss_ratio"] = float(min_ratio)
     if depeg_policy is not None:
         changes["depeg_policy"] = depeg_policy.value
-    rules = dataclasses.replace(EligibilityRules(), **changes)
+    rules = dataclasses.replace(base, **changes)
+    if rules != base:
+        # an override may contradict the scenario (a min loss below its phase-in band's lower
+        # end): judge the combination by the scenario rules, naming the options
+        validate_scenario(Scenario(name="eligibility", eligibility=rules), file="the options")
 
     progress = progress_printer(quiet or json_out)
     data_dir = resolve_data_dir(data)
