@@ -518,13 +518,39 @@ def _columns(allocations: pl.DataFrame) -> _Columns:
                 f"{N.ALLOCATIONS_FILE}: column {col} must be a number for every user; "
                 f"{int(bad.sum())} row(s) are empty or NaN, e.g. {row}."
             )
+    try:
+        cents = metrics._voucher_cents(allocations)
+    except pl.exceptions.PolarsError as exc:  # e.g. a voucher_usd too large for Int64 cents
+        raise InputError(
+            f"{N.ALLOCATIONS_FILE}: the vouchers cannot be read as whole cents ({exc})."
+        ) from None
+    for col, values in (
+        (N.VOUCHER_CENTS, cents),
+        ("lower_cents", allocations["lower_cents"]),
+        ("upper_cents", allocations["upper_cents"]),
+    ):
+        bad = values.is_null() | (values < 0).fill_null(False)
+        if bad.any():
+            row = allocations.filter(bad).row(0, named=True)
+            raise InputError(
+                f"{N.ALLOCATIONS_FILE}: column {col} must be a non-negative number of cents for "
+                f"every user; {int(bad.sum())} row(s) are empty or negative, e.g. {row}."
+            )
+    dup = allocations[N.USER_ID].is_duplicated()
+    if dup.any():
+        row = allocations.filter(dup).row(0, named=True)
+        times = int((allocations[N.USER_ID] == row[N.USER_ID]).sum())
+        raise InputError(
+            f"{N.ALLOCATIONS_FILE}: user {row[N.USER_ID]} appears {times} times; each user is "
+            f"paid once ({int(dup.sum())} row(s) share a user id), e.g. {row}."
+        )
     if N.SEGMENT in allocations.columns:
         segment = allocations[N.SEGMENT].cast(pl.String).fill_null("").to_numpy().astype(str)
     else:
         segment = np.full(allocations.height, "", dtype=str)
     return _Columns(
         user_id=allocations[N.USER_ID].cast(pl.Int64).to_numpy(),
-        cents=metrics._voucher_cents(allocations).to_numpy().astype(np.int64),
+        cents=cents.to_numpy().astype(np.int64),
         loss=allocations[N.LOSS_USD].cast(pl.Float64).to_numpy(),
         ratio=allocations[N.LOSS_RATIO].cast(pl.Float64).to_numpy(),
         lower=allocations["lower_cents"].cast(pl.Int64).to_numpy(),
@@ -750,7 +776,8 @@ def audit(
     Raises
     ------
     InputError
-        A needed column is missing, or a loss, ratio or weight is empty or NaN.
+        A needed column is missing, a loss, ratio or weight is empty or NaN, a voucher or bound
+        in cents is empty or negative, or a user appears twice.
     """
     cols = _columns(allocations)
     n = cols.cents.shape[0]

@@ -25,6 +25,10 @@ and the KKT conditions read, with marginal utility
 * primal feasibility, :math:`\mu \ge 0` (and :math:`\lambda \ge 0` unless exhaust mode), and
   complementary slackness.
 
+The first three are tested on the ratio :math:`g_i(v_i)/\lambda_i = (v_i^\star/v_i)^\alpha`
+to the relative tolerance :math:`\tau \max(1, \alpha)`, which is :math:`\tau` on the voucher
+itself whatever :math:`\alpha`.
+
 The Lagrangian dual function has a closed form because the Lagrangian separates by user:
 
 .. math::
@@ -155,10 +159,10 @@ class Certificate:
     stationarity_max
         Largest :math:`|g_i(v_i) - \lambda_i| / \lambda_i` over interior users.
     floor_wrong_sign, floor_wrong_sign_max
-        Floor users with :math:`g_i(v_i) > \lambda_i (1 + \text{tol})`, and the largest
+        Floor users with :math:`g_i(v_i) > \lambda_i (1 + \text{tol} \max(1, \alpha))`, and the largest
         relative excess.
     cap_wrong_sign, cap_wrong_sign_max
-        Cap users with :math:`g_i(v_i) < \lambda_i (1 - \text{tol})`, and the largest relative
+        Cap users with :math:`g_i(v_i) < \lambda_i (1 - \text{tol} \max(1, \alpha))`, and the largest relative
         shortfall.
     dual_infeasibility
         Largest negative part of a multiplier that must be non-negative.
@@ -412,7 +416,7 @@ def certify(
         (default :data:`DEFAULT_FEAS_TOL_USD`, or ``1e-12 B`` if larger).
     bound_tol_usd
         A user within this many USD of a bound is classified at that bound (default
-        ``tol * max(1, B/n)`` unrounded, one cent rounded).
+        ``tol * max(1, min(B/n, mean |v|))`` unrounded, one cent rounded).
 
     Returns
     -------
@@ -440,7 +444,12 @@ def certify(
             if feas_tol_usd is None
             else float(feas_tol_usd)
         )
-        btol = tol * max(1.0, budget / max(n, 1)) if bound_tol_usd is None else float(bound_tol_usd)
+        # the scale of a voucher: B / n, unless the budget is slack (B = 1e13 with everyone at
+        # a USD 6,000 cap would make every voucher "at its floor" within B / n * tol)
+        typical = budget / max(n, 1)
+        if n and np.all(np.isfinite(v)):
+            typical = min(typical, float(np.mean(np.abs(v))))
+        btol = tol * max(1.0, typical) if bound_tol_usd is None else float(bound_tol_usd)
         budget_tol = feas
     failures: list[str] = []
 
@@ -502,8 +511,12 @@ def certify(
     stationarity_max = float(np.max(np.where(interior, rel, 0.0), initial=0.0))
     excess_floor = np.where(at_floor & ~fixed, ratio - 1.0, -np.inf)
     short_cap = np.where(at_cap & ~fixed, 1.0 - ratio, -np.inf)
-    floor_bad = excess_floor > tol
-    cap_bad = short_cap > tol
+    # The marginal ratio is (v* / v)^alpha: a voucher within relative tol of its best response
+    # moves it by alpha * tol. Judging it against tol * max(1, alpha) tests the voucher itself to
+    # relative tol, at any alpha (at alpha = 100 float error alone makes the ratio ~1e-6 off).
+    ratio_tol = tol * max(1.0, alpha)
+    floor_bad = excess_floor > ratio_tol
+    cap_bad = short_cap > ratio_tol
     floor_wrong = int(np.sum(floor_bad))
     cap_wrong = int(np.sum(cap_bad))
     floor_wrong_max = max(float(np.max(excess_floor, initial=0.0)), 0.0) if floor_wrong else 0.0
@@ -519,7 +532,7 @@ def certify(
                 "certified prices (more than one cent)"
             )
     else:
-        if not stationarity_max <= tol:
+        if not stationarity_max <= ratio_tol:
             failures.append(
                 f"interior users are off stationarity by up to {stationarity_max:.3g} (relative)"
             )

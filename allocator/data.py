@@ -10,20 +10,37 @@ query can be timed apart. It runs one aggregate pass per table (counts of nulls,
 values and rule breaks, uniqueness), plus one small pass only when a rule is broken, to fetch the
 first offending row for the message. Every problem raises
 :class:`~allocator.errors.InputError` with one paragraph naming the file, the column and an
-example row (data rows numbered from 1, the CSV header not counted).
+example row (data rows numbered from 1, the CSV header not counted; for a CSV file also the line
+of the file, the header being line 1).
+
+Columns. They are found by name, in any order. Columns not in :data:`SCHEMAS` are accepted and
+ignored (real exports carry more than the allocator needs); in a CSV file they are still read by
+the validation pass, so a malformed line is found wherever it breaks. A schema column named
+twice in a CSV header is refused (which copy is meant would be a guess).
 
 Type rules. Parquet columns are cast when the kind matches (any integer width to ``Int64``, any
 float, integer or decimal to ``Float64``, categorical to ``String``, a time-zone-aware datetime of
 any unit to ``Datetime("us", "UTC")``) and rejected otherwise; a naive datetime is rejected
 because its time zone would be a guess. CSV fields are read as text and parsed strictly:
 timestamps must be ISO 8601 with an offset or ``Z``; booleans are ``true``/``false``/``1``/``0``.
-Extra columns are allowed and dropped. ``collateral`` may be null (not reported); every other
-column is required on every row.
+``collateral`` may be null (not reported); every other column is required on every row.
+
+CSV files must be UTF-8 (a leading byte-order mark is accepted and ignored), comma-separated,
+with ``"`` quoting values that contain commas; ``\n`` and ``\r\n`` line ends both work. A line
+with more fields than the header, a value that is not UTF-8, an unbalanced quote or a blank line
+is refused, naming the line and showing it. A line with fewer fields than the header is read
+with the missing trailing values empty, which the checks above report when a value is required;
+only a line lacking nothing but trailing optional fields (``collateral``) reads the same as one
+leaving them empty.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import io
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +108,11 @@ FORMATS = ("parquet", "csv")
 MAX_VIP_TIER = 9
 
 _READ_ERRORS = (pl.exceptions.PolarsError, OSError, ValueError)
+#: Longest excerpt of a file (a line, a reader's message) quoted in an error message.
+_SHOW_CHARS = 200
+#: A quoted CSV value may span lines; a record still open after this many bytes is reported as
+#: an unbalanced quote rather than read on to the end of the file.
+_MAX_RECORD_BYTES = 1 << 16
 # An ISO 8601 date or date-time without any offset: valid text, but a naive instant.
 _NAIVE_RE = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?$"
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
@@ -139,6 +161,12 @@ class _Table:
     typed: dict[str, pl.Expr]  # schema column -> typed expression over ``raw``
     parsed: frozenset[str]  # columns parsed from text or cast lossily: check for failures
     text_ts: frozenset[str]  # timestamp columns given as text: report naive ones as such
+    # For a CSV file: its path, its header and the scan of every column in the file. Polars
+    # reports a line with too many fields only when every column is read, so the validation
+    # pass reads ``scan``, not ``raw``.
+    csv_path: Path | None = None
+    header: tuple[str, ...] = ()
+    scan: pl.LazyFrame | None = None
 
     def frame(self) -> pl.LazyFrame:
         return self.raw.select([self.typed[c].alias(c) for c in SCHEMAS[self.stem]])
@@ -208,7 +236,9 @@ def _open_parquet(stem: str, path: Path) -> _Table:
         raw = pl.scan_parquet(path)
         schema = raw.collect_schema()
     except _READ_ERRORS as exc:
-        raise InputError(f"Input file {path} cannot be read as parquet: {exc}") from None
+        raise InputError(
+            f"Input file {path} cannot be read as parquet: {_reader_reason(exc)}"
+        ) from None
     _check_columns(stem, str(path), list(schema.names()))
     want = SCHEMAS[stem]
     raw = raw.select(list(want))
@@ -280,20 +310,211 @@ def _describe(dtype: pl.DataType) -> str:
 def _open_csv(stem: str, path: Path) -> _Table:
     if path.stat().st_size == 0:
         raise InputError(f"Input file {path} is empty (0 bytes); expected a CSV file with a header.")
+    header = _csv_header(stem, path)
     try:
-        raw = pl.scan_csv(path, infer_schema=False)
-        names = list(raw.collect_schema().names())
+        scan = pl.scan_csv(path, infer_schema=False)
+        names = list(scan.collect_schema().names())
     except pl.exceptions.NoDataError:
         raise InputError(f"Input file {path} is empty; expected a CSV file with a header.") from None
     except _READ_ERRORS as exc:
-        raise InputError(f"Input file {path} cannot be read as CSV: {exc}") from None
+        raise _csv_read_error(path, header, exc) from None
     _check_columns(stem, str(path), names)
     want = SCHEMAS[stem]
-    raw = raw.select(list(want))
+    raw = scan.select(list(want))
     typed = {col: _csv_parse(col, target) for col, target in want.items()}
     parsed = frozenset(c for c, t in want.items() if t != pl.String)
     text_ts = frozenset(c for c, t in want.items() if t == UTC_US)
-    return _Table(stem, str(path), raw, typed, parsed, text_ts)
+    return _Table(stem, str(path), raw, typed, parsed, text_ts, path, header, scan)
+
+
+# --------------------------------------------------------------------------------------------
+# CSV structure. Polars reports a malformed file with a message that names no line (and may
+# quote kilobytes of it); the raw bytes are scanned, only once something is known to be wrong,
+# for the first line that breaks the structure, to name and show it.
+
+
+def _strip_eol(text: str) -> str:
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _show_line(text: str) -> str:
+    """A line as quoted in a message: repr (control characters visible), at most ~200 chars."""
+    shown = repr(text)
+    if len(shown) <= _SHOW_CHARS:
+        return shown
+    return f"{shown[:_SHOW_CHARS]}... ({len(text):,} characters)"
+
+
+def _reader_reason(exc: BaseException) -> str:
+    """The first line of a reader's message, cut short: Polars may quote the rest of the file."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    return first if len(first) <= _SHOW_CHARS else first[:_SHOW_CHARS] + "..."
+
+
+def _fields(body: str) -> list[str]:
+    """The fields of one CSV record (quoted values may hold commas and line breaks)."""
+    if '"' not in body:
+        return body.split(",")
+    return next(csv.reader(io.StringIO(body, newline="")), [""])
+
+
+def _column_at(header: tuple[str, ...] | list[str], text_before: str) -> str:
+    """``, column 'x'`` for the field a position falls in (commas counted, quotes ignored)."""
+    i = text_before.count(",")
+    return f", column '{header[i]}'" if 0 <= i < len(header) else ""
+
+
+def _not_utf8(
+    rec: bytes, exc: UnicodeDecodeError, header: tuple[str, ...] | list[str]
+) -> tuple[int, str]:
+    """(line offset within ``rec``, description) of the first byte that is not UTF-8.
+
+    The description starts with ``, column 'x'`` when the column is known, then ``: ``.
+    """
+    before = rec[: exc.start]
+    offset = before.count(b"\n")
+    line_start = before.rfind(b"\n") + 1
+    column = _column_at(header, before[line_start:].decode("utf-8", errors="replace"))
+    end = rec.find(b"\n", exc.start)
+    shown = rec[line_start: end if end >= 0 else len(rec)].decode("utf-8", errors="replace")
+    return offset, (
+        f"{column}: byte 0x{rec[exc.start]:02X} (character {exc.start - line_start + 1} of the "
+        f"line) is not UTF-8. CSV files must be UTF-8 text; this one was perhaps saved as "
+        f"Latin-1 or Windows-1252: export it again as UTF-8. The line reads: "
+        f"{_show_line(_strip_eol(shown))}."
+    )
+
+
+def _csv_header(stem: str, path: Path) -> tuple[str, ...]:
+    """The header of a CSV file, checked: UTF-8, balanced quotes, no schema column twice.
+
+    A UTF-8 byte-order mark (written by Excel and many Windows tools) is skipped, as Polars does.
+    """
+    with open(path, "rb") as fh:
+        first = fh.readline(_MAX_RECORD_BYTES)
+    if first.startswith(codecs.BOM_UTF8):
+        first = first[len(codecs.BOM_UTF8):]
+    where = f"Input file {path}, line 1 (the header)"
+    if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # "Unicode text" from Excel or Notepad: every other byte is zero, nothing would match.
+        raise InputError(
+            f"Input file {path} is UTF-16 text (it starts with a UTF-16 byte-order mark); CSV "
+            f"files must be UTF-8: export or save it again as 'CSV UTF-8'."
+        )
+    try:
+        text = first.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _, what = _not_utf8(first, exc, [])
+        raise InputError(f"{where}{what}") from None
+    body = _strip_eol(text)
+    if body.count('"') % 2:
+        raise InputError(
+            f"{where}: a double quote opens a quoted name that never closes. The line reads: "
+            f"{_show_line(body)}."
+        )
+    names = tuple(_fields(body)) if body else ()
+    twice = [c for c, k in Counter(names).items() if k > 1 and c in SCHEMAS[stem]]
+    if twice:
+        raise InputError(
+            f"{where}, column '{twice[0]}': named {Counter(names)[twice[0]]} times, so which copy "
+            f"holds the '{stem}' table's {twice[0]} is ambiguous. Remove or rename the extra "
+            f"copies. The header reads: {_show_line(body)}."
+        )
+    return names
+
+
+@dataclass(frozen=True)
+class _CsvScan:
+    """What a scan of a CSV file's lines found."""
+
+    problem: str | None  # "line N (data row M): ..." for the first malformed line, else None
+    line: int | None  # the line where data row ``upto_row`` starts, when the scan reached it
+
+
+def _scan_csv(path: Path, header: tuple[str, ...], *, upto_row: int | None = None) -> _CsvScan:
+    """Find the first malformed line of a CSV file, reading no further than data row ``upto_row``.
+
+    A line is malformed when it is not UTF-8, holds an unbalanced double quote, or has a number
+    of fields other than the header's (a blank line has one). A quoted value may span lines, as
+    Polars allows; data rows are counted as Polars counts them. Pure Python at about a million
+    lines a second: it runs only once Polars has failed or a check has found a bad row.
+    """
+    n_fields = len(header)
+    with open(path, "rb") as fh:
+        fh.readline()  # the header, checked by _csv_header
+        line = 1
+        for row, rec in enumerate(fh, start=1):
+            line += 1
+            start = line
+            while rec.count(b'"') % 2 and len(rec) <= _MAX_RECORD_BYTES:
+                more = fh.readline()
+                if not more:
+                    break
+                rec += more
+                line += 1
+            problem = _record_problem(rec, header, n_fields)
+            if problem is not None:
+                offset, what = problem
+                return _CsvScan(f"line {start + offset} (data row {row}){what}", start)
+            if row == upto_row:
+                return _CsvScan(None, start)
+    return _CsvScan(None, None)
+
+
+def _record_problem(
+    rec: bytes, header: tuple[str, ...], n_fields: int
+) -> tuple[int, str] | None:
+    """(line offset within the record, description) of what is wrong with one record, if any.
+
+    As for :func:`_not_utf8`, the description starts with ``, column 'x'`` or ``: ``.
+    """
+    try:
+        text = rec.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _not_utf8(rec, exc, header)
+    if b'"' not in rec and rec.count(b",") + 1 == n_fields:
+        return None  # the common case, decided on the bytes
+    body = _strip_eol(text)
+    first_line = body.split("\n", 1)[0]
+    if body.count('"') % 2 or ("\n" in body and len(_fields(body)) != n_fields):
+        # An odd quote count, or an even one only by pairing with a stray quote lines later.
+        q = first_line.find('"')
+        column = _column_at(header, first_line[:q]) if q >= 0 else ""
+        return 0, (
+            f"{column}: a double quote opens a quoted value that never closes (a stray \" inside "
+            f"a value: remove it, or quote the whole value and double the inner quote as \"\"). "
+            f"The line reads: {_show_line(first_line)}."
+        )
+    if not body:
+        return 0, ": the line is blank; remove it (it would read as a row of empty values)."
+    n = len(_fields(body))
+    if n != n_fields:
+        why = (
+            "a comma inside an unquoted value (quote such values, or use '.' for decimals), "
+            "or an extra separator" if n > n_fields else "a missing value or separator"
+        )
+        return 0, (
+            f": {n} fields where the header has {n_fields}: {why}. The line reads: "
+            f"{_show_line(body)}."
+        )
+    return None
+
+
+def _csv_read_error(path: Path, header: tuple[str, ...], exc: BaseException) -> InputError:
+    """The InputError for a CSV file Polars could not read: the first malformed line if found."""
+    found = _scan_csv(path, header)
+    if found.problem is not None:
+        return InputError(f"Input file {path}, {found.problem}")
+    return InputError(f"Input file {path} cannot be read as CSV: {_reader_reason(exc)}")
+
+
+def _read_error(table: _Table, exc: BaseException) -> InputError:
+    if table.csv_path is not None:
+        return _csv_read_error(table.csv_path, table.header, exc)
+    return InputError(f"Input file {table.source} cannot be read: {_reader_reason(exc)}")
 
 
 def _csv_parse(col: str, target: pl.DataType) -> pl.Expr:
@@ -536,10 +757,16 @@ def _validate_table(table: _Table) -> None:
             aggs.append((table.typed[chk.column].diff() <= 0).sum().alias(chk.key))
         else:
             aggs.append(chk.bad.sum().alias(chk.key))
+    source = table.raw
+    if table.scan is not None:
+        # Read every column of the CSV file, extra ones included: only then does Polars refuse
+        # a line with more fields than the header instead of silently dropping the surplus.
+        source = table.scan
+        aggs.append(pl.all().is_null().sum().name.prefix("__file:"))
     try:
-        counts = table.raw.select(aggs).collect().row(0, named=True)
+        counts = source.select(aggs).collect().row(0, named=True)
     except _READ_ERRORS as exc:
-        raise InputError(f"Input file {table.source} cannot be read: {exc}") from None
+        raise _read_error(table, exc) from None
     if counts["__n"] == 0:
         raise InputError(
             f"Input file {table.source} has no data rows; the '{table.stem}' table must not be empty."
@@ -547,57 +774,82 @@ def _validate_table(table: _Table) -> None:
     for chk in checks:
         n = int(counts[chk.key] or 0)
         if n and chk.key.startswith("dup:"):
-            n_unique = table.raw.select(table.typed[chk.column].n_unique()).collect().item()
+            n_unique = _collect(table, table.raw.select(table.typed[chk.column].n_unique())).item()
             n = int(counts["__n"]) - int(n_unique)
         if n:
             _raise_with_example(table, chk, n)
 
 
+def _collect(table: _Table, lf: pl.LazyFrame) -> pl.DataFrame:
+    """Collect a query over ``table``; a read failure is an InputError, never a traceback."""
+    try:
+        return lf.collect()
+    except _READ_ERRORS as exc:
+        raise _read_error(table, exc) from None
+
+
+def _numbering(table: _Table, row: int) -> str:
+    """How rows are numbered, with the file line of data row ``row`` for a CSV file.
+
+    For a CSV file the lines up to that row are scanned first: a bad value is often the
+    symptom of a malformed line (a missing field shifts the rest of the line one column left),
+    and then the line is the error to report.
+    """
+    if table.csv_path is None:
+        return "(data rows are numbered from 1, header not counted)"
+    found = _scan_csv(table.csv_path, table.header, upto_row=row)
+    if found.problem is not None:
+        raise InputError(f"Input file {table.csv_path}, {found.problem}")
+    line = f"row {row} is line {found.line} of the file; " if found.line is not None else ""
+    return f"({line}data rows are numbered from 1, header not counted)"
+
+
 def _raise_with_example(table: _Table, chk: _Check, n: int) -> None:
     columns = list(SCHEMAS[table.stem])
     indexed = table.raw.with_row_index(_ROW, offset=1)
-    hit = indexed.filter(chk.bad).head(1).with_columns(table.typed[chk.column].alias("__key")).collect()
-    example = ""
+    hit = _collect(
+        table, indexed.filter(chk.bad).head(1).with_columns(table.typed[chk.column].alias("__key"))
+    )
+    example, numbering = "", "(data rows are numbered from 1, header not counted)"
     if hit.height:
         row = hit.row(0, named=True)
+        numbering = _numbering(table, row[_ROW])
         example = f"; first at row {row[_ROW]}: {_fmt_row(row, columns)}"
         if chk.key.startswith("dup:"):
-            first = indexed.filter(table.typed[chk.column] == row["__key"]).head(1).collect()
+            first = _collect(table, indexed.filter(table.typed[chk.column] == row["__key"]).head(1))
             example += f" (same {chk.column} as row {first.item(0, _ROW)})"
     raise InputError(
-        f"Input file {table.source}, column '{chk.column}': {chk.message(n)}{example} "
-        f"(data rows are numbered from 1, header not counted)."
+        f"Input file {table.source}, column '{chk.column}': {chk.message(n)}{example} {numbering}."
     )
 
 
 def _check_prices_cover_settle_assets(events: _Table, prices: _Table) -> None:
     """Every settle asset of a covered-product event needs a price series to convert losses."""
     assets = (
-        prices.frame().select(pl.col(N.ASSET).unique()).collect().to_series().to_list()
+        _collect(prices, prices.frame().select(pl.col(N.ASSET).unique())).to_series().to_list()
     )
     ev = events.frame()
     bad = pl.col(N.PRODUCT).is_in(list(N.COVERED_PRODUCTS)) & ~pl.col(N.SETTLE_ASSET).is_in(assets)
-    hit = (
+    hit = _collect(
+        events,
         ev.with_row_index(_ROW, offset=1).filter(bad)
         .select(
             pl.len().alias("__n"),
             pl.col(N.SETTLE_ASSET).unique().sort().str.join(", ").alias("__assets"),
             pl.first(_ROW).alias("__first"),
-        )
-        .collect()
+        ),
     )
     n = int(hit.item(0, "__n"))
     if not n:
         return
-    first = (
-        events.raw.with_row_index(_ROW, offset=1)
-        .filter(pl.col(_ROW) == hit.item(0, "__first")).collect()
+    first = _collect(
+        events,
+        events.raw.with_row_index(_ROW, offset=1).filter(pl.col(_ROW) == hit.item(0, "__first")),
     )
     row = first.row(0, named=True)
     raise InputError(
         f"Input file {events.source}, column '{N.SETTLE_ASSET}': {n} covered-product event(s) "
         f"are settled in an asset with no rows in {prices.source} ({hit.item(0, '__assets')}), "
         f"so their loss cannot be converted to USD; first at row {row[_ROW]}: "
-        f"{_fmt_row(row, list(SCHEMAS[events.stem]))} (data rows are numbered from 1, header "
-        f"not counted)."
+        f"{_fmt_row(row, list(SCHEMAS[events.stem]))} {_numbering(events, row[_ROW])}."
     )

@@ -200,6 +200,10 @@ class DepegRules:
     refund_fees: bool = True
 
 
+#: Largest reference price or floor (USD) a rule may set.
+MAX_PRICE_USD = 10_000_000.0
+
+
 def validate_depeg_rules(rules: DepegRules, *, file: str | Path = "<rules>") -> DepegRules:
     """Check ranges and cross-references; raise :class:`ScenarioError` naming the key."""
 
@@ -231,9 +235,16 @@ def validate_depeg_rules(rules: DepegRules, *, file: str | Path = "<rules>") -> 
             if asset.upper() not in upper:
                 raise bad(f"{key}.{asset}", f"is not one of the rule's assets ({', '.join(rules.assets)})")
             ok = isinstance(price, (int, float)) and math.isfinite(price)
-            if not ok or (price <= 0 if key == "reference_prices" else price < 0):
+            low_bad = price <= 0 if key == "reference_prices" else price < 0
+            # compensation is counted in int64 cents: a price this far above any asset's would
+            # overflow it (and is a typo in any case)
+            if not ok or low_bad or price > MAX_PRICE_USD:
                 need = "> 0" if key == "reference_prices" else ">= 0"
-                raise bad(f"{key}.{asset}", f"must be a finite price in USD {need}, not {price!r}")
+                raise bad(
+                    f"{key}.{asset}",
+                    f"must be a finite price in USD {need} and at most {MAX_PRICE_USD:,.0f}, "
+                    f"not {price!r}",
+                )
     return rules
 
 

@@ -1,7 +1,9 @@
 r"""Why did a user get this amount? A per-user explanation, from a run directory alone.
 
 :func:`explain_user` reads the run directory and the input files its manifest names, and
-rebuilds the user's case step by step, checking each step against what the run wrote:
+rebuilds the user's case step by step, checking each step against what the run wrote. First,
+:func:`allocator.rundir.load_run` refuses a damaged or changed run directory, and input files
+whose sha256 is not the manifest's (edited or regenerated since the run). Then:
 
 1. **Liquidations.** The user's events are read from the liquidations file (a lazy scan filtered
    on ``user_id``), valued in USD at the latest price bar at or before each event
@@ -63,7 +65,7 @@ import polars as pl
 from allocator import names as N
 from allocator.config import EligibilityRules, Scenario
 from allocator.errors import AllocatorError, InputError
-from allocator.rundir import RunDir, read_run_dir
+from allocator.rundir import RunDir, load_run
 from allocator.jsonsafe import json_safe
 
 if TYPE_CHECKING:
@@ -105,6 +107,8 @@ WEIGHT_RTOL = 1e-9
 #: The closed form, clipped, must be within this of the paid amount (one cent, plus float slack).
 CENT_USD = 0.01
 _SLACK = 1e-9
+#: User ids are Int64 in every table; an id outside this range is in no run.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _NANO = 1_000_000_000
 
 
@@ -344,34 +348,11 @@ class _Run:
 
 
 def _load_run(run_dir: str | Path) -> _Run:
-    from allocator.scenarios import parse_scenario
-
-    run = read_run_dir(run_dir)
-    man_file = Path(run_dir) / N.MANIFEST_FILE
-    if not isinstance(run.manifest.get("scenario"), Mapping):
-        raise InputError(
-            f"{man_file}: no 'scenario' object; this is not a run directory's manifest."
-        )
-    scenario = parse_scenario(run.manifest["scenario"], file=f"{man_file} (scenario)")
-    inputs = run.manifest.get("inputs")
-    paths: dict[str, Path] = {}
-    for stem in N.INPUT_TABLES:
-        entry = inputs.get(stem) if isinstance(inputs, Mapping) else None
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
-            raise InputError(
-                f"{man_file}: inputs.{stem}.path is missing; the run does not say which "
-                f"{stem} file it used."
-            )
-        path = Path(entry["path"])
-        if not path.is_file():
-            raise InputError(
-                f"{man_file}: the {stem} file the run used, {path}, no longer exists; the "
-                f"explanation needs the run's input files.",
-                hint="restore the data directory or re-run the scenario",
-            )
-        paths[stem] = path
-    data_dir = paths[N.EVENTS_FILE].parent
-    return _Run(run=run, scenario=scenario, paths=paths, data_dir=data_dir)
+    # load_run refuses a damaged or changed run directory, and inputs that changed since the run
+    run = load_run(run_dir, inputs=True)
+    assert run.data_dir is not None
+    paths = {stem: Path(run.manifest["inputs"][stem]["path"]) for stem in N.INPUT_TABLES}
+    return _Run(run=run, scenario=run.scenario, paths=paths, data_dir=run.data_dir)
 
 
 def _open_inputs(run: _Run) -> Inputs:
@@ -1141,6 +1122,14 @@ def _explain_one(
 ) -> Explanation:
     rules = run.scenario.eligibility
     allocations, excluded = run.run.allocations, run.run.excluded
+    if not INT64_MIN <= uid <= INT64_MAX:
+        example = allocations[N.USER_ID][0] if allocations.height else None
+        raise InputError(
+            f"user {uid} is not in this run ({run.run.path}): user ids are 64-bit integers, "
+            f"from {INT64_MIN} to {INT64_MAX}."
+            + (f" A user of this run is, e.g., {example}." if example is not None else ""),
+            hint="check the user id",
+        )
     alloc = _row(allocations, uid)
     excl = _row(excluded, uid)
     # the median-weight user is recomputed too, as the zero point of the factor shares
@@ -1324,9 +1313,10 @@ def explain_user(
     Raises
     ------
     InputError
-        The run directory or its inputs cannot be read, the user is not in the liquidations file,
-        or the inputs changed since the run (the recomputed loss, exclusion reason, weight or
-        bound differs from what the run wrote).
+        The run directory is damaged or changed (:func:`allocator.rundir.load_run`), an input
+        file is gone or its sha256 is not the manifest's, the user id is outside 64 bits or not
+        in the liquidations file, or the recomputed loss, exclusion reason, weight or bound
+        differs from what the run wrote.
     """
     return explain_users(
         run_dir, [user_id], other_scenarios=other_scenarios, scenarios_dir=scenarios_dir

@@ -55,6 +55,13 @@ problem with that pattern fixed is solved with Clarabel, which also yields the m
 The report gives the PWL objective, the true objective of the MILP's own loans, the polished
 objective, the convex relaxation (no minimum ticket, also an upper bound) and the resulting
 optimality gap. Without a minimum ticket the exact convex model is solved with Clarabel.
+Only a proven MILP answer is used: HiGHS must report optimality within ``mip_rel_gap``; a run
+stopped by ``time_limit_s`` (or an iteration limit) is refused (exit 3, nothing written) even
+if it has an incumbent. A looser answer is accepted only by raising ``mip_rel_gap`` (an
+explicit tolerance); the achieved gap is in the manifest and ``loans check`` verifies both.
+
+**Magnitudes.** Every USD amount of the applications and the scenario is at most USD 1e13
+(:data:`MAX_AMOUNT_USD`), so limits and loans in integer cents are exact in float64 and int64.
 
 **Exactness.** An interior-point answer is accurate to about 1e-8 of the fund — dollars — and
 exponential/power cones are sensitive to scaling. Apart from the fund and the budget the
@@ -160,6 +167,12 @@ LOAN_ONLY_KEYS = frozenset({"fund_usd", "alpha", "shift_usd", "weights", "limits
 MAX_ALPHA = 3.0
 #: Largest alpha with a minimum ticket (measured: HiGHS stalls on the tangent-cut model at 3).
 MAX_ALPHA_MIP = 2.0
+#: Largest USD amount of a scenario (fund, budget, ticket, shift, floors): the applications'
+#: limit, :data:`allocator.loans_data.MAX_AMOUNT_USD` (USD 1e13), so that cents stay exact.
+MAX_AMOUNT_USD = D.MAX_AMOUNT_USD
+#: Largest advance rate: a loan of ten times the collateral's post-haircut value is no longer
+#: secured lending, and the bound keeps every collateral limit within int64 cents.
+MAX_ADVANCE_RATE = 10.0
 #: Relative violation of the marginal conditions above which a linear (alpha = 0) solution is
 #: refused; for alpha > 0 the limit is one cent.
 KKT_TOLERANCE = 1e-3
@@ -240,7 +253,8 @@ class LoanPricingSpec:
 class LoanSolverSpec:
     """``convex_solver`` for the exact model and the polish step; ``mip_solver`` for the
     minimum-ticket model, with ``pwl_breakpoints`` tangent points per applicant, relative MIP
-    gap ``mip_rel_gap`` and ``time_limit_s`` seconds."""
+    gap ``mip_rel_gap`` (the largest gap a run is accepted with) and ``time_limit_s`` seconds
+    (a MILP that reaches it before proving ``mip_rel_gap`` is a solver failure)."""
 
     convex_solver: Literal["CLARABEL", "ECOS", "SCS"] = "CLARABEL"
     mip_solver: Literal["HIGHS"] = "HIGHS"
@@ -302,7 +316,25 @@ def loan_scenario_to_dict(scn: LoanScenario) -> dict[str, Any]:
 
 
 def validate_loan_scenario(scn: LoanScenario, *, file: str = "<scenario>") -> None:
-    """Range checks a type checker cannot make; each failure names the key and the rule."""
+    """Range checks a type checker cannot make; each failure names the key and the rule.
+
+    Every USD amount (``fund_usd``, ``shift_usd``, the weight floors, ``limits.min_ticket_usd``,
+    ``risk.el_budget_usd``) must be at most :data:`MAX_AMOUNT_USD` (USD 1e13), and
+    ``limits.advance_rate`` at most :data:`MAX_ADVANCE_RATE`, so that every limit in cents is
+    exact.
+
+    Parameters
+    ----------
+    scn : LoanScenario
+        The scenario to check.
+    file : str
+        Where it came from, for the message.
+
+    Raises
+    ------
+    ScenarioError
+        The first key out of its range, with the rule and the value.
+    """
 
     def fail(key: str, rule: str, value: Any) -> None:
         raise ScenarioError(f"loan scenario {file}: {key} {rule}, got {value!r}.")
@@ -324,8 +356,14 @@ def validate_loan_scenario(scn: LoanScenario, *, file: str = "<scenario>") -> No
         finite(key, value)
     if not scn.name.strip():
         fail("name", "must not be empty", scn.name)
-    if scn.fund_usd <= 0:
-        fail("fund_usd", "must be > 0 (the size of the fund in USD)", scn.fund_usd)
+    big = "1e13] USD (1e13 = MAX_AMOUNT_USD, the largest amount the cents arithmetic holds exactly)"
+    for key, value, low in [("fund_usd", scn.fund_usd, "(0"), ("shift_usd", scn.shift_usd, "[0"),
+                            ("weights.loss_floor_usd", scn.weights.loss_floor_usd, "(0"),
+                            ("weights.volume_floor_usd", scn.weights.volume_floor_usd, "(0"),
+                            ("limits.min_ticket_usd", scn.limits.min_ticket_usd, "[0"),
+                            ("risk.el_budget_usd", scn.risk.el_budget_usd, "[0")]:
+        if not (value > 0 if low == "(0" else value >= 0) or value > MAX_AMOUNT_USD:
+            fail(key, f"must be in {low}, {big}", value)
     if not 0 <= scn.alpha <= MAX_ALPHA:
         fail("alpha", f"must be in [0, {MAX_ALPHA:g}] (0 = utilitarian, 1 = proportional "
              "fairness; larger alphas are numerically unreliable in this model)", scn.alpha)
@@ -337,8 +375,6 @@ def validate_loan_scenario(scn: LoanScenario, *, file: str = "<scenario>") -> No
              "zero loan, u(shift), is then so far below that of a ticket that the mixed-integer "
              "model cannot be solved reliably (raise shift_usd or drop the minimum ticket)",
              scn.alpha)
-    if scn.shift_usd < 0:
-        fail("shift_usd", "must be >= 0", scn.shift_usd)
     w = scn.weights
     for key, value in [("loss_exponent", w.loss_exponent), ("volume_exponent", w.volume_exponent)]:
         if value < 0:
@@ -346,21 +382,15 @@ def validate_loan_scenario(scn: LoanScenario, *, file: str = "<scenario>") -> No
     if abs(w.vip_coefficient) > 5:
         fail("weights.vip_coefficient", "must be in [-5, 5] (a factor exp(c) per VIP tier)",
              w.vip_coefficient)
-    for key, value in [("loss_floor_usd", w.loss_floor_usd), ("volume_floor_usd", w.volume_floor_usd)]:
-        if value <= 0:
-            fail(f"weights.{key}", "must be > 0", value)
     lim = scn.limits
     if not 0 < lim.concentration_cap <= 1:
         fail("limits.concentration_cap", "must be in (0, 1] (a share of the fund)",
              lim.concentration_cap)
-    if lim.advance_rate <= 0:
-        fail("limits.advance_rate", "must be > 0", lim.advance_rate)
-    if lim.min_ticket_usd < 0:
-        fail("limits.min_ticket_usd", "must be >= 0 (0 means no minimum ticket)", lim.min_ticket_usd)
+    if not 0 < lim.advance_rate <= MAX_ADVANCE_RATE:
+        fail("limits.advance_rate", f"must be in (0, {MAX_ADVANCE_RATE:g}] (a multiple of the "
+             "collateral's post-haircut value)", lim.advance_rate)
     if not 0 <= scn.risk.lgd <= 1:
         fail("risk.lgd", "must be in [0, 1]", scn.risk.lgd)
-    if scn.risk.el_budget_usd < 0:
-        fail("risk.el_budget_usd", "must be >= 0", scn.risk.el_budget_usd)
     pr = scn.pricing
     if pr.base_rate < 0:
         fail("pricing.base_rate", "must be >= 0", pr.base_rate)
@@ -532,11 +562,22 @@ def explain_infeasible(P: LoanProblem) -> None:
     """
     if lendable(P).any():
         return
-    ub = np.minimum.reduce(list(P.limits_cents().values()))
+    limits = P.limits_cents()
+    ub = np.minimum.reduce(list(limits.values()))
     T = P.min_ticket_cents
     if not (ub > 0).any():
-        reason = ("every applicant's collateral limit is zero (no collateral, or a 100% "
-                  "haircut), so no loan can be secured")
+        # Name the limit that is below a cent for everyone, not one that merely might be.
+        if not (limits[BIND_COLLATERAL] > 0).any():
+            reason = ("every applicant's collateral limit is below one cent (no collateral, or "
+                      "a 100% haircut), so no loan can be secured")
+        elif not (limits[BIND_REQUESTED] > 0).any():
+            reason = "every applicant requested less than one cent"
+        elif not (limits[BIND_CONCENTRATION] > 0).any():
+            reason = (f"the concentration cap ({P.concentration_limit:.4g} USD, a share of the "
+                      "fund) is below one cent")
+        else:
+            reason = ("every applicant has a limit below one cent (the smallest of request, "
+                      "collateral limit and concentration cap)")
     elif T > 0 and not (ub >= T).any():
         reason = (f"the minimum ticket of USD {T / 100:,.2f} is above every applicant's limit "
                   f"(largest limit USD {ub.max() / 100:,.2f}: the smallest of request, collateral "
@@ -643,6 +684,12 @@ def _solve_conic(P: LoanProblem, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray
                 prob.solve(solver=solver, **_solver_options(solver))
     except cp.error.SolverError:
         return "solver_error"
+    except ValueError as exc:
+        # cvxpy raises a bare ValueError ("Cannot unpack invalid solution") when the solver
+        # returns a status it cannot map, e.g. HiGHS's kUnknown on a badly scaled model.
+        if "invalid solution" not in str(exc):
+            raise
+        return "unknown"
     if prob.status not in ("optimal", "optimal_inaccurate") or x.value is None:
         return str(prob.status)
     # Multipliers of the scaled model -> per USD: the objective scales by unit^(1-a) (a
@@ -854,7 +901,20 @@ def _pwl_tables(P: LoanProblem, idx: np.ndarray, unit: float, k: int) -> tuple[n
 
 
 def _solve_mip(P: LoanProblem, idx: np.ndarray, spec: LoanSolverSpec, *, unit: float) -> _MipSolution:
-    """The minimum-ticket model with tangent cuts, solved by HiGHS over applicants ``idx``."""
+    """The minimum-ticket model with tangent cuts, solved by HiGHS over applicants ``idx``.
+
+    Only a proven answer is returned: HiGHS must report optimality, i.e. a relative gap
+    between its incumbent and its dual bound of at most ``spec.mip_rel_gap``. A run that stops
+    at a limit (``time_limit_s``, or HiGHS's iteration or node limits) is refused even when it
+    has an incumbent; to accept a looser answer, raise ``solver.mip_rel_gap`` (an explicit
+    tolerance, recorded with the achieved gap in the manifest and verified by
+    :func:`check_loans`).
+
+    Raises
+    ------
+    SolverFailedError
+        HiGHS failed, stopped at a limit, or did not reach the requested gap.
+    """
     import cvxpy as cp
     import scipy.sparse as sp
 
@@ -895,12 +955,43 @@ def _solve_mip(P: LoanProblem, idx: np.ndarray, spec: LoanSolverSpec, *, unit: f
     except cp.error.SolverError as exc:
         raise SolverFailedError(f"the minimum-ticket loan model could not be solved by "
                                 f"{spec.mip_solver}: {exc}", status="solver_error") from None
-    if prob.status not in ("optimal", "user_limit") or z.value is None or x.value is None:
+    except ValueError as exc:
+        # cvxpy's "Cannot unpack invalid solution": HiGHS returned a status cvxpy cannot map
+        # (kUnknown), typically on a model whose limits span too many orders of magnitude.
+        if "invalid solution" not in str(exc):
+            raise
+        raise SolverFailedError(
+            f"the minimum-ticket loan model stopped with an unknown status ({spec.mip_solver}): "
+            "the model is probably too badly scaled (limits spanning many orders of magnitude "
+            "above the minimum ticket).", status="unknown",
+            hint="lower alpha, raise limits.min_ticket_usd or lower solver.pwl_breakpoints.") from None
+    info = prob.solver_stats.extra_stats
+    gap = float(getattr(info, "mip_gap", math.inf)) if info is not None else math.inf
+    if prob.status == "user_limit":
+        run_time = prob.solver_stats.solve_time
+        timed_out = run_time is not None and run_time >= 0.9 * float(spec.time_limit_s)
+        status = "time_limit" if timed_out else "user_limit"
+        what = (f"its time limit (solver.time_limit_s = {spec.time_limit_s:g} s)" if timed_out
+                else "an iteration or node limit")
+        raise SolverFailedError(
+            f"the minimum-ticket loan model stopped at {what} before proving optimality "
+            f"({spec.mip_solver} status {status!r}, relative gap {gap:.3g} against "
+            f"solver.mip_rel_gap = {spec.mip_rel_gap:g}); loans that are not proven optimal "
+            "are not written.", status=status,
+            hint="raise solver.time_limit_s, or accept a looser answer with a larger "
+                 "solver.mip_rel_gap (at most 0.1), or lower solver.pwl_breakpoints.")
+    if prob.status != "optimal" or z.value is None or x.value is None:
         raise SolverFailedError(
             f"the minimum-ticket loan model stopped with status {prob.status!r} and no usable "
             f"solution ({spec.mip_solver}).", status=str(prob.status),
             hint="raise solver.time_limit_s or solver.mip_rel_gap, or lower pwl_breakpoints.")
-    info = prob.solver_stats.extra_stats
+    if not gap <= spec.mip_rel_gap * (1 + 1e-9):
+        # HiGHS also stops on an absolute gap (1e-6); the documented rule is the relative one.
+        raise SolverFailedError(
+            f"the minimum-ticket loan model reports optimality with relative gap {gap:.3g}, above "
+            f"solver.mip_rel_gap = {spec.mip_rel_gap:g} ({spec.mip_solver}); the loans are not "
+            "proven optimal to the requested tolerance and are not written.",
+            status="gap_not_met", hint="raise solver.mip_rel_gap (at most 0.1).")
     # HiGHS minimises -objective: its primal minus dual bound is the absolute gap.
     abs_gap = max(float(info.objective_function_value) - float(info.mip_dual_bound), 0.0)
     on = np.zeros(P.n, dtype=bool)
@@ -912,8 +1003,7 @@ def _solve_mip(P: LoanProblem, idx: np.ndarray, spec: LoanSolverSpec, *, unit: f
     pwl = _to_usd(base + float(prob.value), P, unit)
     ub = _to_usd(base + float(prob.value) + abs_gap, P, unit)
     err = _gap_to_usd(float(np.dot(w, err_i)), P, unit)
-    status = "optimal" if prob.status == "optimal" else "time_limit"
-    return _MipSolution(on, x_full, pwl, ub, err, status, float(info.mip_gap))
+    return _MipSolution(on, x_full, pwl, ub, err, "optimal", gap)
 
 
 def _to_usd(value_scaled: float, P: LoanProblem, unit: float) -> float:
@@ -1338,6 +1428,47 @@ class LoanCheckReport:
                 "checks": [{"name": n, "ok": p, "detail": d} for n, p, d in self.checks]}
 
 
+def run_solver_status(manifest: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a loan run's manifest records a proven optimum, and a one-line detail.
+
+    A minimum-ticket run (``solver.method`` ``"milp_pwl"``) must have HiGHS status
+    ``"optimal"`` and an achieved relative gap (``solver.mip_rel_gap_achieved``) within the
+    scenario's ``solver.mip_rel_gap``; a run stopped at a time or iteration limit fails. A
+    convex run (``"convex"``) must record an optimality-certificate violation
+    (``multipliers.kkt_violation``) within its limit: one cent for alpha > 0,
+    :data:`KKT_TOLERANCE` (relative) for alpha = 0. :func:`allocate_loans` writes no other run;
+    this verifies the claim for a directory written elsewhere or by an older version.
+
+    Parameters
+    ----------
+    manifest : dict
+        The parsed ``manifest.json`` of a loan run.
+
+    Returns
+    -------
+    (bool, str)
+        Whether the status holds, and what was found.
+    """
+    solver = manifest.get("solver") if isinstance(manifest.get("solver"), dict) else {}
+    scn = manifest.get("scenario") if isinstance(manifest.get("scenario"), dict) else {}
+    method, status = solver.get("method"), solver.get("status")
+    if method == "milp_pwl":
+        required = (scn.get("solver") or {}).get("mip_rel_gap")
+        gap = solver.get("mip_rel_gap_achieved")
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (gap, required))
+        ok = status == "optimal" and numbers and gap <= required * (1 + 1e-9)  # type: ignore[operator]
+        return ok, (f"{solver.get('mip_solver', 'MILP')} status {status!r}, relative gap {gap} "
+                    f"(solver.mip_rel_gap {required})")
+    if method == "convex":
+        kkt = (manifest.get("multipliers") or {}).get("kkt_violation")
+        alpha = scn.get("alpha")
+        limit = KKT_TOLERANCE if alpha == 0 else 0.01
+        ok = isinstance(kkt, (int, float)) and not isinstance(kkt, bool) and kkt <= limit
+        return ok, (f"convex model (conic status {status!r}), optimality certificate violation "
+                    f"{kkt} (limit {limit:g})")
+    return False, f"unknown solver method {method!r} (status {status!r})"
+
+
 def _examples(ids: list[str], mask: np.ndarray) -> str:
     bad = [ids[i] for i in np.flatnonzero(mask)[:5]]
     return f"{int(mask.sum())} loan(s), e.g. {', '.join(bad)}"
@@ -1350,9 +1481,28 @@ def check_loans(run_dir: str | Path) -> LoanCheckReport:
     [0, requested], its collateral limit and the concentration cap (limits in cents rounded
     down); 0 or at least the minimum ticket; the total within the fund and equal to the
     manifest's; the expected loss within its budget (to the cent); rates from the tier table;
-    weights; the objective; and the SHA-256 of each file against the manifest.
+    weights; the objective; the SHA-256 of each file against the manifest; and that the
+    manifest records a proven optimum (:func:`run_solver_status`).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A directory written by :func:`write_loan_run`.
+
+    Returns
+    -------
+    LoanCheckReport
+        Every check, passed or failed; a damaged run fails checks rather than raising.
+
+    Raises
+    ------
+    InputError
+        ``run_dir`` does not exist or is not a directory.
     """
     run = Path(run_dir)
+    if run.exists() and not run.is_dir():
+        raise InputError(f"loan run directory {run} is a file, not a directory; give the "
+                         "directory that `allocator loans allocate --out` wrote.")
     if not run.is_dir():
         raise InputError(f"loan run directory {run} does not exist.")
     checks: list[tuple[str, bool, str]] = []
@@ -1393,6 +1543,7 @@ def check_loans(run_dir: str | Path) -> LoanCheckReport:
         add("inputs readable", False, str(exc))
         return done()
     add("inputs readable", True, f"scenario {scn.name!r}, {apps.height} applications")
+    add("solver status", *run_solver_status(man))
     add("applications hash", applications_sha256(apps) == man.get("applications", {}).get("table_sha256"),
         "applications copy matches the manifest's input hash")
     cols_ok = tuple(sheet.columns) == TERM_SHEET_COLUMNS and sheet.schema.get(AMOUNT_CENTS) == pl.Int64

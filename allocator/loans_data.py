@@ -7,15 +7,16 @@ applied through its account manager).
 column                    type       meaning and rule
 ========================  =========  ==========================================================
 ``institution_id``        String     unique, non-empty
-``requested_usd``         Float64    amount applied for, USD, > 0
-``collateral_usd``        Float64    market value of the collateral pledged, USD, >= 0
+``requested_usd``         Float64    amount applied for, USD, > 0 and <= 1e13
+``collateral_usd``        Float64    market value of the collateral pledged, USD, in [0, 1e13]
 ``collateral_haircut``    Float64    haircut on that collateral, in [0, 1)
 ``credit_tier``           String     internal credit tier (e.g. A, B, C, D); may be blank in
                                      a row that gives ``default_probability``
 ``default_probability``   Float64    one-year probability of default, in [0, 1]; may be blank
                                      in a row that gives ``credit_tier``
-``pre_crash_volume_usd``  Float64    traded volume over the 30 days before 2025-10-10, USD, >= 0
-``crash_loss_usd``        Float64    loss in the crash of 2025-10-10/11, USD, >= 0
+``pre_crash_volume_usd``  Float64    traded volume over the 30 days before 2025-10-10, USD,
+                                     in [0, 1e13]
+``crash_loss_usd``        Float64    loss in the crash of 2025-10-10/11, USD, in [0, 1e13]
 ``vip_tier``              Int64      VIP tier, 0..9
 ========================  =========  ==========================================================
 
@@ -29,6 +30,11 @@ model probability would not).
 
 Columns outside this table are rejected, so that a misspelt optional column cannot be ignored
 silently.
+
+Every USD amount is at most :data:`MAX_AMOUNT_USD` (USD 1e13, ten trillion, the voucher budget's
+limit too): loans and limits are integer cents, and 1e15 cents is exact in float64 and fits
+int64 with room for sums. Larger figures are not real applications, and would overflow the
+cents arithmetic; they are rejected with the file, column and row.
 """
 
 from __future__ import annotations
@@ -74,6 +80,14 @@ SYNTHETIC_TIERS = (("A", 0.20, 0.002, 0.010), ("B", 0.35, 0.010, 0.030),
 VIP_VOLUME_USD = (15e6, 50e6, 100e6, 600e6, 1e9, 2.5e9, 5e9, 12.5e9, 25e9)
 MIN_REQUEST_USD = 100_000.0
 MAX_REQUEST_USD = 15_000_000.0
+#: Largest USD amount in an application (and in a loan scenario): 1e15 cents stays exact in
+#: float64 (< 2**53) and in int64, so limits and loans in cents cannot overflow.
+MAX_AMOUNT_USD = 1e13
+#: Largest synthetic set :func:`generate_applications` makes (about 100 MB in memory; the loan
+#: model is meant for hundreds to thousands of applicants).
+MAX_GENERATE_N = 1_000_000
+#: Seeds are integers in ``0..MAX_SEED`` (what numpy's generator accepts, kept to int64).
+MAX_SEED = 2**63 - 1
 
 
 def generate_applications(n: int = 400, seed: int = 20251014) -> pl.DataFrame:
@@ -90,17 +104,29 @@ def generate_applications(n: int = 400, seed: int = 20251014) -> pl.DataFrame:
     Parameters
     ----------
     n : int
-        Number of applications (>= 1).
+        Number of applications, ``1..MAX_GENERATE_N`` (1,000,000).
     seed : int
-        Seed of the generator; the same ``(n, seed)`` always gives the same table.
+        Seed of the generator, ``0..MAX_SEED`` (2**63 - 1); the same ``(n, seed)`` always gives
+        the same table.
 
     Returns
     -------
     polars.DataFrame
         The table in :data:`SCHEMA`, sorted by ``institution_id``.
+
+    Raises
+    ------
+    InputError
+        ``n`` or ``seed`` is not an integer in its range.
     """
-    if n < 1:
-        raise InputError(f"cannot generate {n} loan applications: n must be at least 1.")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_GENERATE_N:
+        raise InputError(f"cannot generate {n!r} loan applications: n (--n) must be an integer "
+                         f"from 1 to {MAX_GENERATE_N:,}.")
+    if (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+            or not 0 <= seed <= MAX_SEED):
+        raise InputError(f"cannot generate loan applications with seed {seed!r}: the seed (--seed) "
+                         f"must be an integer from 0 to {MAX_SEED} (2**63 - 1).")
+    n, seed = int(n), int(seed)
     rng = np.random.default_rng(seed)
     size = rng.normal(0.0, 1.0, n)
     volume = np.exp(np.log(150e6) + 1.3 * size + rng.normal(0.0, 0.5, n))
@@ -266,13 +292,21 @@ def validate_applications(raw: pl.DataFrame, *, source: str = "<table>",
             f"id {ids[i]!r} appears in rows {rows}, e.g. row {i + 1}: {_row(raw, i)}."
         )
 
+    big = ("at most 1e13 (USD 10 trillion, MAX_AMOUNT_USD: the largest amount the cents "
+           "arithmetic holds exactly)")
+
+    def usd(col: str, positive: bool = False) -> tuple[str, pl.Expr, str]:
+        low = pl.col(col) > 0 if positive else pl.col(col) >= 0
+        return (col, low & (pl.col(col) <= MAX_AMOUNT_USD),
+                f"must be {'> 0' if positive else '>= 0'} and {big}")
+
     rules: list[tuple[str, pl.Expr, str]] = [
-        (REQUESTED_USD, pl.col(REQUESTED_USD) > 0, "must be > 0"),
-        (COLLATERAL_USD, pl.col(COLLATERAL_USD) >= 0, "must be >= 0"),
+        usd(REQUESTED_USD, positive=True),
+        usd(COLLATERAL_USD),
         (COLLATERAL_HAIRCUT, (pl.col(COLLATERAL_HAIRCUT) >= 0) & (pl.col(COLLATERAL_HAIRCUT) < 1),
          "must be in [0, 1)"),
-        (PRE_CRASH_VOLUME_USD, pl.col(PRE_CRASH_VOLUME_USD) >= 0, "must be >= 0"),
-        (CRASH_LOSS_USD, pl.col(CRASH_LOSS_USD) >= 0, "must be >= 0"),
+        usd(PRE_CRASH_VOLUME_USD),
+        usd(CRASH_LOSS_USD),
         (VIP_TIER, (pl.col(VIP_TIER) >= 0) & (pl.col(VIP_TIER) <= 9), "must be an integer 0..9"),
     ]
     if DEFAULT_PROBABILITY in df.columns:

@@ -94,6 +94,11 @@ def cents_to_amount(cents: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
     return (cents // 100).cast(pl.String) + "." + (cents % 100).cast(pl.String).str.zfill(2)
 
 
+#: Longest payout window after the announcement, in hours (ten years): far beyond any
+#: programme's schedule, and well inside what date arithmetic can hold.
+MAX_PAYOUT_HOURS = 87_600
+
+
 def _window(spec: PayoutSpec) -> tuple[datetime, datetime]:
     bs = spec.batch_size
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
@@ -110,8 +115,24 @@ def _window(spec: PayoutSpec) -> tuple[datetime, datetime]:
             f"payouts.finish_within_hours ({spec.finish_within_hours}) must be after "
             f"payouts.start_within_hours ({spec.start_within_hours}): there is no time to pay."
         )
-    at = at.astimezone(timezone.utc)
-    return at + timedelta(hours=spec.start_within_hours), at + timedelta(hours=spec.finish_within_hours)
+    if spec.finish_within_hours > MAX_PAYOUT_HOURS:
+        raise ScenarioError(
+            f"payouts.finish_within_hours ({spec.finish_within_hours:g}) is more than "
+            f"{MAX_PAYOUT_HOURS:,} hours (ten years) after the announcement; allowed: up to "
+            f"{MAX_PAYOUT_HOURS:,}."
+        )
+    try:
+        at = at.astimezone(timezone.utc)
+        return (
+            at + timedelta(hours=spec.start_within_hours),
+            at + timedelta(hours=spec.finish_within_hours),
+        )
+    except OverflowError:
+        raise ScenarioError(
+            f"payouts.announced_at ({spec.announced_at.isoformat()}) plus "
+            f"{spec.finish_within_hours:g} hours is past the last date a payout can be scheduled "
+            "(year 9999)."
+        ) from None
 
 
 def _schedule(

@@ -291,6 +291,7 @@ def _loans_from_run(run: Path) -> _Paid:
         MANIFEST,
         MANIFEST_KIND,
         TERM_SHEET_PARQUET,
+        run_solver_status,
     )
     from allocator.loans_data import INSTITUTION_ID
     from allocator.rundir import read_manifest, read_parquet_file
@@ -306,8 +307,12 @@ def _loans_from_run(run: Path) -> _Paid:
     cents = sheet[AMOUNT_CENTS].fill_null(0).to_numpy().astype(np.int64)
     lent = int(cents.sum())
     stated = (man.get("totals") or {}).get("lent_cents")
+    # A run whose solver stopped at a limit is not an allocation to add up (older versions of
+    # `allocator loans allocate` wrote such runs).
+    status_ok, status_detail = run_solver_status(man)
     checks = (("loan total = manifest", stated == lent,
-               f"sum of amount_cents {lent:,} vs manifest totals.lent_cents {stated!r}"),)
+               f"sum of amount_cents {lent:,} vs manifest totals.lent_cents {stated!r}"),
+              ("loan run solved to optimality", status_ok, status_detail))
     name = (man.get("scenario") or {}).get("name", "?")
     apps = (man.get("applications") or {}).get("source", "?")
     source = f"run directory {run} (scenario {name!r}, applications {apps})"

@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from allocator import names as N
+from allocator.payouts import MAX_PAYOUT_HOURS
 from allocator.config import Scenario
 from allocator.errors import ScenarioError
 from allocator.tomlconfig import build, load_toml, to_dict
@@ -177,6 +178,15 @@ def validate_scenario(s: Scenario, *, file: str | Path = "<scenario>") -> Scenar
         raise _range(file, "payouts.batch_size", p.batch_size, ">= 1")
     if p.start_within_hours < 0:
         raise _range(file, "payouts.start_within_hours", p.start_within_hours, ">= 0")
+    if p.finish_within_hours > MAX_PAYOUT_HOURS:
+        raise _range(
+            file,
+            "payouts.finish_within_hours",
+            p.finish_within_hours,
+            f"<= {MAX_PAYOUT_HOURS} (ten years)",
+        )
+    if p.announced_at.year > 9000:
+        raise _range(file, "payouts.announced_at", p.announced_at.isoformat(), "a year before 9000")
     if not p.finish_within_hours > p.start_within_hours:
         raise _range(
             file,

@@ -92,7 +92,6 @@ the budget is paid in full.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -108,6 +107,7 @@ from allocator.errors import AllocatorError, InfeasibleError, InputError, Scenar
 from allocator.jsonsafe import json_safe
 from allocator.metrics import LOSS_BANDS, gini, top_share
 from allocator.problem import AllocationProblem
+from allocator.rundir import RunDir, load_run, refuse_output_in_run
 from allocator.solvers import (
     CAP,
     FLOOR,
@@ -126,6 +126,7 @@ __all__ = [
     "MOVE_TOL_USD",
     "MOVES_COLUMNS",
     "TOP_MOVERS",
+    "MAX_TOP_MOVERS",
     "BudgetChange",
     "BudgetSensitivity",
     "ParameterSensitivity",
@@ -506,6 +507,8 @@ MOVES_COLUMNS = (
 MOVES_FORMATS = (".parquet", ".csv")
 #: Users listed as the largest movers in the text and JSON output.
 TOP_MOVERS = 10
+#: Most users ``top`` may ask for (every user's move is in ``--users-out``).
+MAX_TOP_MOVERS = 1_000_000
 _MOVES_PARQUET = {"compression": "zstd", "compression_level": 3, "statistics": True,
                   "row_group_size": 262_144}
 
@@ -646,13 +649,15 @@ def write_moves(moves: pl.DataFrame, path: str | Path) -> Path:
     Raises
     ------
     InputError
-        The suffix is neither ``.parquet`` nor ``.csv``, or the folder cannot be written.
+        The suffix is neither ``.parquet`` nor ``.csv``, the path is in a run directory
+        (:func:`allocator.rundir.refuse_output_in_run`), or the folder cannot be written.
     """
     import os
     import tempfile
 
     path = Path(path)
     fmt = moves_format(path)
+    refuse_output_in_run(path, "the per-user file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -1404,22 +1409,6 @@ def _movers_lines(movers: pl.DataFrame | None, delta: float) -> list[str]:
     return out
 
 
-def _data_dir(manifest: Mapping[str, Any], path: Path) -> Path:
-    inputs = manifest.get("inputs")
-    if not isinstance(inputs, Mapping) or not inputs:
-        raise InputError(f"{path}: the manifest has no 'inputs' section naming the data files.")
-    dirs = {Path(str(meta.get("path", ""))).parent for meta in inputs.values()}
-    if len(dirs) != 1:
-        raise InputError(f"{path}: the manifest's inputs are not in one directory ({sorted(map(str, dirs))}).")
-    data_dir = dirs.pop()
-    if not data_dir.is_dir():
-        raise InputError(
-            f"{path}: the data directory {data_dir} of this run no longer exists; "
-            "the sensitivities re-solve the run on its inputs."
-        )
-    return data_dir
-
-
 def _features_log(features: pl.DataFrame, scenario: Any) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     spec = scenario.objective
     logs: dict[str, np.ndarray] = {}
@@ -1441,28 +1430,42 @@ def _features_log(features: pl.DataFrame, scenario: Any) -> tuple[dict[str, np.n
     return logs, values
 
 
-def _paid_cents(run_dir: Path, user_id: np.ndarray, cents: np.ndarray) -> str | None:
+def _paid_cents(run: RunDir, user_id: np.ndarray, cents: np.ndarray) -> str | None:
     """A note when the re-solve does not pay what ``allocations.parquet`` says (or ``None``)."""
-    path = run_dir / N.ALLOCATIONS_FILE
-    try:
-        written = pl.read_parquet(path, columns=[N.USER_ID, N.VOUCHER_CENTS])
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        return f"{path} cannot be read ({exc}); vouchers 'now' are the re-solve's"
+    path = run.path / N.ALLOCATIONS_FILE
+    written = run.allocations
     same_users = written.height == user_id.shape[0] and bool(
         np.array_equal(written[N.USER_ID].to_numpy(), user_id)
     )
     if not same_users:
         return (
             f"the re-solve's {user_id.shape[0]:,} eligible users are not the {written.height:,} of "
-            f"{path}: the inputs changed since the run; vouchers 'now' are the re-solve's"
+            f"{path}; vouchers 'now' are the re-solve's"
         )
     differ = int((written[N.VOUCHER_CENTS].to_numpy() != cents).sum())
     if differ:
         return (
             f"re-solving the run pays {differ:,} user(s) differently from {path} (another solver "
-            f"or changed inputs); vouchers 'now' are the re-solve's"
+            f"or version); vouchers 'now' are the re-solve's"
         )
     return None
+
+
+def _open_session(run: RunDir) -> DataSession:
+    """The run's data directory, loaded; refused unless it reads the very files the run used."""
+    from allocator.pipeline import DataSession
+
+    assert run.data_dir is not None  # load_run(inputs=True) verified them
+    session = DataSession.open(run.data_dir)
+    for stem, path in session.inputs.paths.items():
+        used = Path(run.manifest["inputs"][stem]["path"])
+        if Path(path).resolve() != used.resolve():
+            raise InputError(
+                f"the data directory {run.data_dir} now reads the {stem} table from {path}, not "
+                f"from the run's {used}; the inputs changed since the run.",
+                hint="restore the data the run used, or re-run the scenario on the current data.",
+            )
+    return session
 
 
 def run_sensitivity(
@@ -1475,7 +1478,8 @@ def run_sensitivity(
     read back, because the derivatives need the continuous optimum and its prices. Every user's
     voucher at :math:`B \pm \delta` is re-solved and rounded to cents (:func:`budget_moves`);
     with a phase-in band the same scenario is also allocated with hard thresholds
-    (:func:`phase_in_price`).
+    (:func:`phase_in_price`). The run directory and the input files are verified first
+    (:func:`allocator.rundir.load_run`): the re-solve must be on the data the run used.
 
     Parameters
     ----------
@@ -1484,30 +1488,34 @@ def run_sensitivity(
     delta_usd
         :math:`\delta`, the budget change of the exact re-solves.
     top
-        How many of the largest movers the text and JSON list.
+        How many of the largest movers the text and JSON list, 0 to :data:`MAX_TOP_MOVERS`.
 
     Raises
     ------
     InputError
-        No readable ``manifest.json``, or its data directory is gone.
+        ``top`` is outside 0 to :data:`MAX_TOP_MOVERS`; the run directory is damaged or changed
+        since the run, or its input files are gone or changed (:func:`allocator.rundir.load_run`:
+        a re-solve on other data would not be this run's sensitivities).
     """
-    from allocator.eligibility import has_phase_in
-    from allocator.pipeline import DataSession, allocate
-    from allocator.scenarios import parse_scenario
+    with np.errstate(over="ignore", invalid="ignore"):
+        # The alpha derivative's re-solves near alpha = 0 overflow exp() in the solver's scale
+        # guess (clipped to the bounds right after, on purpose), and cvxpy evaluates the utility
+        # v^(1 - alpha) at iterates a rounding error below zero (NaN, an objective value nothing
+        # reads: the certificate judges the answer). Only the tool's own messages go to stderr.
+        return _run_sensitivity(Path(run_dir), delta_usd=delta_usd, top=top)
 
-    run_dir = Path(run_dir)
-    path = run_dir / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{run_dir} is not a run directory: it has no manifest.json.") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} cannot be read as JSON ({exc}).") from None
-    if not isinstance(manifest, Mapping) or "scenario" not in manifest:
-        raise InputError(f"{path} has no 'scenario' section.")
-    scenario = parse_scenario(manifest["scenario"], file=path)
-    session = DataSession.open(_data_dir(manifest, path))
-    solver = manifest.get("solver")
+
+def _run_sensitivity(run_dir: Path, *, delta_usd: float, top: int) -> SensitivityReport:
+    """:func:`run_sensitivity` without the floating-point error state."""
+    from allocator.eligibility import has_phase_in
+    from allocator.pipeline import allocate
+
+    if not 0 <= top <= MAX_TOP_MOVERS:
+        raise InputError(f"top must be 0 to {MAX_TOP_MOVERS:,} movers, not {top}.")
+    written = load_run(run_dir, inputs=True)
+    scenario = written.scenario
+    session = _open_session(written)
+    solver = written.manifest.get("solver")
     used = solver.get("used") if isinstance(solver, Mapping) else None
     run = allocate(
         session, scenario, solver=used if used in ("fast", "cvxpy") else None, with_payouts=False
@@ -1530,7 +1538,7 @@ def run_sensitivity(
     price = None
     if has_phase_in(scenario.eligibility):
         price = phase_in_price(session, scenario, with_band=run)
-    note = _paid_cents(run_dir, user_id, run.cents)
+    note = _paid_cents(written, user_id, run.cents)
     return SensitivityReport(
         run_dir=str(run_dir),
         scenario=scenario.name,

@@ -691,6 +691,45 @@ def generate_tables(users: int = DEFAULT_USERS, seed: int = DEFAULT_SEED) -> dic
 # --------------------------------------------------------------------------------------------
 # files
 
+#: Most liquidated users :func:`generate` accepts. Far above the 2M-user stress size, but every
+#: table is built in memory (about 2 GB per million users), so a mistyped size is refused at
+#: once instead of failing after minutes with an out-of-memory error.
+MAX_USERS = 50_000_000
+
+
+def _check_destination(out_dir: Path, fmt: str) -> None:
+    """Refuse an output directory whose contents :func:`generate` would clobber or confuse.
+
+    A run directory (it holds ``manifest.json``) is the allocator's output, not a data
+    directory. Tables in the other format would make the directory ambiguous for
+    :func:`allocator.data.load_inputs`; they may be the user's real data, so they are never
+    deleted: the user decides.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output path {out_dir} exists and is not a directory.")
+    if not out_dir.is_dir():
+        return
+    if (out_dir / N.MANIFEST_FILE).exists():
+        raise InputError(
+            f"output directory {out_dir} is an allocator run directory (it holds "
+            f"{N.MANIFEST_FILE}); synthetic tables are not written into runs. Choose another "
+            f"--out, for example data/synthetic. Nothing was written."
+        )
+    others = [
+        out_dir / f"{stem}.{other}"
+        for stem in N.INPUT_TABLES for other in FORMATS
+        if other != fmt and (out_dir / f"{stem}.{other}").exists()
+    ]
+    if others:
+        other = others[0].suffix.lstrip(".")
+        raise InputError(
+            f"output directory {out_dir} already holds {other} tables "
+            f"({', '.join(p.name for p in others)}); writing {fmt} tables beside them would leave "
+            f"each table in two formats, and they are not deleted for you. Choose another --out, "
+            f"write --format {other} instead, or move or delete those files first. Nothing was "
+            f"written."
+        )
+
 
 def _write_table(df: pl.DataFrame, path: Path, fmt: str) -> None:
     if fmt == "parquet":
@@ -700,7 +739,11 @@ def _write_table(df: pl.DataFrame, path: Path, fmt: str) -> None:
 
 
 def _install(tmp: Path, out_dir: Path, fmt: str) -> None:
-    """Move the tables built in ``tmp`` into ``out_dir``, each file by an atomic rename."""
+    """Move the tables built in ``tmp`` into ``out_dir``, each file by an atomic rename.
+
+    Only the four table files of format ``fmt`` are replaced; nothing else in ``out_dir`` is
+    touched (:func:`_check_destination` has refused a directory holding the other format).
+    """
     try:
         os.rename(tmp, out_dir)
         return
@@ -709,10 +752,6 @@ def _install(tmp: Path, out_dir: Path, fmt: str) -> None:
             raise
     for stem in N.INPUT_TABLES:
         os.replace(tmp / f"{stem}.{fmt}", out_dir / f"{stem}.{fmt}")
-        for other in FORMATS:
-            stale = out_dir / f"{stem}.{other}"
-            if other != fmt and stale.exists():
-                stale.unlink()  # a table in the other format would make the directory ambiguous
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -720,8 +759,8 @@ def _build(out_dir: Path, users: int, seed: int, fmt: str) -> Path:
     """Write every table into a fresh hidden sibling of ``out_dir`` and return it."""
     if fmt not in FORMATS:
         raise InputError(f"unknown data format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    tables = generate_tables(users, seed)  # first: bad arguments leave no folder behind
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tables = generate_tables(users, seed)
     # A unique hidden sibling, created with the caller's umask (mkdtemp would make it 0700).
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
@@ -744,18 +783,20 @@ def generate(
     """Write a synthetic data directory for ``users`` liquidated users.
 
     The tables are built in a temporary sibling of ``out_dir`` and moved into place by renames,
-    so a reader never sees a half-written file; tables of the other format already in
-    ``out_dir`` are removed, other files are left alone. The same ``(users, seed)`` writes
+    so a reader never sees a half-written file. Table files of the same format already in
+    ``out_dir`` are replaced; any other file is left alone. The same ``(users, seed)`` writes
     byte-identical files.
 
     Parameters
     ----------
     out_dir : str or Path
-        Directory to create or update.
+        Directory to create or update; not empty text (which would mean the current
+        directory).
     users : int
-        Number of liquidated users; about ``5 * users`` events and ``10 * users`` snapshot rows.
+        Number of liquidated users, 1 to :data:`MAX_USERS`; about ``5 * users`` events and
+        ``10 * users`` snapshot rows.
     seed : int
-        Seed of the random generator.
+        Seed of the random generator: any integer >= 0.
     fmt : {"parquet", "csv"}
         File format of the tables.
 
@@ -763,10 +804,31 @@ def generate(
     -------
     dict of str to Path
         The file written for each table stem.
+
+    Raises
+    ------
+    InputError
+        For an empty ``out_dir``, a path that is not a directory, a run directory (it holds
+        ``manifest.json``), a directory holding tables of the other format, ``users`` outside
+        1..:data:`MAX_USERS`, a negative ``seed`` or an unknown format. Nothing is written.
     """
+    if not str(out_dir).strip():
+        # Path("") is Path("."): an empty --out (an unset shell variable) would fill the
+        # current directory.
+        raise InputError(
+            "output directory is empty text; give a directory path, for example data/synthetic. "
+            "Nothing was written."
+        )
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output path {out_dir} exists and is not a directory.")
+    if int(users) > MAX_USERS:
+        raise InputError(
+            f"cannot generate data for {int(users):,} liquidated users: the limit is "
+            f"{MAX_USERS:,} (every table is built in memory, about 2 GB per million users). "
+            f"Nothing was written."
+        )
+    if fmt not in FORMATS:
+        raise InputError(f"unknown data format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    _check_destination(out_dir, fmt)
     tmp = _build(out_dir, users, seed, fmt)
     try:
         _install(tmp, out_dir, fmt)

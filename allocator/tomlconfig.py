@@ -38,6 +38,7 @@ pairs as dicts).
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import math
 import re
@@ -63,6 +64,9 @@ _LINE_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file into a dict.
 
+    A leading UTF-8 byte-order mark (added by Notepad and other Windows editors) is skipped:
+    TOML forbids it, but it carries no content and refusing it would only puzzle the user.
+
     Raises
     ------
     ScenarioError
@@ -76,11 +80,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ScenarioError(f"{path}: file not found.") from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
         raise ScenarioError(
-            f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8."
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02X} at line {line}); TOML files "
+            f"are UTF-8: save the file again as UTF-8."
         ) from None
     try:
         return tomllib.loads(text)

@@ -438,6 +438,12 @@ def _check_feasible(
     budget_c = int(round(budget_usd * 100))
     lo_c, hi_c = bounds_cents(lower, upper)
     n = lower.shape[0]
+    if n == 0 and exhaust:
+        raise InfeasibleError(
+            "no liquidated user passes the eligibility rules, so there is nobody to pay and the "
+            f"budget of {budget_c / 100:,.2f} USD (budget.exhaust = true) cannot be spent.",
+            hint="relax the [eligibility] thresholds, window, products or regions",
+        )
     if int(lo_c.sum()) > budget_c:
         raise InfeasibleError(
             f"the floors of {n:,} eligible users add up to {lo_c.sum() / 100:,.2f} USD, more than the "

@@ -6,8 +6,10 @@ inputs full of ties; the runs come from the CLI on small generated data.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from allocator.audit import (
 )
 from allocator.cli.app import app
 from allocator.config import ObjectiveSpec
+from allocator.errors import InputError
 from allocator.scenarios import parse_scenario
 from allocator.synthetic import generate
 from clihelp import strict_json
@@ -347,14 +350,80 @@ def test_a_swapped_voucher_is_unexplained_and_fails_the_cli(
     users = {(e.user_i, e.user_j) for e in result.envy.unexplained_examples}
     assert all(low[N.USER_ID] in pair for pair in users)  # the user paid the top voucher
 
+    # the edited file no longer has the sha256 the manifest recorded: refused, not audited
     copy = tmp_path / "run"
-    copy.mkdir()
-    for name in (N.MANIFEST_FILE,):
-        (copy / name).write_text((baseline_run / name).read_text())
+    shutil.copytree(baseline_run, copy)
     broken.write_parquet(copy / N.ALLOCATIONS_FILE)
+    cli = runner.invoke(app, ["audit", str(copy)])
+    assert cli.exit_code == 2 and "Traceback" not in cli.output
+    assert f"{copy / N.ALLOCATIONS_FILE}: its sha256" in cli.output
+    assert f"allocator check-budget {copy}" in cli.output
+    # with the hash rewritten to match (a tamper that hides itself) the audit finds it: exit 1
+    _rehash(copy)
     cli = runner.invoke(app, ["audit", str(copy)])
     assert cli.exit_code == 1
     assert "UNEXPLAINED" in cli.stdout
+
+
+def _rehash(run: Path) -> None:
+    """Record the data files' current sha256 in the manifest."""
+    manifest = json.loads((run / N.MANIFEST_FILE).read_text())
+    manifest["outputs"] = {
+        name: hashlib.sha256((run / name).read_bytes()).hexdigest() for name in manifest["outputs"]
+    }
+    (run / N.MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # a user paid twice: more than the budget in total, and audit used to exit 0
+        (lambda a: pl.concat([a, a.head(1)]).sort(N.USER_ID), "appears twice"),
+        (lambda a: a.with_columns(-pl.col(N.VOUCHER_CENTS)), "voucher_cents is negative"),
+        (
+            lambda a: a.with_columns(
+                pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col(N.VOUCHER_CENTS))
+                .alias(N.VOUCHER_CENTS)
+            ),
+            "voucher_cents is empty",
+        ),
+    ],
+)
+@pytest.mark.parametrize("rehash", [False, True])
+def test_damaged_allocations_are_refused(
+    baseline_run: Path, tmp_path: Path, change, expected: str, rehash: bool
+) -> None:
+    copy = _copy(baseline_run, tmp_path)
+    change(pl.read_parquet(copy / N.ALLOCATIONS_FILE)).write_parquet(copy / N.ALLOCATIONS_FILE)
+    if rehash:
+        _rehash(copy)
+    cli = runner.invoke(app, ["audit", str(copy), "--json"])
+    assert cli.exit_code == 2 and cli.stdout == ""  # --json: nothing on stdout but JSON
+    assert "Traceback" not in cli.output and "check-budget" in cli.output
+    assert (expected if rehash else "its sha256") in cli.output
+    # the library refuses such a frame too
+    with pytest.raises(InputError, match="allocations.parquet"):
+        audit(change(pl.read_parquet(baseline_run / N.ALLOCATIONS_FILE)))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(b"\xff\xfe{}", "not UTF-8"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply")],
+)
+def test_unreadable_manifest_is_refused(
+    baseline_run: Path, tmp_path: Path, raw: bytes, expected: str
+) -> None:
+    copy = _copy(baseline_run, tmp_path)
+    (copy / N.MANIFEST_FILE).write_bytes(raw)
+    cli = runner.invoke(app, ["audit", str(copy)])
+    assert cli.exit_code == 2 and "Traceback" not in cli.output
+    assert expected in cli.output and str(copy / N.MANIFEST_FILE) in cli.output
 
 
 def test_inequality_and_coverage_agree_with_metrics(factors_run: Path) -> None:

@@ -212,3 +212,46 @@ def test_linear_ties_survive_the_last_bit_of_a_segment_price() -> None:
     # a real gap between weight and price is still no tie
     far = certify(problem, v, 0.2, {"s": (0.0, 0.2)}, rounded=True)
     assert not far.certified and "from its best response" in " ".join(far.failures)
+
+
+@pytest.mark.parametrize("budget", [1e8, 8e12, 1e13])
+def test_a_slack_budget_far_above_the_caps_certifies_everyone_at_the_cap(budget: float) -> None:
+    # With B = 1e13 and caps of 6,000, a bound tolerance scaled by B / n (8e9 USD per user) would
+    # call every user "at the floor" and find them all wanting more at the price of zero.
+    n = 1247
+    rng = np.random.default_rng(7)
+    problem = AllocationProblem(
+        weights=rng.lognormal(6.0, 1.5, n),
+        lower=np.full(n, 4.0),
+        upper=np.full(n, 6000.0),
+        budget=budget,
+        alpha=1.0,
+        exhaust=False,
+    )
+    alloc = solve(problem, method="fast")
+    assert alloc.certificate.certified, alloc.certificate.failures
+    assert alloc.shadow_price == 0.0 and np.all(alloc.vouchers == 6000.0)
+    assert alloc.certificate.n_cap == n and alloc.certificate.n_floor == 0
+
+
+@pytest.mark.parametrize("alpha", [50.0, 100.0])
+def test_the_largest_allowed_alpha_certifies(alpha: float) -> None:
+    # The marginal ratio is (v*/v)^alpha: float error in v alone moves it by ~alpha * 1e-16 per
+    # operation, so stationarity is judged on the voucher (ratio tolerance tol * alpha).
+    rng = np.random.default_rng(3)
+    n = 2000
+    loss = 50.0 + rng.lognormal(6.5, 1.7, n)
+    problem = AllocationProblem(
+        weights=loss, lower=np.full(n, 4.0), upper=np.minimum(6000.0, 0.5 * loss),
+        budget=0.3 * float(np.minimum(6000.0, 0.5 * loss).sum()), alpha=alpha,
+    )
+    alloc = solve(problem, method="fast")
+    assert alloc.certificate.certified, alloc.certificate.failures
+    # and the test is not vacuous: a voucher off by 1e-5 (relative) is refused
+    v = alloc.vouchers.copy()
+    inside = np.flatnonzero(alloc.bound_state == 0)
+    assert inside.size
+    v[inside[0]] *= 1 + 1e-5
+    v[inside[1]] -= v[inside[0]] - alloc.vouchers[inside[0]]
+    bad = certify(problem, v, alloc.shadow_price, alloc.segment_prices)
+    assert not bad.certified and "stationarity" in " ".join(bad.failures)

@@ -471,3 +471,28 @@ def test_eligibility_takes_its_rules_from_a_scenario(tmp_path: Path, data_dir: P
     )
     assert result.exit_code == 2 and "phase_in_loss_usd" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_full_disk_inside_polars_is_a_usage_error_and_other_errors_stay_bugs(capsys) -> None:
+    # Polars words a failed write as a ComputeError carrying the OS error; a bug must still
+    # surface with its traceback rather than be dressed up as the user's fault.
+    import typer
+
+    from allocator.cli.app import guarded
+
+    @guarded
+    def disk_full() -> None:
+        raise pl.exceptions.ComputeError(
+            "parquet: underlying IO error: No space left on device (os error 28)"
+        )
+
+    @guarded
+    def bug() -> None:
+        raise pl.exceptions.ComputeError("cannot compare string with numeric type (i64)")
+
+    with pytest.raises(typer.Exit) as info:
+        disk_full()
+    assert info.value.exit_code == 2
+    assert "No space left on device" in capsys.readouterr().err
+    with pytest.raises(pl.exceptions.ComputeError):
+        bug()

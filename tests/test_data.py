@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -450,3 +451,192 @@ def test_valid_values_round_trip_exactly(tmp_path_factory, net, fmt) -> None:  #
     d = write(t, tmp_path_factory.mktemp("rt"), fmt)
     got = load_inputs(d).snapshot.collect()
     assert got.equals(t[N.SNAPSHOT_FILE])
+
+
+# --------------------------------------------------------------------------------------------
+# CSV structure: malformed lines are named by file and line, shown short, and never accepted
+
+#: A message quotes at most ~200 characters of the file; with the path and the explanation a
+#: message stays within this many characters, however long the offending line.
+MAX_MESSAGE = 700
+
+
+def csv_dir(tmp_path: Path, edits: dict[str, Callable[[bytes], bytes]] | None = None) -> Path:
+    """The base tables as CSV files, with the bytes of some of them rewritten by ``edits``."""
+    d = write(base_tables(), tmp_path / "d", "csv")
+    for stem, edit in (edits or {}).items():
+        path = d / f"{stem}.csv"
+        path.write_bytes(edit(path.read_bytes()))
+    return d
+
+
+def on_line(line: int, edit: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """Rewrite one line of a file (numbered from 1, the header being line 1)."""
+
+    def apply(data: bytes) -> bytes:
+        lines = data.split(b"\n")
+        lines[line - 1] = edit(lines[line - 1])
+        return b"\n".join(lines)
+
+    return apply
+
+
+def csv_error(d: Path) -> str:
+    msg = load_error(d)
+    assert len(msg) <= MAX_MESSAGE, msg
+    return msg
+
+
+@pytest.mark.parametrize("stem", N.INPUT_TABLES)
+def test_line_with_an_extra_field_is_refused(tmp_path: Path, stem: str) -> None:
+    # The extra field lands past the last column: Polars drops it silently unless every column
+    # is read, so this is checked for each table (the events' last column has no other check).
+    d = csv_dir(tmp_path, {stem: on_line(3, lambda b: b + b",EXTRA")})
+    msg = csv_error(d)
+    n = len(SCHEMAS[stem])
+    assert str(d / f"{stem}.csv") in msg and "line 3 (data row 2)" in msg
+    assert f"{n + 1} fields where the header has {n}" in msg and ",EXTRA'" in msg
+
+
+def test_unquoted_comma_in_a_timestamp(tmp_path: Path) -> None:
+    stamp = b"2025-10-10T21:16:00.000000+0000"
+    d = csv_dir(tmp_path, {N.EVENTS_FILE: on_line(3, lambda b: b.replace(stamp, b"2025-10-10T21:15:00,5Z"))})
+    msg = csv_error(d)
+    assert "liquidations.csv, line 3 (data row 2): 13 fields where the header has 12" in msg
+    assert "2025-10-10T21:15:00,5Z" in msg and "comma inside an unquoted value" in msg
+
+
+@pytest.mark.parametrize("value", [b'us"dm_futures', b'"usdm_futures'])
+def test_stray_double_quote_names_line_and_column_briefly(tmp_path: Path, value: bytes) -> None:
+    # Many lines follow the quote: a reader looking for its end would otherwise quote them all.
+    t = base_tables()
+    t[N.EVENTS_FILE] = pl.concat([t[N.EVENTS_FILE]] * 200).with_columns(
+        pl.int_range(1, 801, dtype=pl.Int64).alias(N.EVENT_ID)
+    )
+    d = write(t, tmp_path / "d", "csv")
+    p = d / "liquidations.csv"
+    p.write_bytes(on_line(6, lambda b: b.replace(b"usdm_futures", value))(p.read_bytes()))
+    msg = csv_error(d)
+    assert "liquidations.csv, line 6 (data row 5), column 'product'" in msg
+    assert "never closes" in msg and value.decode() in msg
+
+
+def test_latin1_byte_names_line_and_column(tmp_path: Path) -> None:
+    d = csv_dir(tmp_path, {N.USERS_FILE: on_line(3, lambda b: b.replace(b",BR,", b",\xc9S,"))})
+    msg = csv_error(d)
+    assert "users.csv, line 3 (data row 2), column 'region'" in msg
+    assert "0xC9" in msg and "UTF-8" in msg
+
+
+def test_latin1_byte_in_the_header(tmp_path: Path) -> None:
+    d = csv_dir(tmp_path, {N.USERS_FILE: lambda b: b.replace(b"\n", b",r\xe9sum\xe9\n")})
+    msg = csv_error(d)
+    assert "users.csv, line 1 (the header)" in msg and "0xE9" in msg and "UTF-8" in msg
+
+
+def test_utf16_file_is_named_as_such(tmp_path: Path) -> None:
+    d = csv_dir(tmp_path, {N.SNAPSHOT_FILE: lambda b: b.decode().encode("utf-16")})
+    msg = csv_error(d)
+    assert "snapshot.csv is UTF-16" in msg and "UTF-8" in msg
+
+
+def test_long_line_is_shown_truncated(tmp_path: Path) -> None:
+    d = csv_dir(tmp_path, {N.USERS_FILE: on_line(2, lambda b: b + b"," + b"x" * 10_000)})
+    msg = csv_error(d)
+    assert "line 2 (data row 1)" in msg and "x" * 100 in msg and "x" * 1000 not in msg
+
+
+@pytest.mark.parametrize(
+    ("line", "edit", "words"),
+    [
+        (3, lambda b: b.replace(b",coinm_futures,", b","), "11 fields where the header has 12"),
+        (4, lambda b: b"", "blank"),
+        (6, lambda b: b"\n", "blank"),  # an empty line at the end of the file
+    ],
+)
+def test_short_or_blank_line_is_refused_by_line(
+    tmp_path: Path, line: int, edit: Callable[[bytes], bytes], words: str
+) -> None:
+    # Polars pads a short line with nulls (its values then sit one column left): the value
+    # checks see the damage, and the message names the line rather than a shifted value.
+    d = csv_dir(tmp_path, {N.EVENTS_FILE: on_line(line, edit)})
+    msg = csv_error(d)
+    assert f"liquidations.csv, line {line} (data row {line - 1})" in msg and words in msg
+
+
+def test_line_lacking_only_the_optional_last_field_reads_as_empty(tmp_path: Path) -> None:
+    # Documented: indistinguishable, for the reader, from leaving ``collateral`` empty.
+    d = csv_dir(tmp_path, {N.EVENTS_FILE: on_line(2, lambda b: b.rsplit(b",", 1)[0])})
+    assert load_inputs(d).events.collect()[N.COLLATERAL][0] is None
+
+
+def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
+    bom_crlf = {stem: (lambda b: b"\xef\xbb\xbf" + b.replace(b"\n", b"\r\n")) for stem in N.INPUT_TABLES}
+    d = csv_dir(tmp_path, bom_crlf)
+    assert (d / "users.csv").read_bytes().startswith(b"\xef\xbb\xbfuser_id,")
+    inputs = load_inputs(d)
+    for stem, want in base_tables().items():
+        assert inputs.table(stem).collect().equals(want), stem
+
+
+def test_quoted_values_may_hold_commas_and_line_breaks_and_lines_stay_exact(tmp_path: Path) -> None:
+    # A value spanning two lines: the data row after it is reported on the right line.
+    d = csv_dir(tmp_path, {N.EVENTS_FILE: lambda b: on_line(5, lambda x: x.replace(b",short,", b",shrt,"))(
+        on_line(2, lambda x: x.replace(b",BTCUSDT,", b',"BTC,\nUSDT",'))(b)
+    )})
+    msg = csv_error(d)
+    assert "column 'side'" in msg and "first at row 3:" in msg and "row 3 is line 5 of the file" in msg
+    assert "symbol='ETHUSDT'" in msg
+    fixed = d / "liquidations.csv"
+    fixed.write_bytes(fixed.read_bytes().replace(b",shrt,", b",short,"))
+    assert load_inputs(d).events.collect()[N.SYMBOL][0] == "BTC,\nUSDT"
+
+
+def test_csv_bad_value_names_its_line(tmp_path: Path) -> None:
+    d = csv_dir(tmp_path, {N.USERS_FILE: on_line(4, lambda b: b.replace(b",US,", b",us,"))})
+    msg = csv_error(d)
+    assert "column 'region'" in msg and "first at row 3:" in msg and "row 3 is line 4 of the file" in msg
+
+
+def test_csv_extra_columns_are_accepted_and_ignored_in_any_order(tmp_path: Path) -> None:
+    def extra(data: bytes) -> bytes:
+        lines = data.rstrip(b"\n").split(b"\n")
+        return b"\n".join([b"desk_note," + lines[0]] + [b'"a, b",' + ln for ln in lines[1:]]) + b"\n"
+
+    d = csv_dir(tmp_path, dict.fromkeys(N.INPUT_TABLES, extra))
+    inputs = load_inputs(d)
+    for stem, want in base_tables().items():
+        got = inputs.table(stem).collect()
+        assert got.columns == list(SCHEMAS[stem]) and got.equals(want), stem
+
+
+def test_csv_schema_column_named_twice_is_refused(tmp_path: Path) -> None:
+    def twice(data: bytes) -> bytes:
+        lines = data.rstrip(b"\n").split(b"\n")
+        return b"\n".join([lines[0] + b",user_id"] + [ln + b",999" for ln in lines[1:]]) + b"\n"
+
+    msg = csv_error(csv_dir(tmp_path, {N.USERS_FILE: twice}))
+    assert "users.csv, line 1 (the header), column 'user_id'" in msg and "ambiguous" in msg
+
+
+def test_reader_failure_without_a_malformed_line_is_short(tmp_path: Path) -> None:
+    """Should Polars fail on a file whose lines look well formed, its message is cut short."""
+    from allocator.data import _csv_read_error
+
+    d = csv_dir(tmp_path)
+    path = d / "users.csv"
+    header = tuple(path.read_text().splitlines()[0].split(","))
+    err = _csv_read_error(path, header, pl.exceptions.ComputeError("could not parse " + "x" * 5000 + "\nmore"))
+    assert str(path) in str(err) and len(str(err)) <= MAX_MESSAGE and "more" not in str(err)
+
+
+def test_cli_reports_a_malformed_line_without_traceback(tmp_path: Path) -> None:
+    from clihelp import invoke
+
+    stamp = b"2025-10-10T21:16:00.000000+0000"
+    d = csv_dir(tmp_path, {N.EVENTS_FILE: on_line(3, lambda b: b.replace(stamp, b"2025-10-10T21:15:00,5Z"))})
+    out = tmp_path / "out"
+    res = invoke("eligibility", "--data", d, "--out", out, "-q")
+    assert res.exit_code == 2, res.output
+    assert "line 3 (data row 2)" in res.stderr and "Traceback" not in res.output + res.stderr
+    assert not out.exists()

@@ -372,6 +372,11 @@ def test_rules_validation() -> None:
         depeg_rules_from_dict({"floors": {"BTC": 1.0}})
     with pytest.raises(ScenarioError, match="reference_prices.USDe"):
         depeg_rules_from_dict({"reference_prices": {"USDe": -1.0}})
+    # far beyond any price: the int64 cents of the compensation would overflow
+    with pytest.raises(ScenarioError, match=r"reference_prices.USDe.*at most 10,000,000"):
+        depeg_rules_from_dict({"reference_prices": {"USDe": 1e300}})
+    with pytest.raises(ScenarioError, match=r"floors.USDe.*at most 10,000,000"):
+        depeg_rules_from_dict({"floors": {"USDe": 1e300}})
     with pytest.raises(ScenarioError, match="products"):
         depeg_rules_from_dict({"products": ["perpetual"]})
     with pytest.raises(ScenarioError, match="unknown key 'depeg.flor'"):

@@ -10,6 +10,7 @@ compete with it). Amounts, prices, bounds, phase factors and thresholds are reco
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -670,15 +671,110 @@ def test_changed_inputs_are_refused(tmp_path: Path, data_dir: Path) -> None:
         .otherwise(pl.col(N.REALISED_LOSS))
         .alias(N.REALISED_LOSS)
     ).write_parquet(data / "liquidations.parquet")
-    result = runner.invoke(app, ["explain", str(uid), "--run", str(run_dir), "--no-others"])
-    assert result.exit_code == 2
-    assert "changed since the run" in result.output
-    # another user is untouched and still explained
-    other = alloc[N.USER_ID][1]
-    assert (
-        runner.invoke(app, ["explain", str(other), "--run", str(run_dir), "--no-others"]).exit_code
-        == 0
-    )
+    # the input's sha256 is checked before any user is looked at: every user is refused, those
+    # whose numbers changed and the others alike, and the message names the file
+    for user in (uid, alloc[N.USER_ID][1]):
+        result = runner.invoke(app, ["explain", str(user), "--run", str(run_dir), "--no-others"])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "changed since the run" in result.output
+        assert f"liquidations file {data / 'liquidations.parquet'}" in result.output
+    with pytest.raises(InputError, match="changed since the run"):
+        explain_user(run_dir, alloc[N.USER_ID][1], other_scenarios=False)
+
+
+def _rehash(run: Path) -> None:
+    """Record the data files' current sha256 in the manifest."""
+    manifest = json.loads((run / N.MANIFEST_FILE).read_text())
+    manifest["outputs"] = {
+        name: hashlib.sha256((run / name).read_bytes()).hexdigest() for name in manifest["outputs"]
+    }
+    (run / N.MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def _damage_allocations(change):
+    def damage(run: Path) -> None:
+        frame = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+        change(frame).write_parquet(run / N.ALLOCATIONS_FILE)
+        _rehash(run)  # even with matching hashes, the columns are checked
+
+    return damage
+
+
+def _first_cents(value):
+    return pl.when(pl.int_range(pl.len()) == 0).then(value).otherwise(pl.col(N.VOUCHER_CENTS))
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda r: (r / N.MANIFEST_FILE).write_bytes(b"\xff{}"), "not UTF-8"),
+        (
+            lambda r: (r / N.MANIFEST_FILE).write_bytes(b"[" * 100_000 + b"]" * 100_000),
+            "nested too deeply",
+        ),
+        (
+            _damage_allocations(lambda a: a.with_columns(_first_cents(-100).alias(N.VOUCHER_CENTS))),
+            "column voucher_cents is negative",
+        ),
+        (
+            _damage_allocations(
+                lambda a: a.with_columns(_first_cents(pl.lit(None, pl.Int64)).alias(N.VOUCHER_CENTS))
+            ),
+            "column voucher_cents is empty",
+        ),
+        (_damage_allocations(lambda a: a.drop(N.WEIGHT)), "column weight is missing"),
+        (lambda r: (r / N.PAYOUTS_FILE).write_text("user_id,amount\n"), "payouts.csv: its sha256"),
+    ],
+)
+def test_damaged_run_directory_is_refused(
+    baseline_run: Path, tmp_path: Path, damage, expected: str
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(baseline_run, run)
+    uid = pl.read_parquet(run / N.ALLOCATIONS_FILE)[N.USER_ID][0]
+    damage(run)
+    result = runner.invoke(app, ["explain", str(uid), "--run", str(run), "--no-others", "--json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "Traceback" not in result.output
+    assert expected in result.output and f"allocator check-budget {run}" in result.output
+
+
+def test_user_ids_outside_64_bits_are_not_in_the_run(baseline_run: Path) -> None:
+    for uid in ("99999999999999999999999", str(2**63), str(-(2**63) - 1)):
+        result = runner.invoke(app, ["explain", uid, "--run", str(baseline_run), "--no-others"])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert f"user {uid} is not in this run" in result.output
+    with pytest.raises(InputError, match="64-bit"):
+        explain_user(baseline_run, 2**64, other_scenarios=False)
+    # a mistyped option is named as one, not taken for a user id
+    result = runner.invoke(app, ["explain", "--jsn", "--run", str(baseline_run)])
+    assert result.exit_code == 2 and "no such option '--jsn'" in result.output
+    result = runner.invoke(app, ["explain", "12x", "--run", str(baseline_run)])
+    assert result.exit_code == 2 and "whole number" in result.output
+
+
+def test_negative_user_ids_are_explained(tmp_path: Path, data_dir: Path) -> None:
+    """A negative id is valid data; `explain -5` and `explain --run R -- -5` both reach it."""
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    uid = pl.read_parquet(data / "users.parquet")[N.USER_ID].sort()[0]
+    for stem in ("liquidations", "snapshot", "users"):
+        frame = pl.read_parquet(data / f"{stem}.parquet")
+        frame.with_columns(
+            pl.when(pl.col(N.USER_ID) == uid).then(-pl.col(N.USER_ID)).otherwise(pl.col(N.USER_ID))
+        ).write_parquet(data / f"{stem}.parquet")
+    run_dir = _run(tmp_path, data, BASELINE)
+    alloc, excluded, _ = _files(run_dir)
+    assert -uid in alloc[N.USER_ID].to_list() + excluded[N.USER_ID].to_list()
+    for args in (
+        [str(-uid), "--run", str(run_dir), "--no-others", "--json"],
+        ["--run", str(run_dir), "--no-others", "--json", "--", str(-uid)],
+    ):
+        result = runner.invoke(app, ["explain", *args])
+        assert result.exit_code == 0, result.output
+        assert strict_json(result.stdout)["user_id"] == -uid
+    help_text = " ".join(runner.invoke(app, ["explain", "--help"]).stdout.split())
+    assert "allocator explain -5 --run" in help_text and "-- -5" in help_text
 
 
 def test_explain_help_has_an_example() -> None:

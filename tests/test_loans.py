@@ -30,7 +30,7 @@ import allocator.cli.cmd_loans  # noqa: F401  (registers `allocator loans`)
 from allocator import loans as L
 from allocator import loans_data as D
 from allocator.cli.app import app
-from allocator.errors import InfeasibleError, InputError, ScenarioError
+from allocator.errors import InfeasibleError, InputError, ScenarioError, SolverFailedError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TOML = ROOT / "scenarios" / "loans_default.toml"
@@ -210,6 +210,51 @@ def test_bad_parquet_types_nan_empty_and_paths(tmp_path):
         D.load_applications(tmp_path / "x.json")
 
 
+@pytest.mark.parametrize("column", ["requested_usd", "collateral_usd", "pre_crash_volume_usd",
+                                    "crash_loss_usd"])
+@pytest.mark.parametrize("value", [1e300, 1.0000001e13])
+def test_amounts_beyond_the_cents_arithmetic_are_refused(tmp_path, column, value):
+    # 1e300 used to overflow the int64 cents silently (a loan of 0 labelled "collateral").
+    df = small(12).with_columns(pl.when(pl.int_range(pl.len()) == 4).then(value)
+                                .otherwise(pl.col(column)).alias(column))
+    path = _write_csv(tmp_path, df)
+    with pytest.raises(InputError) as info:
+        D.load_applications(path)
+    msg = str(info.value)
+    assert str(path) in msg and repr(column) in msg and "row 5" in msg and "1e13" in msg, msg
+    res = cli("loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(path), "--out", str(tmp_path / "r"))
+    assert res.exit_code == 2 and column in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_amounts_at_the_bound_give_exact_loans_without_warnings(tmp_path):
+    import warnings
+
+    # Every amount at USD 1e13 (one row, then all rows): limits in cents are exact, nobody
+    # is wrongly held by collateral, the run passes its own check, and numpy warns of nothing.
+    apps = small(12)
+    one = apps.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(1e13)
+                            .otherwise(pl.col("collateral_usd")).alias("collateral_usd"))
+    every = apps.with_columns(*[pl.lit(1e13).alias(c) for c in
+                                ("requested_usd", "collateral_usd", "pre_crash_volume_usd", "crash_loss_usd")])
+    scn = scenario(fund_usd=1e13, risk=dict(el_budget_usd=1e13), limits=dict(advance_rate=10.0))
+    for k, (table, s) in enumerate([(one, scenario()), (every, scn)]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            table = D.validate_applications(table)
+            res = L.allocate_loans(table, s)
+            run = L.write_loan_run(res, tmp_path / f"r{k}", applications=table, source="test")
+            report = L.check_loans(run)
+        assert report.ok, report.failures
+        amount = assert_feasible(res, table, s)
+        sheet = res.term_sheet
+        big = sheet["collateral_limit_usd"].to_numpy() >= 1e12
+        assert big.any() and (amount[big] > 0).all()
+        assert "collateral" not in set(sheet.filter(pl.Series(big))["binding"])
+    # The limits (USD 1e12 each) exceed the USD 1e13 fund: it is lent in full, to a dollar.
+    assert 10**15 - 100 <= res.totals["lent_cents"] <= 10**15 == res.problem.fund_cents
+
+
 def test_tier_or_probability_alone_is_completed_from_the_tier_table(tmp_path):
     apps = small(30)
     scn = scarce(apps)
@@ -326,6 +371,14 @@ def test_default_scenario_file_writes_out_every_knob():
         (DEFAULT_TOML.read_text() + "\n[extra]\nx = 1\n", "extra"),
         (DEFAULT_TOML.read_text().replace("lgd = 0.45", "lgd = 0.45\nlgdd = 1"), "risk.lgdd"),
         (DEFAULT_TOML.read_text().replace("max_pd = 0.03", "max_pd = 0.005"), "pricing.tiers"),
+        # Amounts beyond what integer cents hold (USD 1e13), and the advance rate's bound.
+        (toml_text(fund_usd="1e300"), "fund_usd"),
+        (toml_text(fund_usd="1.0000001e13"), "fund_usd"),
+        (toml_text(el_budget_usd="1e14"), "risk.el_budget_usd"),
+        (toml_text(min_ticket_usd="1e300"), "limits.min_ticket_usd"),
+        (toml_text(shift_usd="1e300"), "shift_usd"),
+        (toml_text(loss_floor_usd="1e300"), "weights.loss_floor_usd"),
+        (toml_text(advance_rate="1e300"), "limits.advance_rate"),
     ],
 )
 def test_bad_scenario_keys_are_named(tmp_path, text, key):
@@ -337,6 +390,19 @@ def test_bad_scenario_keys_are_named(tmp_path, text, key):
     res = cli("loans", "allocate", "--scenario", str(path), "--out", str(tmp_path / "run"))
     assert res.exit_code == 2 and key in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_scenario_amounts_are_bounded_by_the_cents_arithmetic(tmp_path):
+    # The message states the allowed range, not only the key; the bound itself is accepted.
+    path = tmp_path / "s.toml"
+    path.write_text(toml_text(fund_usd="1e300"))
+    with pytest.raises(ScenarioError, match=r"fund_usd must be in \(0, 1e13\] USD"):
+        L.load_loan_scenario(path)
+    path.write_text(toml_text(fund_usd="1e13", el_budget_usd="1e13"))
+    assert L.load_loan_scenario(path).fund_usd == L.MAX_AMOUNT_USD == 1e13
+    path.write_text(toml_text(advance_rate="10.5"))
+    with pytest.raises(ScenarioError, match=r"limits.advance_rate must be in \(0, 10\]"):
+        L.load_loan_scenario(path)
 
 
 def test_a_voucher_scenario_given_to_loans_is_named_as_such(tmp_path):
@@ -791,8 +857,10 @@ def test_json_stdout_is_strict_json_in_a_real_process(tmp_path):
     man = json.loads((run / "manifest.json").read_text())
     assert summary["lent_cents"] == man["totals"]["lent_cents"] > 0
     assert summary["method"] == "milp_pwl"  # the run went through HiGHS
+    assert "Warning" not in proc.stderr, proc.stderr  # no numpy RuntimeWarning on stderr
     proc = _console_script("loans", "check", str(run), "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["ok"] is True
+    assert "Warning" not in proc.stderr, proc.stderr
 
 
 def test_cli_reports_bad_input_and_infeasible_settings(tmp_path):
@@ -806,3 +874,91 @@ def test_cli_reports_bad_input_and_infeasible_settings(tmp_path):
     res = cli("loans", "generate", "--out", str(tmp_path / "x.txt"))
     assert res.exit_code == 2
     assert cli("loans", "--help").exit_code == 0
+
+
+def test_a_run_that_hits_the_time_limit_is_refused_not_written(tmp_path):
+    # HiGHS stops at once with an incumbent that lends nothing; that used to be written as a
+    # successful run (exit 0) that `loans check` passed.
+    scen = tmp_path / "s.toml"
+    scen.write_text(toml_text(time_limit_s="1e-9"))
+    out = tmp_path / "r"
+    res = cli("loans", "allocate", "-s", str(scen), "--out", str(out))
+    assert res.exit_code == 3, res.output
+    assert "time_limit" in res.output and "solver.time_limit_s" in res.output
+    assert "solver.mip_rel_gap" in res.output and "Traceback" not in res.output
+    assert not out.exists()
+    with pytest.raises(SolverFailedError) as info:
+        L.allocate_loans(D.generate_applications(), L.load_loan_scenario(scen))
+    assert info.value.status == "time_limit"
+
+
+def test_check_verifies_the_solver_status_and_gap(default_run, tmp_path):
+    man = json.loads((default_run / "manifest.json").read_text())
+    ok, detail = L.run_solver_status(man)
+    assert ok and "'optimal'" in detail
+    # A run written by an older version after a time limit, or with a gap above the setting.
+    for k, edit in enumerate([dict(status="time_limit", mip_rel_gap_achieved="inf"),
+                              dict(mip_rel_gap_achieved=10 * man["scenario"]["solver"]["mip_rel_gap"])]):
+        run = _copy(default_run, tmp_path / f"s{k}")
+        forged = json.loads((run / "manifest.json").read_text())
+        forged["solver"].update(edit)
+        (run / "manifest.json").write_text(json.dumps(forged))
+        assert _failed(run) == {"solver status"}
+    # A convex run is judged by its optimality certificate, within one cent (alpha > 0).
+    convex = {"scenario": {"alpha": 1.0}, "solver": {"method": "convex", "status": "optimal"},
+              "multipliers": {"kkt_violation": 0.0}}
+    assert L.run_solver_status(convex)[0]
+    convex["multipliers"]["kkt_violation"] = 0.5
+    assert not L.run_solver_status(convex)[0]
+    assert not L.run_solver_status({"solver": {"method": "other"}})[0]
+
+
+def test_an_unmappable_solver_status_is_a_solver_failure(monkeypatch):
+    import cvxpy as cp
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("Cannot unpack invalid solution: Solution(status=UNKNOWN, ...)")
+
+    monkeypatch.setattr(cp.Problem, "solve", broken)
+    apps = small(12)
+    with pytest.raises(SolverFailedError, match="unknown status"):
+        L.allocate_loans(apps, scenario())
+    # Without a minimum ticket the exact answer comes from the optimality conditions alone,
+    # which its certificate proves: the conic failure is reported in the status.
+    res = L.allocate_loans(apps, scenario(limits=dict(min_ticket_usd=0.0)))
+    assert res.solver["status"] == "failed: unknown" and res.multipliers["kkt_violation"] <= 0.01
+
+
+def test_requests_below_a_cent_are_named_as_the_reason():
+    apps = small(10).with_columns(pl.lit(1e-3).alias("requested_usd"))
+    with pytest.raises(InfeasibleError, match="requested less than one cent"):
+        L.allocate_loans(apps, scenario(limits=dict(min_ticket_usd=0.0)))
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--n", "99999999999999"], "--n"), (["--n", "0"], "--n"),
+    (["--seed", "-1"], "--seed"), (["--seed", str(2**63)], "--seed"),
+])
+def test_generate_limits_are_usage_errors(tmp_path, args, option):
+    out = tmp_path / "apps.csv"
+    res = cli("loans", "generate", "--out", str(out), *args)
+    assert res.exit_code == 2 and option in res.output and "Traceback" not in res.output, res.output
+    assert not out.exists()
+
+
+def test_generate_bounds_themselves_are_accepted():
+    assert D.generate_applications(3, D.MAX_SEED).height == 3
+    assert D.generate_applications(1, 0).height == 1
+    with pytest.raises(InputError, match="1,000,000"):
+        D.generate_applications(D.MAX_GENERATE_N + 1)
+    with pytest.raises(InputError, match="seed"):
+        D.generate_applications(3, D.MAX_SEED + 1)
+
+
+def test_check_of_a_file_says_it_is_not_a_directory(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    res = cli("loans", "check", str(f))
+    assert res.exit_code == 2 and "not a directory" in res.output and "does not exist" not in res.output
+    res = cli("loans", "check", str(tmp_path / "missing"))
+    assert res.exit_code == 2 and "does not exist" in res.output

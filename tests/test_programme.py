@@ -181,3 +181,20 @@ def test_json_stdout_is_strict_json_in_a_real_process(world: dict[str, Path]) ->
     loans = doc["programmes"][2]
     assert loans["programme"] == "loans" and loans["source"].startswith("computed")
     assert 0 < loans["amount_cents"] <= round(ANNOUNCED_USD["loans"] * 100) and doc["ok"] is True
+
+
+def test_a_loan_run_without_a_proven_optimum_fails_a_check(world: dict[str, Path], tmp_path: Path) -> None:
+    # Older versions wrote a run that stopped at HiGHS's time limit (lending nothing) as a
+    # success; the summary must not add it up as the loan programme without saying so.
+    import shutil
+
+    run = tmp_path / "loans"
+    shutil.copytree(world["loans"], run)
+    man = json.loads((run / "manifest.json").read_text())
+    man["solver"].update(status="time_limit", mip_rel_gap_achieved="inf")
+    (run / "manifest.json").write_text(json.dumps(man))
+    s = summarise_programmes(world["data"], voucher_run=world["exclude"], loans_run=run)
+    failed = [(n, d) for n, ok, d in s.checks if not ok]
+    assert [n for n, _ in failed] == ["loan run solved to optimality"] and "time_limit" in failed[0][1]
+    ok = summarise_programmes(world["data"], voucher_run=world["exclude"], loans_run=world["loans"])
+    assert ok.ok and "loan run solved to optimality" in [n for n, _, _ in ok.checks]

@@ -9,6 +9,7 @@ independent recomputations (Lorenz curve, Gini, coverage medians, cliff counts).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import shutil
@@ -25,7 +26,9 @@ import allocator.cli.cmd_report  # noqa: F401  (registers the report command)
 from allocator import names as N
 from allocator.checks import check_run_dir
 from allocator.cli.app import app
+from allocator.errors import InputError
 from allocator.reports import (
+    MAX_SWEEP_POINTS,
     SCATTER_MAX_POINTS,
     SECTION_IDS,
     _subsample,
@@ -393,21 +396,19 @@ def test_fairness_section(runs, rendered):
 
 
 def test_tampered_run_renders_and_exits_1(runs, tmp_path):
+    # the data files match their hashes, but the manifest (which no hash covers) was edited:
+    # the report is written with every failure marked, and exits 1 like check-budget
     bad = tmp_path / "tampered"
     shutil.copytree(runs["base"], bad)
-    payouts = bad / N.PAYOUTS_FILE
-    lines = payouts.read_text().splitlines()
-    cells = lines[1].split(",")
-    cents = int(cells[1].replace(".", "")) + 1
-    cells[1] = f"{cents // 100}.{cents % 100:02d}"
-    lines[1] = ",".join(cells)
-    payouts.write_text("\n".join(lines) + "\n")
+    man = manifest(bad)
+    man["money"]["paid_cents"] += 1
+    (bad / N.MANIFEST_FILE).write_text(json.dumps(man))
     out = tmp_path / "bad.html"
     res = invoke("report", bad, "--out", out, "--sweep-points", "0")
     assert res.exit_code == 1
     html = out.read_text()
     failed = {c.name for c in check_run_dir(bad).failures}
-    assert failed >= {"payout amounts", "output hashes"}
+    assert "paid" in failed and "output hashes" not in failed
     body = section_html(html, "reconciliation")
     rows = re.findall(
         r'<tr><td class="(pass|fail)">(PASS|FAIL)</td><td>([^<]*)</td>', body
@@ -451,18 +452,104 @@ def test_unknown_format_is_a_usage_error(runs, tmp_path):
     assert not out.exists()
 
 
-def test_moved_input_data_skips_the_sweeps(runs, tmp_path):
-    # the run's manifest points at input files; once they change, the sweeps are not re-solved
+def test_changed_input_data_is_refused(runs, tmp_path):
+    # the run's manifest points at input files; once they change, nothing the report computes
+    # from them (the finance checks, the sweeps) would be this run's: refused, nothing written
     run = tmp_path / "run"
     shutil.copytree(runs["base"], run)
     man = manifest(run)
     man["inputs"]["users"]["sha256"] = "0" * 64
     (run / N.MANIFEST_FILE).write_text(json.dumps(man))
-    res = invoke("report", run, "--out", tmp_path / "r.json", "--format", "json")
-    assert res.exit_code == 1  # the input hash check fails too
-    doc = strict_json((tmp_path / "r.json").read_text())
-    for sid in ("sweep", "shadow-price"):
-        assert "changed since the run" in json_section(doc, sid)["data"]["skipped"]
+    for args in ((run,), (runs["base"], "--compare", run)):
+        out = tmp_path / "r.json"
+        res = runner.invoke(app, ["report", *map(str, args), "--out", str(out), "--format", "json"])
+        assert res.exit_code == 2 and not out.exists()
+        assert "Traceback" not in res.output
+        assert "users file" in res.output and "changed since the run" in res.output
+
+
+def _rehash(run: Path) -> None:
+    man = manifest(run)
+    man["outputs"] = {
+        name: hashlib.sha256((run / name).read_bytes()).hexdigest() for name in man["outputs"]
+    }
+    (run / N.MANIFEST_FILE).write_text(json.dumps(man))
+
+
+def _edit_payouts(run: Path) -> None:
+    payouts = run / N.PAYOUTS_FILE
+    lines = payouts.read_text().splitlines()
+    cells = lines[1].split(",")
+    cents = int(cells[1].replace(".", "")) + 1
+    cells[1] = f"{cents // 100}.{cents % 100:02d}"
+    lines[1] = ",".join(cells)
+    payouts.write_text("\n".join(lines) + "\n")
+
+
+def _null_cents(run: Path) -> None:
+    frame = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+    frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col(N.VOUCHER_CENTS))
+        .alias(N.VOUCHER_CENTS)
+    ).write_parquet(run / N.ALLOCATIONS_FILE)
+    _rehash(run)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda r: (r / N.MANIFEST_FILE).write_bytes(b"\xff\xfe{}"), "not UTF-8"),
+        (
+            lambda r: (r / N.MANIFEST_FILE).write_bytes(b"[" * 100_000 + b"]" * 100_000),
+            "nested too deeply",
+        ),
+        (_edit_payouts, "payouts.csv: its sha256"),
+        (lambda r: (r / N.EXCLUDED_FILE).unlink(), "excluded.parquet: file not found"),
+        (_null_cents, "column voucher_cents is empty"),
+    ],
+)
+@pytest.mark.parametrize("compared", [False, True])
+def test_damaged_run_is_refused(runs, tmp_path, damage, expected, compared):
+    bad = tmp_path / "bad"
+    shutil.copytree(runs["base"], bad)
+    damage(bad)
+    out = tmp_path / "r.md"
+    args = [runs["equal"], "--compare", bad] if compared else [bad]
+    res = runner.invoke(
+        app, ["report", *map(str, args), "--out", str(out), "--format", "md", "--sweep-points", "0"]
+    )
+    assert res.exit_code == 2 and not out.exists()
+    assert "Traceback" not in res.output
+    assert expected in res.output and f"allocator check-budget {bad}" in res.output
+
+
+def test_output_inside_a_run_directory_is_refused(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["base"], run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for out in (run / N.MANIFEST_FILE, run / "report.html", run / "sub" / "r.md", run):
+        res = runner.invoke(app, ["report", str(run), "--out", str(out), "--sweep-points", "0"])
+        assert res.exit_code == 2 and "Traceback" not in res.output
+        assert f"run directory {run}" in res.output
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert check_run_dir(run).ok
+    res = runner.invoke(app, ["report", str(run), "--out", str(tmp_path), "--sweep-points", "0"])
+    assert res.exit_code == 2 and "is a directory" in res.output
+
+
+def test_sweep_points_are_bounded(runs, tmp_path):
+    out = tmp_path / "r.md"
+    for points in ("100000", str(MAX_SWEEP_POINTS + 1), "-1", "99999999999999999999"):
+        res = runner.invoke(
+            app, ["report", str(runs["base"]), "--out", str(out), "--sweep-points", points]
+        )
+        assert res.exit_code == 2 and not out.exists()
+        assert f"0 (skip the sweeps) to {MAX_SWEEP_POINTS}" in res.output
+    with pytest.raises(InputError, match=str(MAX_SWEEP_POINTS)):
+        build_report(runs["base"], sweep_points=MAX_SWEEP_POINTS + 1)
+    assert str(MAX_SWEEP_POINTS) in " ".join(
+        runner.invoke(app, ["report", "--help"]).stdout.split()
+    )
 
 
 # ------------------------------------------------------------------------------------ properties

@@ -364,3 +364,198 @@ def test_failed_swap_puts_the_old_run_back(
         write_run_dir(out, **parts(liq, bump=1))
     monkeypatch.undo()
     assert snapshot(out) == before and check_run_dir(out).ok and hidden_siblings(out) == []
+
+
+# --- verified reading: load_run ---------------------------------------------------------------
+
+
+def with_inputs(liq: Path) -> dict:
+    """parts() whose manifest names all four input tables, in the liquidations file's folder."""
+    p = parts(liq)
+    inputs = {N.EVENTS_FILE: {"path": str(liq), "sha256": sha(liq), "rows": 5}}
+    for stem in (N.PRICES_FILE, N.SNAPSHOT_FILE, N.USERS_FILE):
+        path = liq.parent / f"{stem}.parquet"
+        path.write_bytes(f"{stem} table".encode())
+        inputs[stem] = {"path": str(path), "sha256": sha(path), "rows": 1}
+    p["manifest"]["inputs"] = inputs
+    return p
+
+
+def rehash(run: Path) -> None:
+    """Record the data files' current sha256 in the manifest: a tamper that hides itself."""
+    manifest = json.loads((run / N.MANIFEST_FILE).read_text())
+    manifest["outputs"] = {name: sha(run / name) for name in OUTPUT_FILES}
+    (run / N.MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def refused(run: Path, *, inputs: bool = False) -> str:
+    with pytest.raises(InputError) as err:
+        rundir.load_run(run, inputs=inputs)
+    return str(err.value)
+
+
+def test_load_run_reads_a_fresh_run_and_its_scenario(tmp_path: Path, liq: Path) -> None:
+    out = write_run_dir(tmp_path / "r", **with_inputs(liq))
+    run = rundir.load_run(out, inputs=True)
+    assert run.allocations.equals(read_run_dir(out).allocations)
+    assert run.scenario.bounds.floor_usd == 4.0 and run.scenario.budget.exhaust is True
+    assert run.data_dir == liq.parent
+    assert rundir.load_run(out).data_dir is None  # inputs are only checked when asked
+
+
+def _write_manifest_bytes(run: Path, data: bytes) -> None:
+    (run / N.MANIFEST_FILE).write_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda m: b"\xff\xfe" + m, "not UTF-8"),
+        (lambda m: b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (lambda m: b'{"a":' * 40 + b"1" + b"}" * 40, "nested more than 32 levels"),
+        (lambda m: m.replace(b'"shadow_price": 1.0', b'"shadow_price": NaN'), "NaN is not strict JSON"),
+        (lambda m: m.replace(b"allocator-run/1", b"allocator-run/0"), "format is 'allocator-run/0'"),
+        (lambda m: m.replace(b'"outputs"', b'"outputz"'), "'outputs' does not record"),
+        (lambda m: b"[1, 2]", "expected a JSON object"),
+    ],
+)
+def test_load_run_refuses_a_damaged_manifest(
+    tmp_path: Path, liq: Path, damage, expected: str
+) -> None:
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    before = (out / N.MANIFEST_FILE).read_bytes()
+    _write_manifest_bytes(out, damage(before))
+    assert (out / N.MANIFEST_FILE).read_bytes() != before
+    message = refused(out)
+    assert expected in message and str(out / N.MANIFEST_FILE) in message
+    assert f"allocator check-budget {out}" in message
+    # finance's checks read the same file without a traceback either
+    assert not check_run_dir(out).ok
+
+
+@pytest.mark.parametrize("name", OUTPUT_FILES)
+def test_load_run_refuses_a_missing_garbage_or_edited_file(
+    tmp_path: Path, liq: Path, name: str
+) -> None:
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    (out / name).unlink()
+    assert "file not found" in refused(out) and name in refused(out)
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    (out / name).write_bytes(b"garbage")
+    message = refused(out)
+    assert f"{out / name}: its sha256" in message and "check-budget" in message
+    # a well-formed file with other contents is refused the same way: the hash is the judge
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    other = write_run_dir(tmp_path / "other", **parts(liq, bump=1))
+    (out / name).write_bytes((other / name).read_bytes())
+    if name != N.EXCLUDED_FILE:  # bump changes allocations and payouts only
+        assert f"{out / name}: its sha256" in refused(out)
+
+
+def _tamper_allocations(run: Path, change) -> None:
+    change(pl.read_parquet(run / N.ALLOCATIONS_FILE)).write_parquet(run / N.ALLOCATIONS_FILE)
+    rehash(run)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda a: a.with_columns(pl.lit(-5, pl.Int64).alias(N.VOUCHER_CENTS)), "column voucher_cents is negative"),
+        (
+            lambda a: a.with_columns(pl.lit(None, pl.Int64).alias(N.VOUCHER_CENTS)),
+            "column voucher_cents is empty",
+        ),
+        (lambda a: a.drop(N.WEIGHT), "column weight is missing"),
+        (lambda a: a.with_columns(pl.col(N.VOUCHER_CENTS).cast(pl.Float64)), "column voucher_cents is Float64, the contract says Int64"),
+        (lambda a: pl.concat([a, a.head(1)]).sort(N.USER_ID), "user 1 appears twice"),
+        (lambda a: a.reverse(), "out of order"),
+        (lambda a: a.with_columns(pl.lit(float("nan")).alias(N.WEIGHT)), "column weight is NaN"),
+    ],
+)
+def test_load_run_refuses_broken_columns_even_with_matching_hashes(
+    tmp_path: Path, liq: Path, change, expected: str
+) -> None:
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    _tamper_allocations(out, change)
+    message = refused(out)
+    assert f"{out / N.ALLOCATIONS_FILE}: " in message and expected in message
+
+
+def test_load_run_checks_inputs_only_when_asked(tmp_path: Path, liq: Path) -> None:
+    p = with_inputs(liq)
+    out = write_run_dir(tmp_path / "r", **p)
+    users = liq.parent / f"{N.USERS_FILE}.parquet"
+    users.write_bytes(b"regenerated")
+    rundir.load_run(out)  # audit reads no input: still fine
+    message = refused(out, inputs=True)
+    assert f"the run's users file {users} changed since the run" in message
+    users.unlink()
+    assert "no longer exists" in refused(out, inputs=True)
+    # a manifest naming only some tables cannot be verified for a reader of the inputs
+    out = write_run_dir(tmp_path / "partial", **parts(liq))
+    assert "inputs.prices lacks the path and sha256" in refused(out, inputs=True)
+
+
+def test_read_manifest_never_raises_anything_but_input_errors(tmp_path: Path) -> None:
+    file = tmp_path / N.MANIFEST_FILE
+    for raw in (b"\xff", b"[" * 100_000, b"{", b"", b'"text"'):
+        file.write_bytes(raw)
+        with pytest.raises(InputError, match="manifest.json"):
+            rundir.read_manifest(file)
+    file.write_text('{"x": NaN}')
+    assert math.isnan(rundir.read_manifest(file)["x"])  # lenient unless strict
+    with pytest.raises(InputError, match="NaN is not strict JSON"):
+        rundir.read_manifest(file, strict=True)
+
+
+# --- other commands' outputs stay out of run directories --------------------------------------
+
+
+def test_outputs_inside_a_run_directory_are_refused(tmp_path: Path, liq: Path) -> None:
+    out = write_run_dir(tmp_path / "runs" / "r", **parts(liq))
+    for inside in (out, out / N.MANIFEST_FILE, out / N.ALLOCATIONS_FILE, out / "sub" / "x.html"):
+        assert rundir.run_dir_holding(inside) == out
+        with pytest.raises(InputError, match=f"run directory {out}"):
+            rundir.refuse_output_in_run(inside, "--out")
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    with pytest.raises(InputError, match="--users-out"):
+        rundir.refuse_output_in_run(link / "moves.parquet", "--users-out")
+    with pytest.raises(InputError, match="--out is empty"):
+        rundir.refuse_output_in_run("", "--out")
+    # beside a run, and in a folder holding runs, is fine
+    for outside in (tmp_path / "runs" / "report.html", tmp_path / "runs", tmp_path / "new" / "dir"):
+        assert rundir.run_dir_holding(outside) is None
+        rundir.refuse_output_in_run(outside, "--out")
+    # a run with a damaged manifest is still a run
+    (out / N.MANIFEST_FILE).write_bytes(b"\xff")
+    assert rundir.is_run_dir(out)
+    # a folder with some other manifest.json is not
+    other = tmp_path / "npm"
+    other.mkdir()
+    (other / N.MANIFEST_FILE).write_text('{"format": "something else"}')
+    assert not rundir.is_run_dir(other)
+
+
+def test_eligibility_refuses_to_write_into_a_run_directory(tmp_path: Path, liq: Path) -> None:
+    """`eligibility --out RUN` used to replace the run's excluded.parquet and exit 0."""
+    from typer.testing import CliRunner
+
+    from allocator.cli import app
+    from allocator.synthetic import generate
+
+    data = tmp_path / "data"
+    generate(data, users=300, seed=3)
+    out = write_run_dir(tmp_path / "r", **parts(liq))
+    before = snapshot(out)
+    runner = CliRunner()
+    for target in (str(out), str(out / "eligibility"), ""):
+        result = runner.invoke(app, ["eligibility", "--data", str(data), "--out", target, "-q"])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "error:" in result.output
+        assert snapshot(out) == before
+    assert "--out is empty" in result.output
+    assert not (Path.cwd() / N.EXCLUDED_FILE).exists()
+    ok = runner.invoke(app, ["eligibility", "--data", str(data), "--out", str(tmp_path / "e"), "-q"])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "e" / N.EXCLUDED_FILE).is_file()

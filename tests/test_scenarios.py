@@ -160,6 +160,12 @@ def test_comparison_scenarios_encode_their_rules():
             "payouts.finish_within_hours",
             "> payouts.start_within_hours",
         ),
+        ("[payouts]\nfinish_within_hours = 1e12", "payouts.finish_within_hours", "<= 87600"),
+        (
+            "[payouts]\nannounced_at = 9999-12-31T00:00:00Z",
+            "payouts.announced_at",
+            "a year before 9000",
+        ),
         (  # equal hours leave no time to pay; the payout planner refuses them too
             "[payouts]\nstart_within_hours = 24.0\nfinish_within_hours = 24.0",
             "payouts.finish_within_hours",

@@ -606,3 +606,104 @@ def test_cli_phase_in_cliffs_and_price(phase_run: Path, data: Path, tmp_path: Pa
     text = runner.invoke(app, ["sensitivity", str(phase_run)]).stdout
     assert "loss phase-in band (25, 50) USD" in text and "price of the phase-in band" in text
     assert "excluded by the loss band's lower end" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# damaged or changed runs, outputs, bounds and warnings
+# ----------------------------------------------------------------------------------------------
+
+LINEAR = SCENARIO.replace("alpha = 1.0\n", "alpha = 0.0\n")
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda r: (r / N.ALLOCATIONS_FILE).unlink(), "allocations.parquet: file not found"),
+        (lambda r: (r / N.ALLOCATIONS_FILE).write_bytes(b"garbage"), "allocations.parquet: its sha256"),
+        (lambda r: (r / N.MANIFEST_FILE).write_bytes(b"\xff\xfe{}"), "not UTF-8"),
+        (
+            lambda r: (r / N.MANIFEST_FILE).write_bytes(b"[" * 100_000 + b"]" * 100_000),
+            "nested too deeply",
+        ),
+    ],
+)
+def test_damaged_run_is_refused(run_dir: Path, tmp_path: Path, damage, expected: str) -> None:
+    """A missing or garbage allocations.parquet used to be re-solved anyway, with exit 0."""
+    copy = _copy(run_dir, tmp_path)
+    damage(copy)
+    result = runner.invoke(app, ["sensitivity", str(copy), "--json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "Traceback" not in result.output
+    assert expected in result.output and f"allocator check-budget {copy}" in result.output
+
+
+def test_regenerated_data_is_refused(tmp_path: Path) -> None:
+    """The data directory regenerated after the run: the re-solve would be another run's."""
+    data = tmp_path / "data"
+    generate(data, users=600, seed=4)
+    run = _allocate(tmp_path, data, _with_budget(SCENARIO, 600_000), "run")
+    assert runner.invoke(app, ["sensitivity", str(run), "--json"]).exit_code == 0
+    generate(data, users=700, seed=5)
+    result = runner.invoke(app, ["sensitivity", str(run), "--json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "changed since the run" in result.output and str(data) in result.output
+    from allocator.errors import InputError
+    from allocator.sensitivity import run_sensitivity
+
+    with pytest.raises(InputError, match="changed since the run"):
+        run_sensitivity(run)
+
+
+def test_users_out_inside_a_run_directory_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(run_dir, tmp_path)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    for target in (copy / N.ALLOCATIONS_FILE, copy / "moves.parquet", copy / "sub" / "m.csv"):
+        result = runner.invoke(app, ["sensitivity", str(copy), "--users-out", str(target)])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert f"inside the run directory {copy}" in result.output
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_top_is_bounded(run_dir: Path) -> None:
+    from allocator.errors import InputError
+    from allocator.sensitivity import MAX_TOP_MOVERS, run_sensitivity
+
+    for top in ("99999999999999999999", str(MAX_TOP_MOVERS + 1), "-1"):
+        result = runner.invoke(app, ["sensitivity", str(run_dir), "--top", top])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert f"--top must be 0 to {MAX_TOP_MOVERS:,}" in result.output
+    with pytest.raises(InputError, match="top must be"):
+        run_sensitivity(run_dir, top=2**70)
+
+
+def test_linear_run_prints_no_numpy_warnings(data: Path, tmp_path: Path) -> None:
+    """alpha = 0: the alpha derivative's re-solves overflow exp() on purpose; nothing is shown."""
+    import subprocess
+    import sys
+    import warnings
+
+    from allocator.sensitivity import run_sensitivity
+
+    run = _allocate(tmp_path, data, LINEAR, "linear")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = run_sensitivity(run)
+    assert [str(w.message) for w in caught] == []
+    assert report.weights.get("alpha") is not None
+    done = subprocess.run(
+        [sys.executable, "-m", "allocator", "sensitivity", str(run), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    _strict(done.stdout)
+    assert "Warning" not in done.stderr and done.stderr == ""

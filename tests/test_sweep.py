@@ -478,3 +478,18 @@ def test_the_session_keeps_only_the_most_recent_eligibility_results(session: Dat
         assert again is first
     assert len(session._eligibility) == ELIGIBILITY_CACHE_SIZE
     assert replace(base, min_loss_usd=60.0) not in session._eligibility  # the oldest went first
+
+
+def test_a_file_that_cannot_be_written_leaves_neither_file(
+    tmp_path: Path, data_dir: Path, small: Path
+) -> None:
+    # sweep.png is a folder here: the error must leave no sweep.csv behind either, as it says
+    out = tmp_path / "sw"
+    (out / "sweep.png").mkdir(parents=True)
+    result = invoke(
+        "sweep", "--scenario", small, "--param", "objective.alpha=1:2:2", "--data", data_dir,
+        "--out", out, "-q",
+    )
+    assert result.exit_code == 2, result.output
+    assert "Nothing was written" in result.stderr and "Traceback" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.png"]

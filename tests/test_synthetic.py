@@ -21,7 +21,7 @@ from allocator import names as N
 from allocator.cli.app import app
 from allocator.data import SCHEMAS, Inputs, load_inputs, validate_inputs
 from allocator.errors import InputError
-from allocator.synthetic import default_data_dir, generate, generate_tables
+from allocator.synthetic import MAX_USERS, default_data_dir, generate, generate_tables
 
 UTC = timezone.utc
 W0 = datetime(2025, 10, 10, tzinfo=UTC)
@@ -102,16 +102,55 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert a[N.SNAPSHOT_FILE].read_bytes() != c[N.SNAPSHOT_FILE].read_bytes()
 
 
-def test_rerun_in_place_is_identical_and_switching_format_leaves_one_table_each(tmp_path: Path) -> None:
+def test_rerun_in_place_is_identical_and_keeps_other_files(tmp_path: Path) -> None:
     d = tmp_path / "d"
     first = {s: p.read_bytes() for s, p in generate(d, users=300, seed=1).items()}
     (d / "notes.txt").write_text("kept")
     again = generate(d, users=300, seed=1)
     assert {s: p.read_bytes() for s, p in again.items()} == first
-    csv = generate(d, users=300, seed=1, fmt="csv")
-    assert sorted(p.name for p in d.iterdir()) == sorted([p.name for p in csv.values()] + ["notes.txt"])
+    assert (d / "notes.txt").read_text() == "kept"
     assert load_inputs(d).events.collect().equals(load_inputs_from_bytes(first, tmp_path))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+@pytest.mark.parametrize(("have", "want"), [("csv", "parquet"), ("parquet", "csv")])
+def test_other_format_in_the_directory_is_refused_and_kept(tmp_path: Path, have: str, want: str) -> None:
+    # The other format's tables may be real exports: never deleted, and nothing written.
+    d = tmp_path / "d"
+    generate(d, users=50, seed=1, fmt=have)
+    (d / f"{N.EVENTS_FILE}.{have}").write_bytes(b"the user's own export")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    with pytest.raises(InputError) as info:
+        generate(d, users=50, seed=1, fmt=want)
+    msg = str(info.value)
+    assert f"already holds {have} tables" in msg and f"{N.EVENTS_FILE}.{have}" in msg
+    assert f"--format {have}" in msg and "Nothing was written" in msg
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temporary left behind
+
+
+def test_run_directory_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / N.MANIFEST_FILE).write_text("{}")
+    with pytest.raises(InputError, match="run directory"):
+        generate(run, users=10, seed=1)
+    assert [p.name for p in run.iterdir()] == [N.MANIFEST_FILE]
+
+
+@pytest.mark.parametrize("out", ["", "   "])
+def test_empty_output_path_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="empty"):
+        generate(out, users=10, seed=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_users_above_the_limit_are_refused_before_any_work(tmp_path: Path) -> None:
+    # 10**14 users would ask numpy for petabytes; the limit answers at once.
+    with pytest.raises(InputError, match="50,000,000"):
+        generate(tmp_path / "x", users=10**14, seed=1)
+    assert MAX_USERS == 50_000_000 and not (tmp_path / "x").exists()
 
 
 def load_inputs_from_bytes(files: dict[str, bytes], tmp: Path) -> pl.DataFrame:
@@ -154,7 +193,8 @@ def test_tables_are_valid_for_any_size_and_seed(users: int, seed: int) -> None:
 @pytest.mark.parametrize(("users", "seed"), [(0, 1), (10, -1)])
 def test_bad_arguments(tmp_path: Path, users: int, seed: int) -> None:
     with pytest.raises(InputError):
-        generate(tmp_path / "x", users=users, seed=seed)
+        generate(tmp_path / "x" / "y", users=users, seed=seed)
+    assert list(tmp_path.iterdir()) == []  # not even the parent folder
 
 
 def test_bad_format(tmp_path: Path) -> None:
@@ -442,7 +482,7 @@ def test_cli_generate(tmp_path: Path) -> None:
         assert (out / path.name).read_bytes() == path.read_bytes()
 
 
-def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
+def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     res = _invoke(["--users", "10", "--out", str(blocker)])
@@ -451,3 +491,36 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     assert res.exit_code == 2
     res = _invoke(["--users", "0", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
+    res = _invoke(["--users", "-3", "--seed", "-1", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    res = _invoke(["--users", "99999999999999", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "the limit is 50,000,000" in res.output and "Traceback" not in res.output
+    monkeypatch.chdir(tmp_path)
+    res = _invoke(["--users", "10", "--out", ""])
+    assert res.exit_code == 2 and "empty" in res.output
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("*.parquet"))
+
+
+def test_cli_seed_may_be_any_non_negative_integer(tmp_path: Path) -> None:
+    # numpy seeds take integers of any size; the limit is the shell's, not ours.
+    res = _invoke(["--users", "5", "--seed", str(10**30), "--out", str(tmp_path / "big")])
+    assert res.exit_code == 0, res.output
+    assert load_inputs(tmp_path / "big").events.collect()[N.USER_ID].n_unique() == 5
+
+
+def test_cli_switching_format_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    assert _invoke(["--users", "20", "--out", str(out), "--format", "csv"]).exit_code == 0
+    res = _invoke(["--users", "20", "--out", str(out), "--format", "parquet"])
+    assert res.exit_code == 2 and "already holds csv tables" in res.output
+    assert sorted(p.suffix for p in out.iterdir()) == [".csv"] * 4
+
+
+def test_cli_out_of_memory_is_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Below the limit a small machine may still run short of memory.
+    def short_of_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(allocator.cli.cmd_generate, "generate", short_of_memory)
+    res = _invoke(["--users", "40000000", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "not enough memory" in res.output and "Traceback" not in res.output

@@ -116,8 +116,23 @@ def test_missing_file_is_a_scenario_error(tmp_path):
 
 def test_non_utf8_file(tmp_path):
     path = tmp_path / "bin.toml"
-    path.write_bytes(b"label = '\xff'\n")
-    with pytest.raises(ScenarioError, match="UTF-8"):
+    path.write_bytes(b"count = 2\nlabel = '\xff'\n")
+    with pytest.raises(ScenarioError, match=r"bin.toml: not UTF-8 text \(byte 0xFF at line 2\)"):
+        load_toml(path)
+
+
+def test_utf8_bom_is_skipped(tmp_path):
+    # Windows editors add a byte-order mark; tomllib alone calls it an "Invalid statement".
+    path = tmp_path / "bom.toml"
+    path.write_bytes("\ufeffcount = 7\nlabel = 'é'\n".encode())
+    assert load_toml(path) == {"count": 7, "label": "é"}
+    assert build(Sample, load_toml(path), file=path) == Sample(count=7, label="é")
+
+
+def test_bom_only_at_the_start_is_skipped(tmp_path):
+    path = tmp_path / "bom2.toml"
+    path.write_bytes(b"count = 7\n\xef\xbb\xbflabel = 'x'\n")
+    with pytest.raises(ScenarioError, match="line 2"):
         load_toml(path)
 
 

@@ -503,7 +503,7 @@ def test_exact_fit_is_feasible():
 
 def test_no_eligible_users_cannot_exhaust_a_budget():
     empty = one_user().clear()
-    with pytest.raises(InfeasibleError, match="0 eligible users add up to only 0.00"):
+    with pytest.raises(InfeasibleError, match="no liquidated user passes the eligibility rules"):
         build_problem(empty, scenario())
     p = build_problem(empty, scenario(budget=BudgetSpec(total_usd=100.0, exhaust=False)))
     assert p.n == 0

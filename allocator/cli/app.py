@@ -9,6 +9,7 @@ code (0 success, 1 a check failed, 2 usage or input error, 3 infeasible or solve
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -53,6 +54,20 @@ def styled(head: str, style: str, tail: str = "") -> Text:
     return Text.assemble((head, style), tail)
 
 
+#: OS errors as Polars words them inside its own exceptions.
+_OS_ERROR_TEXT = re.compile(
+    r"os error \d+|No space left on device|Permission denied|Read-only file system|Disk quota"
+)
+
+
+def _is_polars_os_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("polars") and bool(_OS_ERROR_TEXT.search(str(exc)))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
 def guarded(func: F) -> F:
     """Run a command, mapping tool errors to a message and exit code instead of a traceback."""
 
@@ -70,6 +85,16 @@ def guarded(func: F) -> F:
             why = exc.strerror or str(exc)
             err_console.print(
                 styled("error:", "bold red", f" {where or 'a file'}: {why}. Nothing was written.")
+            )
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            # Polars reports a failed write (a full disk, a read-only folder) as a ComputeError
+            # carrying the OS error's text: the same user problem as an OSError. Anything else
+            # is a bug, and its traceback is what a bug report needs.
+            if not _is_polars_os_error(exc):
+                raise
+            err_console.print(
+                styled("error:", "bold red", f" {_first_line(exc)}. Nothing was written.")
             )
             raise typer.Exit(2) from None
 

@@ -169,22 +169,36 @@ def compare_cmd(
 # ---------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a sibling temporary file and a rename (readers never see half a
-    file), with the permissions of any new file (0666 less the umask, not mkstemp's 0600)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+def _write_all_atomic(outputs: list[tuple[Path, Callable[[Path], None]]]) -> None:
+    """Write every file through a sibling temporary file, then rename them all into place.
+
+    Nothing is renamed until every file has been written, so a failure on one (a disk that fills
+    up, a folder where a file should go) leaves none of them; new files get the permissions of
+    any new file (0666 less the umask, not mkstemp's 0600).
+    """
+    temps: list[tuple[Path, Path]] = []
     try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for path, write in outputs:
+            if path.is_dir():
+                raise IsADirectoryError(21, "is a folder, not a file", str(path))
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            temps.append((tmp, path))
+            write(tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
         raise
 
 
-def _plot(frame: pl.DataFrame, params: list[str], path: Path) -> None:
+def _plot(frame: pl.DataFrame, params: list[str]) -> Callable[[Path], None]:
+    """A writer of the sweep's PNG (drawn now, written when called)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,13 +219,12 @@ def _plot(frame: pl.DataFrame, params: list[str], path: Path) -> None:
     if len(params) > 1:
         axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"sweep over {', '.join(params)}")
+    png = io.BytesIO()
     try:
-        # The temporary name does not end in .png: say the format.
-        _write_atomic(
-            path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-        )
+        fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
     finally:
         plt.close(fig)
+    return lambda tmp: tmp.write_bytes(png.getvalue())
 
 
 @app.command("sweep")
@@ -284,9 +297,13 @@ def sweep_cmd(
     out_dir = out if out is not None else Path("runs") / f"sweep-{base.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "sweep.csv"
-    _write_atomic(csv_path, frame.write_csv)
     png_path = out_dir / "sweep.png"
-    _plot(frame.filter(pl.col("status") == STATUS_SOLVED), names, png_path)
+    _write_all_atomic(
+        [
+            (csv_path, frame.write_csv),
+            (png_path, _plot(frame.filter(pl.col("status") == STATUS_SOLVED), names)),
+        ]
+    )
     for k, r in failed:
         err_console.print(
             Text(f"point {k} ({point_label(points[k - 1])}): {r['status']}: {r['reason']}")

@@ -16,6 +16,7 @@ from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import progress_printer, resolve_data_dir
 from allocator.config import EligibilityRules, Scenario
 from allocator.eligibility import run_eligibility, write_eligibility
+from allocator.rundir import refuse_output_in_run
 from allocator.scenarios import load_scenario, validate_scenario
 
 
@@ -29,8 +30,14 @@ class DepegPolicy(str, Enum):
 @guarded
 def eligibility_cmd(
     out: Annotated[
-        Path,
-        typer.Option("--out", help="Directory for eligible.parquet, excluded.parquet, reconciliation.json."),
+        str,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Directory for eligible.parquet, excluded.parquet, reconciliation.json (not "
+            "a run directory of allocate, nor inside one).",
+            show_default=False,
+        ),
     ],
     data: Annotated[
         Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
@@ -68,12 +75,17 @@ def eligibility_cmd(
     Every liquidated user ends up in exactly one of eligible.parquet (one row of features per
     user) and excluded.parquet (the first rule the user fails, with the numbers). The
     reconciliation ties users, events and USD losses together; the command fails (exit 1) if it
-    does not hold. Rerunning on the same data writes byte-identical files.
+    does not hold. Rerunning on the same data writes byte-identical files. --out may not be
+    empty, nor a run directory written by allocate or a path inside one (exit 2).
 
     Example: allocator eligibility --data data/small --out out/eligibility --min-loss 25 --json
 
     Example: allocator eligibility --scenario scenarios/phase_in.toml --out out/phase_in
     """
+    # before any work: an empty --out would mean the current directory, and a run directory's
+    # excluded.parquet has the same name as ours
+    refuse_output_in_run(out, "--out")
+    out_dir = Path(out)
     base = load_scenario(scenario).eligibility if scenario is not None else EligibilityRules()
     changes: dict[str, object] = {}
     if min_loss is not None:
@@ -95,8 +107,8 @@ def eligibility_cmd(
     result = run_eligibility(data_dir, rules)
     result.reconciliation.check()
     elapsed = time.perf_counter() - t0
-    progress(f"writing {out}")
-    write_eligibility(result, out)
+    progress(f"writing {out_dir}")
+    write_eligibility(result, out_dir)
 
     if json_out:
         # Not sorted: excluded_by_reason keeps the order in which the rules are checked.
@@ -106,4 +118,4 @@ def eligibility_cmd(
         return
     for line in result.reconciliation.lines():
         out_console.print(line, markup=False, highlight=False)
-    out_console.print(f"computed in {elapsed:.1f} s; wrote {out}", markup=False, highlight=False)
+    out_console.print(f"computed in {elapsed:.1f} s; wrote {out_dir}", markup=False, highlight=False)

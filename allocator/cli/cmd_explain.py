@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -9,12 +10,40 @@ import typer
 
 from allocator.cli.app import app, err_console, guarded, out_console
 from allocator.cli.common import print_json
+from allocator.errors import InputError
 
 
-@app.command("explain")
+#: A user id on the command line: a whole number, negative ones included.
+_USER_ID_RE = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_user_id(text: str) -> int:
+    """The USER_ID argument as an int (any size: one outside 64 bits is refused later as not in
+    the run); an :class:`InputError` for anything that is not a whole number."""
+    if _USER_ID_RE.fullmatch(text.strip()):
+        return int(text.strip())
+    if text.startswith("-"):
+        raise InputError(
+            f"no such option {text!r} (and it is not a user id). Options of explain: --run, "
+            f"--json, --no-others; a negative user id is written as is, e.g. "
+            f"allocator explain -5 --run RUN_DIR."
+        )
+    raise InputError(f"USER_ID must be a whole number (a user id), not {text!r}.")
+
+
+# Unknown "options" reach USER_ID as text, so that a negative id (-5) is an id, not an option;
+# parse_user_id still names a mistyped option as one.
+@app.command("explain", context_settings={"ignore_unknown_options": True})
 @guarded
 def explain_cmd(
-    user_id: Annotated[int, typer.Argument(help="The user to explain.")],
+    user_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="USER_ID",
+            help="The user to explain: a whole number; negative ids work as is (-5) or after --.",
+            show_default=False,
+        ),
+    ],
     run: Annotated[
         Path, typer.Option("--run", help="Run directory written by 'allocator allocate'.")
     ],
@@ -29,11 +58,13 @@ def explain_cmd(
 
     Liquidations by product and whether they counted; loss, net assets, loss ratio; each weight factor against the median-weight user; the price, the closed form (w / price)^(1/alpha) and the bound that binds (bounds in the whole cents that can be paid); with a phase-in band, the band the user is in, their phase factor and the scaled cap; or the rule that excluded the user (the band's lower end when there is one), its numbers and the distance to passing; and the amount under the other shipped scenarios. Everything is recomputed from the inputs and checked against the run (exit 2 if the user was never liquidated or the inputs changed).
 
+    A negative user id is given as is or after --: allocator explain -5 --run runs/baseline, or allocator explain --run runs/baseline -- -5. An id outside 64 bits is in no run (exit 2). The run directory and its input files are verified first: a damaged run directory, or inputs changed since the run, are refused (exit 2; allocator check-budget RUN_DIR lists every check).
+
     Example: allocator explain 10000080 --run runs/baseline --no-others
     """
     from allocator.explain import explain_user
 
-    explanation = explain_user(run, user_id, other_scenarios=not no_others)
+    explanation = explain_user(run, parse_user_id(user_id), other_scenarios=not no_others)
     if json_out:
         print_json(explanation.to_dict())
         return
@@ -52,21 +83,16 @@ def audit_cmd(
 
     Gini, Lorenz curve, coverage by loss band, and exact counts of monotonicity and envy violations, split by the documented factor that explains them (segment, weight features, bounds, loss ratio, cent tie-break). Exit 1 when violations remain unexplained although the run's weights are monotone in loss and loss ratio.
 
+    The run directory is verified first (manifest, files, columns, the sha256 the manifest recorded): a damaged or changed one is refused (exit 2; allocator check-budget RUN_DIR lists every check).
+
     Example: allocator audit runs/baseline --json
     """
-    from allocator import names as N
     from allocator.audit import audit
-    from allocator.rundir import read_manifest, read_parquet_file
-    from allocator.scenarios import parse_scenario
+    from allocator.rundir import load_run
 
-    manifest = read_manifest(run_dir)
-    objective = None
-    if isinstance(manifest.get("scenario"), dict):
-        objective = parse_scenario(
-            manifest["scenario"], file=f"{Path(run_dir) / N.MANIFEST_FILE} (scenario)"
-        ).objective
-    allocations = read_parquet_file(Path(run_dir) / N.ALLOCATIONS_FILE)
-    result = audit(allocations, objective=objective)
+    # refuses a damaged run directory or one changed since the run (exit 2)
+    run = load_run(run_dir)
+    result = audit(run.allocations, objective=run.scenario.objective)
     if json_out:
         print_json(result.to_dict())
     else:

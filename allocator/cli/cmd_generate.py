@@ -12,7 +12,8 @@ import typer
 
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import stage
-from allocator.synthetic import DEFAULT_SEED, DEFAULT_USERS, generate
+from allocator.errors import InputError
+from allocator.synthetic import DEFAULT_SEED, DEFAULT_USERS, MAX_USERS, generate
 
 
 class DataFormat(str, Enum):
@@ -28,11 +29,26 @@ def _rows(path: Path) -> int:
 @app.command("generate")
 @guarded
 def generate_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Directory to write (created if missing).")],
+    # Text, not Path: Typer turns "" into Path("."), and an empty --out (an unset shell
+    # variable) must be refused rather than fill the current directory.
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out", metavar="DIR",
+            help="Directory to write (created if missing); not a run directory, and not one "
+            "holding the other format's tables.",
+        ),
+    ],
     users: Annotated[
-        int, typer.Option("--users", min=1, help="Number of liquidated users (~5 events each).")
+        int,
+        typer.Option(
+            "--users", min=1,
+            help=f"Number of liquidated users (~5 events each), at most {MAX_USERS:,}.",
+        ),
     ] = DEFAULT_USERS,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed; same seed, same bytes.")] = DEFAULT_SEED,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Random seed, any integer >= 0; same seed, same bytes.")
+    ] = DEFAULT_SEED,
     fmt: Annotated[DataFormat, typer.Option("--format", help="File format of the tables.")] = DataFormat.parquet,
 ) -> None:
     """Write synthetic liquidations, prices, snapshot and users tables.
@@ -40,13 +56,20 @@ def generate_cmd(
     The data reproduce the public facts of the crash (heavy-tailed losses, longs far ahead of
     shorts, the 21:15 UTC peak, coin-margined settlement, the USDe/BNSOL/WBETH depeg) and the
     edge cases the eligibility rules must handle. Rerunning with the same --users and --seed
-    writes byte-identical files.
+    writes byte-identical files, replacing the four tables; other files are left alone.
 
     Example: allocator generate --users 20000 --seed 7 --out data/small --format csv
     """
     t0 = time.perf_counter()
-    with stage(f"generating {users:,} liquidated users"):
-        paths = generate(out, users=users, seed=seed, fmt=fmt.value)
+    try:
+        with stage(f"generating {users:,} liquidated users"):
+            paths = generate(out, users=users, seed=seed, fmt=fmt.value)
+    except MemoryError:
+        # Below MAX_USERS a machine may still run short: say so instead of a numpy traceback.
+        raise InputError(
+            f"not enough memory to generate {users:,} liquidated users (every table is built "
+            f"in memory, about 2 GB per million users); use a smaller --users. Nothing was written."
+        ) from None
     elapsed = time.perf_counter() - t0
     for stem, path in paths.items():
         out_console.print(f"{stem:<13} {_rows(path):>12,} rows  {path}", markup=False, highlight=False)

@@ -47,7 +47,9 @@ def allocate_cmd(
     """Allocate the loan fund for one scenario and write a run directory.
 
     Writes term_sheet.csv, term_sheet.parquet, a copy of the applications and manifest.json
-    (resolved scenario, input hash, versions, solver status, totals, multipliers).
+    (resolved scenario, input hash, versions, solver status, totals, multipliers). Exits 3,
+    writing nothing, when nothing can be lent or the solver does not prove optimality (e.g. it
+    hit solver.time_limit_s).
 
     Examples:
 
@@ -123,10 +125,12 @@ def check_cmd(
 @guarded
 def generate_cmd(
     out: Annotated[Path, typer.Option("--out", help="File to write: .parquet or .csv.")],
-    n: Annotated[int, typer.Option("--n", help="Number of applications.", min=1)] = DEFAULT_N,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same file).")] = DEFAULT_SEED,
+    n: Annotated[int, typer.Option("--n", help="Number of applications, 1..1,000,000.")] = DEFAULT_N,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed, 0..2**63-1 (same seed, same file).")] = DEFAULT_SEED,
 ) -> None:
     """Write a synthetic, deterministic loan applications file.
+
+    --n and --seed out of range exit 2 before anything is written.
 
     Examples:
 
@@ -138,7 +142,7 @@ def generate_cmd(
 
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise InputError(f"--out {out} must end in .parquet or .csv.")
-    df = generate_applications(n, seed)
+    df = generate_applications(n, seed)  # validates n and seed (InputError, exit 2)
     write_applications(df, out)
     total = df["requested_usd"].sum()
     out_console.print(f"wrote {df.height} applications (requests USD {total:,.2f}) to {out}",

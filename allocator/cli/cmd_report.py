@@ -13,10 +13,12 @@ from allocator.errors import InputError
 from allocator.reports import (
     DEFAULT_SWEEP_POINTS,
     FORMATS,
+    MAX_SWEEP_POINTS,
     build_report,
     render,
     write_text_atomic,
 )
+from allocator.rundir import refuse_output_in_run
 
 
 @app.command("report")
@@ -43,7 +45,10 @@ def report_cmd(
         int,
         typer.Option(
             "--sweep-points",
-            help="Points of the alpha and budget sweeps re-solved on the run's data (0: skip).",
+            help=(
+                "Points of the alpha and budget sweeps re-solved on the run's data: 0 (skip) to "
+                f"{MAX_SWEEP_POINTS}."
+            ),
         ),
     ] = DEFAULT_SWEEP_POINTS,
 ) -> None:
@@ -53,16 +58,23 @@ def report_cmd(
     same sections (data, no charts); --format md is Markdown tables for a pull request. The file
     is written atomically and is byte-identical for the same runs. The report is always written;
     the exit code is 1 when a finance check of any run fails (marked FAIL in the report), as for
-    `allocator check-budget`.
+    `allocator check-budget`. A damaged run directory, one changed since its run, or input data
+    changed since the run is refused (exit 2, nothing written; `allocator check-budget RUN_DIR`
+    lists every check), and so is an --out inside a run directory.
 
     Example: allocator report runs/baseline --compare runs/pro_rata --out runs/baseline-report.html
     """
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
-    if sweep_points < 0:
+    if not 0 <= sweep_points <= MAX_SWEEP_POINTS:
         raise InputError(
-            f"--sweep-points must be 0 (skip the sweeps) or more, not {sweep_points}."
+            f"--sweep-points must be 0 (skip the sweeps) to {MAX_SWEEP_POINTS}, not "
+            f"{sweep_points}: each point re-solves the run twice."
         )
+    # before any work: the report must not land in (and damage) a run directory
+    refuse_output_in_run(out, "--out")
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give the report's file name, e.g. report.html.")
     with stage("building the report"):
         report = build_report(
             run_dir, compare=tuple(compare), sweep_points=sweep_points

@@ -11,7 +11,14 @@ import typer
 from allocator.cli.app import app, err_console, guarded, out_console
 from allocator.cli.common import print_json
 from allocator.errors import InputError
-from allocator.sensitivity import TOP_MOVERS, moves_format, run_sensitivity, write_moves
+from allocator.rundir import refuse_output_in_run
+from allocator.sensitivity import (
+    MAX_TOP_MOVERS,
+    TOP_MOVERS,
+    moves_format,
+    run_sensitivity,
+    write_moves,
+)
 
 
 @app.command("sensitivity")
@@ -33,7 +40,10 @@ def sensitivity_cmd(
         ),
     ] = None,
     top: Annotated[
-        int, typer.Option("--top", help="How many of the largest movers to list.")
+        int,
+        typer.Option(
+            "--top", help=f"How many of the largest movers to list: 0 to {MAX_TOP_MOVERS:,}."
+        ),
     ] = TOP_MOVERS,
     json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
 ) -> None:
@@ -43,14 +53,20 @@ def sensitivity_cmd(
     also reports the band (users, loss and payments inside it) and its price: the same scenario
     with hard thresholds at the same budget, and what everyone else gives up.
 
+    The run directory and its input files are verified first: a damaged run directory, or data
+    changed since the run (edited or regenerated), is refused (exit 2; allocator check-budget
+    RUN_DIR lists every check). --users-out may not be inside a run directory.
+
     Example: allocator sensitivity runs/baseline --delta 5000000 --users-out runs/moves.parquet
     """
     if not (math.isfinite(delta) and delta > 0):
         raise InputError(f"--delta must be a positive amount in USD, not {delta!r}.")
-    if top < 0:
-        raise InputError(f"--top must be 0 or more, not {top}.")
+    if not 0 <= top <= MAX_TOP_MOVERS:
+        raise InputError(f"--top must be 0 to {MAX_TOP_MOVERS:,}, not {top}.")
     if users_out is not None:
-        moves_format(users_out)  # refuse a wrong suffix before minutes of work, not after
+        # refuse a wrong suffix, or a file inside a run directory, before minutes of work
+        moves_format(users_out)
+        refuse_output_in_run(users_out, "--users-out")
     if not json_out:
         err_console.print(f"re-solving {run_dir}", markup=False, highlight=False)
     report = run_sensitivity(run_dir, delta_usd=delta, top=top)
