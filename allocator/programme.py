@@ -242,13 +242,12 @@ def _check_same_data(manifest: dict[str, Any], data_hashes: dict[str, str], run:
 
 
 def _vouchers_from_run(run: Path, data_hashes: dict[str, str]) -> tuple[_Paid, str]:
-    from allocator.rundir import read_manifest, read_parquet_file
+    from allocator.rundir import load_run
 
-    man = read_manifest(run)
-    alloc = read_parquet_file(run / N.ALLOCATIONS_FILE)
-    missing = [c for c in (N.USER_ID, N.VOUCHER_CENTS) if c not in alloc.columns]
-    if missing:
-        raise InputError(f"{run / N.ALLOCATIONS_FILE}: missing column(s) {', '.join(missing)}.")
+    # the same verification as audit, explain, report and sensitivity: a damaged or edited run
+    # directory (files changed after their hashes were written) is refused, not summed
+    loaded = load_run(run)
+    man, alloc = loaded.manifest, loaded.allocations
     _check_same_data(man, data_hashes, run)
     cents = alloc[N.VOUCHER_CENTS].fill_null(0).to_numpy().astype(np.int64)
     users = alloc[N.USER_ID].to_numpy()

@@ -198,3 +198,21 @@ def test_a_loan_run_without_a_proven_optimum_fails_a_check(world: dict[str, Path
     assert [n for n, _ in failed] == ["loan run solved to optimality"] and "time_limit" in failed[0][1]
     ok = summarise_programmes(world["data"], voucher_run=world["exclude"], loans_run=world["loans"])
     assert ok.ok and "loan run solved to optimality" in [n for n, _, _ in ok.checks]
+
+
+def test_a_voucher_run_edited_after_it_was_written_is_refused(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    # one cent moved between two users keeps every total, but the file no longer has the hash
+    # the manifest recorded: the summary refuses the run rather than sum it
+    import shutil
+
+    run = tmp_path / "v"
+    shutil.copytree(world["exclude"], run)
+    alloc = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+    cents = alloc[N.VOUCHER_CENTS].to_list()
+    cents[0] += 1
+    cents[1] -= 1
+    alloc.with_columns(pl.Series(N.VOUCHER_CENTS, cents)).write_parquet(run / N.ALLOCATIONS_FILE)
+    with pytest.raises(InputError, match="allocations.parquet"):
+        summarise_programmes(world["data"], voucher_run=run, loans_run=world["loans"])
