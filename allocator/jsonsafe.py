@@ -39,6 +39,7 @@ def json_safe(obj: Any) -> Any:
     raise TypeError(f"a value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
 
 
-def dumps(obj: Any) -> str:
-    """Canonical strict JSON text: sorted keys, indent 2, no trailing newline."""
-    return json.dumps(json_safe(obj), sort_keys=True, indent=2, allow_nan=False)
+def dumps(obj: Any, *, sort_keys: bool = True) -> str:
+    """Canonical strict JSON text: sorted keys (unless ``sort_keys=False``, for output whose
+    insertion order means something), indent 2, no trailing newline."""
+    return json.dumps(json_safe(obj), sort_keys=sort_keys, indent=2, allow_nan=False)

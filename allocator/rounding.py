@@ -40,14 +40,13 @@ import numpy as np
 
 from allocator import names as N
 from allocator.errors import InfeasibleError, InputError, ScenarioError, SolverError
-from allocator.problem import Segment
+# CENT_TOL (a float within this many cents of a whole cent is that cent) and MAX_CENTS (the
+# largest per-user cap, USD 10 billion; 1M users times it still fits in int64) live with the
+# problem, whose bounds are posed in whole cents by the same rule.
+from allocator.problem import CENT_TOL, MAX_CENTS, Segment, bounds_in_cents
 
-#: Cents: a float within this distance of a whole cent is that cent (float representation).
-CENT_TOL = 1e-6
 #: Relative distance from a bound within which a solver's voucher counts as on the bound.
 SNAP_RTOL = 1e-9
-#: Largest per-user cap in cents (USD 10 billion); 1M users times this still fits in int64.
-MAX_CENTS = 10**12
 
 _EPS = np.finfo(np.float64).eps
 
@@ -140,10 +139,7 @@ def bounds_to_cents(
             f"{int(bad.sum())} users have a floor that is negative or not a number, or a cap that "
             f"is not a number (e.g. {example(bad)}). Floors must be finite and >= 0."
         )
-    lo_x = lower * 100.0
-    hi_x = np.minimum(upper * 100.0, float(MAX_CENTS))
-    lo_c = np.ceil(lo_x - _tol(lo_x))
-    hi_c = np.floor(hi_x + _tol(hi_x))
+    lo_c, hi_c = bounds_in_cents(lower, upper)
     empty = lo_c > hi_c
     if empty.any():
         raise InfeasibleError(
@@ -151,7 +147,7 @@ def bounds_to_cents(
             f"(e.g. {example(empty)}); no payment in cents can respect their bounds.",
             hint="raise the cap or lower the floor (a coverage cap can push a cap below the floor).",
         )
-    return lo_c.astype(np.int64), hi_c.astype(np.int64)
+    return lo_c, hi_c
 
 
 def budget_to_cents(budget: float | int | Decimal) -> int:

@@ -11,14 +11,12 @@ infeasible or failed run.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import polars as pl
 import typer
@@ -28,9 +26,13 @@ from rich.table import Table
 from rich.text import Text
 
 from allocator.cli.app import app, err_console, guarded, out_console
-from allocator.cli.common import check_solver_option, progress_printer, resolve_data_dir
+from allocator.cli.common import (
+    check_solver_option,
+    print_json,
+    progress_printer,
+    resolve_data_dir,
+)
 from allocator.errors import AllocatorError, InfeasibleError, SolverFailedError
-from allocator.jsonsafe import json_safe
 from allocator.metrics import LOSS_BANDS, moved, summary
 from allocator.pipeline import DataSession, allocate
 from allocator.scenarios import load_scenario
@@ -70,13 +72,6 @@ def _fmt(value: object, fmt: str) -> str:
         return fmt.format(value)
     except (TypeError, ValueError):
         return str(value)
-
-
-def _print_json(obj: Any) -> None:
-    # Not common.print_json: its canonical form sorts keys, which puts the loss band "<100"
-    # after "1k-10k". Insertion order is just as deterministic and keeps bands in band order.
-    sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
-    sys.stdout.flush()
 
 
 def check_moved_threshold(threshold: float) -> None:
@@ -148,7 +143,8 @@ def compare_cmd(
         "scenarios": rows,
     }
     if json_out:
-        _print_json(result)
+        # insertion order, not sorted: sorted keys would put the loss band "<100" after "1k-10k"
+        print_json(result, sort_keys=False)
         return
     table = Table(title=f"scenarios on {data_dir}", show_lines=False)
     table.add_column("metric")
@@ -310,7 +306,7 @@ def sweep_cmd(
         )
     if json_out:
         first_solved = next(k for k, r in enumerate(rows) if r["status"] == STATUS_SOLVED)
-        _print_json(
+        print_json(
             {
                 "scenario": base.name,
                 "params": names,
@@ -321,7 +317,8 @@ def sweep_cmd(
                 "points": rows,
                 "csv": str(csv_path),
                 "plot": str(png_path),
-            }
+            },
+            sort_keys=False,
         )
         return
     # One column per metric makes a wide table: no vertical rules, and headers that wrap at

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from allocator.cli.app import app, err_console, guarded, out_console
+from allocator.cli.app import app, err_console, guarded, out_console, styled
 from allocator.cli.common import print_json
 from allocator.errors import InputError
 
@@ -99,8 +99,11 @@ def audit_cmd(
         out_console.print("\n".join(result.lines()), markup=False)
     if not result.ok:
         err_console.print(
-            "[bold red]audit failed:[/] violations that no documented factor explains "
-            f"(monotonicity {result.monotonicity.unexplained:,}, envy {result.envy.unexplained:,}).",
-            markup=True,
+            styled(
+                "audit failed:",
+                "bold red",
+                " violations that no documented factor explains (monotonicity "
+                f"{result.monotonicity.unexplained:,}, envy {result.envy.unexplained:,}).",
+            )
         )
         raise typer.Exit(1)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from allocator.cli.app import app, err_console, guarded
+from allocator.cli.app import app, err_console, guarded, styled
 from allocator.cli.common import stage
 from allocator.errors import InputError
 from allocator.reports import (
@@ -83,7 +83,6 @@ def report_cmd(
     err_console.print(f"wrote {path}", markup=False, highlight=False)
     if not report.ok:
         err_console.print(
-            "[bold red]finance checks failed:[/] " + ", ".join(report.failures),
-            markup=True,
+            styled("finance checks failed:", "bold red", " " + ", ".join(report.failures))
         )
         raise typer.Exit(1)

@@ -50,12 +50,8 @@ def progress_printer(quiet: bool):  # noqa: ANN201 - a small closure factory
     return report
 
 
-def dumps_json(obj: Any) -> str:
-    return dumps(obj)
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(dumps_json(obj) + "\n")
+def print_json(obj: Any, *, sort_keys: bool = True) -> None:
+    sys.stdout.write(dumps(obj, sort_keys=sort_keys) + "\n")
     sys.stdout.flush()
 
 
