@@ -33,7 +33,7 @@ def sh(*args: str | Path) -> None:
 
 
 def setup() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 -- the message is for people running an older Python
         sys.exit(f"Python 3.11+ is required, this is {sys.version.split()[0]}")
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
     if PY.exists() and STAMP.exists() and STAMP.read_text().strip() == want:
@@ -48,7 +48,14 @@ def setup() -> None:
 
 def run() -> None:
     setup()
-    sh(BIN / "allocator", "allocate", "--scenario", "scenarios/baseline.toml", "--out", "runs/baseline")
+    sh(
+        BIN / "allocator",
+        "allocate",
+        "--scenario",
+        "scenarios/baseline.toml",
+        "--out",
+        "runs/baseline",
+    )
     sh(BIN / "allocator", "check-budget", "runs/baseline")
 
 

@@ -5,8 +5,8 @@ compensation paid earlier, and a USD 100M low-interest loan fund: USD 683M in al
 puts what the project computes for each beside those figures:
 
 * **vouchers**: a voucher run directory (``allocations.parquet`` and ``manifest.json``), or the
-  baseline voucher scenario run on the data through :mod:`allocator.pipeline`;
-* **depeg**: :mod:`allocator.depeg` applied to the data (the rule's computed cents; what the
+  baseline voucher scenario run on the data through :mod:`allocator.vouchers.pipeline`;
+* **depeg**: :mod:`allocator.depeg.compensation` applied to the data (the rule's computed cents; what the
   users table says was paid is reported beside it);
 * **loans**: a loan run directory (``term_sheet.parquet`` and ``manifest.json``), or the default
   loan scenario solved on the synthetic applications.
@@ -40,9 +40,9 @@ from allocator import names as N
 from allocator.errors import InputError
 
 if TYPE_CHECKING:
-    from allocator.config import Scenario
-    from allocator.depeg import DepegRules
-    from allocator.loans import LoanScenario
+    from allocator.depeg.compensation import DepegRules
+    from allocator.loans.fund import LoanScenario
+    from allocator.settings.models import Scenario
 
 __all__ = [
     "ANNOUNCED_USD",
@@ -57,7 +57,11 @@ VOUCHERS = "vouchers"
 DEPEG = "depeg"
 LOANS = "loans"
 #: Announced size of each programme, USD (domain brief, sections 1-3).
-ANNOUNCED_USD: dict[str, float] = {VOUCHERS: 300_000_000.0, DEPEG: 283_000_000.0, LOANS: 100_000_000.0}
+ANNOUNCED_USD: dict[str, float] = {
+    VOUCHERS: 300_000_000.0,
+    DEPEG: 283_000_000.0,
+    LOANS: 100_000_000.0,
+}
 VOUCHER_SCENARIO_FILE = "baseline.toml"
 LOAN_SCENARIO_FILE = "loans_default.toml"
 
@@ -114,8 +118,12 @@ class Overlap:
     note: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"programmes": [self.first, self.second], "users": self.users,
-                "linkable": self.linkable, "note": self.note}
+        return {
+            "programmes": [self.first, self.second],
+            "users": self.users,
+            "linkable": self.linkable,
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True)
@@ -178,18 +186,24 @@ class ProgrammeSummary:
         head = f"{'programme':<10}{'announced USD':>18}{'amount USD':>18}{'difference USD':>19}  recipients"
         out = [head, "-" * len(head)]
         for p in self.programmes:
-            out.append(f"{p.programme:<10}{usd(p.announced_cents):>18}{usd(p.amount_cents):>18}"
-                       f"{usd(p.difference_cents):>19}  {p.recipients:,} {p.recipient_kind}")
+            out.append(
+                f"{p.programme:<10}{usd(p.announced_cents):>18}{usd(p.amount_cents):>18}"
+                f"{usd(p.difference_cents):>19}  {p.recipients:,} {p.recipient_kind}"
+            )
         out.append("-" * len(head))
-        out.append(f"{'total':<10}{usd(round(self.announced_total_usd * 100)):>18}"
-                   f"{usd(self.total_cents):>18}{usd(self.difference_cents):>19}  "
-                   f"{self.users_reached:,} users reached by vouchers or depeg")
+        out.append(
+            f"{'total':<10}{usd(round(self.announced_total_usd * 100)):>18}"
+            f"{usd(self.total_cents):>18}{usd(self.difference_cents):>19}  "
+            f"{self.users_reached:,} users reached by vouchers or depeg"
+        )
         out.append("")
         for p in self.programmes:
             out.append(f"{p.programme}: {p.source}")
             out += [f"  {n}" for n in p.notes]
-        out.append(f"depeg paid per users table: {usd(self.depeg_paid_cents)} USD to "
-                   f"{self.depeg_paid_users:,} users; voucher depeg policy: {self.voucher_depeg_policy}")
+        out.append(
+            f"depeg paid per users table: {usd(self.depeg_paid_cents)} USD to "
+            f"{self.depeg_paid_users:,} users; voucher depeg policy: {self.voucher_depeg_policy}"
+        )
         out.append("")
         out.append("overlaps:")
         for o in self.overlaps:
@@ -242,7 +256,7 @@ def _check_same_data(manifest: dict[str, Any], data_hashes: dict[str, str], run:
 
 
 def _vouchers_from_run(run: Path, data_hashes: dict[str, str]) -> tuple[_Paid, str]:
-    from allocator.rundir import load_run
+    from allocator.runs.rundir import load_run
 
     # the same verification as audit, explain, report and sensitivity: a damaged or edited run
     # directory (files changed after their hashes were written) is refused, not summed
@@ -256,19 +270,26 @@ def _vouchers_from_run(run: Path, data_hashes: dict[str, str]) -> tuple[_Paid, s
     scenario = man.get("scenario") or {}
     policy = str((scenario.get("eligibility") or {}).get("depeg_policy", "unknown"))
     checks = (
-        ("voucher total = manifest", stated == paid,
-         f"sum of voucher_cents {paid:,} vs manifest money.paid_cents {stated!r}"),
-        ("voucher users unique", len(np.unique(users)) == users.size,
-         f"{users.size:,} rows in allocations.parquet"),
+        (
+            "voucher total = manifest",
+            stated == paid,
+            f"sum of voucher_cents {paid:,} vs manifest money.paid_cents {stated!r}",
+        ),
+        (
+            "voucher users unique",
+            len(np.unique(users)) == users.size,
+            f"{users.size:,} rows in allocations.parquet",
+        ),
     )
     source = f"run directory {run} (scenario {scenario.get('name', '?')!r})"
     return _Paid(users, cents, source, (), checks), policy
 
 
-def _vouchers_computed(session: Any, scenario_path: Path | None, scenario: Any,
-                       progress: Progress) -> tuple[_Paid, str]:
-    from allocator.pipeline import allocate
-    from allocator.scenarios import load_scenario
+def _vouchers_computed(
+    session: Any, scenario_path: Path | None, scenario: Any, progress: Progress
+) -> tuple[_Paid, str]:
+    from allocator.settings.scenarios import load_scenario
+    from allocator.vouchers.pipeline import allocate
 
     if scenario is None:
         scenario_path = scenario_path or default_scenario_path(VOUCHER_SCENARIO_FILE)
@@ -279,26 +300,33 @@ def _vouchers_computed(session: Any, scenario_path: Path | None, scenario: Any,
     cents = np.asarray(run.cents, dtype=np.int64)
     where = f" ({scenario_path})" if scenario_path else ""
     source = f"computed: voucher scenario {scenario.name!r}{where} on the data"
-    checks = (("voucher total within budget", int(cents.sum()) <= run.budget_cents,
-               f"paid {int(cents.sum()):,} of {run.budget_cents:,} cents"),)
+    checks = (
+        (
+            "voucher total within budget",
+            int(cents.sum()) <= run.budget_cents,
+            f"paid {int(cents.sum()):,} of {run.budget_cents:,} cents",
+        ),
+    )
     return _Paid(users, cents, source, (), checks), scenario.eligibility.depeg_policy
 
 
 def _loans_from_run(run: Path) -> _Paid:
-    from allocator.loans import (
+    from allocator.loans.applications import INSTITUTION_ID
+    from allocator.loans.fund import (
         AMOUNT_CENTS,
         MANIFEST,
         MANIFEST_KIND,
         TERM_SHEET_PARQUET,
         run_solver_status,
     )
-    from allocator.loans_data import INSTITUTION_ID
-    from allocator.rundir import read_manifest, read_parquet_file
+    from allocator.runs.rundir import read_manifest, read_parquet_file
 
     man = read_manifest(run / MANIFEST)
     if man.get("kind") != MANIFEST_KIND:
-        raise InputError(f"{run} is not a loan run directory: {MANIFEST} has kind "
-                         f"{man.get('kind')!r}, not {MANIFEST_KIND!r}.")
+        raise InputError(
+            f"{run} is not a loan run directory: {MANIFEST} has kind "
+            f"{man.get('kind')!r}, not {MANIFEST_KIND!r}."
+        )
     sheet = read_parquet_file(run / TERM_SHEET_PARQUET)
     missing = [c for c in (INSTITUTION_ID, AMOUNT_CENTS) if c not in sheet.columns]
     if missing:
@@ -309,19 +337,32 @@ def _loans_from_run(run: Path) -> _Paid:
     # A run whose solver stopped at a limit is not an allocation to add up (older versions of
     # `allocator loans allocate` wrote such runs).
     status_ok, status_detail = run_solver_status(man)
-    checks = (("loan total = manifest", stated == lent,
-               f"sum of amount_cents {lent:,} vs manifest totals.lent_cents {stated!r}"),
-              ("loan run solved to optimality", status_ok, status_detail))
+    checks = (
+        (
+            "loan total = manifest",
+            stated == lent,
+            f"sum of amount_cents {lent:,} vs manifest totals.lent_cents {stated!r}",
+        ),
+        ("loan run solved to optimality", status_ok, status_detail),
+    )
     name = (man.get("scenario") or {}).get("name", "?")
     apps = (man.get("applications") or {}).get("source", "?")
     source = f"run directory {run} (scenario {name!r}, applications {apps})"
-    return _Paid(sheet[INSTITUTION_ID].to_numpy(), cents, source, ("lent, not given: repaid with interest",), checks)
+    return _Paid(
+        sheet[INSTITUTION_ID].to_numpy(),
+        cents,
+        source,
+        ("lent, not given: repaid with interest",),
+        checks,
+    )
 
 
-def _loans_computed(scenario_path: Path | None, scenario: Any, applications: pl.DataFrame | None,
-                    progress: Progress) -> _Paid:
-    from allocator.loans import AMOUNT_CENTS, allocate_loans, load_loan_scenario
-    from allocator.loans_data import INSTITUTION_ID, generate_applications
+def _loans_computed(
+    scenario_path: Path | None, scenario: Any, applications: pl.DataFrame | None, progress: Progress
+) -> _Paid:
+    from allocator.loans.applications import INSTITUTION_ID, generate_applications
+    from allocator.loans.fund import AMOUNT_CENTS, allocate_loans
+    from allocator.settings.loans import load_loan_scenario
 
     if scenario is None:
         scenario_path = scenario_path or default_scenario_path(LOAN_SCENARIO_FILE)
@@ -337,9 +378,20 @@ def _loans_computed(scenario_path: Path | None, scenario: Any, applications: pl.
     cents = sheet[AMOUNT_CENTS].to_numpy().astype(np.int64)
     where = f" ({scenario_path})" if scenario_path else ""
     source = f"computed: loan scenario {scenario.name!r}{where}, {apps}"
-    checks = (("loan total within fund", int(cents.sum()) <= result.problem.fund_cents,
-               f"lent {int(cents.sum()):,} of {result.problem.fund_cents:,} cents"),)
-    return _Paid(sheet[INSTITUTION_ID].to_numpy(), cents, source, ("lent, not given: repaid with interest",), checks)
+    checks = (
+        (
+            "loan total within fund",
+            int(cents.sum()) <= result.problem.fund_cents,
+            f"lent {int(cents.sum()):,} of {result.problem.fund_cents:,} cents",
+        ),
+    )
+    return _Paid(
+        sheet[INSTITUTION_ID].to_numpy(),
+        cents,
+        source,
+        ("lent, not given: repaid with interest",),
+        checks,
+    )
 
 
 # ----------------------------------------------------------------------------- summary
@@ -370,16 +422,16 @@ def summarise_programmes(
     applications
         Loan applications for the computed loans (default: the synthetic set).
     depeg_rules
-        :class:`allocator.depeg.DepegRules` (default rules when omitted).
+        :class:`allocator.depeg.compensation.DepegRules` (default rules when omitted).
 
     Raises
     ------
     InputError
         A run directory that is unreadable, of the wrong kind, or (vouchers) made on other data.
     """
-    from allocator.data import file_sha256, load_inputs
-    from allocator.depeg import COMPENSATION_CENTS, compute_depeg
-    from allocator.pipeline import DataSession
+    from allocator.data.inputs import file_sha256, load_inputs
+    from allocator.depeg.compensation import COMPENSATION_CENTS, compute_depeg
+    from allocator.vouchers.pipeline import DataSession
 
     data_dir = Path(data_dir)
     progress(f"loading and validating {data_dir}")
@@ -389,7 +441,11 @@ def summarise_programmes(
     if voucher_run is not None:
         vouchers, policy = _vouchers_from_run(Path(voucher_run), data_hashes)
     else:
-        path, obj = (Path(voucher_scenario), None) if isinstance(voucher_scenario, (str, Path)) else (None, voucher_scenario)
+        path, obj = (
+            (Path(voucher_scenario), None)
+            if isinstance(voucher_scenario, (str, Path))
+            else (None, voucher_scenario)
+        )
         session = DataSession(data_dir=data_dir, inputs=inputs)
         vouchers, policy = _vouchers_computed(session, path, obj, progress)
 
@@ -402,49 +458,109 @@ def summarise_programmes(
     if loans_run is not None:
         loans = _loans_from_run(Path(loans_run))
     else:
-        path, obj = (Path(loan_scenario), None) if isinstance(loan_scenario, (str, Path)) else (None, loan_scenario)
+        path, obj = (
+            (Path(loan_scenario), None)
+            if isinstance(loan_scenario, (str, Path))
+            else (None, loan_scenario)
+        )
         loans = _loans_computed(path, obj, applications, progress)
 
     v_ids = np.unique(vouchers.user_or_institution[vouchers.cents > 0])
     d_ids = np.unique(depeg_users[N.USER_ID].to_numpy())
-    paid = inputs.users.filter(pl.col(N.DEPEG_COMP_USD) > 0).select(N.USER_ID, N.IS_INSTITUTIONAL).collect()
+    paid = (
+        inputs.users.filter(pl.col(N.DEPEG_COMP_USD) > 0)
+        .select(N.USER_ID, N.IS_INSTITUTIONAL)
+        .collect()
+    )
     p_ids = np.unique(paid[N.USER_ID].to_numpy())
     both_computed = int(np.intersect1d(v_ids, d_ids, assume_unique=True).size)
     both_paid = int(np.intersect1d(v_ids, p_ids, assume_unique=True).size)
     lines = (
-        ProgrammeLine(VOUCHERS, ANNOUNCED_USD[VOUCHERS], int(vouchers.cents.sum()), int(v_ids.size), "users",
-                      vouchers.source, (f"depeg policy {policy!r}",)),
-        ProgrammeLine(DEPEG, ANNOUNCED_USD[DEPEG], rec.users_cents, int(d_ids.size), "users",
-                      "computed: allocator.depeg rules on the data",
-                      ((f"the users table says {rec.paid_cents / 100:,.2f} USD was paid to "
-                        f"{rec.paid_users:,} users; {rec.users_by_status['match']:,} users match the "
-                        f"rule to the cent"),)),
-        ProgrammeLine(LOANS, ANNOUNCED_USD[LOANS], int(loans.cents.sum()), int((loans.cents > 0).sum()),
-                      "institutions", loans.source, loans.notes),
+        ProgrammeLine(
+            VOUCHERS,
+            ANNOUNCED_USD[VOUCHERS],
+            int(vouchers.cents.sum()),
+            int(v_ids.size),
+            "users",
+            vouchers.source,
+            (f"depeg policy {policy!r}",),
+        ),
+        ProgrammeLine(
+            DEPEG,
+            ANNOUNCED_USD[DEPEG],
+            rec.users_cents,
+            int(d_ids.size),
+            "users",
+            "computed: allocator.depeg.compensation rules on the data",
+            (
+                (
+                    f"the users table says {rec.paid_cents / 100:,.2f} USD was paid to "
+                    f"{rec.paid_users:,} users; {rec.users_by_status['match']:,} users match the "
+                    f"rule to the cent"
+                ),
+            ),
+        ),
+        ProgrammeLine(
+            LOANS,
+            ANNOUNCED_USD[LOANS],
+            int(loans.cents.sum()),
+            int((loans.cents > 0).sum()),
+            "institutions",
+            loans.source,
+            loans.notes,
+        ),
     )
-    not_linkable = ("loan applicants are institutions (institution_id); the data has no "
-                    "institution -> user_id mapping")
+    not_linkable = (
+        "loan applicants are institutions (institution_id); the data has no "
+        "institution -> user_id mapping"
+    )
     overlaps = (
-        Overlap(VOUCHERS, DEPEG, both_computed, True,
-                "voucher recipients owed depeg compensation by the rule"),
-        Overlap(VOUCHERS, "depeg (paid)", both_paid, True,
-                "voucher recipients with depeg_comp_usd > 0 in the users table"
-                + (": must be 0 under the exclude policy" if policy == "exclude" else "")),
+        Overlap(
+            VOUCHERS,
+            DEPEG,
+            both_computed,
+            True,
+            "voucher recipients owed depeg compensation by the rule",
+        ),
+        Overlap(
+            VOUCHERS,
+            "depeg (paid)",
+            both_paid,
+            True,
+            "voucher recipients with depeg_comp_usd > 0 in the users table"
+            + (": must be 0 under the exclude policy" if policy == "exclude" else ""),
+        ),
         Overlap(LOANS, VOUCHERS, None, False, not_linkable),
         Overlap(LOANS, DEPEG, None, False, not_linkable),
     )
-    inst = inputs.users.filter(pl.col(N.IS_INSTITUTIONAL)).select(N.USER_ID).collect()[N.USER_ID].to_numpy()
+    inst = (
+        inputs.users.filter(pl.col(N.IS_INSTITUTIONAL))
+        .select(N.USER_ID)
+        .collect()[N.USER_ID]
+        .to_numpy()
+    )
     institutional = {
         VOUCHERS: int(np.isin(v_ids, inst).sum()),
         DEPEG: int(np.isin(d_ids, inst).sum()),
     }
     checks = list(vouchers.checks) + list(loans.checks)
-    checks.append(("depeg reconciles", not rec.failures(),
-                   "positions = compensated + zero, cents over positions = over users"
-                   if not rec.failures() else "; ".join(rec.failures())))
+    checks.append(
+        (
+            "depeg reconciles",
+            not rec.failures(),
+            "positions = compensated + zero, cents over positions = over users"
+            if not rec.failures()
+            else "; ".join(rec.failures()),
+        )
+    )
     if policy == "exclude":
-        checks.append(("exclude policy respected", both_paid == 0,
-                       f"{both_paid:,} voucher recipient(s) already paid depeg compensation"))
+        checks.append(
+            (
+                "exclude policy respected",
+                both_paid == 0,
+                f"{both_paid:,} voucher recipient(s) already paid depeg compensation",
+            )
+        )
     return ProgrammeSummary(
         data_dir=str(data_dir),
         programmes=lines,

@@ -1,6 +1,6 @@
 """Eligibility at stress size: the Polars query against the same query in DuckDB.
 
-Three runs per round, each in a fresh subprocess: ``allocator.eligibility`` (Polars, exact
+Three runs per round, each in a fresh subprocess: ``allocator.vouchers.eligibility`` (Polars, exact
 nano-dollar sums), the same query in DuckDB SQL with the same exact sums (``DECIMAL(38, 9)``),
 and DuckDB with plain ``DOUBLE`` sums (faster for DuckDB, not order-stable). All read the same
 parquet files and produce the same outputs under the default rules: the eligible users' feature
@@ -16,7 +16,7 @@ Usage::
     python benchmarks/bench_eligibility.py                      # 2M users in /tmp/stress_data
     python benchmarks/bench_eligibility.py --users 200000 --data /tmp/bench_200k --rounds 3
 
-The data directory is generated (``allocator.synthetic.generate``) only when it is missing.
+The data directory is generated (``allocator.data.synthetic.generate``) only when it is missing.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from allocator import names as N
-from allocator.config import EligibilityRules
+from allocator.settings.models import EligibilityRules
 
 RULES = EligibilityRules()
 
@@ -47,7 +47,7 @@ def duckdb_sql(data: Path, rules: EligibilityRules = RULES, *, exact: bool = Tru
     or before"). ``exact``: event losses are rounded to the nano-dollar and summed as
     ``DECIMAL(38, 9)``, as the Polars query does (order-independent); otherwise as ``DOUBLE``
     (faster, but the last bits depend on the order of the parallel aggregation). Everything
-    else follows the module docstring of ``allocator.eligibility``.
+    else follows the module docstring of ``allocator.vouchers.eligibility``.
     """
     money = "DECIMAL(38, 9)" if exact else "DOUBLE"
     ev = f"read_parquet('{data / (N.EVENTS_FILE + '.parquet')}')"
@@ -142,18 +142,36 @@ FROM rated
 
 
 def eligible_columns(rules: EligibilityRules = RULES) -> list[str]:
-    """The feature-matrix columns (as in ``allocator.eligibility``, without importing Polars)."""
+    """The feature-matrix columns (as in ``allocator.vouchers.eligibility``, without importing Polars)."""
     return [
-        N.USER_ID, N.LOSS_USD, N.GROSS_LOSS_USD, N.FEE_USD,
+        N.USER_ID,
+        N.LOSS_USD,
+        N.GROSS_LOSS_USD,
+        N.FEE_USD,
         *(N.product_loss_column(p) for p in rules.products),
-        N.LOSS_RATIO, N.NET_ASSETS_USD, N.N_EVENTS, N.FIRST_EVENT_TS, N.LAST_EVENT_TS,
-        N.VIP_TIER, N.IS_INSTITUTIONAL, N.REGION, N.ACCOUNT_AGE_DAYS, N.KYC_STATUS,
+        N.LOSS_RATIO,
+        N.NET_ASSETS_USD,
+        N.N_EVENTS,
+        N.FIRST_EVENT_TS,
+        N.LAST_EVENT_TS,
+        N.VIP_TIER,
+        N.IS_INSTITUTIONAL,
+        N.REGION,
+        N.ACCOUNT_AGE_DAYS,
+        N.KYC_STATUS,
         N.DEPEG_COMP_USD,
     ]
 
 
-EXCLUDED_KEEP = [N.USER_ID, N.REASON, N.LOSS_USD, N.GROSS_LOSS_USD, N.NET_ASSETS_USD,
-                 N.LOSS_RATIO, N.N_EVENTS]
+EXCLUDED_KEEP = [
+    N.USER_ID,
+    N.REASON,
+    N.LOSS_USD,
+    N.GROSS_LOSS_USD,
+    N.NET_ASSETS_USD,
+    N.LOSS_RATIO,
+    N.N_EVENTS,
+]
 
 
 def run_duckdb(data: Path, out: Path, *, exact: bool = True) -> tuple[float, float]:
@@ -183,8 +201,8 @@ def run_duckdb(data: Path, out: Path, *, exact: bool = True) -> tuple[float, flo
 
 def run_polars(data: Path, out: Path) -> tuple[float, float]:
     """Time load (metadata) + :func:`compute_eligibility`, then save the results to ``out``."""
-    from allocator.data import load_inputs
-    from allocator.eligibility import compute_eligibility, write_eligibility
+    from allocator.data.inputs import load_inputs
+    from allocator.vouchers.eligibility import compute_eligibility, write_eligibility
 
     t0 = time.perf_counter()
     inputs = load_inputs(data, validate=False)  # file metadata only
@@ -217,7 +235,9 @@ def worker(engine: str, data: Path, out: Path) -> None:
     else:
         elapsed, peak = run_duckdb(data, out, exact=engine == "duckdb")
     cpu = _cpu_s() - cpu0  # includes saving the results, which is small
-    (out / "timing.json").write_text(json.dumps({"seconds": elapsed, "cpu_s": cpu, "peak_mib": peak}))
+    (out / "timing.json").write_text(
+        json.dumps({"seconds": elapsed, "cpu_s": cpu, "peak_mib": peak})
+    )
 
 
 def _spawn(engine: str, data: Path, out: Path) -> dict:
@@ -231,7 +251,7 @@ def ensure_data(data: Path, users: int) -> None:
     if all((data / f"{s}.parquet").is_file() for s in N.INPUT_TABLES):
         print(f"using existing data in {data}")
         return
-    from allocator.synthetic import generate
+    from allocator.data.synthetic import generate
 
     print(f"generating {users:,} users into {data} ...", flush=True)
     t0 = time.perf_counter()
@@ -278,9 +298,13 @@ LABELS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=Path("/tmp/stress_data"))
-    parser.add_argument("--users", type=int, default=2_000_000, help="users to generate if --data is missing")
+    parser.add_argument(
+        "--users", type=int, default=2_000_000, help="users to generate if --data is missing"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -294,14 +318,19 @@ def main() -> None:
     bad: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench_eligibility_") as tmp:
         for r in range(args.rounds):
-            order = ENGINES[r % len(ENGINES):] + ENGINES[:r % len(ENGINES)]  # rotate the order
+            order = ENGINES[r % len(ENGINES) :] + ENGINES[: r % len(ENGINES)]  # rotate the order
             for engine in order:
                 res = _spawn(engine, args.data, Path(tmp) / f"{engine}{r}")
                 runs[engine].append(res)
-                print(f"round {r + 1} {engine:10s} {res['seconds']:7.3f} s  cpu {res['cpu_s']:7.3f} s"
-                      f"  peak {res['peak_mib']:7.0f} MiB", flush=True)
+                print(
+                    f"round {r + 1} {engine:10s} {res['seconds']:7.3f} s  cpu {res['cpu_s']:7.3f} s"
+                    f"  peak {res['peak_mib']:7.0f} MiB",
+                    flush=True,
+                )
         for other in ENGINES[1:]:
-            bad += [f"{other}: {x}" for x in compare(Path(tmp) / "polars0", Path(tmp) / f"{other}0")]
+            bad += [
+                f"{other}: {x}" for x in compare(Path(tmp) / "polars0", Path(tmp) / f"{other}0")
+            ]
         # Determinism across processes: every Polars run wrote the same bytes.
         same = all(
             (Path(tmp) / f"polars{r}" / f).read_bytes() == (Path(tmp) / "polars0" / f).read_bytes()
@@ -318,22 +347,30 @@ def main() -> None:
     peak = {e: max(x["peak_mib"] for x in v) for e, v in runs.items()}
     print()
     print(f"data {args.data}: {eligible + excluded:,} liquidated users, {eligible:,} eligible")
-    print(f"{'engine':22s} {'median s':>9s} {'cpu s':>8s} {'peak MiB':>9s} {'time / polars':>14s}"
-          f"   (runs: {args.rounds}, each a fresh process)")
+    print(
+        f"{'engine':22s} {'median s':>9s} {'cpu s':>8s} {'peak MiB':>9s} {'time / polars':>14s}"
+        f"   (runs: {args.rounds}, each a fresh process)"
+    )
     for e in ENGINES:
-        print(f"{LABELS[e]:22s} {med[e]:9.3f} {cpu[e]:8.3f} {peak[e]:9.0f} "
-              f"{med[e] / med['polars']:14.3f}")
+        print(
+            f"{LABELS[e]:22s} {med[e]:9.3f} {cpu[e]:8.3f} {peak[e]:9.0f} "
+            f"{med[e] / med['polars']:14.3f}"
+        )
     for e in ENGINES[1:]:
-        print(f"polars / {e} time ratio: {med['polars'] / med[e]:.3f} "
-              f"(cpu time ratio {cpu['polars'] / cpu[e]:.3f})")
+        print(
+            f"polars / {e} time ratio: {med['polars'] / med[e]:.3f} "
+            f"(cpu time ratio {cpu['polars'] / cpu[e]:.3f})"
+        )
     print(f"polars runs byte-identical: {'yes' if same else 'NO'}")
     if not same:
         bad.append("polars runs differ")
     if bad:
         print("ENGINES DISAGREE:\n  " + "\n  ".join(bad))
         raise SystemExit(1)
-    print("engines agree: same eligible users and feature columns, same reason for every "
-          "excluded user, losses within 1e-6 in total and 1e-9 per user")
+    print(
+        "engines agree: same eligible users and feature columns, same reason for every "
+        "excluded user, losses within 1e-6 in total and 1e-9 per user"
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from allocator.problem import AllocationProblem, ScalarBounds, Segment  # noqa: E402
+from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment  # noqa: E402
 
 SWEEP_ALPHAS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 20.0)
 SWEEP_EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5)
@@ -83,7 +83,8 @@ def _peak_rss_mib() -> float:
 
 
 def worker_fast(n: int, repeats: int, out: Path) -> dict[str, object]:
-    from allocator.solvers import fast_solution, solve
+    from allocator.kernel.fast import fast_solution
+    from allocator.kernel.solve import solve
 
     p = make_problem(n)
     raw_times, full_times = [], []
@@ -118,8 +119,8 @@ def worker_fast(n: int, repeats: int, out: Path) -> dict[str, object]:
 
 
 def worker_cvxpy(n: int, out: Path) -> dict[str, object]:
-    from allocator.certificate import objective_value
-    from allocator.model import FairnessModel
+    from allocator.kernel.certificate import objective_value
+    from allocator.kernel.model import FairnessModel
 
     p = make_problem(n)
     t0 = time.perf_counter()
@@ -181,8 +182,8 @@ def run_worker(kind: str, n: int, repeats: int, tmp: Path) -> dict[str, object]:
 
 
 def sweep(n: int, certify_each: bool) -> dict[str, object]:
-    from allocator.certificate import certify
-    from allocator.solvers import fast_solution
+    from allocator.kernel.certificate import certify
+    from allocator.kernel.fast import fast_solution
 
     loss = losses(n)
     log_loss = np.log(loss)

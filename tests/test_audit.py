@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from clihelp import strict_json
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import allocator.cli.cmd_explain  # noqa: F401  (registers the explain and audit commands)
-from allocator import metrics
 from allocator import names as N
-from allocator.audit import (
+from allocator.analysis import metrics
+from allocator.analysis.audit import (
     audit,
     count_envy,
     count_inversions,
@@ -30,11 +31,10 @@ from allocator.audit import (
     weights_monotone,
 )
 from allocator.cli.app import app
-from allocator.config import ObjectiveSpec
+from allocator.data.synthetic import generate
 from allocator.errors import InputError
-from allocator.scenarios import parse_scenario
-from allocator.synthetic import generate
-from clihelp import strict_json
+from allocator.settings.models import ObjectiveSpec
+from allocator.settings.scenarios import parse_scenario
 
 runner = CliRunner()
 
@@ -388,7 +388,9 @@ def _copy(run: Path, tmp_path: Path) -> Path:
         (lambda a: a.with_columns(-pl.col(N.VOUCHER_CENTS)), "voucher_cents is negative"),
         (
             lambda a: a.with_columns(
-                pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col(N.VOUCHER_CENTS))
+                pl.when(pl.int_range(pl.len()) == 3)
+                .then(None)
+                .otherwise(pl.col(N.VOUCHER_CENTS))
                 .alias(N.VOUCHER_CENTS)
             ),
             "voucher_cents is empty",

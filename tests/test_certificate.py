@@ -13,9 +13,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from allocator.certificate import certify, effective_prices, objective_value, utility
-from allocator.problem import AllocationProblem, Segment
-from allocator.solvers import fast_solution, solve
+from allocator.kernel.certificate import certify, effective_prices, objective_value, utility
+from allocator.kernel.fast import fast_solution
+from allocator.kernel.problem import AllocationProblem, Segment
+from allocator.kernel.solve import solve
 
 
 def _problem(
@@ -242,8 +243,11 @@ def test_the_largest_allowed_alpha_certifies(alpha: float) -> None:
     n = 2000
     loss = 50.0 + rng.lognormal(6.5, 1.7, n)
     problem = AllocationProblem(
-        weights=loss, lower=np.full(n, 4.0), upper=np.minimum(6000.0, 0.5 * loss),
-        budget=0.3 * float(np.minimum(6000.0, 0.5 * loss).sum()), alpha=alpha,
+        weights=loss,
+        lower=np.full(n, 4.0),
+        upper=np.minimum(6000.0, 0.5 * loss),
+        budget=0.3 * float(np.minimum(6000.0, 0.5 * loss).sum()),
+        alpha=alpha,
     )
     alloc = solve(problem, method="fast")
     assert alloc.certificate.certified, alloc.certificate.failures

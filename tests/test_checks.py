@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allocator import names as N
-from allocator.certificate import utility
-from allocator.checks import (
+from allocator.analysis.checks import (
     BEST_RESPONSE_TOL_USD,
     CENT_TOLERANCE,
     CHECK_NAMES,
@@ -29,8 +28,9 @@ from allocator.checks import (
     payout_key,
 )
 from allocator.errors import InputError
-from allocator.payouts import idempotency_key
-from allocator.rundir import write_run_dir
+from allocator.kernel.certificate import utility
+from allocator.runs.rundir import write_run_dir
+from allocator.vouchers.payouts import idempotency_key
 
 FLOOR, CAP, COVER = 4.0, 60.0, 0.5
 PROGRAMME = "test-programme"
@@ -38,7 +38,7 @@ PROGRAMME = "test-programme"
 #: response (see :func:`weights_for`).
 PRICE, ALPHA = 1.0, 1.0
 BATCH_SIZE, START_H, FINISH_H = 4, 24.0, 96.0
-ANNOUNCED = datetime(2025, 10, 14, tzinfo=timezone.utc)
+ANNOUNCED = datetime(2025, 10, 14, tzinfo=UTC)
 ALLOCATED = {  # user_id: (loss_usd, voucher_cents, bound label written by hand)
     101: (30.0, 1500, N.BOUND_CAP),  # upper = 0.5 * 30 = 15.00
     102: (80.0, 4000, N.BOUND_CAP),  # upper = 40.00
@@ -303,7 +303,9 @@ def test_valid_run_passes_every_check(run: Path) -> None:
     assert report.lines()[-1].startswith("OK")
     as_json = json.loads(json.dumps(report.to_dict()))
     assert (
-        as_json["ok"] is True and as_json["failed"] == [] and len(as_json["checks"]) == len(CHECK_NAMES)
+        as_json["ok"] is True
+        and as_json["failed"] == []
+        and len(as_json["checks"]) == len(CHECK_NAMES)
     )
 
 
@@ -331,7 +333,11 @@ def test_one_cent_moved_in_the_file_is_caught(run: Path) -> None:
     # move costs fairness to second order, far above float noise in eight users) can tell.
     frame = pl.read_parquet(run / N.ALLOCATIONS_FILE)
     delta = (
-        pl.when(pl.col(N.USER_ID) == 104).then(-1).when(pl.col(N.USER_ID) == 105).then(1).otherwise(0)
+        pl.when(pl.col(N.USER_ID) == 104)
+        .then(-1)
+        .when(pl.col(N.USER_ID) == 105)
+        .then(1)
+        .otherwise(0)
     )
     frame = frame.with_columns(pl.col(N.VOUCHER_CENTS) + delta)
     frame = frame.with_columns(pl.Series(N.VOUCHER_USD, frame[N.VOUCHER_CENTS].to_numpy() / 100.0))
@@ -343,7 +349,9 @@ def test_one_cent_moved_in_the_file_is_caught(run: Path) -> None:
     assert "2 payout(s)" in detail and "user_id=104" in detail
 
 
-def test_one_cent_moved_consistently_still_disagrees_with_payouts(tmp_path: Path, liq: Path) -> None:
+def test_one_cent_moved_consistently_still_disagrees_with_payouts(
+    tmp_path: Path, liq: Path
+) -> None:
     # Rewritten through the writer (hashes and totals all consistent) but payouts.csv not redone.
     run = write_run(tmp_path / "run", liq, moved_one_cent(104, 105), payouts=ALLOCATED)
     assert failed(run) == {"payout amounts"}
@@ -363,7 +371,9 @@ def test_duplicated_user_is_caught(tmp_path: Path, liq: Path) -> None:
     bad = {c.name for c in report.failures}
     assert "unique allocations" in bad
     assert {"budget", "paid", "counts"} <= bad  # 4.00 USD paid twice
-    assert "user_id=108" in next(c.detail for c in report.failures if c.name == "unique allocations")
+    assert "user_id=108" in next(
+        c.detail for c in report.failures if c.name == "unique allocations"
+    )
 
 
 def test_dropped_row_is_caught(run: Path) -> None:
@@ -546,7 +556,7 @@ def test_float_noise_in_bounds_is_snapped_but_a_cent_is_not(tmp_path: Path, liq:
 
 def test_infinite_cap_round_trips_through_the_manifest(tmp_path: Path, liq: Path) -> None:
     # Strict JSON writes an infinite cap as "inf"; the coverage cap then sets every upper bound.
-    alloc = {u: (1_000_000.0, 2000, N.BOUND_INTERIOR) for u in ALLOCATED}
+    alloc = dict.fromkeys(ALLOCATED, (1000000.0, 2000, N.BOUND_INTERIOR))
     frame = allocations_frame(alloc).with_columns(pl.lit(50_000_000, pl.Int64).alias("upper_cents"))
     man = manifest_for(liq, alloc, EXCLUDED, budget_cents=2000 * len(alloc))
     man["scenario"]["bounds"]["cap_usd"] = math.inf
@@ -567,7 +577,9 @@ def test_infinite_cap_round_trips_through_the_manifest(tmp_path: Path, liq: Path
     cap=st.sampled_from([0.29, 6000.0, 123.45, math.inf]),
     cover=st.one_of(st.none(), st.sampled_from([0.07, 0.29, 0.3, 0.5, 1.0, 1.1])),
     loss=st.lists(
-        st.one_of(st.floats(0.0, 1e9, allow_nan=False), st.integers(0, 10**7).map(lambda c: c / 100)),
+        st.one_of(
+            st.floats(0.0, 1e9, allow_nan=False), st.integers(0, 10**7).map(lambda c: c / 100)
+        ),
         min_size=1,
         max_size=40,
     ),
@@ -577,8 +589,8 @@ def test_bounds_recomputation_agrees_with_the_rounding_module(
 ) -> None:
     # The check writes the cent conventions out again instead of calling the code it audits;
     # every bound the pipeline can store must still pass it.
-    from allocator import rounding
-    from allocator.problem import ScalarBounds
+    from allocator.kernel import rounding
+    from allocator.kernel.problem import ScalarBounds
 
     assert (CENT_TOLERANCE, MAX_CENTS) == (rounding.CENT_TOL, rounding.MAX_CENTS)
     arr = np.array(loss)
@@ -592,8 +604,8 @@ def test_bounds_recomputation_agrees_with_the_rounding_module(
 
 def test_payout_plan_from_the_payouts_module(tmp_path: Path, liq: Path) -> None:
     # The run directory takes the payout plan object as allocate passes it.
-    from allocator.config import PayoutSpec
-    from allocator.payouts import plan_payouts
+    from allocator.settings.models import PayoutSpec
+    from allocator.vouchers.payouts import plan_payouts
 
     uids = np.array(sorted(ALLOCATED), dtype=np.int64)
     cents = np.array([ALLOCATED[u][1] for u in uids], dtype=np.int64)
@@ -1042,7 +1054,7 @@ def test_objective_tolerance_covers_float_noise_but_not_a_moved_cent(alpha: floa
 def test_best_response_agrees_with_the_certificate(alpha: float, rows: list[tuple]) -> None:
     # The check writes the best response out again instead of calling the code it audits; the
     # two must agree wherever the certificate's rule is defined.
-    from allocator.certificate import best_response
+    from allocator.kernel.certificate import best_response
 
     w, lo_c, width, price, v_c = (np.array(col, dtype=np.float64) for col in zip(*rows))
     lo, hi, v = lo_c / 100, (lo_c + width) / 100, v_c / 100

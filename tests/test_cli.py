@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from clihelp import invoke, strict_json
 
 from allocator import names as N
 from allocator.cli import app
-from allocator.synthetic import generate
-from clihelp import invoke, strict_json
-
+from allocator.data.synthetic import generate
 
 BUDGET_USD = 4_000_000
 SMALL_SCENARIO = f"""
@@ -80,8 +79,21 @@ def test_help_lists_every_command() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
     top = {c[0] for c in ALL_COMMANDS}
-    assert {"allocate", "compare", "sweep", "check-budget", "eligibility", "generate", "loans",
-            "explain", "audit", "report", "sensitivity", "depeg", "programme"} <= top
+    assert {
+        "allocate",
+        "compare",
+        "sweep",
+        "check-budget",
+        "eligibility",
+        "generate",
+        "loans",
+        "explain",
+        "audit",
+        "report",
+        "sensitivity",
+        "depeg",
+        "programme",
+    } <= top
     for command in top:
         assert command in result.stdout
 
@@ -108,7 +120,9 @@ def test_allocate_output_reconciles_from_files(run_dir: Path, data_dir: Path) ->
     assert (alloc["upper_cents"].to_numpy() <= 600_000).all()
 
     # Nothing lost: liquidated users = allocated + excluded, disjoint, each once.
-    liquidated = set(pl.read_parquet(data_dir / "liquidations.parquet")[N.USER_ID].unique().to_list())
+    liquidated = set(
+        pl.read_parquet(data_dir / "liquidations.parquet")[N.USER_ID].unique().to_list()
+    )
     paid = alloc[N.USER_ID].to_list()
     out = excluded[N.USER_ID].to_list()
     assert len(paid) == len(set(paid)) and len(out) == len(set(out))
@@ -145,9 +159,13 @@ def test_check_budget_accepts_a_fresh_run(run_dir: Path) -> None:
     assert report["ok"] is True
 
 
-def test_rerun_is_byte_identical(tmp_path: Path, run_dir: Path, data_dir: Path, scenario_file: Path) -> None:
+def test_rerun_is_byte_identical(
+    tmp_path: Path, run_dir: Path, data_dir: Path, scenario_file: Path
+) -> None:
     again = tmp_path / "again"
-    result = invoke("allocate", "--scenario", scenario_file, "--data", data_dir, "--out", again, "-q")
+    result = invoke(
+        "allocate", "--scenario", scenario_file, "--data", data_dir, "--out", again, "-q"
+    )
     assert result.exit_code == 0, result.output
     for name in (N.ALLOCATIONS_FILE, N.EXCLUDED_FILE, N.PAYOUTS_FILE):
         assert (again / name).read_bytes() == (run_dir / name).read_bytes(), name
@@ -203,7 +221,11 @@ def test_compare_json_is_strict_and_consistent_with_allocate(
     tmp_path: Path, run_dir: Path, data_dir: Path, scenario_file: Path
 ) -> None:
     other = tmp_path / "equal.toml"
-    other.write_text(SMALL_SCENARIO.replace('"small"', '"equal"').replace("loss_exponent = 1.0", "loss_exponent = 0.0").replace("ratio_exponent = 0.5", "ratio_exponent = 0.0"))
+    other.write_text(
+        SMALL_SCENARIO.replace('"small"', '"equal"')
+        .replace("loss_exponent = 1.0", "loss_exponent = 0.0")
+        .replace("ratio_exponent = 0.5", "ratio_exponent = 0.0")
+    )
     result = invoke("compare", scenario_file, other, "--data", data_dir, "--json", "-q")
     assert result.exit_code == 0, result.output
     report = strict_json(result.stdout)
@@ -225,8 +247,17 @@ def test_compare_json_is_strict_and_consistent_with_allocate(
 def test_sweep_writes_table_and_plot(tmp_path: Path, data_dir: Path, scenario_file: Path) -> None:
     out = tmp_path / "sweep"
     result = invoke(
-        "sweep", "--scenario", scenario_file, "--param", "objective.alpha=0.5:3:4",
-        "--data", data_dir, "--out", out, "--json", "-q",
+        "sweep",
+        "--scenario",
+        scenario_file,
+        "--param",
+        "objective.alpha=0.5:3:4",
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "--json",
+        "-q",
     )
     assert result.exit_code == 0, result.output
     report = strict_json(result.stdout)
@@ -239,7 +270,9 @@ def test_sweep_writes_table_and_plot(tmp_path: Path, data_dir: Path, scenario_fi
 
 
 def test_sweep_rejects_unknown_parameter(data_dir: Path, scenario_file: Path) -> None:
-    result = invoke("sweep", "--scenario", scenario_file, "--param", "objective.beta=0:1:3", "--data", data_dir)
+    result = invoke(
+        "sweep", "--scenario", scenario_file, "--param", "objective.beta=0:1:3", "--data", data_dir
+    )
     assert result.exit_code == 2
     assert "objective.beta" in result.stderr
 
@@ -254,7 +287,9 @@ def test_sweep_rejects_unknown_parameter(data_dir: Path, scenario_file: Path) ->
     ],
     ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice"],
 )
-def test_bad_scenario_is_a_clear_error(tmp_path: Path, data_dir: Path, body: str, named: str) -> None:
+def test_bad_scenario_is_a_clear_error(
+    tmp_path: Path, data_dir: Path, body: str, named: str
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(body)
     result = invoke("allocate", "--scenario", path, "--data", data_dir, "--out", tmp_path / "run")
@@ -314,17 +349,30 @@ def test_bad_data_names_the_file(tmp_path: Path, data_dir: Path, scenario_file: 
     shutil.copytree(data_dir, data)
     users = pl.read_parquet(data / "users.parquet")
     users.drop(N.KYC_STATUS).write_parquet(data / "users.parquet")
-    result = invoke("allocate", "--scenario", scenario_file, "--data", data, "--out", tmp_path / "run")
+    result = invoke(
+        "allocate", "--scenario", scenario_file, "--data", data, "--out", tmp_path / "run"
+    )
     assert result.exit_code == 2
     assert "users.parquet" in result.stderr and N.KYC_STATUS in result.stderr
     assert not (tmp_path / "run").exists()
 
 
-def test_cvxpy_and_fast_paths_pay_the_same(tmp_path: Path, data_dir: Path, scenario_file: Path, run_dir: Path) -> None:
+def test_cvxpy_and_fast_paths_pay_the_same(
+    tmp_path: Path, data_dir: Path, scenario_file: Path, run_dir: Path
+) -> None:
     out = tmp_path / "cvx"
     result = invoke(
-        "allocate", "--scenario", scenario_file, "--data", data_dir, "--out", out,
-        "--solver", "cvxpy", "--json", "-q",
+        "allocate",
+        "--scenario",
+        scenario_file,
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "--solver",
+        "cvxpy",
+        "--json",
+        "-q",
     )
     assert result.exit_code == 0, result.output
     summary = strict_json(result.stdout)
@@ -366,10 +414,21 @@ def test_segment_share_is_exact_and_checked(tmp_path: Path, data_dir: Path) -> N
     assert "segment shares" in failed
 
 
-def test_budget_sweep_pays_each_budget_to_the_cent(tmp_path: Path, data_dir: Path, scenario_file: Path) -> None:
+def test_budget_sweep_pays_each_budget_to_the_cent(
+    tmp_path: Path, data_dir: Path, scenario_file: Path
+) -> None:
     result = invoke(
-        "sweep", "--scenario", scenario_file, "--param", "budget.total_usd=2000000:4000000:4",
-        "--data", data_dir, "--out", tmp_path / "sweep", "--json", "-q",
+        "sweep",
+        "--scenario",
+        scenario_file,
+        "--param",
+        "budget.total_usd=2000000:4000000:4",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "sweep",
+        "--json",
+        "-q",
     )
     assert result.exit_code == 0, result.output
     points = strict_json(result.stdout)["points"]
@@ -385,7 +444,7 @@ def test_budget_sweep_pays_each_budget_to_the_cent(tmp_path: Path, data_dir: Pat
 def test_uncertified_rounding_is_never_written(
     tmp_path: Path, data_dir: Path, scenario_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import allocator.pipeline as pipeline
+    import allocator.vouchers.pipeline as pipeline
 
     real = pipeline.round_to_cents_by_segment
 
@@ -445,9 +504,26 @@ def test_linear_objective_through_cvxpy_keeps_stdout_strict_json(
     path.write_text(SMALL_SCENARIO.replace("alpha = 1.0", "alpha = 0.0"))
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "allocator", "allocate", "--scenario", str(path), "--data",
-         str(data_dir), "--out", str(out), "--solver", "cvxpy", "--json", "-q"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
+        [
+            sys.executable,
+            "-m",
+            "allocator",
+            "allocate",
+            "--scenario",
+            str(path),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--solver",
+            "cvxpy",
+            "--json",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_COLOR": "1"},
     )
     assert proc.returncode == 0, proc.stderr
     summary = strict_json(proc.stdout)  # the whole of stdout, nothing before or after
@@ -466,8 +542,15 @@ def test_eligibility_takes_its_rules_from_a_scenario(tmp_path: Path, data_dir: P
     assert (eligible[N.LOSS_USD] > 25).all() and (eligible[N.LOSS_USD] < 50).any()
     # an option overrides the scenario, and a contradiction with its band is a usage error
     result = invoke(
-        "eligibility", "--scenario", phase_in, "--data", data_dir, "--out", tmp_path / "x",
-        "--min-loss", "20",
+        "eligibility",
+        "--scenario",
+        phase_in,
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "x",
+        "--min-loss",
+        "20",
     )
     assert result.exit_code == 2 and "phase_in_loss_usd" in result.stderr
     assert not (tmp_path / "x").exists()

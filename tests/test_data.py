@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allocator import names as N
-from allocator.data import SCHEMAS, Inputs, file_sha256, load_inputs, validate_inputs
+from allocator.data.inputs import SCHEMAS, Inputs, file_sha256, load_inputs, validate_inputs
 from allocator.errors import InputError
 
-UTC = timezone.utc
+UTC = UTC
 T = datetime(2025, 10, 10, 21, 15, 0, tzinfo=UTC)
 FORMATS = ("parquet", "csv")
 
@@ -65,7 +65,12 @@ def base_tables() -> dict[str, pl.DataFrame]:
         },
         schema=SCHEMAS[N.USERS_FILE],
     )
-    return {N.EVENTS_FILE: events, N.PRICES_FILE: prices, N.SNAPSHOT_FILE: snapshot, N.USERS_FILE: users}
+    return {
+        N.EVENTS_FILE: events,
+        N.PRICES_FILE: prices,
+        N.SNAPSHOT_FILE: snapshot,
+        N.USERS_FILE: users,
+    }
 
 
 def write(tables: dict[str, pl.DataFrame], d: Path, fmt: str) -> Path:
@@ -89,7 +94,11 @@ def as_text(df: pl.DataFrame) -> pl.DataFrame:
 def set_cell(df: pl.DataFrame, column: str, row: int, value: object) -> pl.DataFrame:
     values = df[column].to_list()
     values[row] = value
-    dtype = df.schema[column] if not isinstance(value, str) or df.schema[column] == pl.String else pl.String
+    dtype = (
+        df.schema[column]
+        if not isinstance(value, str) or df.schema[column] == pl.String
+        else pl.String
+    )
     return df.with_columns(pl.Series(column, values, dtype=dtype, strict=False))
 
 
@@ -307,7 +316,9 @@ def test_bad_value_names_file_column_and_row(
         (N.USERS_FILE, N.USER_ID, 1, 0),
     ],
 )
-def test_duplicate_ids(tmp_path: Path, fmt: str, stem: str, column: str, dup_row: int, of_row: int) -> None:
+def test_duplicate_ids(
+    tmp_path: Path, fmt: str, stem: str, column: str, dup_row: int, of_row: int
+) -> None:
     t = base_tables()
     t[stem] = set_cell(t[stem], column, dup_row, t[stem][column][of_row])
     d = write(t, tmp_path / "d", fmt)
@@ -325,7 +336,9 @@ def test_duplicate_ids(tmp_path: Path, fmt: str, stem: str, column: str, dup_row
         (N.TS, 2, "yesterday", "time-zone-aware timestamp"),
     ],
 )
-def test_csv_unparsable_values(tmp_path: Path, column: str, row: int, text: str, words: str) -> None:
+def test_csv_unparsable_values(
+    tmp_path: Path, column: str, row: int, text: str, words: str
+) -> None:
     t = base_tables()
     t[N.EVENTS_FILE] = set_cell(as_text(t[N.EVENTS_FILE]), column, row, text)
     d = write(t, tmp_path / "d", "csv")
@@ -334,10 +347,13 @@ def test_csv_unparsable_values(tmp_path: Path, column: str, row: int, text: str,
     assert f"row {row + 1}:" in msg and f"{column}={text!r}" in msg and words in msg
 
 
-@pytest.mark.parametrize(("stem", "column", "text"), [
-    (N.USERS_FILE, N.VIP_TIER, "1.5"),
-    (N.USERS_FILE, N.IS_INSTITUTIONAL, "maybe"),
-])
+@pytest.mark.parametrize(
+    ("stem", "column", "text"),
+    [
+        (N.USERS_FILE, N.VIP_TIER, "1.5"),
+        (N.USERS_FILE, N.IS_INSTITUTIONAL, "maybe"),
+    ],
+)
 def test_csv_unparsable_user_fields(tmp_path: Path, stem: str, column: str, text: str) -> None:
     t = base_tables()
     t[stem] = set_cell(as_text(t[stem]), column, 1, text)
@@ -346,7 +362,9 @@ def test_csv_unparsable_user_fields(tmp_path: Path, stem: str, column: str, text
     assert f"column '{column}'" in msg and "row 2:" in msg and f"{column}={text!r}" in msg
 
 
-@pytest.mark.parametrize("stamp", ["2025-10-10 21:15:00", "2025-10-10T21:15:00.123456", "2025-10-10"])
+@pytest.mark.parametrize(
+    "stamp", ["2025-10-10 21:15:00", "2025-10-10T21:15:00.123456", "2025-10-10"]
+)
 def test_csv_naive_timestamp(tmp_path: Path, stamp: str) -> None:
     t = base_tables()
     t[N.USERS_FILE] = set_cell(as_text(t[N.USERS_FILE]), N.CREATED_AT, 2, stamp)
@@ -431,7 +449,9 @@ def test_first_offending_row_is_reported(tmp_path_factory, n, data, fmt, bad) ->
         net[r] = bad
     t = base_tables()
     ids = list(range(1, n + 1))
-    t[N.SNAPSHOT_FILE] = pl.DataFrame({N.USER_ID: ids, N.NET_ASSETS_USD: net}, schema=SCHEMAS[N.SNAPSHOT_FILE])
+    t[N.SNAPSHOT_FILE] = pl.DataFrame(
+        {N.USER_ID: ids, N.NET_ASSETS_USD: net}, schema=SCHEMAS[N.SNAPSHOT_FILE]
+    )
     d = write(t, tmp_path_factory.mktemp("prop"), fmt)
     msg = load_error(d)
     assert f"but {len(rows)} row(s) do not" in msg
@@ -440,13 +460,16 @@ def test_first_offending_row_is_reported(tmp_path_factory, n, data, fmt, bad) ->
 
 @settings(max_examples=30)
 @given(
-    net=st.lists(st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False), min_size=1, max_size=30),
+    net=st.lists(
+        st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False), min_size=1, max_size=30
+    ),
     fmt=st.sampled_from(FORMATS),
 )
 def test_valid_values_round_trip_exactly(tmp_path_factory, net, fmt) -> None:  # noqa: ANN001
     t = base_tables()
     t[N.SNAPSHOT_FILE] = pl.DataFrame(
-        {N.USER_ID: list(range(len(net), 0, -1)), N.NET_ASSETS_USD: net}, schema=SCHEMAS[N.SNAPSHOT_FILE]
+        {N.USER_ID: list(range(len(net), 0, -1)), N.NET_ASSETS_USD: net},
+        schema=SCHEMAS[N.SNAPSHOT_FILE],
     )
     d = write(t, tmp_path_factory.mktemp("rt"), fmt)
     got = load_inputs(d).snapshot.collect()
@@ -500,7 +523,9 @@ def test_line_with_an_extra_field_is_refused(tmp_path: Path, stem: str) -> None:
 
 def test_unquoted_comma_in_a_timestamp(tmp_path: Path) -> None:
     stamp = b"2025-10-10T21:16:00.000000+0000"
-    d = csv_dir(tmp_path, {N.EVENTS_FILE: on_line(3, lambda b: b.replace(stamp, b"2025-10-10T21:15:00,5Z"))})
+    d = csv_dir(
+        tmp_path, {N.EVENTS_FILE: on_line(3, lambda b: b.replace(stamp, b"2025-10-10T21:15:00,5Z"))}
+    )
     msg = csv_error(d)
     assert "liquidations.csv, line 3 (data row 2): 13 fields where the header has 12" in msg
     assert "2025-10-10T21:15:00,5Z" in msg and "comma inside an unquoted value" in msg
@@ -571,7 +596,9 @@ def test_line_lacking_only_the_optional_last_field_reads_as_empty(tmp_path: Path
 
 
 def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
-    bom_crlf = {stem: (lambda b: b"\xef\xbb\xbf" + b.replace(b"\n", b"\r\n")) for stem in N.INPUT_TABLES}
+    bom_crlf = {
+        stem: (lambda b: b"\xef\xbb\xbf" + b.replace(b"\n", b"\r\n")) for stem in N.INPUT_TABLES
+    }
     d = csv_dir(tmp_path, bom_crlf)
     assert (d / "users.csv").read_bytes().startswith(b"\xef\xbb\xbfuser_id,")
     inputs = load_inputs(d)
@@ -581,11 +608,18 @@ def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
 
 def test_quoted_values_may_hold_commas_and_line_breaks_and_lines_stay_exact(tmp_path: Path) -> None:
     # A value spanning two lines: the data row after it is reported on the right line.
-    d = csv_dir(tmp_path, {N.EVENTS_FILE: lambda b: on_line(5, lambda x: x.replace(b",short,", b",shrt,"))(
-        on_line(2, lambda x: x.replace(b",BTCUSDT,", b',"BTC,\nUSDT",'))(b)
-    )})
+    d = csv_dir(
+        tmp_path,
+        {
+            N.EVENTS_FILE: lambda b: on_line(5, lambda x: x.replace(b",short,", b",shrt,"))(
+                on_line(2, lambda x: x.replace(b",BTCUSDT,", b',"BTC,\nUSDT",'))(b)
+            )
+        },
+    )
     msg = csv_error(d)
-    assert "column 'side'" in msg and "first at row 3:" in msg and "row 3 is line 5 of the file" in msg
+    assert (
+        "column 'side'" in msg and "first at row 3:" in msg and "row 3 is line 5 of the file" in msg
+    )
     assert "symbol='ETHUSDT'" in msg
     fixed = d / "liquidations.csv"
     fixed.write_bytes(fixed.read_bytes().replace(b",shrt,", b",short,"))
@@ -595,13 +629,19 @@ def test_quoted_values_may_hold_commas_and_line_breaks_and_lines_stay_exact(tmp_
 def test_csv_bad_value_names_its_line(tmp_path: Path) -> None:
     d = csv_dir(tmp_path, {N.USERS_FILE: on_line(4, lambda b: b.replace(b",US,", b",us,"))})
     msg = csv_error(d)
-    assert "column 'region'" in msg and "first at row 3:" in msg and "row 3 is line 4 of the file" in msg
+    assert (
+        "column 'region'" in msg
+        and "first at row 3:" in msg
+        and "row 3 is line 4 of the file" in msg
+    )
 
 
 def test_csv_extra_columns_are_accepted_and_ignored_in_any_order(tmp_path: Path) -> None:
     def extra(data: bytes) -> bytes:
         lines = data.rstrip(b"\n").split(b"\n")
-        return b"\n".join([b"desk_note," + lines[0]] + [b'"a, b",' + ln for ln in lines[1:]]) + b"\n"
+        return (
+            b"\n".join([b"desk_note," + lines[0]] + [b'"a, b",' + ln for ln in lines[1:]]) + b"\n"
+        )
 
     d = csv_dir(tmp_path, dict.fromkeys(N.INPUT_TABLES, extra))
     inputs = load_inputs(d)
@@ -621,12 +661,14 @@ def test_csv_schema_column_named_twice_is_refused(tmp_path: Path) -> None:
 
 def test_reader_failure_without_a_malformed_line_is_short(tmp_path: Path) -> None:
     """Should Polars fail on a file whose lines look well formed, its message is cut short."""
-    from allocator.data import _csv_read_error
+    from allocator.data.inputs import _csv_read_error
 
     d = csv_dir(tmp_path)
     path = d / "users.csv"
     header = tuple(path.read_text().splitlines()[0].split(","))
-    err = _csv_read_error(path, header, pl.exceptions.ComputeError("could not parse " + "x" * 5000 + "\nmore"))
+    err = _csv_read_error(
+        path, header, pl.exceptions.ComputeError("could not parse " + "x" * 5000 + "\nmore")
+    )
     assert str(path) in str(err) and len(str(err)) <= MAX_MESSAGE and "more" not in str(err)
 
 
@@ -634,7 +676,9 @@ def test_cli_reports_a_malformed_line_without_traceback(tmp_path: Path) -> None:
     from clihelp import invoke
 
     stamp = b"2025-10-10T21:16:00.000000+0000"
-    d = csv_dir(tmp_path, {N.EVENTS_FILE: on_line(3, lambda b: b.replace(stamp, b"2025-10-10T21:15:00,5Z"))})
+    d = csv_dir(
+        tmp_path, {N.EVENTS_FILE: on_line(3, lambda b: b.replace(stamp, b"2025-10-10T21:15:00,5Z"))}
+    )
     out = tmp_path / "out"
     res = invoke("eligibility", "--data", d, "--out", out, "-q")
     assert res.exit_code == 2, res.output

@@ -1,7 +1,7 @@
 """Depeg compensation: hand-built cases with known answers, invariants, files and the command.
 
 Expected amounts are worked out by hand (or recomputed in plain Python) from the rule as stated
-in allocator/depeg.py: compensable price = max(reference, floor); a position sold below it gets
+in allocator/depeg/compensation.py: compensable price = max(reference, floor); a position sold below it gets
 (compensable - liquidation price in USD) x quantity + fee in USD, rounded half up to the cent.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 
 import allocator.cli.cmd_depeg  # noqa: F401 - registers the command
 from allocator import names as N
-from allocator import synthetic
 from allocator.cli.app import app
-from allocator.data import SCHEMAS, file_sha256
-from allocator.depeg import (
+from allocator.data import synthetic
+from allocator.data.inputs import SCHEMAS, file_sha256
+from allocator.depeg.compensation import (
     COMPENSABLE_PRICE,
     COMPENSATION_CENTS,
     COMPENSATION_USD,
@@ -48,7 +48,7 @@ from allocator.depeg import (
 )
 from allocator.errors import InputError, ScenarioError
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def at(h: int, m: int, s: int = 0, us: int = 0, day: int = 10) -> datetime:
@@ -68,33 +68,68 @@ class Tables:
         self.events: list[dict] = []
         self.users: dict[int, float] = {}
         self.bars: list[tuple[str, datetime, float]] = []
-        for asset, price in (("USDT", 1.0), ("USDC", 0.998), ("USDe", USDE_REF), ("BNSOL", BNSOL_REF),
-                             ("WBETH", WBETH_REF), ("BTC", 110_000.0), ("ETH", 3_800.0)):
+        for asset, price in (
+            ("USDT", 1.0),
+            ("USDC", 0.998),
+            ("USDe", USDE_REF),
+            ("BNSOL", BNSOL_REF),
+            ("WBETH", WBETH_REF),
+            ("BTC", 110_000.0),
+            ("ETH", 3_800.0),
+        ):
             self.bars.append((asset, at(20, 0), price))
             self.bars.append((asset, REF_AT, price))
 
-    def event(self, user: int, ts: datetime, symbol: str = "USDEUSDT", qty: float = 1000.0,
-              liq: float = 0.66, fee: float = 0.0, settle: str = "USDT", coll: str | None = "USDe",
-              product: str = N.CROSS_MARGIN) -> int:
+    def event(
+        self,
+        user: int,
+        ts: datetime,
+        symbol: str = "USDEUSDT",
+        qty: float = 1000.0,
+        liq: float = 0.66,
+        fee: float = 0.0,
+        settle: str = "USDT",
+        coll: str | None = "USDe",
+        product: str = N.CROSS_MARGIN,
+    ) -> int:
         eid = len(self.events) + 1
-        self.events.append({
-            N.EVENT_ID: eid, N.USER_ID: user, N.TS: ts, N.PRODUCT: product, N.SYMBOL: symbol,
-            N.SIDE: "long", N.QUANTITY: qty, N.LIQ_PRICE: liq, N.REALISED_LOSS: 0.0, N.LIQ_FEE: fee,
-            N.SETTLE_ASSET: settle, N.COLLATERAL: coll,
-        })
+        self.events.append(
+            {
+                N.EVENT_ID: eid,
+                N.USER_ID: user,
+                N.TS: ts,
+                N.PRODUCT: product,
+                N.SYMBOL: symbol,
+                N.SIDE: "long",
+                N.QUANTITY: qty,
+                N.LIQ_PRICE: liq,
+                N.REALISED_LOSS: 0.0,
+                N.LIQ_FEE: fee,
+                N.SETTLE_ASSET: settle,
+                N.COLLATERAL: coll,
+            }
+        )
         self.users.setdefault(user, 0.0)
         return eid
 
     def frames(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         ev = pl.DataFrame(self.events, schema=SCHEMAS[N.EVENTS_FILE])
-        px = pl.DataFrame([{N.ASSET: a, N.PRICE_TS: t, N.PRICE_USD: p} for a, t, p in self.bars],
-                          schema=SCHEMAS[N.PRICES_FILE])
-        us = pl.DataFrame({
-            N.USER_ID: list(self.users), N.VIP_TIER: [0] * len(self.users),
-            N.IS_INSTITUTIONAL: [False] * len(self.users), N.REGION: ["FR"] * len(self.users),
-            N.CREATED_AT: [at(0, 0, day=1)] * len(self.users), N.KYC_STATUS: ["verified"] * len(self.users),
-            N.DEPEG_COMP_USD: list(self.users.values()),
-        }, schema=SCHEMAS[N.USERS_FILE])
+        px = pl.DataFrame(
+            [{N.ASSET: a, N.PRICE_TS: t, N.PRICE_USD: p} for a, t, p in self.bars],
+            schema=SCHEMAS[N.PRICES_FILE],
+        )
+        us = pl.DataFrame(
+            {
+                N.USER_ID: list(self.users),
+                N.VIP_TIER: [0] * len(self.users),
+                N.IS_INSTITUTIONAL: [False] * len(self.users),
+                N.REGION: ["FR"] * len(self.users),
+                N.CREATED_AT: [at(0, 0, day=1)] * len(self.users),
+                N.KYC_STATUS: ["verified"] * len(self.users),
+                N.DEPEG_COMP_USD: list(self.users.values()),
+            },
+            schema=SCHEMAS[N.USERS_FILE],
+        )
         return ev, px, us
 
     def run(self, rules: DepegRules | None = None):
@@ -162,7 +197,9 @@ def test_collateral_without_a_depeg_asset_is_ignored() -> None:
 
 def test_position_in_another_asset_is_kept_with_zero() -> None:
     t = Tables()
-    btc = t.event(1, at(21, 44), symbol="BTCUSDT", qty=2.0, liq=100_000.0, fee=50.0, coll="USDT|USDe")
+    btc = t.event(
+        1, at(21, 44), symbol="BTCUSDT", qty=2.0, liq=100_000.0, fee=50.0, coll="USDT|USDe"
+    )
     r = t.run()
     p = pos(r, btc)
     assert p["asset"] is None and p[COMPENSATION_CENTS] == 0 and p[REASON] == ZERO_NOT_DEPEG_ASSET
@@ -197,7 +234,9 @@ def test_uncovered_product_is_ignored_and_loans_count() -> None:
 def test_liquidated_above_reference_gets_nothing_never_negative() -> None:
     t = Tables()
     above = t.event(1, at(21, 44), symbol="WBETHUSDT", qty=3.0, liq=4100.0, fee=40.0, coll="WBETH")
-    equal = t.event(2, at(21, 44), symbol="WBETHUSDT", qty=3.0, liq=WBETH_REF, fee=40.0, coll="WBETH")
+    equal = t.event(
+        2, at(21, 44), symbol="WBETHUSDT", qty=3.0, liq=WBETH_REF, fee=40.0, coll="WBETH"
+    )
     r = t.run()
     for e in (above, equal):
         p = pos(r, e)
@@ -218,7 +257,9 @@ def test_fee_refund_converted_to_usd() -> None:
     assert p[COMPENSATION_USD] == expected
     assert p[COMPENSATION_CENTS] == math.floor(expected * 100 + 0.5)
     no_fee = t.run(DepegRules(refund_fees=False))
-    assert pos(no_fee, e)[COMPENSATION_CENTS] == math.floor((1.0 - 0.70 * 0.998) * 500.0 * 100 + 0.5)
+    assert pos(no_fee, e)[COMPENSATION_CENTS] == math.floor(
+        (1.0 - 0.70 * 0.998) * 500.0 * 100 + 0.5
+    )
 
 
 def test_fee_uses_the_latest_bar_at_or_before_the_event() -> None:
@@ -250,7 +291,9 @@ def test_reference_price_override() -> None:
     e = t.event(1, at(21, 45), symbol="WBETHUSDT", qty=2.0, liq=430.65, coll="WBETH")
     r = t.run(DepegRules(reference_prices=(("WBETH", 3500.0),)))
     p = pos(r, e)
-    assert p[REFERENCE_PRICE] == 3500.0 and p[COMPENSATION_CENTS] == round((3500.0 - 430.65) * 2 * 100)
+    assert p[REFERENCE_PRICE] == 3500.0 and p[COMPENSATION_CENTS] == round(
+        (3500.0 - 430.65) * 2 * 100
+    )
     ref = {x.asset: x for x in r.references}
     assert ref["WBETH"].source == "override" and ref["USDe"].source == "prices"
     assert ref["USDe"].bar_ts == REF_AT
@@ -293,8 +336,14 @@ def test_users_compared_with_paid_compensation() -> None:
     ev, px, us = t.frames()
     r = compute_depeg(ev, px, us.filter(pl.col(N.USER_ID) != 6))
     status = dict(zip(r.users[N.USER_ID].to_list(), r.users[STATUS].to_list(), strict=True))
-    assert status == {1: "match", 2: "computed_not_paid", 3: "amount_differs",
-                      4: "paid_without_compensable_position", 5: "nothing_due", 6: "no_user_record"}
+    assert status == {
+        1: "match",
+        2: "computed_not_paid",
+        3: "amount_differs",
+        4: "paid_without_compensable_position",
+        5: "nothing_due",
+        6: "no_user_record",
+    }
     row3 = r.users.filter(pl.col(N.USER_ID) == 3).row(0, named=True)
     assert row3[PAID_CENTS] == 30_000 and row3["difference_cents"] == 4_660
     rec = r.reconciliation
@@ -326,16 +375,34 @@ position = st.tuples(
 
 
 @settings(max_examples=40)
-@given(rows=st.lists(position, min_size=1, max_size=25), ref=st.floats(0.5, 5000.0),
-       bump=st.floats(0.0, 100.0), floor=st.floats(0.0, 2.0))
+@given(
+    rows=st.lists(position, min_size=1, max_size=25),
+    ref=st.floats(0.5, 5000.0),
+    bump=st.floats(0.0, 100.0),
+    floor=st.floats(0.0, 2.0),
+)
 def test_invariants(rows: list, ref: float, bump: float, floor: float) -> None:
     t = Tables()
     for sym, qty, liq, fee, user, sec in rows:
-        coll = "USDT|" + {"USDEUSDT": "USDe", "BNSOLUSDT": "BNSOL", "WBETHUSDT": "WBETH"}.get(sym, "USDe")
-        t.event(user, at(21, 36) + timedelta(seconds=sec), symbol=sym, qty=qty, liq=liq, fee=fee, coll=coll)
+        coll = "USDT|" + {"USDEUSDT": "USDe", "BNSOLUSDT": "BNSOL", "WBETHUSDT": "WBETH"}.get(
+            sym, "USDe"
+        )
+        t.event(
+            user,
+            at(21, 36) + timedelta(seconds=sec),
+            symbol=sym,
+            qty=qty,
+            liq=liq,
+            fee=fee,
+            coll=coll,
+        )
     refs = (("USDe", ref), ("BNSOL", ref), ("WBETH", ref))
     low = t.run(DepegRules(reference_prices=refs, floors=(("USDe", floor),)))
-    high = t.run(DepegRules(reference_prices=tuple((a, p + bump) for a, p in refs), floors=(("USDe", floor),)))
+    high = t.run(
+        DepegRules(
+            reference_prices=tuple((a, p + bump) for a, p in refs), floors=(("USDe", floor),)
+        )
+    )
     for r in (low, high):
         pos_ = r.positions
         assert pos_.height == len(rows)
@@ -367,7 +434,9 @@ def test_invariants(rows: list, ref: float, bump: float, floor: float) -> None:
 
 def test_rules_validation() -> None:
     with pytest.raises(ScenarioError, match="window_end"):
-        depeg_rules_from_dict({"window_start": "2025-10-10T22:00:00Z", "window_end": "2025-10-10T21:00:00Z"})
+        depeg_rules_from_dict(
+            {"window_start": "2025-10-10T22:00:00Z", "window_end": "2025-10-10T21:00:00Z"}
+        )
     with pytest.raises(ScenarioError, match="floors.BTC"):
         depeg_rules_from_dict({"floors": {"BTC": 1.0}})
     with pytest.raises(ScenarioError, match="reference_prices.USDe"):
@@ -394,7 +463,9 @@ def test_rules_file(tmp_path: Path) -> None:
     rules = load_depeg_rules(f)
     assert rules.window_end == at(22, 30) and rules.reference_prices == (("BNSOL", 190.0),)
     assert rules.floors == (("USDe", 0.97),) and rules.window_start == DepegRules().window_start
-    merged = load_depeg_rules(f, {"floors": {"WBETH": 100.0}, "reference_prices": {"WBETH": 3000.0}})
+    merged = load_depeg_rules(
+        f, {"floors": {"WBETH": 100.0}, "reference_prices": {"WBETH": 3000.0}}
+    )
     assert dict(merged.floors) == {"USDe": 0.97, "WBETH": 100.0}
     assert dict(merged.reference_prices) == {"BNSOL": 190.0, "WBETH": 3000.0}
     (tmp_path / "none.toml").write_text("[vouchers]\na = 1\n")
@@ -460,9 +531,16 @@ def test_run_directory_is_atomic_and_byte_identical(data_dir: Path, tmp_path: Pa
     positions = pl.read_parquet(out / "positions.parquet")
     users = pl.read_parquet(out / "users.parquet")
     assert list(positions.columns) == positions_columns()
-    assert positions.schema[COMPENSATION_CENTS] == pl.Int64 and users.schema[COMPENSATION_CENTS] == pl.Int64
+    assert (
+        positions.schema[COMPENSATION_CENTS] == pl.Int64
+        and users.schema[COMPENSATION_CENTS] == pl.Int64
+    )
     # totals recomputed from the files
-    assert man["totals"]["total_cents"] == int(positions[COMPENSATION_CENTS].sum()) == int(users[COMPENSATION_CENTS].sum())
+    assert (
+        man["totals"]["total_cents"]
+        == int(positions[COMPENSATION_CENTS].sum())
+        == int(users[COMPENSATION_CENTS].sum())
+    )
     # cents / 100 correctly rounded (NumPy divides; Polars multiplies by the reciprocal)
     assert (users[COMPENSATION_USD].to_numpy() == users[COMPENSATION_CENTS].to_numpy() / 100).all()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -475,8 +553,22 @@ def test_run_directory_is_atomic_and_byte_identical(data_dir: Path, tmp_path: Pa
 
 def test_cli_json(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    res = CliRunner().invoke(app, ["depeg", "compute", "--data", str(data_dir), "--out", str(out), "--json",
-                                   "--reference", "WBETH=3900", "--floor", "BNSOL=150"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "depeg",
+            "compute",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--json",
+            "--reference",
+            "WBETH=3900",
+            "--floor",
+            "BNSOL=150",
+        ],
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["rules"]["reference_prices"] == {"WBETH": 3900.0}
@@ -488,11 +580,22 @@ def test_cli_json(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_table_and_errors(data_dir: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["depeg", "compute", "--data", str(data_dir), "--out", str(tmp_path / "t"), "-q"])
+    res = CliRunner().invoke(
+        app, ["depeg", "compute", "--data", str(data_dir), "--out", str(tmp_path / "t"), "-q"]
+    )
     assert res.exit_code == 0, res.output
-    assert "positions in window with depeg collateral" in res.output and "reconciliation" in res.output
-    for bad in (["--reference", "WBETH"], ["--reference", "WBETH=abc"], ["--floor", "DOGE=1"],
-                ["--window-start", "2025-10-10 21:00"], ["--rules", str(tmp_path / "missing.toml")]):
-        res = CliRunner().invoke(app, ["depeg", "compute", "--data", str(data_dir), "--out", str(tmp_path / "e"), *bad])
+    assert (
+        "positions in window with depeg collateral" in res.output and "reconciliation" in res.output
+    )
+    for bad in (
+        ["--reference", "WBETH"],
+        ["--reference", "WBETH=abc"],
+        ["--floor", "DOGE=1"],
+        ["--window-start", "2025-10-10 21:00"],
+        ["--rules", str(tmp_path / "missing.toml")],
+    ):
+        res = CliRunner().invoke(
+            app, ["depeg", "compute", "--data", str(data_dir), "--out", str(tmp_path / "e"), *bad]
+        )
         assert res.exit_code == 2, (bad, res.output)
         assert "Traceback" not in res.output and "error" in res.output

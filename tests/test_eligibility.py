@@ -6,7 +6,7 @@ import bisect
 import dataclasses
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -15,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from allocator import names as N
-from allocator.config import EligibilityRules
-from allocator.eligibility import (
+from allocator.errors import CheckFailedError, InputError, ScenarioError
+from allocator.settings.models import EligibilityRules
+from allocator.vouchers.eligibility import (
     RECONCILIATION_FILE,
     EligibilityResult,
     compute_eligibility,
@@ -24,9 +25,8 @@ from allocator.eligibility import (
     excluded_columns,
     write_eligibility,
 )
-from allocator.errors import CheckFailedError, InputError, ScenarioError
 
-UTC = timezone.utc
+UTC = UTC
 US = pl.Datetime("us", "UTC")
 
 
@@ -122,7 +122,8 @@ class Data:
             },
         )
         prices = pl.DataFrame(
-            self.prices, schema={N.ASSET: pl.String, N.PRICE_TS: US, N.PRICE_USD: pl.Float64},
+            self.prices,
+            schema={N.ASSET: pl.String, N.PRICE_TS: US, N.PRICE_USD: pl.Float64},
             orient="row",
         )
         snapshot = pl.DataFrame(
@@ -151,7 +152,7 @@ class Data:
 
 def reasons(result: EligibilityResult) -> dict[int, str | None]:
     """user_id -> exclusion reason (None for eligible users)."""
-    out: dict[int, str | None] = {u: None for u in result.eligible[N.USER_ID].to_list()}
+    out: dict[int, str | None] = dict.fromkeys(result.eligible[N.USER_ID].to_list())
     out.update(dict(result.excluded.select(N.USER_ID, N.REASON).iter_rows()))
     return out
 
@@ -202,7 +203,12 @@ def test_loss_ratio_exactly_30_percent_passes_and_just_below_fails() -> None:
     d.user(3, net=100.0).event(3, 30.0, fee=0.0)  # 0.3 * 100 == 30.000000000000004 in floats
     d.user(4, net=1000.0).event(4, 300.0 - 1e-9)  # one nano-dollar below
     r = d.run(EligibilityRules(min_loss_usd=0.0))
-    assert reasons(r) == {1: None, 2: N.REASON_BELOW_LOSS_RATIO, 3: None, 4: N.REASON_BELOW_LOSS_RATIO}
+    assert reasons(r) == {
+        1: None,
+        2: N.REASON_BELOW_LOSS_RATIO,
+        3: None,
+        4: N.REASON_BELOW_LOSS_RATIO,
+    }
     assert row(r.eligible, 1)[N.LOSS_RATIO] == 0.3
     assert row(r.excluded, 2)[N.DETAIL] == (
         "loss ratio 29.999% < 30% (loss 299.99 USD, net assets 1000.0 USD)"
@@ -222,7 +228,9 @@ def test_ratio_rule_is_the_published_ratio_for_losses_built_as_ratio_times_x(
     d = Data()
     d.user(1, net=x).event(1, loss)
     r = d.run(EligibilityRules(min_loss_usd=0.0, min_loss_ratio=ratio))
-    both = pl.concat([r.eligible.select(N.LOSS_USD, N.LOSS_RATIO), r.excluded.select(N.LOSS_USD, N.LOSS_RATIO)])
+    both = pl.concat(
+        [r.eligible.select(N.LOSS_USD, N.LOSS_RATIO), r.excluded.select(N.LOSS_USD, N.LOSS_RATIO)]
+    )
     published_loss, published_ratio = both.row(0)
     # The event loss is counted to the nano-dollar (round half to even) ...
     assert published_loss == float(round(loss * 1e9)) / 1e9
@@ -324,7 +332,10 @@ def test_coin_margined_loss_uses_the_bar_of_its_own_minute(price_lookup: str) ->
 
 def test_price_grid_and_asof_join_agree_on_irregular_bars() -> None:
     d = Data()
-    d.prices += [("ETH", at(2025, 10, 10, 0, 0, 7), 4000.0), ("ETH", at(2025, 10, 10, 0, 0, 8), 3000.0)]
+    d.prices += [
+        ("ETH", at(2025, 10, 10, 0, 0, 7), 4000.0),
+        ("ETH", at(2025, 10, 10, 0, 0, 8), 3000.0),
+    ]
     d.user(1).event(1, 1.0, ts=at(2025, 10, 10, 0, 0, 7, 999_999), asset="ETH")
     d.user(2).event(2, 1.0, ts=at(2025, 10, 10, 0, 0, 8), asset="ETH")
     auto, asof = d.run(), d.run(price_lookup="asof")
@@ -403,7 +414,13 @@ def test_user_record_region_and_kyc_rules_in_order() -> None:
     assert row(r.excluded, 2)[N.DETAIL] == "region US is restricted"
     assert row(r.excluded, 4)[N.DETAIL] == "kyc status pending"
     r = d.run(EligibilityRules(require_kyc=False, restricted_regions=()))
-    assert reasons(r) == {1: N.REASON_NO_USER_RECORD, 2: None, 3: None, 4: None, 5: N.REASON_BELOW_MIN_LOSS}
+    assert reasons(r) == {
+        1: N.REASON_NO_USER_RECORD,
+        2: None,
+        3: None,
+        4: None,
+        5: N.REASON_BELOW_MIN_LOSS,
+    }
 
 
 @pytest.mark.parametrize("policy", ["exclude", "net", "ignore"])
@@ -506,7 +523,9 @@ def test_bad_rules_and_bad_tables_are_typed_errors() -> None:
         d.run(EligibilityRules(min_loss_usd=-1.0))
     events, prices, snapshot, users = d.frames()
     with pytest.raises(InputError, match="'settle_asset'"):
-        compute_eligibility(events.drop(N.SETTLE_ASSET), prices, snapshot, users, EligibilityRules())
+        compute_eligibility(
+            events.drop(N.SETTLE_ASSET), prices, snapshot, users, EligibilityRules()
+        )
     dup = pl.concat([prices, prices.tail(1)])
     with pytest.raises(InputError, match="two bars"):
         compute_eligibility(events, dup, snapshot, users, EligibilityRules())
@@ -612,7 +631,14 @@ def reference(d: Data, rules: EligibilityRules) -> dict[int, tuple[str | None, f
     return out
 
 
-INSTANTS = [BEFORE_WINDOW, WINDOW_FIRST, at(2025, 10, 10, 21, 15, 59), at(2025, 10, 10, 21, 16), WINDOW_LAST, AFTER_WINDOW]
+INSTANTS = [
+    BEFORE_WINDOW,
+    WINDOW_FIRST,
+    at(2025, 10, 10, 21, 15, 59),
+    at(2025, 10, 10, 21, 16),
+    WINDOW_LAST,
+    AFTER_WINDOW,
+]
 
 
 @st.composite
@@ -660,8 +686,9 @@ def test_matches_a_row_by_row_reference(d: Data, rules: EligibilityRules, asof: 
     want = reference(d, rules)
     assert reasons(r) == {u: reason for u, (reason, _) in want.items()}
     got_loss = dict(
-        pl.concat([r.eligible.select(N.USER_ID, N.LOSS_USD), r.excluded.select(N.USER_ID, N.LOSS_USD)])
-        .iter_rows()
+        pl.concat(
+            [r.eligible.select(N.USER_ID, N.LOSS_USD), r.excluded.select(N.USER_ID, N.LOSS_USD)]
+        ).iter_rows()
     )
     for uid, (_, loss) in want.items():
         if loss is None:
@@ -680,9 +707,7 @@ def test_invariants_reconciliation_partition_determinism(d: Data, rules: Eligibi
     rec = r.reconciliation
     assert rec.liquidated_users == len(liquidated) and rec.events_total == len(d.events)
     by_reason = r.excluded[N.REASON].value_counts()
-    assert {k: v for k, v in by_reason.iter_rows()} == {
-        k: v for k, v in rec.excluded_by_reason.items() if v
-    }
+    assert dict(by_reason.iter_rows()) == {k: v for k, v in rec.excluded_by_reason.items() if v}
     # Independent event count: counted events from the raw rows.
     counted = sum(
         rules.window_start <= e[N.TS] < rules.window_end and e[N.PRODUCT] in rules.products
@@ -726,7 +751,7 @@ def test_window_end_shift_by_one_microsecond() -> None:
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from allocator.synthetic import generate
+    from allocator.data.synthetic import generate
 
     out = tmp_path_factory.mktemp("elig_data")
     generate(out, users=2000, seed=11)
@@ -762,12 +787,12 @@ def test_cli_json_reconciles_with_the_files_it_wrote(small_data: Path, tmp_path:
     excluded = pl.read_parquet(out / N.EXCLUDED_FILE)
     events = pl.read_parquet(small_data / f"{N.EVENTS_FILE}.parquet")
     # Recomputed from the input and output files alone.
-    assert rec["liquidated_users"] == events[N.USER_ID].n_unique() == eligible.height + excluded.height
+    assert (
+        rec["liquidated_users"] == events[N.USER_ID].n_unique() == eligible.height + excluded.height
+    )
     assert rec["eligible_users"] == eligible.height
     assert rec["events_total"] == events.height
-    assert rec["excluded_by_reason"] == {
-        r: int((excluded[N.REASON] == r).sum()) for r in N.REASONS
-    }
+    assert rec["excluded_by_reason"] == {r: int((excluded[N.REASON] == r).sum()) for r in N.REASONS}
     assert list(rec["excluded_by_reason"]) == list(N.REASONS)
     assert (eligible[N.LOSS_USD] >= 40.0).all() and (eligible[N.LOSS_RATIO] >= 0.30).all()
     assert rec["eligible_loss_usd"] == pytest.approx(eligible[N.LOSS_USD].sum(), rel=1e-12)
@@ -784,13 +809,15 @@ def test_cli_json_reconciles_with_the_files_it_wrote(small_data: Path, tmp_path:
 
 
 def test_run_eligibility_equals_compute_on_loaded_frames(small_data: Path) -> None:
-    from allocator.data import load_inputs
-    from allocator.eligibility import run_eligibility
+    from allocator.data.inputs import load_inputs
+    from allocator.vouchers.eligibility import run_eligibility
 
     rules = EligibilityRules(depeg_policy="net")
     a = run_eligibility(small_data, rules)
     inp = load_inputs(small_data, validate=False)
-    b = compute_eligibility(inp.events, inp.prices, inp.snapshot, inp.users, rules, price_lookup="asof")
+    b = compute_eligibility(
+        inp.events, inp.prices, inp.snapshot, inp.users, rules, price_lookup="asof"
+    )
     a.reconciliation.check()
     # The as-of path meets each user's events in time order, the grid path in file order; the
     # nano-dollar sums do not depend on the order, so the results are identical.
@@ -861,8 +888,8 @@ def test_phase_in_band_must_lie_below_its_threshold() -> None:
 def test_every_polars_engine_gives_the_same_result(tmp_path: Path, rules: EligibilityRules) -> None:
     # Losses are summed as exact integers, so the engine (and its thread schedule) cannot change
     # a single bit of the output.
-    from allocator.data import load_inputs
-    from allocator.synthetic import generate
+    from allocator.data.inputs import load_inputs
+    from allocator.data.synthetic import generate
 
     generate(tmp_path / "d", users=2000, seed=3)
     inputs = load_inputs(tmp_path / "d")

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from clihelp import strict_json
 from typer.testing import CliRunner
 
 import allocator.cli.cmd_explain  # noqa: F401  (registers the explain and audit commands)
 from allocator import names as N
-from allocator.cli.app import app
-from allocator.errors import InputError
-from allocator.explain import (
+from allocator.analysis.explain import (
     COUNTED,
     NOT_COVERED,
     OUTSIDE_WINDOW,
@@ -33,9 +32,10 @@ from allocator.explain import (
     explain_users,
     shipped_scenarios,
 )
-from allocator.scenarios import load_scenario
-from allocator.synthetic import generate
-from clihelp import strict_json
+from allocator.cli.app import app
+from allocator.data.synthetic import generate
+from allocator.errors import InputError
+from allocator.settings.scenarios import load_scenario
 
 runner = CliRunner()
 
@@ -304,7 +304,7 @@ def test_coverage_cap_is_shown_as_payable_cents(factors_run: Path) -> None:
 
 
 def _cents(x: float) -> int:
-    """Floor to the cent with the tolerance of allocator.problem.bounds_in_cents."""
+    """Floor to the cent with the tolerance of allocator.kernel.problem.bounds_in_cents."""
     return math.floor(x * 100 + 1e-6)
 
 
@@ -325,10 +325,14 @@ def test_phase_in_excluded_below_the_loss_band(phase_run: Path) -> None:
     below = excluded.filter(pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS)
     ratio = pl.col(N.LOSS_RATIO)
     # the review's case: a ratio inside its band (0.20, 0.30) is not a failure of the ratio rule
-    in_ratio_band = below.filter((ratio > rules["phase_in_ratio"]) & (ratio < rules["min_loss_ratio"]))
+    in_ratio_band = below.filter(
+        (ratio > rules["phase_in_ratio"]) & (ratio < rules["min_loss_ratio"])
+    )
     under_ratio_band = below.filter(ratio <= rules["phase_in_ratio"])
     assert in_ratio_band.height > 0 and under_ratio_band.height > 0
-    rows = pl.concat([in_ratio_band.head(4), under_ratio_band.head(3), below.filter(ratio.is_null()).head(1)])
+    rows = pl.concat(
+        [in_ratio_band.head(4), under_ratio_band.head(3), below.filter(ratio.is_null()).head(1)]
+    )
     for e, row in zip(
         explain_users(phase_run, rows[N.USER_ID].to_list(), other_scenarios=False),
         rows.iter_rows(named=True),
@@ -364,9 +368,11 @@ def test_phase_in_excluded_below_the_ratio_band(phase_run: Path) -> None:
     _, excluded, manifest = _files(phase_run)
     rules = manifest["scenario"]["eligibility"]
     low = rules["phase_in_ratio"]
-    rows = excluded.filter(pl.col(N.REASON) == N.REASON_BELOW_LOSS_RATIO).sort(
-        N.LOSS_RATIO, descending=True
-    ).head(5)
+    rows = (
+        excluded.filter(pl.col(N.REASON) == N.REASON_BELOW_LOSS_RATIO)
+        .sort(N.LOSS_RATIO, descending=True)
+        .head(5)
+    )
     assert rows.height == 5
     for e, row in zip(
         explain_users(phase_run, rows[N.USER_ID].to_list(), other_scenarios=False),
@@ -393,7 +399,10 @@ def _check_phase(e, row: dict, rules: dict, bounds: dict) -> None:
     p = e.phase_in
     assert p is not None and e.amount is not None and e.weight is not None
     assert p.factor == row[N.PHASE_FACTOR] == pytest.approx(loss_f * ratio_f, rel=1e-12)
-    assert (p.in_loss_band, p.in_ratio_band) == (loss < rules["min_loss_usd"], ratio < rules["min_loss_ratio"])
+    assert (p.in_loss_band, p.in_ratio_band) == (
+        loss < rules["min_loss_usd"],
+        ratio < rules["min_loss_ratio"],
+    )
     # the phase factor is its own weight factor, log(phi), and the factors add up to log w
     names = [f.name for f in e.weight.factors]
     assert names == ["loss", "ratio", "coverage", "phase"]
@@ -713,12 +722,16 @@ def _first_cents(value):
             "nested too deeply",
         ),
         (
-            _damage_allocations(lambda a: a.with_columns(_first_cents(-100).alias(N.VOUCHER_CENTS))),
+            _damage_allocations(
+                lambda a: a.with_columns(_first_cents(-100).alias(N.VOUCHER_CENTS))
+            ),
             "column voucher_cents is negative",
         ),
         (
             _damage_allocations(
-                lambda a: a.with_columns(_first_cents(pl.lit(None, pl.Int64)).alias(N.VOUCHER_CENTS))
+                lambda a: a.with_columns(
+                    _first_cents(pl.lit(None, pl.Int64)).alias(N.VOUCHER_CENTS)
+                )
             ),
             "column voucher_cents is empty",
         ),

@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import allocator.cli.cmd_loans  # noqa: F401  (registers `allocator loans`)
-from allocator import loans as L
-from allocator import loans_data as D
 from allocator.cli.app import app
 from allocator.errors import InfeasibleError, InputError, ScenarioError, SolverFailedError
+from allocator.loans import applications as D
+from allocator.loans import fund as L
+from allocator.settings import loans as LS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TOML = ROOT / "scenarios" / "loans_default.toml"
@@ -39,34 +40,45 @@ DEFAULT_TOML = ROOT / "scenarios" / "loans_default.toml"
 # --- helpers: independent recomputation from raw applications -------------------------------
 
 
-def scenario(**kw) -> L.LoanScenario:
+def scenario(**kw) -> LS.LoanScenario:
     """The default scenario with top-level or section overrides (``limits=dict(...)``)."""
-    base = L.load_loan_scenario(DEFAULT_TOML)
+    base = LS.load_loan_scenario(DEFAULT_TOML)
     parts = {}
     for section in ("weights", "limits", "risk", "pricing", "solver"):
         if section in kw:
-            parts[section] = type(getattr(base, section))(**{
-                **{f: getattr(getattr(base, section), f) for f in getattr(base, section).__dataclass_fields__},
-                **kw.pop(section)})
+            parts[section] = type(getattr(base, section))(
+                **{
+                    **{
+                        f: getattr(getattr(base, section), f)
+                        for f in getattr(base, section).__dataclass_fields__
+                    },
+                    **kw.pop(section),
+                }
+            )
     fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
-    return L.LoanScenario(**{**fields, **parts, **kw})
+    return LS.LoanScenario(**{**fields, **parts, **kw})
 
 
-def limits_usd(apps: pl.DataFrame, scn: L.LoanScenario) -> dict[str, np.ndarray]:
+def limits_usd(apps: pl.DataFrame, scn: LS.LoanScenario) -> dict[str, np.ndarray]:
     apps = apps.sort("institution_id")
     return {
         "requested": apps["requested_usd"].to_numpy(),
-        "collateral": scn.limits.advance_rate * (1 - apps["collateral_haircut"].to_numpy())
+        "collateral": scn.limits.advance_rate
+        * (1 - apps["collateral_haircut"].to_numpy())
         * apps["collateral_usd"].to_numpy(),
         "concentration": np.full(apps.height, scn.limits.concentration_cap * scn.fund_usd),
     }
 
 
-def weights(apps: pl.DataFrame, scn: L.LoanScenario) -> np.ndarray:
+def weights(apps: pl.DataFrame, scn: LS.LoanScenario) -> np.ndarray:
     apps = apps.sort("institution_id")
-    w = (np.maximum(apps["crash_loss_usd"].to_numpy(), scn.weights.loss_floor_usd) ** scn.weights.loss_exponent
-         * np.maximum(apps["pre_crash_volume_usd"].to_numpy(), scn.weights.volume_floor_usd)
-         ** scn.weights.volume_exponent * np.exp(scn.weights.vip_coefficient * apps["vip_tier"].to_numpy()))
+    w = (
+        np.maximum(apps["crash_loss_usd"].to_numpy(), scn.weights.loss_floor_usd)
+        ** scn.weights.loss_exponent
+        * np.maximum(apps["pre_crash_volume_usd"].to_numpy(), scn.weights.volume_floor_usd)
+        ** scn.weights.volume_exponent
+        * np.exp(scn.weights.vip_coefficient * apps["vip_tier"].to_numpy())
+    )
     return w / w.mean()
 
 
@@ -80,8 +92,9 @@ def objective(amount: np.ndarray, w: np.ndarray, alpha: float, shift: float) -> 
     return math.fsum((w * u).tolist())
 
 
-def assert_feasible(res: L.LoanResult | tuple[pl.DataFrame, dict], apps: pl.DataFrame,
-                    scn: L.LoanScenario) -> np.ndarray:
+def assert_feasible(
+    res: L.LoanResult | tuple[pl.DataFrame, dict], apps: pl.DataFrame, scn: LS.LoanScenario
+) -> np.ndarray:
     """Every limit of every loan, the fund, the budget and the minimum ticket, from raw data;
     ``res`` is a result or a (term sheet, manifest totals) pair read from a run directory."""
     sheet, totals = (res.term_sheet, res.totals) if isinstance(res, L.LoanResult) else res
@@ -106,7 +119,7 @@ def small(n: int = 40, seed: int = 7) -> pl.DataFrame:
     return D.generate_applications(n, seed)
 
 
-def scarce(apps: pl.DataFrame, **kw) -> L.LoanScenario:
+def scarce(apps: pl.DataFrame, **kw) -> LS.LoanScenario:
     """A scenario where the fund binds: a third of the requests; the budget is set by ``el``."""
     total = float(apps["requested_usd"].sum())
     el = kw.pop("el", 0.05)
@@ -139,7 +152,9 @@ def test_generated_applications_are_deterministic_valid_and_realistic():
     assert req.min() >= 100_000 and req.max() <= 15_000_000
     assert req.sum() > 2 * 100_000_000  # the USD 100M fund binds
     assert req.max() > 20 * req.median()  # heavy tail
-    by_tier = a.group_by("credit_tier").agg(pl.col("default_probability").mean()).sort("credit_tier")
+    by_tier = (
+        a.group_by("credit_tier").agg(pl.col("default_probability").mean()).sort("credit_tier")
+    )
     assert by_tier["credit_tier"].to_list() == ["A", "B", "C", "D"]
     assert np.all(np.diff(by_tier["default_probability"].to_numpy()) > 0)
     little = (a["collateral_usd"] < 0.3 * a["requested_usd"]).mean()
@@ -162,19 +177,46 @@ def _write_csv(tmp_path: Path, df: pl.DataFrame, name: str = "bad.csv") -> Path:
 
 BAD_CASES = {
     "missing column": (lambda df: df.drop("collateral_usd"), "collateral_usd"),
-    "unknown column": (lambda df: df.with_columns(pl.lit(1).alias("colateral_usd")), "colateral_usd"),
+    "unknown column": (
+        lambda df: df.with_columns(pl.lit(1).alias("colateral_usd")),
+        "colateral_usd",
+    ),
     "no risk column": (lambda df: df.drop("credit_tier", "default_probability"), "credit_tier"),
-    "null": (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(None)
-                                        .otherwise(pl.col("crash_loss_usd")).alias("crash_loss_usd")),
-             "crash_loss_usd"),
-    "haircut 1": (lambda df: df.with_columns(pl.lit(1.0).alias("collateral_haircut")), "collateral_haircut"),
-    "negative collateral": (lambda df: df.with_columns(-pl.col("collateral_usd")), "collateral_usd"),
-    "zero request": (lambda df: df.with_columns(pl.lit(0.0).alias("requested_usd")), "requested_usd"),
+    "null": (
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 3)
+            .then(None)
+            .otherwise(pl.col("crash_loss_usd"))
+            .alias("crash_loss_usd")
+        ),
+        "crash_loss_usd",
+    ),
+    "haircut 1": (
+        lambda df: df.with_columns(pl.lit(1.0).alias("collateral_haircut")),
+        "collateral_haircut",
+    ),
+    "negative collateral": (
+        lambda df: df.with_columns(-pl.col("collateral_usd")),
+        "collateral_usd",
+    ),
+    "zero request": (
+        lambda df: df.with_columns(pl.lit(0.0).alias("requested_usd")),
+        "requested_usd",
+    ),
     "vip 10": (lambda df: df.with_columns(pl.lit(10).alias("vip_tier")), "vip_tier"),
-    "pd above 1": (lambda df: df.with_columns(pl.lit(1.5).alias("default_probability")), "default_probability"),
-    "duplicate id": (lambda df: df.with_columns(pl.lit("INST-0001").alias("institution_id")), "institution_id"),
-    "wrong type": (lambda df: df.with_columns(pl.col("requested_usd").cast(pl.String) + "k"), "requested_usd"),
-    "fractional vip": (lambda df: df.with_columns((pl.col("vip_tier") + 0.5)), "vip_tier"),
+    "pd above 1": (
+        lambda df: df.with_columns(pl.lit(1.5).alias("default_probability")),
+        "default_probability",
+    ),
+    "duplicate id": (
+        lambda df: df.with_columns(pl.lit("INST-0001").alias("institution_id")),
+        "institution_id",
+    ),
+    "wrong type": (
+        lambda df: df.with_columns(pl.col("requested_usd").cast(pl.String) + "k"),
+        "requested_usd",
+    ),
+    "fractional vip": (lambda df: df.with_columns(pl.col("vip_tier") + 0.5), "vip_tier"),
 }
 
 
@@ -210,19 +252,23 @@ def test_bad_parquet_types_nan_empty_and_paths(tmp_path):
         D.load_applications(tmp_path / "x.json")
 
 
-@pytest.mark.parametrize("column", ["requested_usd", "collateral_usd", "pre_crash_volume_usd",
-                                    "crash_loss_usd"])
+@pytest.mark.parametrize(
+    "column", ["requested_usd", "collateral_usd", "pre_crash_volume_usd", "crash_loss_usd"]
+)
 @pytest.mark.parametrize("value", [1e300, 1.0000001e13])
 def test_amounts_beyond_the_cents_arithmetic_are_refused(tmp_path, column, value):
     # 1e300 used to overflow the int64 cents silently (a loan of 0 labelled "collateral").
-    df = small(12).with_columns(pl.when(pl.int_range(pl.len()) == 4).then(value)
-                                .otherwise(pl.col(column)).alias(column))
+    df = small(12).with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(value).otherwise(pl.col(column)).alias(column)
+    )
     path = _write_csv(tmp_path, df)
     with pytest.raises(InputError) as info:
         D.load_applications(path)
     msg = str(info.value)
     assert str(path) in msg and repr(column) in msg and "row 5" in msg and "1e13" in msg, msg
-    res = cli("loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(path), "--out", str(tmp_path / "r"))
+    res = cli(
+        "loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(path), "--out", str(tmp_path / "r")
+    )
     assert res.exit_code == 2 and column in res.output and "Traceback" not in res.output
     assert not (tmp_path / "r").exists()
 
@@ -233,10 +279,18 @@ def test_amounts_at_the_bound_give_exact_loans_without_warnings(tmp_path):
     # Every amount at USD 1e13 (one row, then all rows): limits in cents are exact, nobody
     # is wrongly held by collateral, the run passes its own check, and numpy warns of nothing.
     apps = small(12)
-    one = apps.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(1e13)
-                            .otherwise(pl.col("collateral_usd")).alias("collateral_usd"))
-    every = apps.with_columns(*[pl.lit(1e13).alias(c) for c in
-                                ("requested_usd", "collateral_usd", "pre_crash_volume_usd", "crash_loss_usd")])
+    one = apps.with_columns(
+        pl.when(pl.int_range(pl.len()) == 4)
+        .then(1e13)
+        .otherwise(pl.col("collateral_usd"))
+        .alias("collateral_usd")
+    )
+    every = apps.with_columns(
+        *[
+            pl.lit(1e13).alias(c)
+            for c in ("requested_usd", "collateral_usd", "pre_crash_volume_usd", "crash_loss_usd")
+        ]
+    )
     scn = scenario(fund_usd=1e13, risk=dict(el_budget_usd=1e13), limits=dict(advance_rate=10.0))
     for k, (table, s) in enumerate([(one, scenario()), (every, scn)]):
         with warnings.catch_warnings():
@@ -276,17 +330,26 @@ def _alternate_risk_fields(apps: pl.DataFrame) -> pl.DataFrame:
     odd = pl.int_range(pl.len()) % 2 == 1
     return apps.with_columns(
         pl.when(odd).then(None).otherwise(pl.col("credit_tier")).alias("credit_tier"),
-        pl.when(odd).then(pl.col("default_probability")).otherwise(None).alias("default_probability"))
+        pl.when(odd)
+        .then(pl.col("default_probability"))
+        .otherwise(None)
+        .alias("default_probability"),
+    )
 
 
 def test_each_row_may_give_a_tier_or_a_probability(tmp_path):
     apps = _alternate_risk_fields(small(30))
     # One row gives both, and they disagree: both are used as given.
     apps = apps.with_columns(
-        pl.when(pl.col("institution_id") == "INST-0001").then(pl.lit("D")).otherwise(pl.col("credit_tier"))
+        pl.when(pl.col("institution_id") == "INST-0001")
+        .then(pl.lit("D"))
+        .otherwise(pl.col("credit_tier"))
         .alias("credit_tier"),
-        pl.when(pl.col("institution_id") == "INST-0001").then(0.001).otherwise(pl.col("default_probability"))
-        .alias("default_probability"))
+        pl.when(pl.col("institution_id") == "INST-0001")
+        .then(0.001)
+        .otherwise(pl.col("default_probability"))
+        .alias("default_probability"),
+    )
     path = tmp_path / "mixed.csv"
     apps.write_csv(path)
     loaded = D.load_applications(path)
@@ -296,11 +359,15 @@ def test_each_row_may_give_a_tier_or_a_probability(tmp_path):
     tiers = scn.pricing.tiers
     for k, row in enumerate(apps.sort("institution_id").iter_rows(named=True)):
         tier, pd_ = row["credit_tier"], row["default_probability"]
-        assert P.tier[k] == (tier if tier is not None else next(t.name for t in tiers if pd_ <= t.max_pd))
+        assert P.tier[k] == (
+            tier if tier is not None else next(t.name for t in tiers if pd_ <= t.max_pd)
+        )
         assert P.pd[k] == (pd_ if pd_ is not None else next(t.pd for t in tiers if t.name == tier))
     assert (P.tier[0], P.pd[0]) == ("D", 0.001)
     run = tmp_path / "run"
-    res = cli("loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(path), "--out", str(run), "--json")
+    res = cli(
+        "loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(path), "--out", str(run), "--json"
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["funded"] > 0
     assert cli("loans", "check", str(run)).exit_code == 0
@@ -310,16 +377,29 @@ def test_each_row_may_give_a_tier_or_a_probability(tmp_path):
     ("edit", "expect"),
     [
         # Row 4 (file order, header not counted) gives neither; a blank-looking tier is blank.
-        (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(None)
-                                    .otherwise(pl.col("default_probability")).alias("default_probability"),
-                                    pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("  "))
-                                    .otherwise(pl.col("credit_tier")).alias("credit_tier")),
-         ["credit_tier", "default_probability", "row 4", "INST-0004"]),
+        (
+            lambda df: df.with_columns(
+                pl.when(pl.int_range(pl.len()) == 3)
+                .then(None)
+                .otherwise(pl.col("default_probability"))
+                .alias("default_probability"),
+                pl.when(pl.int_range(pl.len()) == 3)
+                .then(pl.lit("  "))
+                .otherwise(pl.col("credit_tier"))
+                .alias("credit_tier"),
+            ),
+            ["credit_tier", "default_probability", "row 4", "INST-0004"],
+        ),
         # Only the tier column, with a blank in row 2: nothing to fall back on.
-        (lambda df: df.drop("default_probability").with_columns(
-            pl.when(pl.int_range(pl.len()) == 1).then(None).otherwise(pl.col("credit_tier"))
-            .alias("credit_tier")),
-         ["column 'credit_tier' has 1 missing", "no 'default_probability' column", "row 2"]),
+        (
+            lambda df: df.drop("default_probability").with_columns(
+                pl.when(pl.int_range(pl.len()) == 1)
+                .then(None)
+                .otherwise(pl.col("credit_tier"))
+                .alias("credit_tier")
+            ),
+            ["column 'credit_tier' has 1 missing", "no 'default_probability' column", "row 2"],
+        ),
     ],
 )
 def test_a_row_without_tier_and_probability_is_named(tmp_path, edit, expect):
@@ -328,7 +408,9 @@ def test_a_row_without_tier_and_probability_is_named(tmp_path, edit, expect):
         D.load_applications(path)
     msg = str(info.value)
     assert str(path) in msg and all(e in msg for e in expect), msg
-    res = cli("loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(path), "--out", str(tmp_path / "r"))
+    res = cli(
+        "loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(path), "--out", str(tmp_path / "r")
+    )
     assert res.exit_code == 2 and "row" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "r").exists()
 
@@ -338,8 +420,8 @@ def test_a_row_without_tier_and_probability_is_named(tmp_path, edit, expect):
 
 def test_default_scenario_file_writes_out_every_knob():
     raw = tomllib.loads(DEFAULT_TOML.read_text())
-    scn = L.load_loan_scenario(DEFAULT_TOML)
-    full = L.loan_scenario_to_dict(scn)
+    scn = LS.load_loan_scenario(DEFAULT_TOML)
+    full = LS.loan_scenario_to_dict(scn)
 
     def keys(d: dict, prefix: str = "") -> set[str]:
         out = set()
@@ -348,10 +430,10 @@ def test_default_scenario_file_writes_out_every_knob():
         return out
 
     assert keys(raw) == keys(full)
-    assert L.loan_scenario_from_dict(full) == scn
+    assert LS.loan_scenario_from_dict(full) == scn
     assert DEFAULT_TOML.read_text().startswith("#")
     # The file's values are the dataclass defaults: one documented configuration.
-    assert scn == L.LoanScenario(name=scn.name, description=scn.description)
+    assert scn == LS.LoanScenario(name=scn.name, description=scn.description)
 
 
 @pytest.mark.parametrize(
@@ -385,7 +467,7 @@ def test_bad_scenario_keys_are_named(tmp_path, text, key):
     path = tmp_path / "s.toml"
     path.write_text(text)
     with pytest.raises(ScenarioError) as info:
-        L.load_loan_scenario(path)
+        LS.load_loan_scenario(path)
     assert key in str(info.value) and str(path) in str(info.value)
     res = cli("loans", "allocate", "--scenario", str(path), "--out", str(tmp_path / "run"))
     assert res.exit_code == 2 and key in res.output
@@ -397,23 +479,27 @@ def test_scenario_amounts_are_bounded_by_the_cents_arithmetic(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(toml_text(fund_usd="1e300"))
     with pytest.raises(ScenarioError, match=r"fund_usd must be in \(0, 1e13\] USD"):
-        L.load_loan_scenario(path)
+        LS.load_loan_scenario(path)
     path.write_text(toml_text(fund_usd="1e13", el_budget_usd="1e13"))
-    assert L.load_loan_scenario(path).fund_usd == L.MAX_AMOUNT_USD == 1e13
+    assert LS.load_loan_scenario(path).fund_usd == LS.MAX_AMOUNT_USD == 1e13
     path.write_text(toml_text(advance_rate="10.5"))
     with pytest.raises(ScenarioError, match=r"limits.advance_rate must be in \(0, 10\]"):
-        L.load_loan_scenario(path)
+        LS.load_loan_scenario(path)
 
 
 def test_a_voucher_scenario_given_to_loans_is_named_as_such(tmp_path):
-    from allocator.config import Scenario
+    from allocator.settings.models import Scenario
 
     voucher = {f.name for f in dataclasses.fields(Scenario)}
-    loan = {f.name for f in dataclasses.fields(L.LoanScenario)}
-    assert L.VOUCHER_SCENARIO_KEYS == voucher - loan and L.LOAN_ONLY_KEYS == loan - voucher
+    loan = {f.name for f in dataclasses.fields(LS.LoanScenario)}
+    assert LS.VOUCHER_SCENARIO_KEYS == voucher - loan and LS.LOAN_ONLY_KEYS == loan - voucher
     path = ROOT / "scenarios" / "baseline.toml"
     res = cli("loans", "allocate", "-s", str(path), "--out", str(tmp_path / "r"))
-    assert res.exit_code == 2 and "voucher scenario" in res.output and "allocator allocate" in res.output
+    assert (
+        res.exit_code == 2
+        and "voucher scenario" in res.output
+        and "allocator allocate" in res.output
+    )
 
 
 # --- model: feasibility, optimality -----------------------------------------------------------
@@ -433,9 +519,12 @@ def test_a_voucher_scenario_given_to_loans_is_named_as_such(tmp_path):
 def test_every_loan_within_every_limit(seed, n, alpha, fund_share, el_share, cap, advance, ticket):
     apps = D.generate_applications(n, seed)
     total = float(apps["requested_usd"].sum())
-    scn = scenario(alpha=alpha, fund_usd=fund_share * total,
-                   limits=dict(concentration_cap=cap, advance_rate=advance, min_ticket_usd=ticket),
-                   risk=dict(el_budget_usd=el_share * fund_share * total))
+    scn = scenario(
+        alpha=alpha,
+        fund_usd=fund_share * total,
+        limits=dict(concentration_cap=cap, advance_rate=advance, min_ticket_usd=ticket),
+        risk=dict(el_budget_usd=el_share * fund_share * total),
+    )
     try:
         res = L.allocate_loans(apps, scn)
     except InfeasibleError:
@@ -446,19 +535,38 @@ def test_every_loan_within_every_limit(seed, n, alpha, fund_share, el_share, cap
         assert not ok.any() or smallest > scn.fund_usd
         return
     amount = assert_feasible(res, apps, scn)
-    assert res.objective["value"] <= res.objective["upper_bound"] + 1e-9 * abs(res.objective["upper_bound"]) + 1e-9
-    assert math.isclose(res.objective["value"], objective(amount, weights(apps, scn), alpha, scn.shift_usd),
-                        rel_tol=1e-9, abs_tol=1e-9)
+    assert (
+        res.objective["value"]
+        <= res.objective["upper_bound"] + 1e-9 * abs(res.objective["upper_bound"]) + 1e-9
+    )
+    assert math.isclose(
+        res.objective["value"],
+        objective(amount, weights(apps, scn), alpha, scn.shift_usd),
+        rel_tol=1e-9,
+        abs_tol=1e-9,
+    )
     lent = res.totals["lent_cents"] / 100
-    if lent < scn.fund_usd - 1 and res.totals["expected_loss_usd"] < scn.risk.el_budget_usd - 1 and alpha > 0:
+    if (
+        lent < scn.fund_usd - 1
+        and res.totals["expected_loss_usd"] < scn.risk.el_budget_usd - 1
+        and alpha > 0
+    ):
         # Neither shared constraint binds: utility is increasing, so every loan is at a limit;
         # a zero loan is explained by a limit, the minimum ticket, or a budget too small for
         # one ticket alone.
         sheet = res.term_sheet
         assert set(sheet.filter(pl.col("amount_cents") > 0)["binding"]) <= {
-            "requested", "collateral", "concentration"}
+            "requested",
+            "collateral",
+            "concentration",
+        }
         assert set(sheet.filter(pl.col("amount_cents") == 0)["binding"]) <= {
-            "requested", "collateral", "concentration", "min_ticket_excluded", "el_budget"}
+            "requested",
+            "collateral",
+            "concentration",
+            "min_ticket_excluded",
+            "el_budget",
+        }
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
@@ -482,7 +590,9 @@ def test_convex_loans_satisfy_the_optimality_conditions(alpha, el):
     if lam > 0:
         assert scn.fund_usd - amount.sum() <= 0.01 * n + 1e-6
     if mu > 0:
-        assert scn.risk.el_budget_usd - math.fsum((c * amount).tolist()) <= 0.01 * n * c.max() + 1e-6
+        assert (
+            scn.risk.el_budget_usd - math.fsum((c * amount).tolist()) <= 0.01 * n * c.max() + 1e-6
+        )
     # Perturbation: no budget-neutral transfer that keeps the expected loss within budget helps.
     f0 = objective(amount, w, alpha, scn.shift_usd)
     interior = np.flatnonzero((amount > 1000) & (amount < upper - 1000))
@@ -507,7 +617,9 @@ def test_minimum_ticket_model_against_its_relaxation_and_a_heuristic():
     w = weights(apps, scn)
     value = objective(amount, w, scn.alpha, scn.shift_usd)
     relaxed = L.allocate_loans(apps, replace(scn, limits=replace(scn.limits, min_ticket_usd=0.0)))
-    relax_value = objective(relaxed.term_sheet["amount_usd"].to_numpy(), w, scn.alpha, scn.shift_usd)
+    relax_value = objective(
+        relaxed.term_sheet["amount_usd"].to_numpy(), w, scn.alpha, scn.shift_usd
+    )
     # A relaxation is never worse than the mixed-integer optimum.
     assert value <= relax_value + 1e-9 and math.isclose(o["relaxation"], relax_value, rel_tol=1e-7)
     # The PWL cuts over-estimate: its optimum bounds the true one from above, within the bound.
@@ -535,8 +647,12 @@ def test_minimum_ticket_model_against_its_relaxation_and_a_heuristic():
 
 
 @settings(max_examples=15)
-@given(seed=st.integers(0, 1000), alpha=st.sampled_from([0.5, 1.0, 2.0]),
-       f1=st.floats(0.05, 1.2), f2=st.floats(0.05, 1.2))
+@given(
+    seed=st.integers(0, 1000),
+    alpha=st.sampled_from([0.5, 1.0, 2.0]),
+    f1=st.floats(0.05, 1.2),
+    f2=st.floats(0.05, 1.2),
+)
 def test_more_fund_never_lowers_the_total_lent(seed, alpha, f1, f2):
     apps = D.generate_applications(30, seed)
     total = float(apps["requested_usd"].sum())
@@ -547,9 +663,12 @@ def test_more_fund_never_lowers_the_total_lent(seed, alpha, f1, f2):
     cap_usd = 0.1 * lo * total
     lent = []
     for share in (lo, hi):
-        scn = scenario(alpha=alpha, fund_usd=share * total,
-                       limits=dict(min_ticket_usd=0.0, concentration_cap=cap_usd / (share * total)),
-                       risk=dict(el_budget_usd=0.01 * total))
+        scn = scenario(
+            alpha=alpha,
+            fund_usd=share * total,
+            limits=dict(min_ticket_usd=0.0, concentration_cap=cap_usd / (share * total)),
+            risk=dict(el_budget_usd=0.01 * total),
+        )
         lent.append(L.allocate_loans(apps, scn).totals["lent_cents"])
     # Rounding each loan down can lose up to a cent per applicant.
     assert lent[1] >= lent[0] - apps.height
@@ -567,7 +686,9 @@ def test_binding_labels_match_the_amounts():
         if b in lim:
             # The smallest limit, and the loan at it, or zero because it is below a ticket.
             assert lim[b][k] <= upper[k] + 1e-9
-            assert math.isclose(amount[k], lim[b][k], abs_tol=1.0) or (amount[k] == 0 and lim[b][k] < T)
+            assert math.isclose(amount[k], lim[b][k], abs_tol=1.0) or (
+                amount[k] == 0 and lim[b][k] < T
+            )
         elif b == "min_ticket_excluded":
             assert amount[k] == 0 and upper[k] >= T
         elif b == "min_ticket":
@@ -578,16 +699,25 @@ def test_binding_labels_match_the_amounts():
 
 
 # Hand-built applications: every field but the ones a case sets is the same for all rows.
-BASE_ROW = dict(requested_usd=600_000.0, collateral_usd=1e7, collateral_haircut=0.0, credit_tier="A",
-                default_probability=0.005, pre_crash_volume_usd=1e8, crash_loss_usd=1e6, vip_tier=0)
+BASE_ROW = dict(
+    requested_usd=600_000.0,
+    collateral_usd=1e7,
+    collateral_haircut=0.0,
+    credit_tier="A",
+    default_probability=0.005,
+    pre_crash_volume_usd=1e8,
+    crash_loss_usd=1e6,
+    vip_tier=0,
+)
 
 
 def table(*rows: dict) -> pl.DataFrame:
-    return D.validate_applications(pl.DataFrame(
-        [{**BASE_ROW, "institution_id": f"I{k}", **r} for k, r in enumerate(rows)]))
+    return D.validate_applications(
+        pl.DataFrame([{**BASE_ROW, "institution_id": f"I{k}", **r} for k, r in enumerate(rows)])
+    )
 
 
-def labels(apps: pl.DataFrame, scn: L.LoanScenario) -> tuple[list[float], list[str], L.LoanResult]:
+def labels(apps: pl.DataFrame, scn: LS.LoanScenario) -> tuple[list[float], list[str], L.LoanResult]:
     res = L.allocate_loans(apps, scn)
     return res.term_sheet["amount_usd"].to_list(), res.term_sheet["binding"].to_list(), res
 
@@ -606,8 +736,15 @@ def test_binding_labels_limits_decide_even_below_the_ticket():
     )
     amount, binding, res = labels(apps, scenario())
     assert amount == [0, 0, 0, 0, 200_000, 300_000, 10_000_000]
-    assert binding == ["collateral", "collateral", "requested", "requested", "requested", "collateral",
-                       "concentration"]
+    assert binding == [
+        "collateral",
+        "collateral",
+        "requested",
+        "requested",
+        "requested",
+        "collateral",
+        "concentration",
+    ]
     assert res.multipliers["fund_per_usd"] == 0 and res.multipliers["el_budget_per_usd"] == 0
 
 
@@ -617,7 +754,9 @@ def test_binding_labels_linear_model_priced_out_by_the_fund(ticket):
     # requests of 600k: the first is filled, the second takes the rest, the third gets nothing
     # because the fund's price (the second's weight) exceeds its weight - not for the ticket.
     apps = table(dict(crash_loss_usd=3e6), dict(crash_loss_usd=2e6), dict(crash_loss_usd=1e6))
-    scn = scenario(alpha=0.0, fund_usd=1e6, limits=dict(concentration_cap=1.0, min_ticket_usd=ticket))
+    scn = scenario(
+        alpha=0.0, fund_usd=1e6, limits=dict(concentration_cap=1.0, min_ticket_usd=ticket)
+    )
     amount, binding, res = labels(apps, scn)
     assert amount == [600_000, 400_000, 0]
     assert binding == ["requested", "fund", "fund"]
@@ -631,9 +770,12 @@ def test_binding_labels_linear_model_priced_out_by_the_budget(ticket):
     # of expected loss. Pd 0.5% is filled (EL 1,350), pd 5% takes the remaining 6,750 (300k);
     # pd 15% is priced out by the budget. For pd 90% a ticket alone (EL 40,500) exceeds the
     # budget; without a ticket it is priced out like the 15% one. Either way: the budget.
-    apps = table(dict(default_probability=0.005), dict(credit_tier="C", default_probability=0.05),
-                 dict(credit_tier="D", default_probability=0.15),
-                 dict(credit_tier="D", default_probability=0.9))
+    apps = table(
+        dict(default_probability=0.005),
+        dict(credit_tier="C", default_probability=0.05),
+        dict(credit_tier="D", default_probability=0.15),
+        dict(credit_tier="D", default_probability=0.9),
+    )
     scn = scenario(alpha=0.0, limits=dict(min_ticket_usd=ticket), risk=dict(el_budget_usd=8_100.0))
     amount, binding, res = labels(apps, scn)
     cents = res.term_sheet["amount_cents"].to_list()
@@ -664,7 +806,7 @@ def test_binding_labels_minimum_ticket_holds_up_or_excludes():
 def test_default_run_labels_follow_the_rule(default_run):
     sheet = pl.read_parquet(default_run / "term_sheet.parquet")
     man = json.loads((default_run / "manifest.json").read_text())
-    scn = L.loan_scenario_from_dict(man["scenario"])
+    scn = LS.loan_scenario_from_dict(man["scenario"])
     lim = limits_usd(D.generate_applications(), scn)
     upper = np.minimum.reduce(list(lim.values()))
     T = scn.limits.min_ticket_usd
@@ -689,9 +831,15 @@ def test_settings_that_lend_nothing_are_explained_before_solving():
     with pytest.raises(InfeasibleError, match="expected-loss budget"):
         L.allocate_loans(apps, scenario(risk=dict(el_budget_usd=0.0)))
     # A zero budget still lends to applicants with no default risk, and only to them.
-    safe = apps.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(0.0)
-                             .otherwise(pl.col("default_probability")).alias("default_probability"))
-    res = L.allocate_loans(safe, scenario(risk=dict(el_budget_usd=0.0), limits=dict(min_ticket_usd=0.0)))
+    safe = apps.with_columns(
+        pl.when(pl.int_range(pl.len()) < 3)
+        .then(0.0)
+        .otherwise(pl.col("default_probability"))
+        .alias("default_probability")
+    )
+    res = L.allocate_loans(
+        safe, scenario(risk=dict(el_budget_usd=0.0), limits=dict(min_ticket_usd=0.0))
+    )
     funded = res.term_sheet.filter(pl.col("amount_cents") > 0)
     assert funded.height > 0 and (funded["default_probability"] == 0).all()
 
@@ -701,7 +849,10 @@ def test_rates_follow_the_tier_schedule():
     scn = scenario()
     res = L.allocate_loans(apps, scn)
     spread = {t.name: t.spread for t in scn.pricing.tiers}
-    expect = [min(scn.pricing.base_rate + spread[t], scn.pricing.rate_ceiling) for t in res.term_sheet["credit_tier"]]
+    expect = [
+        min(scn.pricing.base_rate + spread[t], scn.pricing.rate_ceiling)
+        for t in res.term_sheet["credit_tier"]
+    ]
     assert np.allclose(res.term_sheet["rate"].to_numpy(), expect, rtol=0, atol=1e-12)
     assert res.term_sheet["rate"].max() <= scn.pricing.rate_ceiling
 
@@ -720,10 +871,12 @@ def default_run(tmp_path_factory):
 
 def test_default_run_is_feasible_from_its_files_alone(default_run):
     man = json.loads((default_run / "manifest.json").read_text())
-    scn = L.loan_scenario_from_dict(man["scenario"])
+    scn = LS.loan_scenario_from_dict(man["scenario"])
     apps = D.generate_applications()
     sheet = pl.read_parquet(default_run / "term_sheet.parquet")
-    assert sheet.equals(pl.read_csv(default_run / "term_sheet.csv", schema_overrides={"amount_cents": pl.Int64}))
+    assert sheet.equals(
+        pl.read_csv(default_run / "term_sheet.csv", schema_overrides={"amount_cents": pl.Int64})
+    )
     assert_feasible((sheet, man["totals"]), apps, scn)
     assert man["applications"]["table_sha256"] == L.applications_sha256(apps)
     for name, digest in man["files"].items():
@@ -773,11 +926,21 @@ def test_check_rejects_tampered_outputs(default_run, tmp_path):
     sheet = pl.read_parquet(run / "term_sheet.parquet")
     # The collateral-limited loan whose extra dollar moves the objective most (weight per USD
     # lent), so that the objective check sees it beyond its relative tolerance.
-    k = max((i for i, (b, c) in enumerate(zip(sheet["binding"], sheet["amount_cents"]))
-             if b == "collateral" and c > 0), key=lambda i: sheet["weight"][i] / sheet["amount_cents"][i])
+    k = max(
+        (
+            i
+            for i, (b, c) in enumerate(zip(sheet["binding"], sheet["amount_cents"]))
+            if b == "collateral" and c > 0
+        ),
+        key=lambda i: sheet["weight"][i] / sheet["amount_cents"][i],
+    )
     bump = pl.int_range(pl.len()) == k
-    sheet = sheet.with_columns(pl.when(bump).then(pl.col("amount_cents") + 100).otherwise(pl.col("amount_cents"))
-                               .alias("amount_cents"))
+    sheet = sheet.with_columns(
+        pl.when(bump)
+        .then(pl.col("amount_cents") + 100)
+        .otherwise(pl.col("amount_cents"))
+        .alias("amount_cents")
+    )
     sheet = sheet.with_columns((pl.col("amount_cents") / 100).alias("amount_usd"))
     sheet.write_parquet(run / "term_sheet.parquet")
     sheet.write_csv(run / "term_sheet.csv")
@@ -809,7 +972,9 @@ def test_reruns_are_byte_identical_and_replace_only_loan_runs(tmp_path):
     outs = []
     for k in range(2):
         out = tmp_path / f"run{k}"
-        res = cli("loans", "allocate", "-s", str(scen), "-a", str(apps_file), "--out", str(out), "--json")
+        res = cli(
+            "loans", "allocate", "-s", str(scen), "-a", str(apps_file), "--out", str(out), "--json"
+        )
         assert res.exit_code == 0, res.output
         summary = json.loads(res.stdout)
         assert summary["lent_cents"] <= 500_000_000
@@ -818,7 +983,10 @@ def test_reruns_are_byte_identical_and_replace_only_loan_runs(tmp_path):
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
     # Rerunning into an existing run directory replaces it; a foreign directory is refused.
     res = cli("loans", "allocate", "-s", str(scen), "-a", str(apps_file), "--out", str(outs[0]))
-    assert res.exit_code == 0 and (outs[0] / "manifest.json").read_bytes() == (outs[1] / "manifest.json").read_bytes()
+    assert (
+        res.exit_code == 0
+        and (outs[0] / "manifest.json").read_bytes() == (outs[1] / "manifest.json").read_bytes()
+    )
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -845,13 +1013,20 @@ def test_native_output_goes_to_stderr_inside_the_guard(capfd):
 def _console_script(*args: str) -> subprocess.CompletedProcess:
     # A real process: C code writing to descriptor 1 (the HiGHS banner) reaches its stdout,
     # which CliRunner, running in-process on Python's sys.stdout, never sees.
-    return subprocess.run([sys.executable, "-m", "allocator", *args], capture_output=True, text=True,
-                          timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "allocator", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_json_stdout_is_strict_json_in_a_real_process(tmp_path):
     run = tmp_path / "run"
-    proc = _console_script("loans", "allocate", "-s", str(DEFAULT_TOML), "--out", str(run), "--json")
+    proc = _console_script(
+        "loans", "allocate", "-s", str(DEFAULT_TOML), "--out", str(run), "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)  # the whole of stdout, nothing before or after
     man = json.loads((run / "manifest.json").read_text())
@@ -865,7 +1040,9 @@ def test_json_stdout_is_strict_json_in_a_real_process(tmp_path):
 
 def test_cli_reports_bad_input_and_infeasible_settings(tmp_path):
     bad = _write_csv(tmp_path, small(10).drop("vip_tier"))
-    res = cli("loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(bad), "--out", str(tmp_path / "r"))
+    res = cli(
+        "loans", "allocate", "-s", str(DEFAULT_TOML), "-a", str(bad), "--out", str(tmp_path / "r")
+    )
     assert res.exit_code == 2 and "vip_tier" in res.output and "Traceback" not in res.output
     scen = tmp_path / "s.toml"
     scen.write_text(toml_text(min_ticket_usd="20_000_000.0"))
@@ -888,7 +1065,7 @@ def test_a_run_that_hits_the_time_limit_is_refused_not_written(tmp_path):
     assert "solver.mip_rel_gap" in res.output and "Traceback" not in res.output
     assert not out.exists()
     with pytest.raises(SolverFailedError) as info:
-        L.allocate_loans(D.generate_applications(), L.load_loan_scenario(scen))
+        L.allocate_loans(D.generate_applications(), LS.load_loan_scenario(scen))
     assert info.value.status == "time_limit"
 
 
@@ -897,16 +1074,23 @@ def test_check_verifies_the_solver_status_and_gap(default_run, tmp_path):
     ok, detail = L.run_solver_status(man)
     assert ok and "'optimal'" in detail
     # A run written by an older version after a time limit, or with a gap above the setting.
-    for k, edit in enumerate([dict(status="time_limit", mip_rel_gap_achieved="inf"),
-                              dict(mip_rel_gap_achieved=10 * man["scenario"]["solver"]["mip_rel_gap"])]):
+    for k, edit in enumerate(
+        [
+            dict(status="time_limit", mip_rel_gap_achieved="inf"),
+            dict(mip_rel_gap_achieved=10 * man["scenario"]["solver"]["mip_rel_gap"]),
+        ]
+    ):
         run = _copy(default_run, tmp_path / f"s{k}")
         forged = json.loads((run / "manifest.json").read_text())
         forged["solver"].update(edit)
         (run / "manifest.json").write_text(json.dumps(forged))
         assert _failed(run) == {"solver status"}
     # A convex run is judged by its optimality certificate, within one cent (alpha > 0).
-    convex = {"scenario": {"alpha": 1.0}, "solver": {"method": "convex", "status": "optimal"},
-              "multipliers": {"kkt_violation": 0.0}}
+    convex = {
+        "scenario": {"alpha": 1.0},
+        "solver": {"method": "convex", "status": "optimal"},
+        "multipliers": {"kkt_violation": 0.0},
+    }
     assert L.run_solver_status(convex)[0]
     convex["multipliers"]["kkt_violation"] = 0.5
     assert not L.run_solver_status(convex)[0]
@@ -935,10 +1119,15 @@ def test_requests_below_a_cent_are_named_as_the_reason():
         L.allocate_loans(apps, scenario(limits=dict(min_ticket_usd=0.0)))
 
 
-@pytest.mark.parametrize(("args", "option"), [
-    (["--n", "99999999999999"], "--n"), (["--n", "0"], "--n"),
-    (["--seed", "-1"], "--seed"), (["--seed", str(2**63)], "--seed"),
-])
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--n", "99999999999999"], "--n"),
+        (["--n", "0"], "--n"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**63)], "--seed"),
+    ],
+)
 def test_generate_limits_are_usage_errors(tmp_path, args, option):
     out = tmp_path / "apps.csv"
     res = cli("loans", "generate", "--out", str(out), *args)
@@ -959,6 +1148,10 @@ def test_check_of_a_file_says_it_is_not_a_directory(tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")
     res = cli("loans", "check", str(f))
-    assert res.exit_code == 2 and "not a directory" in res.output and "does not exist" not in res.output
+    assert (
+        res.exit_code == 2
+        and "not a directory" in res.output
+        and "does not exist" not in res.output
+    )
     res = cli("loans", "check", str(tmp_path / "missing"))
     assert res.exit_code == 2 and "does not exist" in res.output

@@ -13,9 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from allocator import names as N
-from allocator.metrics import LOSS_BANDS, gini, lorenz, moved, summary, top_share
+from allocator.analysis.metrics import LOSS_BANDS, gini, lorenz, moved, summary, top_share
 
-values = st.lists(st.floats(0.0, 1e7, allow_nan=False, allow_infinity=False), min_size=1, max_size=60)
+values = st.lists(
+    st.floats(0.0, 1e7, allow_nan=False, allow_infinity=False), min_size=1, max_size=60
+)
 cents_lists = st.lists(st.integers(0, 600_000), min_size=1, max_size=60)
 
 
@@ -84,7 +86,9 @@ def test_top_decile_share_against_the_sorted_values(x: list[float]) -> None:
         assert share >= 0.1 - 1e-9  # the best-paid tenth gets at least a tenth
 
 
-def alloc_frame(user_ids: list[int], cents: list[int], loss: list[float] | None = None) -> pl.DataFrame:
+def alloc_frame(
+    user_ids: list[int], cents: list[int], loss: list[float] | None = None
+) -> pl.DataFrame:
     loss = loss if loss is not None else [1000.0] * len(cents)
     return pl.DataFrame(
         {
@@ -147,9 +151,12 @@ def test_summary_recomputed(rows: list[tuple[int, float]], slack: int) -> None:
     cents = [c for c, _ in rows]
     loss = [x for _, x in rows]
     labels = [
-        N.BOUND_FLOOR if c == 400 else N.BOUND_CAP if c == 600_000 else N.BOUND_INTERIOR for c in cents
+        N.BOUND_FLOOR if c == 400 else N.BOUND_CAP if c == 600_000 else N.BOUND_INTERIOR
+        for c in cents
     ]
-    frame = alloc_frame(list(range(len(rows))), cents, loss).with_columns(pl.Series(N.BOUND, labels))
+    frame = alloc_frame(list(range(len(rows))), cents, loss).with_columns(
+        pl.Series(N.BOUND, labels)
+    )
     budget = sum(cents) + slack
     s = summary(frame, budget_cents=budget, shadow_price=0.25)
 
@@ -197,5 +204,7 @@ def test_summary_of_no_users_and_zero_losses() -> None:
     assert s["median_coverage"] == pytest.approx(8.0 / 100.0) and s["eligible"] == 2
     # Every value is a plain scalar except the band dict, so sweep can tabulate rows.
     assert all(
-        isinstance(v, (int, float, type(None))) for k, v in s.items() if k != "median_coverage_by_band"
+        isinstance(v, (int, float, type(None)))
+        for k, v in s.items()
+        if k != "median_coverage_by_band"
     )

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from allocator.errors import InfeasibleError, NotCertifiedError, SolverFailedError
-from allocator.model import FairnessModel
-from allocator.problem import AllocationProblem, ScalarBounds, Segment
-from allocator.solvers import InvalidProblemError, fast_solution
+from allocator.kernel.fast import fast_solution
+from allocator.kernel.feasibility import InvalidProblemError
+from allocator.kernel.model import FairnessModel
+from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment
 
 
 def _problem(

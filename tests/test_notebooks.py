@@ -40,7 +40,7 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         spec = KernelSpecManager().get_kernel_spec("python3")
         assert Path(spec.argv[0]) == Path(sys.executable), spec.argv
 
-        from allocator.synthetic import default_data_dir
+        from allocator.data.synthetic import default_data_dir
 
         data = default_data_dir()  # generated once here; the kernels inherit the cache folder
         assert data.is_relative_to(root / "cache")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from allocator import names as N
-from allocator.config import PayoutSpec
 from allocator.errors import InputError, ScenarioError
-from allocator.payouts import (
+from allocator.settings.models import PayoutSpec
+from allocator.vouchers.payouts import (
     PAYOUT_COLUMNS,
     idempotency_key,
     plan_payouts,
@@ -27,14 +27,16 @@ from allocator.payouts import (
 )
 
 PROGRAMME = "test-programme"
-UTC = timezone.utc
+UTC = UTC
 
 
 @st.composite
 def paid_users(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     n = draw(st.integers(min_value=0, max_value=60))
     ids = draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n, unique=True))
-    amounts = st.one_of(st.integers(0, 1000), st.integers(0, 10**15 - 1), st.sampled_from([5, 600000]))
+    amounts = st.one_of(
+        st.integers(0, 1000), st.integers(0, 10**15 - 1), st.sampled_from([5, 600000])
+    )
     cents = draw(st.lists(amounts, min_size=n, max_size=n))
     return np.array(ids, dtype=np.int64), np.array(cents, dtype=np.int64)
 
@@ -145,7 +147,10 @@ def test_idempotency_key_helper_matches_the_plan() -> None:
 @pytest.mark.parametrize(
     ("spec", "needle"),
     [
-        (PayoutSpec(batch_size=1, start_within_hours=0, finish_within_hours=1 / 3600), "do not fit"),
+        (
+            PayoutSpec(batch_size=1, start_within_hours=0, finish_within_hours=1 / 3600),
+            "do not fit",
+        ),
         (PayoutSpec(start_within_hours=24, finish_within_hours=24), "finish_within_hours"),
         (PayoutSpec(batch_size=0), "batch_size"),
         (PayoutSpec(announced_at=datetime(2025, 10, 14)), "time zone"),
@@ -178,7 +183,9 @@ def test_non_utc_announcement_is_converted() -> None:
 
 
 def _plan() -> object:
-    return plan_payouts(np.array([3, 1, 2]), np.array([600000, 5, 0]), PayoutSpec(batch_size=1), PROGRAMME)
+    return plan_payouts(
+        np.array([3, 1, 2]), np.array([600000, 5, 0]), PayoutSpec(batch_size=1), PROGRAMME
+    )
 
 
 def test_written_bytes_are_exact_and_repeatable(tmp_path: Path) -> None:
@@ -188,7 +195,9 @@ def test_written_bytes_are_exact_and_repeatable(tmp_path: Path) -> None:
     data = a.read_bytes()
     assert data == b.read_bytes()
     k1, k3 = idempotency_key(PROGRAMME, 1), idempotency_key(PROGRAMME, 3)
-    assert data == f"user_id,amount,batch,idempotency_key\n1,0.05,1,{k1}\n3,6000.00,2,{k3}\n".encode()
+    assert (
+        data == f"user_id,amount,batch,idempotency_key\n1,0.05,1,{k1}\n3,6000.00,2,{k3}\n".encode()
+    )
     # Overwriting in place leaves no temporary file behind.
     write_payouts_csv(_plan(), a)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.csv", "b.csv"]
@@ -277,4 +286,8 @@ def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
 
 def test_header_only_file_has_no_rows(tmp_path: Path) -> None:
     df = read_payouts_csv(_write(tmp_path, "user_id,amount,batch,idempotency_key\n"))
-    assert df.height == 0 and df.columns == [*PAYOUT_COLUMNS[:2], N.VOUCHER_CENTS, *PAYOUT_COLUMNS[2:]]
+    assert df.height == 0 and df.columns == [
+        *PAYOUT_COLUMNS[:2],
+        N.VOUCHER_CENTS,
+        *PAYOUT_COLUMNS[2:],
+    ]

@@ -15,25 +15,21 @@ from typer.testing import CliRunner
 import allocator.cli.cmd_programme  # noqa: F401 - registers the command
 from allocator import names as N
 from allocator.cli.app import app
-from allocator.config import BudgetSpec
-from allocator.depeg import COMPENSATION_CENTS, run_depeg
+from allocator.data.synthetic import generate
+from allocator.depeg.compensation import COMPENSATION_CENTS, run_depeg
 from allocator.errors import InputError
-from allocator.loans import (
-    AMOUNT_CENTS,
-    allocate_loans,
-    load_loan_scenario,
-    write_loan_run,
-)
-from allocator.loans_data import generate_applications
-from allocator.pipeline import DataSession, allocate, manifest
+from allocator.loans.applications import generate_applications
+from allocator.loans.fund import AMOUNT_CENTS, allocate_loans, write_loan_run
 from allocator.programme import (
     ANNOUNCED_USD,
     default_scenario_path,
     summarise_programmes,
 )
-from allocator.rundir import write_run_dir
-from allocator.scenarios import load_scenario
-from allocator.synthetic import generate
+from allocator.runs.rundir import write_run_dir
+from allocator.settings.loans import load_loan_scenario
+from allocator.settings.models import BudgetSpec
+from allocator.settings.scenarios import load_scenario
+from allocator.vouchers.pipeline import DataSession, allocate, manifest
 
 BUDGET_USD = 1_000_000.0
 
@@ -41,15 +37,21 @@ BUDGET_USD = 1_000_000.0
 def voucher_scenario(policy: str = "exclude"):
     base = load_scenario(default_scenario_path("baseline.toml"))
     elig = dataclasses.replace(base.eligibility, depeg_policy=policy)
-    return dataclasses.replace(base, name=f"small_{policy}", budget=BudgetSpec(total_usd=BUDGET_USD),
-                               eligibility=elig)
+    return dataclasses.replace(
+        base, name=f"small_{policy}", budget=BudgetSpec(total_usd=BUDGET_USD), eligibility=elig
+    )
 
 
 def write_voucher_run(data_dir: Path, out: Path, policy: str) -> Path:
     session = DataSession.open(data_dir)
     run = allocate(session, voucher_scenario(policy))
-    return write_run_dir(out, allocations=run.allocations, excluded=run.eligibility.excluded,
-                         payouts=run.payouts, manifest=manifest(session, run, solver_requested="auto"))
+    return write_run_dir(
+        out,
+        allocations=run.allocations,
+        excluded=run.eligibility.excluded,
+        payouts=run.payouts,
+        manifest=manifest(session, run, solver_requested="auto"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,17 +124,23 @@ def test_net_policy_lets_depeg_users_have_vouchers(world: dict[str, Path]) -> No
 def test_computed_programmes(world: dict[str, Path]) -> None:
     apps = generate_applications(25, seed=9)
     s = summarise_programmes(world["data"], voucher_scenario=voucher_scenario(), applications=apps)
-    from_run = summarise_programmes(world["data"], voucher_run=world["exclude"], loans_run=world["loans"])
+    from_run = summarise_programmes(
+        world["data"], voucher_run=world["exclude"], loans_run=world["loans"]
+    )
     # The same scenario on the same data pays the same vouchers to the same users.
     assert s.line("vouchers").amount_cents == from_run.line("vouchers").amount_cents
     assert s.line("vouchers").recipients == from_run.line("vouchers").recipients
     assert s.line("depeg").amount_cents == from_run.line("depeg").amount_cents
-    lent = allocate_loans(apps, load_loan_scenario(default_scenario_path("loans_default.toml"))).term_sheet
+    lent = allocate_loans(
+        apps, load_loan_scenario(default_scenario_path("loans_default.toml"))
+    ).term_sheet
     assert s.line("loans").amount_cents == int(lent[AMOUNT_CENTS].sum())
     assert s.line("vouchers").source.startswith("computed") and s.ok
 
 
-def test_tampered_run_fails_a_check_and_other_data_is_refused(world: dict[str, Path], tmp_path: Path) -> None:
+def test_tampered_run_fails_a_check_and_other_data_is_refused(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
     import shutil
 
     run = tmp_path / "v"
@@ -142,8 +150,20 @@ def test_tampered_run_fails_a_check_and_other_data_is_refused(world: dict[str, P
     (run / N.MANIFEST_FILE).write_text(json.dumps(man))
     s = summarise_programmes(world["data"], voucher_run=run, loans_run=world["loans"])
     assert not s.ok and [n for n, ok, _ in s.checks if not ok] == ["voucher total = manifest"]
-    res = CliRunner().invoke(app, ["programme", "summary", "--data", str(world["data"]), "--voucher-run", str(run),
-                                   "--loans-run", str(world["loans"]), "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "programme",
+            "summary",
+            "--data",
+            str(world["data"]),
+            "--voucher-run",
+            str(run),
+            "--loans-run",
+            str(world["loans"]),
+            "--json",
+        ],
+    )
     assert res.exit_code == 1 and json.loads(res.stdout)["ok"] is False
 
     other = tmp_path / "other"
@@ -151,12 +171,22 @@ def test_tampered_run_fails_a_check_and_other_data_is_refused(world: dict[str, P
     with pytest.raises(InputError, match="other data"):
         summarise_programmes(other, voucher_run=world["exclude"], loans_run=world["loans"])
     with pytest.raises(InputError, match="not a loan run"):
-        summarise_programmes(world["data"], voucher_run=world["exclude"], loans_run=world["exclude"])
+        summarise_programmes(
+            world["data"], voucher_run=world["exclude"], loans_run=world["exclude"]
+        )
 
 
 def test_cli_json_and_table(world: dict[str, Path]) -> None:
-    args = ["programme", "summary", "--data", str(world["data"]), "--voucher-run", str(world["exclude"]),
-            "--loans-run", str(world["loans"])]
+    args = [
+        "programme",
+        "summary",
+        "--data",
+        str(world["data"]),
+        "--voucher-run",
+        str(world["exclude"]),
+        "--loans-run",
+        str(world["loans"]),
+    ]
     res = CliRunner().invoke(app, [*args, "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
@@ -172,10 +202,23 @@ def test_cli_json_and_table(world: dict[str, Path]) -> None:
 def test_json_stdout_is_strict_json_in_a_real_process(world: dict[str, Path]) -> None:
     # No --loans-run: the loan model is solved (with HiGHS, whose C code prints a banner to
     # descriptor 1) in a real process, where CliRunner's in-process capture would miss it.
-    args = ["programme", "summary", "--data", str(world["data"]), "--voucher-run", str(world["exclude"]),
-            "-q", "--json"]
-    proc = subprocess.run([sys.executable, "-m", "allocator", *args], capture_output=True, text=True,
-                          timeout=600, check=False)
+    args = [
+        "programme",
+        "summary",
+        "--data",
+        str(world["data"]),
+        "--voucher-run",
+        str(world["exclude"]),
+        "-q",
+        "--json",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "allocator", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)  # the whole of stdout, nothing before or after
     loans = doc["programmes"][2]
@@ -183,7 +226,9 @@ def test_json_stdout_is_strict_json_in_a_real_process(world: dict[str, Path]) ->
     assert 0 < loans["amount_cents"] <= round(ANNOUNCED_USD["loans"] * 100) and doc["ok"] is True
 
 
-def test_a_loan_run_without_a_proven_optimum_fails_a_check(world: dict[str, Path], tmp_path: Path) -> None:
+def test_a_loan_run_without_a_proven_optimum_fails_a_check(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
     # Older versions wrote a run that stopped at HiGHS's time limit (lending nothing) as a
     # success; the summary must not add it up as the loan programme without saying so.
     import shutil
@@ -195,7 +240,9 @@ def test_a_loan_run_without_a_proven_optimum_fails_a_check(world: dict[str, Path
     (run / "manifest.json").write_text(json.dumps(man))
     s = summarise_programmes(world["data"], voucher_run=world["exclude"], loans_run=run)
     failed = [(n, d) for n, ok, d in s.checks if not ok]
-    assert [n for n, _ in failed] == ["loan run solved to optimality"] and "time_limit" in failed[0][1]
+    assert [n for n, _ in failed] == ["loan run solved to optimality"] and "time_limit" in failed[
+        0
+    ][1]
     ok = summarise_programmes(world["data"], voucher_run=world["exclude"], loans_run=world["loans"])
     assert ok.ok and "loan run solved to optimality" in [n for n, _, _ in ok.checks]
 

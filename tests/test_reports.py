@@ -15,19 +15,22 @@ import re
 import shutil
 from pathlib import Path
 
+import clihelp
 import numpy as np
 import polars as pl
 import pytest
+from clihelp import strict_json
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import allocator.cli.cmd_report  # noqa: F401  (registers the report command)
 from allocator import names as N
-from allocator.checks import check_run_dir
+from allocator.analysis.checks import check_run_dir
 from allocator.cli.app import app
+from allocator.data.synthetic import generate
 from allocator.errors import InputError
-from allocator.reports import (
+from allocator.report.reports import (
     MAX_SWEEP_POINTS,
     SCATTER_MAX_POINTS,
     SECTION_IDS,
@@ -36,9 +39,6 @@ from allocator.reports import (
     build_report,
     cliff_table,
 )
-from allocator.synthetic import generate
-import clihelp
-from clihelp import strict_json
 
 runner = CliRunner()
 SWEEP_POINTS = 3
@@ -86,9 +86,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     for name, text in (("base", BASELINE), ("equal", EQUAL)):
         scen = root / f"{name}.toml"
         scen.write_text(text)
-        res = invoke(
-            "allocate", "--scenario", scen, "--data", data, "--out", root / name, "-q"
-        )
+        res = invoke("allocate", "--scenario", scen, "--data", data, "--out", root / name, "-q")
         assert res.exit_code == 0, res.output
         out[name] = root / name
     return out
@@ -135,9 +133,7 @@ def html_text(rendered) -> str:
 
 
 def section_html(html: str, section_id: str) -> str:
-    m = re.search(
-        rf'<section id="{re.escape(section_id)}"[^>]*>(.*?)</section>', html, re.DOTALL
-    )
+    m = re.search(rf'<section id="{re.escape(section_id)}"[^>]*>(.*?)</section>', html, re.DOTALL)
     assert m, f"section {section_id} missing"
     return m.group(1)
 
@@ -187,17 +183,11 @@ def test_no_external_reference(rendered):
 
 def test_reconciliation_rows_equal_check_run_dir(runs, rendered):
     body = section_html(html_text(rendered), "reconciliation")
-    rows = re.findall(
-        r'<tr><td class="(pass|fail)">(PASS|FAIL)</td><td>([^<]*)</td>', body
-    )
+    rows = re.findall(r'<tr><td class="(pass|fail)">(PASS|FAIL)</td><td>([^<]*)</td>', body)
     expected = []
     for run in (runs["base"], runs["equal"]):
-        expected += [
-            ("PASS" if c.ok else "FAIL", c.name) for c in check_run_dir(run).checks
-        ]
-    assert [
-        (status, name.replace("&#x27;", "'")) for _, status, name in rows
-    ] == expected
+        expected += [("PASS" if c.ok else "FAIL", c.name) for c in check_run_dir(run).checks]
+    assert [(status, name.replace("&#x27;", "'")) for _, status, name in rows] == expected
     assert all(cls == status.lower() for cls, status, _ in rows)
     assert all(s == "PASS" for s, _ in expected)
 
@@ -264,10 +254,7 @@ def test_markdown_has_the_tables(runs, rendered):
 def test_lorenz_and_gini_recomputed(runs, rendered):
     curves = json_section(report_json(rendered), "lorenz")["data"]["curves"]
     for run, curve in zip((runs["base"], runs["equal"]), curves):
-        usd = np.sort(
-            pl.read_parquet(run / N.ALLOCATIONS_FILE)[N.VOUCHER_CENTS].to_numpy()
-            / 100.0
-        )
+        usd = np.sort(pl.read_parquet(run / N.ALLOCATIONS_FILE)[N.VOUCHER_CENTS].to_numpy() / 100.0)
         n = usd.size
         pairwise = np.abs(usd[:, None] - usd[None, :]).sum() / (2 * n * n * usd.mean())
         assert curve["gini"] == pytest.approx(pairwise, rel=1e-9, abs=1e-12)
@@ -295,9 +282,7 @@ def test_coverage_medians_recomputed(runs, rendered):
             sel = (loss >= band["low_usd"]) & (loss < hi)
             assert band["count"] == int(sel.sum())
             if sel.any():
-                assert band["median"] == pytest.approx(
-                    float(np.median(cov[sel])), rel=1e-12
-                )
+                assert band["median"] == pytest.approx(float(np.median(cov[sel])), rel=1e-12)
 
 
 def test_histogram_counts_every_voucher(runs, rendered):
@@ -331,9 +316,7 @@ def test_alpha_sweep_points(runs, rendered):
     data = json_section(report_json(rendered), "sweep")["data"]
     alphas = [p["alpha"] for p in data["points"]]
     assert len(alphas) == SWEEP_POINTS and alphas == sorted(alphas)
-    assert (
-        data["alpha_of_run"] == manifest(runs["base"])["scenario"]["objective"]["alpha"]
-    )
+    assert data["alpha_of_run"] == manifest(runs["base"])["scenario"]["objective"]["alpha"]
     ginis = [p["gini"] for p in data["points"]]
     assert ginis == sorted(ginis, reverse=True)  # higher alpha, more equal vouchers
     assert all(0 <= p["median_coverage"] for p in data["points"])
@@ -410,9 +393,7 @@ def test_tampered_run_renders_and_exits_1(runs, tmp_path):
     failed = {c.name for c in check_run_dir(bad).failures}
     assert "paid" in failed and "output hashes" not in failed
     body = section_html(html, "reconciliation")
-    rows = re.findall(
-        r'<tr><td class="(pass|fail)">(PASS|FAIL)</td><td>([^<]*)</td>', body
-    )
+    rows = re.findall(r'<tr><td class="(pass|fail)">(PASS|FAIL)</td><td>([^<]*)</td>', body)
     assert {name for _, status, name in rows if status == "FAIL"} == failed
     assert 'class="banner fail"' in html and "FINANCE RECONCILIATION FAILED" in html
     assert '<section id="reconciliation" class="failed">' in html
@@ -445,9 +426,7 @@ def test_missing_run_dir_is_a_usage_error(tmp_path):
 
 def test_unknown_format_is_a_usage_error(runs, tmp_path):
     out = tmp_path / "r.pdf"
-    res = runner.invoke(
-        app, ["report", str(runs["base"]), "--out", str(out), "--format", "pdf"]
-    )
+    res = runner.invoke(app, ["report", str(runs["base"]), "--out", str(out), "--format", "pdf"])
     assert res.exit_code == 2
     assert not out.exists()
 
@@ -489,7 +468,9 @@ def _edit_payouts(run: Path) -> None:
 def _null_cents(run: Path) -> None:
     frame = pl.read_parquet(run / N.ALLOCATIONS_FILE)
     frame.with_columns(
-        pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col(N.VOUCHER_CENTS))
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(None)
+        .otherwise(pl.col(N.VOUCHER_CENTS))
         .alias(N.VOUCHER_CENTS)
     ).write_parquet(run / N.ALLOCATIONS_FILE)
     _rehash(run)
@@ -567,9 +548,7 @@ def test_usd_cents_text_round_trips(cents):
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(
-                [N.REASON_BELOW_MIN_LOSS, N.REASON_BELOW_LOSS_RATIO, N.REASON_KYC]
-            ),
+            st.sampled_from([N.REASON_BELOW_MIN_LOSS, N.REASON_BELOW_LOSS_RATIO, N.REASON_KYC]),
             st.floats(min_value=0, max_value=100, allow_nan=False),
             st.floats(min_value=0, max_value=1, allow_nan=False),
         ),
@@ -585,10 +564,7 @@ def test_cliff_table_matches_brute_force(rows):
         },
         schema={N.REASON: pl.String, N.LOSS_USD: pl.Float64, N.LOSS_RATIO: pl.Float64},
     )
-    got = {
-        d["reason"]: d
-        for d in cliff_table(frame, min_loss_usd=50.0, min_loss_ratio=0.3)
-    }
+    got = {d["reason"]: d for d in cliff_table(frame, min_loss_usd=50.0, min_loss_ratio=0.3)}
     near_loss = [r for r in rows if r[0] == N.REASON_BELOW_MIN_LOSS and r[1] >= 40.0]
     near_ratio = [r for r in rows if r[0] == N.REASON_BELOW_LOSS_RATIO and r[2] >= 0.25]
     assert got[N.REASON_BELOW_MIN_LOSS]["just_below"] == len(near_loss)
@@ -603,7 +579,7 @@ def test_cliff_table_matches_brute_force(rows):
 
 def test_cliff_without_the_sensitivity_module(runs, monkeypatch):
     # a None entry in sys.modules makes the import fail as if the module were not installed
-    monkeypatch.setitem(__import__("sys").modules, "allocator.sensitivity", None)
+    monkeypatch.setitem(__import__("sys").modules, "allocator.analysis.sensitivity", None)
     report = build_report(runs["base"], sweep_points=0)
     section = report.section("cliff")
     assert section.data["source"] == "excluded.parquet"

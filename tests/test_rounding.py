@@ -11,8 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from allocator.errors import InfeasibleError, InputError, ScenarioError, SolverError
-from allocator.problem import AllocationProblem, Segment
-from allocator.rounding import (
+from allocator.kernel.problem import AllocationProblem, Segment
+from allocator.kernel.rounding import (
     CENT_TOL,
     MAX_CENTS,
     bounds_to_cents,
@@ -21,7 +21,7 @@ from allocator.rounding import (
     round_to_cents_by_segment,
     round_to_cents_report,
 )
-from allocator.solvers import solve
+from allocator.kernel.solve import solve
 
 # --------------------------------------------------------------------------- conversions
 
@@ -98,9 +98,7 @@ def feasible_instances(draw: st.DrawFn, *, cent_bounds: bool = True) -> dict[str
     ties and users on a bound), unique ids and losses with ties."""
     n = draw(st.integers(min_value=1, max_value=40))
     pairs = draw(
-        st.lists(
-            st.tuples(st.integers(0, 1000), st.integers(0, 3000)), min_size=1, max_size=3
-        )
+        st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 3000)), min_size=1, max_size=3)
     )
     which = np.array(draw(st.lists(st.integers(0, len(pairs) - 1), min_size=n, max_size=n)))
     lo_c = np.array([pairs[k][0] for k in which], dtype=np.int64)
@@ -145,7 +143,9 @@ def _cent_bounds(inst: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @given(feasible_instances())
-def test_exhaust_pays_the_budget_within_one_cent_of_each_voucher(inst: dict[str, np.ndarray]) -> None:
+def test_exhaust_pays_the_budget_within_one_cent_of_each_voucher(
+    inst: dict[str, np.ndarray],
+) -> None:
     x = inst["v"] * 100
     budget_c = int(round(float(np.sum(x))))
     cents, report = _round(inst, budget_c, exhaust=True)
@@ -242,7 +242,9 @@ def _assert_monotone(inst: dict[str, np.ndarray], cents: np.ndarray, *, by_weigh
     assert not np.any(strict & (c[:, None] < c[None, :]))
 
 
-@given(monotone_solutions(), st.sampled_from(["sum", "anywhere"]), st.floats(0.0, 1.0), st.booleans())
+@given(
+    monotone_solutions(), st.sampled_from(["sum", "anywhere"]), st.floats(0.0, 1.0), st.booleans()
+)
 def test_higher_weight_same_bounds_never_gets_less(
     inst: dict[str, np.ndarray], budget_kind: str, where: float, exhaust: bool
 ) -> None:
@@ -258,7 +260,9 @@ def test_higher_weight_same_bounds_never_gets_less(
 
 
 @given(monotone_solutions(), st.integers(0, 2**32 - 1))
-def test_solver_noise_at_a_bound_never_decides_a_cent(inst: dict[str, np.ndarray], seed: int) -> None:
+def test_solver_noise_at_a_bound_never_decides_a_cent(
+    inst: dict[str, np.ndarray], seed: int
+) -> None:
     x = inst["v"] * 100
     budget_c = int(round(float(np.sum(x))))
     noisy = dict(inst)
@@ -294,8 +298,13 @@ def test_equal_remainders_of_different_amounts_go_to_the_larger_loss() -> None:
     # the larger voucher (which already has more cents below it).
     v = np.array([10.125, 20.125])
     cents = round_to_cents(
-        v, np.full(2, 4.0), np.full(2, 6000.0), 30.25, exhaust=True,
-        loss=np.array([1000.0, 100.0]), user_id=np.array([1, 2]),
+        v,
+        np.full(2, 4.0),
+        np.full(2, 6000.0),
+        30.25,
+        exhaust=True,
+        loss=np.array([1000.0, 100.0]),
+        user_id=np.array([1, 2]),
     )
     assert cents.tolist() == [1013, 2012]
 
@@ -308,8 +317,13 @@ def test_vouchers_equal_in_cents_as_floats_still_order_by_voucher() -> None:
     assert b > a and b * 100 == a * 100  # 321.50000000000006 cents both
     v = np.array([a, b])
     cents = round_to_cents(
-        v, np.zeros(2), np.full(2, 10.0), 6.43, exhaust=True,
-        loss=np.array([500.0, 1.0]), user_id=np.array([1, 2]),
+        v,
+        np.zeros(2),
+        np.full(2, 10.0),
+        6.43,
+        exhaust=True,
+        loss=np.array([500.0, 1.0]),
+        user_id=np.array([1, 2]),
     )
     assert cents.tolist() == [321, 322]
     # taking cents back (a budget below the floors-plus-ups) goes in the exact reverse order:
@@ -317,8 +331,13 @@ def test_vouchers_equal_in_cents_as_floats_still_order_by_voucher() -> None:
     # (the loss order alone would take it from the second user, whose loss is smaller)
     v3 = np.array([a, b, 2.0])
     cents = round_to_cents(
-        v3, np.array([0.0, 0.0, 2.0]), np.full(3, 10.0), 8.41, exhaust=True,
-        loss=np.array([500.0, 1.0, 7.0]), user_id=np.array([1, 2, 3]),
+        v3,
+        np.array([0.0, 0.0, 2.0]),
+        np.full(3, 10.0),
+        8.41,
+        exhaust=True,
+        loss=np.array([500.0, 1.0, 7.0]),
+        user_id=np.array([1, 2, 3]),
     )
     assert cents.tolist() == [320, 321, 200]
 
@@ -333,8 +352,13 @@ def test_largest_remainder_goes_first() -> None:
 
 def test_cap_of_029_is_paid_in_full() -> None:
     cents = round_to_cents(
-        np.array([0.29]), np.array([0.0]), np.array([0.29]), 1.0,
-        exhaust=False, loss=np.ones(1), user_id=np.array([1]),
+        np.array([0.29]),
+        np.array([0.0]),
+        np.array([0.29]),
+        1.0,
+        exhaust=False,
+        loss=np.ones(1),
+        user_id=np.array([1]),
     )
     assert cents.tolist() == [29]
 
@@ -349,7 +373,13 @@ def test_extra_passes_spread_evenly_up_to_the_caps(room: list[int], budget_c: in
     assume(budget_c <= hi.sum())
     v = np.zeros(n)  # the vouchers say nothing: every cent comes from passes
     cents, report = round_to_cents_report(
-        v, np.zeros(n), hi / 100, budget_c / 100, exhaust=True, loss=np.ones(n), user_id=np.arange(n)
+        v,
+        np.zeros(n),
+        hi / 100,
+        budget_c / 100,
+        exhaust=True,
+        loss=np.ones(n),
+        user_id=np.arange(n),
     )
     assert int(cents.sum()) == budget_c and np.all(cents <= hi) and np.all(cents >= 0)
     # Passes of one cent per user: users below their cap differ by at most one cent, and a capped
@@ -367,7 +397,13 @@ def test_extra_passes_take_back_evenly_down_to_the_floors(floors: list[int], whe
     v = np.full(n, 1.0)  # 100 cents each, above every floor
     budget_c = int(lo.sum() + round(where * float(100 * n - lo.sum())))
     cents, report = round_to_cents_report(
-        v, lo / 100, np.full(n, 1.0), budget_c / 100, exhaust=True, loss=np.ones(n), user_id=np.arange(n)
+        v,
+        lo / 100,
+        np.full(n, 1.0),
+        budget_c / 100,
+        exhaust=True,
+        loss=np.ones(n),
+        user_id=np.arange(n),
     )
     assert int(cents.sum()) == budget_c and np.all(cents >= lo) and np.all(cents <= 100)
     free = cents > lo
@@ -396,11 +432,15 @@ def test_infeasible_budget_says_how_many_cents() -> None:
 def test_bad_inputs_raise_typed_errors() -> None:
     lower, upper, ones, ids = np.zeros(2), np.full(2, 10.0), np.ones(2), np.array([1, 2])
     with pytest.raises(SolverError):
-        round_to_cents(np.array([1.0, np.nan]), lower, upper, 2.0, exhaust=True, loss=ones, user_id=ids)
+        round_to_cents(
+            np.array([1.0, np.nan]), lower, upper, 2.0, exhaust=True, loss=ones, user_id=ids
+        )
     with pytest.raises(InputError, match="repeats"):
         round_to_cents(ones, lower, upper, 2.0, exhaust=True, loss=ones, user_id=np.array([5, 5]))
     with pytest.raises(InputError, match="loss"):
-        round_to_cents(ones, lower, upper, 2.0, exhaust=True, loss=np.array([1.0, np.nan]), user_id=ids)
+        round_to_cents(
+            ones, lower, upper, 2.0, exhaust=True, loss=np.array([1.0, np.nan]), user_id=ids
+        )
 
 
 def test_empty_input() -> None:
@@ -408,7 +448,6 @@ def test_empty_input() -> None:
     no_ids = np.empty(0, dtype=np.int64)
     cents, report = round_to_cents_report(e, e, e, 0.0, exhaust=True, loss=e, user_id=no_ids)
     assert cents.shape == (0,) and report.total_cents == 0
-
 
 
 # --- rounding with segment shares -------------------------------------------------------------
@@ -423,7 +462,9 @@ def segmented_problems(draw):  # noqa: ANN201
     loss = np.exp(rng.normal(7.0, 1.6, n))
     lower = np.full(n, 4.0)
     kappa = draw(st.sampled_from([None, 0.5, 1.0]))
-    upper = np.full(n, 6000.0) if kappa is None else np.minimum(6000.0, np.maximum(kappa * loss, 4.0))
+    upper = (
+        np.full(n, 6000.0) if kappa is None else np.minimum(6000.0, np.maximum(kappa * loss, 4.0))
+    )
     labels = rng.integers(0, 3, n)  # 0, 1: segments; 2: nobody's segment
     budget = round(float(rng.uniform(0.2, 0.6)) * float(upper.sum()), 2)
     alpha = draw(st.sampled_from([0.5, 1.0, 2.0]))
@@ -438,9 +479,13 @@ def segmented_problems(draw):  # noqa: ANN201
         room_up = float(upper[mask].sum()) / budget
         room_down = float(lower[mask].sum()) / budget
         if draw(st.booleans()):
-            segments.append(Segment(name, mask, min_share=round(min(share * 1.15, 0.97 * room_up, 0.95), 4)))
+            segments.append(
+                Segment(name, mask, min_share=round(min(share * 1.15, 0.97 * room_up, 0.95), 4))
+            )
         else:
-            segments.append(Segment(name, mask, max_share=round(max(share * 0.85, 1.03 * room_down), 4)))
+            segments.append(
+                Segment(name, mask, max_share=round(max(share * 0.85, 1.03 * room_down), 4))
+            )
     problem = AllocationProblem(weights, lower, upper, budget, alpha, segments=tuple(segments))
     return problem, loss
 
@@ -455,8 +500,14 @@ def test_segment_rounding_keeps_every_share_exact(case) -> None:  # noqa: ANN001
         assume(False)  # two binding segments can together leave too little for everyone else
     user_id = np.arange(problem.n, dtype=np.int64) + 1000
     cents, report = round_to_cents_by_segment(
-        alloc.vouchers, problem.lower, problem.upper, problem.budget,
-        exhaust=True, loss=loss, user_id=user_id, segments=problem.segments,
+        alloc.vouchers,
+        problem.lower,
+        problem.upper,
+        problem.budget,
+        exhaust=True,
+        loss=loss,
+        user_id=user_id,
+        segments=problem.segments,
     )
     lo_c, hi_c = bounds_to_cents(problem.lower, problem.upper)
     budget_cents = budget_to_cents(problem.budget)
@@ -492,9 +543,15 @@ def test_paid_cents_pass_the_certificate_when_most_users_sit_at_fractional_caps(
     import polars as pl
 
     from allocator import names as N
-    from allocator.certificate import certify
-    from allocator.config import BoundsSpec, BudgetSpec, ObjectiveSpec, Scenario, SegmentSpec
-    from allocator.weights import build_problem
+    from allocator.kernel.certificate import certify
+    from allocator.settings.models import (
+        BoundsSpec,
+        BudgetSpec,
+        ObjectiveSpec,
+        Scenario,
+        SegmentSpec,
+    )
+    from allocator.vouchers.weights import build_problem
 
     rng = np.random.default_rng(seed)
     loss = np.round(np.exp(rng.normal(6.5, 1.8, n)) + 50.0, 2)
@@ -523,8 +580,14 @@ def test_paid_cents_pass_the_certificate_when_most_users_sit_at_fractional_caps(
     except InfeasibleError:
         assume(False)  # e.g. a segment share below its members' floors
     cents, _ = round_to_cents_by_segment(
-        alloc.vouchers, problem.lower, problem.upper, problem.budget, exhaust=True,
-        loss=loss, user_id=features[N.USER_ID].to_numpy(), segments=problem.segments,
+        alloc.vouchers,
+        problem.lower,
+        problem.upper,
+        problem.budget,
+        exhaust=True,
+        loss=loss,
+        user_id=features[N.USER_ID].to_numpy(),
+        segments=problem.segments,
     )
     assert int(cents.sum()) == budget_to_cents(budget)
     final = certify(problem, cents / 100.0, alloc.shadow_price, alloc.segment_prices, rounded=True)

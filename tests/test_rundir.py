@@ -14,11 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from allocator import names as N
-from allocator import rundir
-from allocator.checks import check_run_dir
+from allocator.analysis.checks import check_run_dir
 from allocator.errors import InputError
-from allocator.payouts import idempotency_key
-from allocator.rundir import (
+from allocator.runs import rundir
+from allocator.runs.rundir import (
     ALLOCATIONS_SCHEMA,
     AMOUNT_CENTS,
     OUTPUT_FILES,
@@ -29,6 +28,7 @@ from allocator.rundir import (
     versions,
     write_run_dir,
 )
+from allocator.vouchers.payouts import idempotency_key
 
 USERS = [3, 1, 2]  # deliberately unsorted
 CENTS = {1: 400, 2: 1234, 3: 600_000}
@@ -116,7 +116,8 @@ def parts(liq: Path, *, bump: int = 0) -> dict:
         "shadow_price": 1.0,
         "segment_prices": {},
         "objective": float("nan"),
-        "objective_rounded": 6000.0 * math.log(6000.0) + 2.0 * math.log(4.0)
+        "objective_rounded": 6000.0 * math.log(6000.0)
+        + 2.0 * math.log(4.0)
         + 12.34 * math.log(cents[2] / 100),
         "certificate": {"duality_gap": float("inf")},
         "payout_batches": [
@@ -130,7 +131,12 @@ def parts(liq: Path, *, bump: int = 0) -> dict:
         ],
         "versions": versions(),
     }
-    return {"allocations": allocations, "excluded": excluded, "payouts": payouts, "manifest": manifest}
+    return {
+        "allocations": allocations,
+        "excluded": excluded,
+        "payouts": payouts,
+        "manifest": manifest,
+    }
 
 
 # --- round trip and format -------------------------------------------------------------------
@@ -194,7 +200,9 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path: Path, liq: Path) -> No
     (home / "thesis.tex").write_text("precious")
     with pytest.raises(InputError, match="thesis.tex"):
         write_run_dir(home, **parts(liq))
-    assert (home / "thesis.tex").read_text() == "precious" and sorted(os.listdir(home)) == ["thesis.tex"]
+    assert (home / "thesis.tex").read_text() == "precious" and sorted(os.listdir(home)) == [
+        "thesis.tex"
+    ]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert check_run_dir(write_run_dir(empty, **parts(liq))).ok
@@ -244,9 +252,12 @@ def test_payouts_cents_round_trip_exactly(
 def test_manifest_text_is_canonical() -> None:
     import numpy as np
 
-    text = dumps_manifest({"b": np.int64(3), "a": (1.5, float("-inf")), "c": {"z": np.float64("nan")}})
+    text = dumps_manifest(
+        {"b": np.int64(3), "a": (1.5, float("-inf")), "c": {"z": np.float64("nan")}}
+    )
     assert (
-        text == '{\n  "a": [\n    1.5,\n    "-inf"\n  ],\n  "b": 3,\n  "c": {\n    "z": null\n  }\n}\n'
+        text
+        == '{\n  "a": [\n    1.5,\n    "-inf"\n  ],\n  "b": 3,\n  "c": {\n    "z": null\n  }\n}\n'
     )
 
 
@@ -335,7 +346,9 @@ def test_swap_never_shows_an_incomplete_run(
 
     def watching_rename(src: os.PathLike, dst: os.PathLike) -> None:
         # Whatever is at out_dir at each step must be a complete, accepted run or nothing.
-        states.append((Path(src).name, Path(dst).name, check_run_dir(out).ok if out.exists() else None))
+        states.append(
+            (Path(src).name, Path(dst).name, check_run_dir(out).ok if out.exists() else None)
+        )
         real_rename(src, dst)
 
     monkeypatch.setattr(rundir.os, "rename", watching_rename)
@@ -413,8 +426,14 @@ def _write_manifest_bytes(run: Path, data: bytes) -> None:
         (lambda m: b"\xff\xfe" + m, "not UTF-8"),
         (lambda m: b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (lambda m: b'{"a":' * 40 + b"1" + b"}" * 40, "nested more than 32 levels"),
-        (lambda m: m.replace(b'"shadow_price": 1.0', b'"shadow_price": NaN'), "NaN is not strict JSON"),
-        (lambda m: m.replace(b"allocator-run/1", b"allocator-run/0"), "format is 'allocator-run/0'"),
+        (
+            lambda m: m.replace(b'"shadow_price": 1.0', b'"shadow_price": NaN'),
+            "NaN is not strict JSON",
+        ),
+        (
+            lambda m: m.replace(b"allocator-run/1", b"allocator-run/0"),
+            "format is 'allocator-run/0'",
+        ),
         (lambda m: m.replace(b'"outputs"', b'"outputz"'), "'outputs' does not record"),
         (lambda m: b"[1, 2]", "expected a JSON object"),
     ],
@@ -460,13 +479,19 @@ def _tamper_allocations(run: Path, change) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda a: a.with_columns(pl.lit(-5, pl.Int64).alias(N.VOUCHER_CENTS)), "column voucher_cents is negative"),
+        (
+            lambda a: a.with_columns(pl.lit(-5, pl.Int64).alias(N.VOUCHER_CENTS)),
+            "column voucher_cents is negative",
+        ),
         (
             lambda a: a.with_columns(pl.lit(None, pl.Int64).alias(N.VOUCHER_CENTS)),
             "column voucher_cents is empty",
         ),
         (lambda a: a.drop(N.WEIGHT), "column weight is missing"),
-        (lambda a: a.with_columns(pl.col(N.VOUCHER_CENTS).cast(pl.Float64)), "column voucher_cents is Float64, the contract says Int64"),
+        (
+            lambda a: a.with_columns(pl.col(N.VOUCHER_CENTS).cast(pl.Float64)),
+            "column voucher_cents is Float64, the contract says Int64",
+        ),
         (lambda a: pl.concat([a, a.head(1)]).sort(N.USER_ID), "user 1 appears twice"),
         (lambda a: a.reverse(), "out of order"),
         (lambda a: a.with_columns(pl.lit(float("nan")).alias(N.WEIGHT)), "column weight is NaN"),
@@ -542,7 +567,7 @@ def test_eligibility_refuses_to_write_into_a_run_directory(tmp_path: Path, liq: 
     from typer.testing import CliRunner
 
     from allocator.cli import app
-    from allocator.synthetic import generate
+    from allocator.data.synthetic import generate
 
     data = tmp_path / "data"
     generate(data, users=300, seed=3)
@@ -556,6 +581,8 @@ def test_eligibility_refuses_to_write_into_a_run_directory(tmp_path: Path, liq: 
         assert snapshot(out) == before
     assert "--out is empty" in result.output
     assert not (Path.cwd() / N.EXCLUDED_FILE).exists()
-    ok = runner.invoke(app, ["eligibility", "--data", str(data), "--out", str(tmp_path / "e"), "-q"])
+    ok = runner.invoke(
+        app, ["eligibility", "--data", str(data), "--out", str(tmp_path / "e"), "-q"]
+    )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "e" / N.EXCLUDED_FILE).is_file()

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from allocator import names as N
-from allocator.config import (
+from allocator.errors import ScenarioError
+from allocator.settings.models import (
     ANNOUNCED_AT,
     SNAPSHOT_AT,
     WINDOW_END,
@@ -24,8 +25,7 @@ from allocator.config import (
     Scenario,
     SegmentSpec,
 )
-from allocator.errors import ScenarioError
-from allocator.scenarios import (
+from allocator.settings.scenarios import (
     SWEEPABLE,
     load_scenario,
     parse_scenario,
@@ -99,7 +99,7 @@ def test_baseline_is_the_announced_programme():
     assert o.loss_exponent > 0 and o.ratio_exponent > 0  # "liquidation loss amount, loss ratio"
     assert s.payouts.announced_at == ANNOUNCED_AT
     assert (s.payouts.start_within_hours, s.payouts.finish_within_hours) == (24.0, 96.0)
-    # The baseline spells out the defaults of allocator.config: nothing differs from them
+    # The baseline spells out the defaults of allocator.settings.models: nothing differs from them
     # except the weighting, which the announcement leaves open.
     assert s.eligibility == EligibilityRules()
     assert s.bounds == BoundsSpec() and s.budget == BudgetSpec() and s.payouts == PayoutSpec()

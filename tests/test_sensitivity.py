@@ -17,11 +17,7 @@ from typer.testing import CliRunner
 
 import allocator.cli.cmd_sensitivity  # noqa: F401  (registers the command)
 from allocator import names as N
-from allocator.certificate import objective_value
-from allocator.cli import app
-from allocator.config import EligibilityRules
-from allocator.problem import AllocationProblem, Segment
-from allocator.sensitivity import (
+from allocator.analysis.sensitivity import (
     MOVES_COLUMNS,
     band_price,
     budget_derivatives,
@@ -29,8 +25,13 @@ from allocator.sensitivity import (
     cliff_analysis,
     weight_sensitivity,
 )
-from allocator.solvers import bound_states, solve
-from allocator.synthetic import generate
+from allocator.cli import app
+from allocator.data.synthetic import generate
+from allocator.kernel.allocation import bound_states
+from allocator.kernel.certificate import objective_value
+from allocator.kernel.problem import AllocationProblem, Segment
+from allocator.kernel.solve import solve
+from allocator.settings.models import EligibilityRules
 
 # ----------------------------------------------------------------------------------------------
 # random problems
@@ -68,9 +69,7 @@ def _v(problem: AllocationProblem) -> np.ndarray:
 
 def _same_states(problem: AllocationProblem, *others: AllocationProblem) -> bool:
     base = bound_states(_v(problem), problem.lower, problem.upper)
-    return all(
-        np.array_equal(base, bound_states(_v(o), o.lower, o.upper)) for o in others
-    )
+    return all(np.array_equal(base, bound_states(_v(o), o.lower, o.upper)) for o in others)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,7 +81,10 @@ def _same_states(problem: AllocationProblem, *others: AllocationProblem) -> bool
 def test_budget_derivative_matches_central_differences(problem: AllocationProblem) -> None:
     alloc = solve(problem, method="fast")
     h = 1e-4 * problem.budget
-    up, down = replace(problem, budget=problem.budget + h), replace(problem, budget=problem.budget - h)
+    up, down = (
+        replace(problem, budget=problem.budget + h),
+        replace(problem, budget=problem.budget - h),
+    )
     assume(_same_states(problem, up, down))
     dv, _, _, degenerate = budget_derivatives(problem, alloc)
     assume(not degenerate)
@@ -98,7 +100,10 @@ def test_budget_derivative_matches_central_differences(problem: AllocationProble
 def test_budget_derivative_linear_utility(problem: AllocationProblem) -> None:
     alloc = solve(problem, method="fast")
     h = 1e-4 * problem.budget
-    up, down = replace(problem, budget=problem.budget + h), replace(problem, budget=problem.budget - h)
+    up, down = (
+        replace(problem, budget=problem.budget + h),
+        replace(problem, budget=problem.budget - h),
+    )
     assume(_same_states(problem, up, down))
     sens = budget_sensitivity(problem, alloc, delta_usd=h)
     assume(not sens.degenerate)
@@ -114,7 +119,10 @@ def test_price_derivative_and_value_of_budget(problem: AllocationProblem) -> Non
     assume(not problem.segments)
     alloc = solve(problem, method="fast")
     h = 1e-4 * problem.budget
-    up, down = replace(problem, budget=problem.budget + h), replace(problem, budget=problem.budget - h)
+    up, down = (
+        replace(problem, budget=problem.budget + h),
+        replace(problem, budget=problem.budget - h),
+    )
     assume(_same_states(problem, up, down))
     a_up, a_down = solve(up, method="fast"), solve(down, method="fast")
     sens = budget_sensitivity(problem, alloc, delta_usd=h)
@@ -130,7 +138,10 @@ def test_value_of_budget_with_segments(problem: AllocationProblem) -> None:
     assume(problem.segments)
     alloc = solve(problem, method="fast")
     h = 1e-4 * problem.budget
-    up, down = replace(problem, budget=problem.budget + h), replace(problem, budget=problem.budget - h)
+    up, down = (
+        replace(problem, budget=problem.budget + h),
+        replace(problem, budget=problem.budget - h),
+    )
     assume(_same_states(problem, up, down))
     sens = budget_sensitivity(problem, alloc, delta_usd=h)
     fd_obj = (objective_value(up, _v(up)) - objective_value(down, _v(down))) / (2 * h)
@@ -142,8 +153,11 @@ def test_exact_change_recomputed() -> None:
     n = 500
     loss = np.exp(rng.normal(7, 2, n))
     problem = AllocationProblem(
-        weights=loss, lower=np.full(n, 4.0), upper=np.minimum(6000, 0.5 * loss + 4),
-        budget=200_000.0, alpha=1.0,
+        weights=loss,
+        lower=np.full(n, 4.0),
+        upper=np.minimum(6000, 0.5 * loss + 4),
+        budget=200_000.0,
+        alpha=1.0,
     )
     alloc = solve(problem, method="fast")
     delta = 20_000.0
@@ -161,7 +175,9 @@ def test_exact_change_recomputed() -> None:
     assert up.newly_at_cap == int(((s1 == 1) & (s0 != 1)).sum())
     assert up.newly_at_cap > 0  # a 10% larger budget pushes someone to the cap
     assert sum(b["n_moved"] for b in up.by_band.values()) == up.n_moved
-    assert math.isclose(sum(b["total_change_usd"] for b in up.by_band.values()), delta, rel_tol=1e-9)
+    assert math.isclose(
+        sum(b["total_change_usd"] for b in up.by_band.values()), delta, rel_tol=1e-9
+    )
     # the linear prediction is exact until the active set changes, so it errs by less than delta
     assert 0 < up.max_prediction_error_usd < delta
     assert sens.down.feasible and math.isclose(sens.down.total_change_usd, -delta, rel_tol=1e-9)
@@ -177,7 +193,9 @@ def test_exact_change_recomputed() -> None:
 
 
 @given(problems(), st.integers(0, 1000))
-def test_weight_derivative_matches_central_differences(problem: AllocationProblem, seed: int) -> None:
+def test_weight_derivative_matches_central_differences(
+    problem: AllocationProblem, seed: int
+) -> None:
     alloc = solve(problem, method="fast")
     x = np.random.default_rng(seed).normal(size=problem.n)
     h = 1e-5
@@ -216,13 +234,16 @@ def test_metric_derivatives_are_central_differences() -> None:
     loss = np.exp(rng.normal(7, 2, n))
     vip = rng.integers(0, 5, n).astype(float)
     problem = AllocationProblem(
-        weights=loss, lower=np.full(n, 4.0), upper=np.minimum(6000, loss),
-        budget=300_000.0, alpha=2.0,
+        weights=loss,
+        lower=np.full(n, 4.0),
+        upper=np.minimum(6000, loss),
+        budget=300_000.0,
+        alpha=2.0,
     )
     alloc = solve(problem, method="fast")
     step = 1e-3
     sens = weight_sensitivity(problem, alloc, {"vip": vip}, loss=loss, step=step)
-    from allocator.metrics import gini, top_share
+    from allocator.analysis.metrics import gini, top_share
 
     up = _v(replace(problem, weights=loss * np.exp(step * vip)))
     down = _v(replace(problem, weights=loss * np.exp(-step * vip)))
@@ -240,11 +261,15 @@ def test_metric_derivatives_are_central_differences() -> None:
 def test_overlapping_segments_are_refused() -> None:
     n = 10
     problem = AllocationProblem(
-        weights=np.ones(n), lower=np.full(n, 1.0), upper=np.full(n, 10.0), budget=50.0, alpha=1.0,
+        weights=np.ones(n),
+        lower=np.full(n, 1.0),
+        upper=np.full(n, 10.0),
+        budget=50.0,
+        alpha=1.0,
         segments=(Segment("a", np.ones(n, bool), 0.1), Segment("b", np.arange(n) < 6, None, 0.9)),
     )
     alloc = solve(problem, method="cvxpy")
-    from allocator.solvers import InvalidProblemError
+    from allocator.kernel.feasibility import InvalidProblemError
 
     with pytest.raises(InvalidProblemError):
         budget_sensitivity(problem, alloc)
@@ -260,26 +285,35 @@ def test_cliff_analysis_counts() -> None:
     m = 2000
     loss = rng.uniform(0, 120, m)
     ratio = rng.uniform(0, 1, m)
-    reason = np.where(loss < 50, N.REASON_BELOW_MIN_LOSS,
-                      np.where(ratio < 0.3, N.REASON_BELOW_LOSS_RATIO, "")).tolist()
+    reason = np.where(
+        loss < 50, N.REASON_BELOW_MIN_LOSS, np.where(ratio < 0.3, N.REASON_BELOW_LOSS_RATIO, "")
+    ).tolist()
     reason = pl.Series(N.REASON, reason, dtype=pl.String).replace("", None)
-    excluded = pl.DataFrame({N.USER_ID: np.arange(m), N.REASON: reason, N.LOSS_USD: loss,
-                             N.LOSS_RATIO: ratio}).filter(pl.col(N.REASON).is_not_null())
-    eligible = pl.DataFrame({N.USER_ID: np.arange(m), N.LOSS_USD: loss, N.LOSS_RATIO: ratio,
-                             N.REASON: reason}).filter(pl.col(N.REASON).is_null())
+    excluded = pl.DataFrame(
+        {N.USER_ID: np.arange(m), N.REASON: reason, N.LOSS_USD: loss, N.LOSS_RATIO: ratio}
+    ).filter(pl.col(N.REASON).is_not_null())
+    eligible = pl.DataFrame(
+        {N.USER_ID: np.arange(m), N.LOSS_USD: loss, N.LOSS_RATIO: ratio, N.REASON: reason}
+    ).filter(pl.col(N.REASON).is_null())
     allocations = eligible.with_columns(
         (pl.col(N.LOSS_USD) * 10).round(0).cast(pl.Int64).alias(N.VOUCHER_CENTS)
     )
     cliff = cliff_analysis(excluded, allocations, EligibilityRules())
-    near = excluded.filter((pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS) & (pl.col(N.LOSS_USD) >= 40))
+    near = excluded.filter(
+        (pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS) & (pl.col(N.LOSS_USD) >= 40)
+    )
     assert cliff.below_loss_users == near.height
     assert math.isclose(cliff.below_loss_total_usd, float(near[N.LOSS_USD].sum()))
     assert cliff.below_loss_only_users == near.filter(pl.col(N.LOSS_RATIO) >= 0.3).height
-    near_r = excluded.filter((pl.col(N.REASON) == N.REASON_BELOW_LOSS_RATIO) & (pl.col(N.LOSS_RATIO) >= 0.25))
+    near_r = excluded.filter(
+        (pl.col(N.REASON) == N.REASON_BELOW_LOSS_RATIO) & (pl.col(N.LOSS_RATIO) >= 0.25)
+    )
     assert cliff.below_ratio_users == near_r.height
     above = allocations.filter(pl.col(N.LOSS_USD) < 60)
     assert cliff.eligible_above_loss_users == above.height
-    assert cliff.voucher_above_loss_usd == pytest.approx(float(above[N.VOUCHER_CENTS].median()) / 100)
+    assert cliff.voucher_above_loss_usd == pytest.approx(
+        float(above[N.VOUCHER_CENTS].median()) / 100
+    )
     hist = cliff.loss_hist
     # the bins below the threshold hold only excluded users, those above only eligible ones
     half = len(hist["eligible"]) // 2
@@ -300,16 +334,29 @@ def test_cliff_analysis_with_phase_in_bands() -> None:
     ratio = rng.uniform(0, 1, m)
     loss[:5] = 25.0  # exactly at the lower end: excluded (the rule is loss > 25)
     rules = EligibilityRules(phase_in_loss_usd=25.0, phase_in_ratio=0.2)
-    reason = np.where(loss <= 25, N.REASON_BELOW_MIN_LOSS,
-                      np.where(ratio <= 0.2, N.REASON_BELOW_LOSS_RATIO, "")).tolist()
-    frame = pl.DataFrame({N.USER_ID: np.arange(m), N.LOSS_USD: loss, N.LOSS_RATIO: ratio,
-                          N.REASON: pl.Series(reason).replace("", None)})
+    reason = np.where(
+        loss <= 25, N.REASON_BELOW_MIN_LOSS, np.where(ratio <= 0.2, N.REASON_BELOW_LOSS_RATIO, "")
+    ).tolist()
+    frame = pl.DataFrame(
+        {
+            N.USER_ID: np.arange(m),
+            N.LOSS_USD: loss,
+            N.LOSS_RATIO: ratio,
+            N.REASON: pl.Series(reason).replace("", None),
+        }
+    )
     excluded = frame.filter(pl.col(N.REASON).is_not_null())
     phi = _ramp(loss, 25, 50) * _ramp(ratio, 0.2, 0.3)
-    allocations = frame.filter(pl.col(N.REASON).is_null()).join(
-        pl.DataFrame({N.USER_ID: np.arange(m), N.PHASE_FACTOR: phi}), on=N.USER_ID
-    ).with_columns((pl.col(N.LOSS_USD) * 10 * pl.col(N.PHASE_FACTOR)).round(0).cast(pl.Int64)
-                   .alias(N.VOUCHER_CENTS))
+    allocations = (
+        frame.filter(pl.col(N.REASON).is_null())
+        .join(pl.DataFrame({N.USER_ID: np.arange(m), N.PHASE_FACTOR: phi}), on=N.USER_ID)
+        .with_columns(
+            (pl.col(N.LOSS_USD) * 10 * pl.col(N.PHASE_FACTOR))
+            .round(0)
+            .cast(pl.Int64)
+            .alias(N.VOUCHER_CENTS)
+        )
+    )
     cliff = cliff_analysis(excluded, allocations, rules)
     assert (cliff.min_loss_usd, cliff.min_loss_ratio) == (25.0, 0.2)
     L, R, X = pl.col(N.LOSS_USD), pl.col(N.LOSS_RATIO), pl.col(N.REASON)
@@ -321,8 +368,13 @@ def test_cliff_analysis_with_phase_in_bands() -> None:
     assert cliff.below_ratio_users == below_r.height
     above = allocations.filter((L > 25) & (L < 35))
     assert cliff.eligible_above_loss_users == above.height
-    assert cliff.voucher_above_loss_usd == pytest.approx(float(above[N.VOUCHER_CENTS].median()) / 100)
-    for band, col, low, high in ((cliff.loss_phase_in, L, 25, 50), (cliff.ratio_phase_in, R, 0.2, 0.3)):
+    assert cliff.voucher_above_loss_usd == pytest.approx(
+        float(above[N.VOUCHER_CENTS].median()) / 100
+    )
+    for band, col, low, high in (
+        (cliff.loss_phase_in, L, 25, 50),
+        (cliff.ratio_phase_in, R, 0.2, 0.3),
+    ):
         inside = allocations.filter(col < high)
         assert band is not None and (band.lower, band.upper) == (low, high)
         assert band.users == inside.height > 0
@@ -338,10 +390,16 @@ def test_cliff_analysis_with_phase_in_bands() -> None:
 
 
 def test_band_price_by_hand() -> None:
-    with_band = pl.DataFrame({N.USER_ID: [1, 2, 3, 4], N.VOUCHER_CENTS: [500, 900, 300, 100],
-                              N.LOSS_USD: [100.0, 200.0, 40.0, 30.0]})
-    without = pl.DataFrame({N.USER_ID: [1, 2], N.VOUCHER_CENTS: [600, 1200],
-                            N.LOSS_USD: [100.0, 200.0]})
+    with_band = pl.DataFrame(
+        {
+            N.USER_ID: [1, 2, 3, 4],
+            N.VOUCHER_CENTS: [500, 900, 300, 100],
+            N.LOSS_USD: [100.0, 200.0, 40.0, 30.0],
+        }
+    )
+    without = pl.DataFrame(
+        {N.USER_ID: [1, 2], N.VOUCHER_CENTS: [600, 1200], N.LOSS_USD: [100.0, 200.0]}
+    )
     price = band_price(with_band, without, budget_usd=18.0)
     assert (price.band_users, price.band_paid_usd, price.band_loss_usd) == (2, 4.0, 70.0)
     assert (price.others_paid_without_band_usd, price.others_paid_with_band_usd) == (18.0, 14.0)
@@ -451,7 +509,8 @@ def test_cli_sensitivity_json(run_dir: Path) -> None:
     cliff = report["cliff"]
     near = excluded.filter(
         (pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS)
-        & (pl.col(N.LOSS_USD) >= 40) & (pl.col(N.LOSS_USD) < 50)
+        & (pl.col(N.LOSS_USD) >= 40)
+        & (pl.col(N.LOSS_USD) < 50)
     )
     assert cliff["below_loss_users"] == near.height
     above = alloc.filter((pl.col(N.LOSS_USD) >= 50) & (pl.col(N.LOSS_USD) < 60))
@@ -513,7 +572,9 @@ def test_users_out_matches_fresh_allocations(
         assert int(change.sum()) == sign * round(delta * 100)  # exhaust mode: every cent moves
     # the prediction is the derivative times delta, and the derivatives add up to one
     assert moves["dv_dbudget"].sum() == pytest.approx(1.0, abs=1e-9)
-    np.testing.assert_allclose(moves["predicted_change_usd"], moves["dv_dbudget"] * delta, rtol=1e-12)
+    np.testing.assert_allclose(
+        moves["predicted_change_usd"], moves["dv_dbudget"] * delta, rtol=1e-12
+    )
     # users at a bound in all three runs do not move, and are predicted not to
     stuck = moves.filter((pl.col(N.BOUND) == pl.col("bound_up")) & (pl.col(N.BOUND) != "interior"))
     assert (stuck["change_up_cents"] == 0).all() and (stuck["predicted_change_usd"] == 0).all()
@@ -542,7 +603,11 @@ def test_users_out_is_atomic_and_byte_identical(run_dir: Path, tmp_path: Path) -
     assert again.read_bytes() == files["a.csv"]
     assert pl.read_csv(again).equals(pl.read_parquet(tmp_path / "out" / "a.parquet"))
     # nothing but the outputs is left in the folder (no temporary files)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.csv", "a.parquet", "b.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a.csv",
+        "a.parquet",
+        "b.parquet",
+    ]
     bad = runner.invoke(app, ["sensitivity", str(run_dir), "--users-out", str(tmp_path / "m.xlsx")])
     assert bad.exit_code == 2 and ".parquet or .csv" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "m.xlsx").exists()
@@ -569,7 +634,9 @@ def test_cli_phase_in_cliffs_and_price(phase_run: Path, data: Path, tmp_path: Pa
     assert cliff["below_ratio_users"] == below_r.height > 0
     above = alloc.filter((L > 25) & (L < 35))
     assert cliff["eligible_above_loss_users"] == above.height > 0
-    assert cliff["voucher_above_loss_usd"] == pytest.approx(float(above[N.VOUCHER_CENTS].median()) / 100)
+    assert cliff["voucher_above_loss_usd"] == pytest.approx(
+        float(above[N.VOUCHER_CENTS].median()) / 100
+    )
     # nobody is excluded by min loss between 25 and 50 any more
     assert excluded.filter((X == N.REASON_BELOW_MIN_LOSS) & (L > 25)).height == 0
     for key, col, high in (("loss_phase_in", L, 50.0), ("ratio_phase_in", R, 0.3)):
@@ -577,11 +644,15 @@ def test_cli_phase_in_cliffs_and_price(phase_run: Path, data: Path, tmp_path: Pa
         inside = alloc.filter(col < high)
         assert band["users"] == inside.height > 0
         assert band["loss_usd"] == pytest.approx(float(inside[N.LOSS_USD].sum()), rel=1e-12)
-        assert band["paid_usd"] == pytest.approx(int(inside[N.VOUCHER_CENTS].sum()) / 100, rel=1e-12)
+        assert band["paid_usd"] == pytest.approx(
+            int(inside[N.VOUCHER_CENTS].sum()) / 100, rel=1e-12
+        )
         assert band["median_phase_factor"] == pytest.approx(float(inside[N.PHASE_FACTOR].median()))
         assert (inside[N.PHASE_FACTOR] < 1).all()
     # the price: the same scenario with hard thresholds, allocated afresh at the same budget
-    hard_text = PHASE_IN.replace("phase_in_loss_usd = 25.0\n", "").replace("phase_in_ratio = 0.2\n", "")
+    hard_text = PHASE_IN.replace("phase_in_loss_usd = 25.0\n", "").replace(
+        "phase_in_ratio = 0.2\n", ""
+    )
     hard = pl.read_parquet(_allocate(tmp_path, data, hard_text, "hard") / N.ALLOCATIONS_FILE)
     price = report["phase_in_price"]
     band_users = alloc.join(hard.select(N.USER_ID), on=N.USER_ID, how="anti")
@@ -598,9 +669,13 @@ def test_cli_phase_in_cliffs_and_price(phase_run: Path, data: Path, tmp_path: Pa
     assert price["others_change_usd"] == pytest.approx(-price["band_paid_usd"], abs=1e-6)
     cov = lambda c: float((others[c] / 100 / others[N.LOSS_USD]).median())  # noqa: E731
     assert price["others_median_coverage_without_band"] == pytest.approx(cov("hard"), rel=1e-12)
-    assert price["others_median_coverage_with_band"] == pytest.approx(cov(N.VOUCHER_CENTS), rel=1e-12)
+    assert price["others_median_coverage_with_band"] == pytest.approx(
+        cov(N.VOUCHER_CENTS), rel=1e-12
+    )
     change = others[N.VOUCHER_CENTS] - others["hard"]
-    assert price["others_down"] == int((change < 0).sum()) and price["others_up"] == int((change > 0).sum())
+    assert price["others_down"] == int((change < 0).sum()) and price["others_up"] == int(
+        (change > 0).sum()
+    )
     assert price["others_max_decrease_usd"] == -int(change.min()) / 100
     # and the text says so
     text = runner.invoke(app, ["sensitivity", str(phase_run)]).stdout
@@ -627,7 +702,10 @@ def _copy(run: Path, tmp_path: Path) -> Path:
     ("damage", "expected"),
     [
         (lambda r: (r / N.ALLOCATIONS_FILE).unlink(), "allocations.parquet: file not found"),
-        (lambda r: (r / N.ALLOCATIONS_FILE).write_bytes(b"garbage"), "allocations.parquet: its sha256"),
+        (
+            lambda r: (r / N.ALLOCATIONS_FILE).write_bytes(b"garbage"),
+            "allocations.parquet: its sha256",
+        ),
         (lambda r: (r / N.MANIFEST_FILE).write_bytes(b"\xff\xfe{}"), "not UTF-8"),
         (
             lambda r: (r / N.MANIFEST_FILE).write_bytes(b"[" * 100_000 + b"]" * 100_000),
@@ -655,8 +733,8 @@ def test_regenerated_data_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sensitivity", str(run), "--json"])
     assert result.exit_code == 2 and result.stdout == ""
     assert "changed since the run" in result.output and str(data) in result.output
+    from allocator.analysis.sensitivity import run_sensitivity
     from allocator.errors import InputError
-    from allocator.sensitivity import run_sensitivity
 
     with pytest.raises(InputError, match="changed since the run"):
         run_sensitivity(run)
@@ -673,8 +751,8 @@ def test_users_out_inside_a_run_directory_is_refused(run_dir: Path, tmp_path: Pa
 
 
 def test_top_is_bounded(run_dir: Path) -> None:
+    from allocator.analysis.sensitivity import MAX_TOP_MOVERS, run_sensitivity
     from allocator.errors import InputError
-    from allocator.sensitivity import MAX_TOP_MOVERS, run_sensitivity
 
     for top in ("99999999999999999999", str(MAX_TOP_MOVERS + 1), "-1"):
         result = runner.invoke(app, ["sensitivity", str(run_dir), "--top", top])
@@ -690,7 +768,7 @@ def test_linear_run_prints_no_numpy_warnings(data: Path, tmp_path: Path) -> None
     import sys
     import warnings
 
-    from allocator.sensitivity import run_sensitivity
+    from allocator.analysis.sensitivity import run_sensitivity
 
     run = _allocate(tmp_path, data, LINEAR, "linear")
     with warnings.catch_warnings(record=True) as caught:

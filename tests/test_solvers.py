@@ -17,19 +17,17 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-import allocator.model as model_mod
-import allocator.solvers as solvers_mod
-from allocator.certificate import certify, objective_value
+import allocator.kernel.fast as solvers_mod
+import allocator.kernel.model as model_mod
+import allocator.kernel.solve as solve_mod
 from allocator.errors import InfeasibleError, NotCertifiedError, SolverFailedError
-from allocator.model import FairnessModel
-from allocator.problem import AllocationProblem, ScalarBounds, Segment
-from allocator.solvers import (
-    Allocation,
-    InvalidProblemError,
-    check_feasible,
-    fast_solution,
-    solve,
-)
+from allocator.kernel.allocation import Allocation
+from allocator.kernel.certificate import certify, objective_value
+from allocator.kernel.fast import fast_solution
+from allocator.kernel.feasibility import InvalidProblemError, check_feasible
+from allocator.kernel.model import FairnessModel
+from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment
+from allocator.kernel.solve import solve
 
 # ----------------------------------------------------------------------------------------------
 # problem builders and independent checks
@@ -633,7 +631,7 @@ def test_fast_answer_that_fails_the_certificate_raises(monkeypatch: pytest.Monke
     p = heavy_tailed(100, 1.0, coverage_cap=0.5)
     good = fast_solution(p)
     bad = solvers_mod.FastSolution(good.vouchers, good.shadow_price * 1.01, good.segment_prices)
-    monkeypatch.setattr(solvers_mod, "fast_solution", lambda problem: bad)
+    monkeypatch.setattr(solve_mod, "fast_solution", lambda problem: bad)
     with pytest.raises(NotCertifiedError, match="optimality certificate"):
         solve(p, method="fast")
 

@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
-from allocator import names as N
-from allocator import pipeline, sweeps
-from allocator.sweeps import MAX_SWEEP_POINTS, ModelReuse, run_point, run_sweep, sweep_grid
-from allocator.errors import NotCertifiedError, SolverFailedError
-from allocator.metrics import LOSS_BANDS
-from allocator.pipeline import DataSession, allocate
-from allocator.scenarios import load_scenario
-from allocator.synthetic import generate
 from clihelp import invoke, strict_json
 
+from allocator import names as N
+from allocator.analysis import sweeps
+from allocator.analysis.metrics import LOSS_BANDS
+from allocator.analysis.sweeps import MAX_SWEEP_POINTS, ModelReuse, run_point, run_sweep, sweep_grid
+from allocator.data.synthetic import generate
+from allocator.errors import NotCertifiedError, SolverFailedError
+from allocator.settings.scenarios import load_scenario
+from allocator.vouchers import pipeline
+from allocator.vouchers.pipeline import DataSession, allocate
 
 BANDS = [label for label, _, _ in LOSS_BANDS]
 BUDGET_USD = 3_000_000  # about 1,800 eligible users: floors need 7,300 USD, caps allow 10.9M
@@ -88,8 +88,14 @@ def test_sweep_points_carry_the_metrics_compare_reports(
     tmp_path: Path, data_dir: Path, scen_dir: Path, small: Path
 ) -> None:
     report = sweep_json(
-        "--scenario", small, "--param", "eligibility.min_loss_usd=50:500:3",
-        "--data", data_dir, "--out", tmp_path / "sw",
+        "--scenario",
+        small,
+        "--param",
+        "eligibility.min_loss_usd=50:500:3",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "sw",
     )
     points = report["points"]
     assert [p["eligibility.min_loss_usd"] for p in points] == [50.0, 275.0, 500.0]
@@ -101,8 +107,16 @@ def test_sweep_points_carry_the_metrics_compare_reports(
     assert points[2]["moved_vs_first"] >= eligible[0] - eligible[2]
 
     # compare on the same two settings gives the same numbers, band medians and moves included.
-    a = scenario(scen_dir, "loss50", SMALL.replace('"small"', '"loss50"') + "[eligibility]\nmin_loss_usd = 50.0\n")
-    b = scenario(scen_dir, "loss500", SMALL.replace('"small"', '"loss500"') + "[eligibility]\nmin_loss_usd = 500.0\n")
+    a = scenario(
+        scen_dir,
+        "loss50",
+        SMALL.replace('"small"', '"loss50"') + "[eligibility]\nmin_loss_usd = 50.0\n",
+    )
+    b = scenario(
+        scen_dir,
+        "loss500",
+        SMALL.replace('"small"', '"loss500"') + "[eligibility]\nmin_loss_usd = 500.0\n",
+    )
     result = invoke("compare", a, b, "--data", data_dir, "--json", "-q")
     assert result.exit_code == 0, result.output
     rows = strict_json(result.stdout)["scenarios"]
@@ -122,14 +136,30 @@ def test_sweep_points_carry_the_metrics_compare_reports(
             assert g is None if want is None else g == pytest.approx(want, rel=1e-12)
 
 
-def test_sweep_table_shows_eligible_moves_and_bands(tmp_path: Path, data_dir: Path, small: Path) -> None:
+def test_sweep_table_shows_eligible_moves_and_bands(
+    tmp_path: Path, data_dir: Path, small: Path
+) -> None:
     report = sweep_json(
-        "--scenario", small, "--param", "eligibility.min_loss_usd=50:500:3",
-        "--data", data_dir, "--out", tmp_path / "json",
+        "--scenario",
+        small,
+        "--param",
+        "eligibility.min_loss_usd=50:500:3",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "json",
     )
     result = invoke(
-        "sweep", "--scenario", small, "--param", "eligibility.min_loss_usd=50:500:3",
-        "--data", data_dir, "--out", tmp_path / "table", "-q",
+        "sweep",
+        "--scenario",
+        small,
+        "--param",
+        "eligibility.min_loss_usd=50:500:3",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "table",
+        "-q",
     )
     assert result.exit_code == 0, result.output
     header = result.stdout
@@ -137,7 +167,9 @@ def test_sweep_table_shows_eligible_moves_and_bands(tmp_path: Path, data_dir: Pa
         assert column in header
     lines = [line.split() for line in result.stdout.splitlines()]
     for point in report["points"]:
-        row = next(cells for cells in lines if cells[:1] == [f"{point['eligibility.min_loss_usd']:,.10g}"])
+        row = next(
+            cells for cells in lines if cells[:1] == [f"{point['eligibility.min_loss_usd']:,.10g}"]
+        )
         # Every value is printed whole, none cut short to fit the page.
         assert f"{point['eligible']:,}" in row and f"{point['moved_vs_first']:,}" in row
         assert not any("…" in cell for cell in row)
@@ -151,8 +183,17 @@ def test_infeasible_points_are_recorded_and_the_sweep_goes_on(
 ) -> None:
     out = tmp_path / "sw"
     result = invoke(
-        "sweep", "--scenario", small, "--param", "bounds.floor_usd=5000:4:3",
-        "--data", data_dir, "--out", out, "--json", "-q",
+        "sweep",
+        "--scenario",
+        small,
+        "--param",
+        "bounds.floor_usd=5000:4:3",
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "--json",
+        "-q",
     )
     assert result.exit_code == 0, result.output
     report = strict_json(result.stdout)
@@ -185,8 +226,14 @@ def test_a_solver_failure_is_recorded_with_its_message(
 
     monkeypatch.setattr(sweeps, "allocate", flaky)
     report = sweep_json(
-        "--scenario", small, "--param", "budget.total_usd=2000000:3000000:3",
-        "--data", data_dir, "--out", tmp_path / "sw",
+        "--scenario",
+        small,
+        "--param",
+        "budget.total_usd=2000000:3000000:3",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "sw",
     )
     statuses = [(p["status"], p["reason"]) for p in report["points"]]
     assert statuses == [
@@ -196,11 +243,21 @@ def test_a_solver_failure_is_recorded_with_its_message(
     ]
 
 
-def test_no_point_solved_exits_3_and_writes_nothing(tmp_path: Path, data_dir: Path, small: Path) -> None:
+def test_no_point_solved_exits_3_and_writes_nothing(
+    tmp_path: Path, data_dir: Path, small: Path
+) -> None:
     out = tmp_path / "sw"
     result = invoke(
-        "sweep", "--scenario", small, "--param", "bounds.floor_usd=3000:5000:2",
-        "--data", data_dir, "--out", out, "--json",
+        "sweep",
+        "--scenario",
+        small,
+        "--param",
+        "bounds.floor_usd=3000:5000:2",
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "--json",
     )
     assert result.exit_code == 3
     assert result.stdout == ""
@@ -221,8 +278,16 @@ def test_files_get_ordinary_permissions_and_identical_bytes(
         for name in ("a", "b"):
             out = tmp_path / name
             result = invoke(
-                "sweep", "--scenario", small, "--param", "objective.alpha=0.5:2:3",
-                "--data", data_dir, "--out", out, "-q",
+                "sweep",
+                "--scenario",
+                small,
+                "--param",
+                "objective.alpha=0.5:2:3",
+                "--data",
+                data_dir,
+                "--out",
+                out,
+                "-q",
             )
             assert result.exit_code == 0, result.output
             runs.append(out)
@@ -241,13 +306,23 @@ def test_files_get_ordinary_permissions_and_identical_bytes(
 
 
 @pytest.mark.parametrize("threshold", ["-1", "nan", "inf"])
-def test_bad_moved_threshold_is_refused_before_any_work(tmp_path: Path, small: Path, threshold: str) -> None:
+def test_bad_moved_threshold_is_refused_before_any_work(
+    tmp_path: Path, small: Path, threshold: str
+) -> None:
     other = tmp_path / "other.toml"
     other.write_text(SMALL.replace('"small"', '"other"'))
     missing = tmp_path / "no-data"  # never read: the option is checked first
     for args in (
         ("compare", small, other),
-        ("sweep", "--scenario", small, "--param", "objective.alpha=1:2:2", "--out", tmp_path / "sw"),
+        (
+            "sweep",
+            "--scenario",
+            small,
+            "--param",
+            "objective.alpha=1:2:2",
+            "--out",
+            tmp_path / "sw",
+        ),
     ):
         result = invoke(*args, "--data", missing, f"--moved-threshold={threshold}")
         assert result.exit_code == 2, result.output
@@ -259,7 +334,15 @@ def test_unknown_solver_is_refused_before_any_work(tmp_path: Path, small: Path) 
     missing = tmp_path / "no-data"
     for args in (
         ("compare", small, small),
-        ("sweep", "--scenario", small, "--param", "objective.alpha=1:2:2", "--out", tmp_path / "sw"),
+        (
+            "sweep",
+            "--scenario",
+            small,
+            "--param",
+            "objective.alpha=1:2:2",
+            "--out",
+            tmp_path / "sw",
+        ),
     ):
         result = invoke(*args, "--data", missing, "--solver", "gurobi")
         assert result.exit_code == 2, result.output
@@ -281,10 +364,21 @@ def test_unknown_solver_is_refused_before_any_work(tmp_path: Path, small: Path) 
         (["objective.alpha=0.5:5:100", "budget.total_usd=1e6:3e6:11"], "100 x 11 = 1,100 points"),
         (["bounds.floor_usd=4:7000:3"], "bounds.floor_usd=7000"),
     ],
-    ids=["count-1e11", "count-1e400", "count-0", "count-fraction", "stop-inf", "start-nan",
-         "stop-overflows", "grid-too-large", "point-out-of-range"],
+    ids=[
+        "count-1e11",
+        "count-1e400",
+        "count-0",
+        "count-fraction",
+        "stop-inf",
+        "start-nan",
+        "stop-overflows",
+        "grid-too-large",
+        "point-out-of-range",
+    ],
 )
-def test_bad_param_is_a_one_line_error(tmp_path: Path, small: Path, params: list[str], named: str) -> None:
+def test_bad_param_is_a_one_line_error(
+    tmp_path: Path, small: Path, params: list[str], named: str
+) -> None:
     args: list[object] = ["sweep", "--scenario", small, "--data", tmp_path / "no-data"]
     for p in params:
         args += ["--param", p]
@@ -298,7 +392,9 @@ def test_bad_param_is_a_one_line_error(tmp_path: Path, small: Path, params: list
 
 def test_the_largest_grid_allowed_is_accepted(small: Path) -> None:
     base = load_scenario(small)
-    names, points, scenarios = sweep_grid(base, ["objective.alpha=0.5:3:40", "budget.total_usd=1e6:3e6:25"])
+    names, points, scenarios = sweep_grid(
+        base, ["objective.alpha=0.5:3:40", "budget.total_usd=1e6:3e6:25"]
+    )
     assert len(points) == len(scenarios) == MAX_SWEEP_POINTS == 40 * 25
     assert names == ["objective.alpha", "budget.total_usd"]
 
@@ -322,7 +418,14 @@ def test_json_keeps_loss_bands_in_band_order(tmp_path: Path, data_dir: Path, sma
     # In the text itself too: "<100" comes before "1k-10k", unlike a key-sorted dump.
     assert result.stdout.index('"<100"') < result.stdout.index('"1k-10k"')
     report = sweep_json(
-        "--scenario", small, "--param", "objective.alpha=1:2:2", "--data", data_dir, "--out", tmp_path / "sw"
+        "--scenario",
+        small,
+        "--param",
+        "objective.alpha=1:2:2",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "sw",
     )
     for p in report["points"]:
         assert list(p["median_coverage_by_band"]) == BANDS
@@ -373,7 +476,9 @@ def test_reused_model_pays_what_a_fresh_solve_pays(
     assert (reuse.compiled, reuse.reused) == (compiled, len(scenarios) - compiled)
 
 
-def test_reuse_skips_the_fast_solver_and_infeasible_points(session: DataSession, small: Path) -> None:
+def test_reuse_skips_the_fast_solver_and_infeasible_points(
+    session: DataSession, small: Path
+) -> None:
     _, points, scenarios = sweep_grid(load_scenario(small), ["bounds.floor_usd=5000:4:3"])
     rows, reuse = run_sweep(session, points, scenarios, solver=None, moved_threshold=1.0)
     assert [r["status"] for r in rows] == ["infeasible", "infeasible", "solved"]
@@ -386,7 +491,9 @@ def test_reuse_skips_the_fast_solver_and_infeasible_points(session: DataSession,
 
 def test_cvxpy_sweep_rows_equal_with_and_without_reuse(session: DataSession, small: Path) -> None:
     _, points, scenarios = sweep_grid(load_scenario(small), ["budget.total_usd=2000000:4000000:3"])
-    fresh, none = run_sweep(session, points, scenarios, solver="cvxpy", moved_threshold=1.0, reuse=False)
+    fresh, none = run_sweep(
+        session, points, scenarios, solver="cvxpy", moved_threshold=1.0, reuse=False
+    )
     reused, reuse = run_sweep(session, points, scenarios, solver="cvxpy", moved_threshold=1.0)
     assert none is None and reuse is not None and reuse.reused == 2
     for a, b in zip(fresh, reused):
@@ -394,7 +501,15 @@ def test_cvxpy_sweep_rows_equal_with_and_without_reuse(session: DataSession, sma
         for key in a:
             if key == "shadow_price":
                 assert a[key] == pytest.approx(b[key], rel=1e-6)
-            elif key in ("paid_cents", "eligible", "n_floor", "n_cap", "moved_vs_first", "status", "solver"):
+            elif key in (
+                "paid_cents",
+                "eligible",
+                "n_floor",
+                "n_cap",
+                "moved_vs_first",
+                "status",
+                "solver",
+            ):
                 assert a[key] == b[key], key
 
 
@@ -421,7 +536,7 @@ def test_reused_points_still_pass_the_rounded_certificate(
 def test_a_model_that_needed_its_fallback_is_not_reused(
     session: DataSession, small: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from allocator.model import FairnessModel
+    from allocator.kernel.model import FairnessModel
 
     real = FairnessModel._attempt
 
@@ -466,8 +581,8 @@ def test_the_session_keeps_only_the_most_recent_eligibility_results(session: Dat
     # a threshold sweep makes a new rule set at every point; the cache must not grow with it
     from dataclasses import replace
 
-    from allocator.config import EligibilityRules
-    from allocator.pipeline import ELIGIBILITY_CACHE_SIZE
+    from allocator.settings.models import EligibilityRules
+    from allocator.vouchers.pipeline import ELIGIBILITY_CACHE_SIZE
 
     session._eligibility.clear()
     base = EligibilityRules()
@@ -487,8 +602,16 @@ def test_a_file_that_cannot_be_written_leaves_neither_file(
     out = tmp_path / "sw"
     (out / "sweep.png").mkdir(parents=True)
     result = invoke(
-        "sweep", "--scenario", small, "--param", "objective.alpha=1:2:2", "--data", data_dir,
-        "--out", out, "-q",
+        "sweep",
+        "--scenario",
+        small,
+        "--param",
+        "objective.alpha=1:2:2",
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "-q",
     )
     assert result.exit_code == 2, result.output
     assert "Nothing was written" in result.stderr and "Traceback" not in result.output

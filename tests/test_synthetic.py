@@ -7,7 +7,7 @@ reading of the published rules (window, covered products, USD 50, 30% of net ass
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 import allocator.cli.cmd_generate  # noqa: F401 - registers the command
 from allocator import names as N
 from allocator.cli.app import app
-from allocator.data import SCHEMAS, Inputs, load_inputs, validate_inputs
+from allocator.data.inputs import SCHEMAS, Inputs, load_inputs, validate_inputs
+from allocator.data.synthetic import MAX_USERS, default_data_dir, generate, generate_tables
 from allocator.errors import InputError
-from allocator.synthetic import MAX_USERS, default_data_dir, generate, generate_tables
 
-UTC = timezone.utc
+UTC = UTC
 W0 = datetime(2025, 10, 10, tzinfo=UTC)
 W1 = datetime(2025, 10, 12, tzinfo=UTC)
 RESTRICTED = ["US", "CU", "IR", "KP", "SY"]
@@ -52,12 +52,18 @@ def per_user(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """Every liquidated user with counted USD loss, attributes, net assets and a default verdict."""
     ev, prices = tables[N.EVENTS_FILE], tables[N.PRICES_FILE]
     counted = (
-        ev.filter(pl.col(N.PRODUCT).is_in(N.COVERED_PRODUCTS), pl.col(N.TS) >= W0, pl.col(N.TS) < W1)
+        ev.filter(
+            pl.col(N.PRODUCT).is_in(N.COVERED_PRODUCTS), pl.col(N.TS) >= W0, pl.col(N.TS) < W1
+        )
         .sort(N.TS)
         .join_asof(
             prices.sort(N.ASSET, N.PRICE_TS).rename({N.PRICE_TS: "bar"}),
-            left_on=N.TS, right_on="bar", by_left=N.SETTLE_ASSET, by_right=N.ASSET,
-            strategy="backward", check_sortedness=False,
+            left_on=N.TS,
+            right_on="bar",
+            by_left=N.SETTLE_ASSET,
+            by_right=N.ASSET,
+            strategy="backward",
+            check_sortedness=False,
         )
     )
     assert counted[N.PRICE_USD].null_count() == 0
@@ -66,7 +72,8 @@ def per_user(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     )
     covered = ev.filter(pl.col(N.PRODUCT).is_in(N.COVERED_PRODUCTS)).select(N.USER_ID).unique()
     df = (
-        ev.select(N.USER_ID).unique()
+        ev.select(N.USER_ID)
+        .unique()
         .join(covered.with_columns(covered=pl.lit(True)), on=N.USER_ID, how="left")
         .join(loss, on=N.USER_ID, how="left")
         .join(tables[N.USERS_FILE].with_columns(known=pl.lit(True)), on=N.USER_ID, how="left")
@@ -74,15 +81,24 @@ def per_user(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     )
     net = pl.col(N.NET_ASSETS_USD)
     verdict = (
-        pl.when(pl.col("covered").is_null()).then(pl.lit("product"))
-        .when(pl.col("loss").is_null()).then(pl.lit("window"))
-        .when(pl.col("known").is_null()).then(pl.lit("no_user"))
-        .when(pl.col(N.REGION).is_in(RESTRICTED)).then(pl.lit("region"))
-        .when(pl.col(N.KYC_STATUS) != N.KYC_VERIFIED).then(pl.lit("kyc"))
-        .when(pl.col(N.DEPEG_COMP_USD) > 0).then(pl.lit("depeg"))
-        .when(pl.col("loss") < 50).then(pl.lit("min_loss"))
-        .when(net.is_null()).then(pl.lit("no_snapshot"))
-        .when((net > 0) & (pl.col("loss") < 0.3 * net)).then(pl.lit("ratio"))
+        pl.when(pl.col("covered").is_null())
+        .then(pl.lit("product"))
+        .when(pl.col("loss").is_null())
+        .then(pl.lit("window"))
+        .when(pl.col("known").is_null())
+        .then(pl.lit("no_user"))
+        .when(pl.col(N.REGION).is_in(RESTRICTED))
+        .then(pl.lit("region"))
+        .when(pl.col(N.KYC_STATUS) != N.KYC_VERIFIED)
+        .then(pl.lit("kyc"))
+        .when(pl.col(N.DEPEG_COMP_USD) > 0)
+        .then(pl.lit("depeg"))
+        .when(pl.col("loss") < 50)
+        .then(pl.lit("min_loss"))
+        .when(net.is_null())
+        .then(pl.lit("no_snapshot"))
+        .when((net > 0) & (pl.col("loss") < 0.3 * net))
+        .then(pl.lit("ratio"))
         .otherwise(pl.lit("eligible"))
     )
     return df.with_columns(verdict=verdict)
@@ -114,7 +130,9 @@ def test_rerun_in_place_is_identical_and_keeps_other_files(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(("have", "want"), [("csv", "parquet"), ("parquet", "csv")])
-def test_other_format_in_the_directory_is_refused_and_kept(tmp_path: Path, have: str, want: str) -> None:
+def test_other_format_in_the_directory_is_refused_and_kept(
+    tmp_path: Path, have: str, want: str
+) -> None:
     # The other format's tables may be real exports: never deleted, and nothing written.
     d = tmp_path / "d"
     generate(d, users=50, seed=1, fmt=have)
@@ -139,7 +157,9 @@ def test_run_directory_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("out", ["", "   "])
-def test_empty_output_path_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str) -> None:
+def test_empty_output_path_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError, match="empty"):
         generate(out, users=10, seed=1)
@@ -226,7 +246,9 @@ def test_window_edges(tables: dict[str, pl.DataFrame]) -> None:
     assert (ts < at(9, 23, 59)).sum() == 0  # nothing far from the window
 
 
-def test_every_product_and_uncovered_share(tables: dict[str, pl.DataFrame], per_user: pl.DataFrame) -> None:
+def test_every_product_and_uncovered_share(
+    tables: dict[str, pl.DataFrame], per_user: pl.DataFrame
+) -> None:
     ev = tables[N.EVENTS_FILE]
     counts = dict(ev.group_by(N.PRODUCT).len().iter_rows())
     assert set(counts) == set(N.PRODUCTS)
@@ -253,9 +275,15 @@ def test_loss_share_long(per_user: pl.DataFrame, tables: dict[str, pl.DataFrame]
     ev = tables[N.EVENTS_FILE].filter(pl.col(N.PRODUCT).is_in(N.COVERED_PRODUCTS)).sort(N.TS)
     priced = ev.join_asof(
         tables[N.PRICES_FILE].sort(N.ASSET, N.PRICE_TS).rename({N.PRICE_TS: "bar"}),
-        left_on=N.TS, right_on="bar", by_left=N.SETTLE_ASSET, by_right=N.ASSET, check_sortedness=False,
+        left_on=N.TS,
+        right_on="bar",
+        by_left=N.SETTLE_ASSET,
+        by_right=N.ASSET,
+        check_sortedness=False,
     )
-    usd = priced.group_by(N.SIDE).agg(((pl.col(N.REALISED_LOSS) + pl.col(N.LIQ_FEE)) * pl.col(N.PRICE_USD)).sum())
+    usd = priced.group_by(N.SIDE).agg(
+        ((pl.col(N.REALISED_LOSS) + pl.col(N.LIQ_FEE)) * pl.col(N.PRICE_USD)).sum()
+    )
     by = dict(usd.iter_rows())
     assert by["long"] > 3 * by["short"]
 
@@ -281,7 +309,11 @@ def test_depeg_collateral_concentrated_in_window(tables: dict[str, pl.DataFrame]
     has_depeg = pl.col(N.COLLATERAL).str.contains("USDe|BNSOL|WBETH")
     in_window = (pl.col(N.TS) >= at(10, 21, 36)) & (pl.col(N.TS) < at(10, 22, 16))
     depeg = ev.filter(has_depeg)
-    assert depeg.height > 0 and set(depeg[N.COLLATERAL].str.split("|").explode()) >= {"USDe", "BNSOL", "WBETH"}
+    assert depeg.height > 0 and set(depeg[N.COLLATERAL].str.split("|").explode()) >= {
+        "USDe",
+        "BNSOL",
+        "WBETH",
+    }
     assert depeg.select(in_window.mean()).item() > 0.4  # 40 of 2,880 minutes: concentrated
     hit = ev.filter(has_depeg & in_window).select(N.USER_ID).unique()
     users = tables[N.USERS_FILE]
@@ -294,14 +326,23 @@ def test_depeg_collateral_concentrated_in_window(tables: dict[str, pl.DataFrame]
     assert (users[N.DEPEG_COMP_USD] >= 0).all()
 
 
-DEPEG_SYMBOLS = {"USDEUSDT": ("USDe", 0.66), "BNSOLUSDT": ("BNSOL", 34.90), "WBETHUSDT": ("WBETH", 430.65)}
+DEPEG_SYMBOLS = {
+    "USDEUSDT": ("USDe", 0.66),
+    "BNSOLUSDT": ("BNSOL", 34.90),
+    "WBETHUSDT": ("WBETH", 430.65),
+}
 
 
 def test_depeg_collateral_sales(tables: dict[str, pl.DataFrame]) -> None:
     ev = tables[N.EVENTS_FILE]
     sales = ev.filter(pl.col(N.SYMBOL).is_in(list(DEPEG_SYMBOLS)))
     assert sales.height > 100
-    assert set(sales[N.PRODUCT].unique()) == {N.CROSS_MARGIN, N.ISOLATED_MARGIN, N.USDM_FUTURES, N.LOAN}
+    assert set(sales[N.PRODUCT].unique()) == {
+        N.CROSS_MARGIN,
+        N.ISOLATED_MARGIN,
+        N.USDM_FUTURES,
+        N.LOAN,
+    }
     assert (sales[N.SIDE] == "long").all() and (sales[N.SETTLE_ASSET] == "USDT").all()
     in_window = (pl.col(N.TS) >= at(10, 21, 36)) & (pl.col(N.TS) < at(10, 22, 16))
     assert sales.select(in_window.mean()).item() > 0.85
@@ -325,41 +366,66 @@ def test_depeg_comp_is_the_rule_recomputed(tables: dict[str, pl.DataFrame]) -> N
     bars = prices.sort(N.PRICE_TS).rename({N.PRICE_TS: "bar"})
     ref = prices.filter(pl.col(N.PRICE_TS) == at(11)).select(
         pl.col(N.ASSET).alias("asset"),
-        pl.when(pl.col(N.ASSET) == "USDe").then(pl.max_horizontal(N.PRICE_USD, pl.lit(1.0)))
-        .otherwise(pl.col(N.PRICE_USD)).alias("ref"),
+        pl.when(pl.col(N.ASSET) == "USDe")
+        .then(pl.max_horizontal(N.PRICE_USD, pl.lit(1.0)))
+        .otherwise(pl.col(N.PRICE_USD))
+        .alias("ref"),
     )
     products = [*N.COVERED_PRODUCTS, N.LOAN]
     sales = (
-        ev.filter(pl.col(N.SYMBOL).is_in(list(DEPEG_SYMBOLS)), pl.col(N.PRODUCT).is_in(products),
-                  pl.col(N.TS) >= at(10, 21, 36), pl.col(N.TS) < at(10, 22, 16))
-        .with_columns(pl.col(N.SYMBOL).replace_strict({k: v[0] for k, v in DEPEG_SYMBOLS.items()}).alias("asset"))
+        ev.filter(
+            pl.col(N.SYMBOL).is_in(list(DEPEG_SYMBOLS)),
+            pl.col(N.PRODUCT).is_in(products),
+            pl.col(N.TS) >= at(10, 21, 36),
+            pl.col(N.TS) < at(10, 22, 16),
+        )
+        .with_columns(
+            pl.col(N.SYMBOL)
+            .replace_strict({k: v[0] for k, v in DEPEG_SYMBOLS.items()})
+            .alias("asset")
+        )
         .sort(N.TS)
-        .join_asof(bars.filter(pl.col(N.ASSET) == "USDT").select("bar", pl.col(N.PRICE_USD).alias("usdt")),
-                   left_on=N.TS, right_on="bar", check_sortedness=False)
+        .join_asof(
+            bars.filter(pl.col(N.ASSET) == "USDT").select("bar", pl.col(N.PRICE_USD).alias("usdt")),
+            left_on=N.TS,
+            right_on="bar",
+            check_sortedness=False,
+        )
         .join(ref, on="asset")
         .with_columns(usd=pl.col(N.LIQ_PRICE) * pl.col("usdt"))
         .with_columns(
             comp=pl.when(pl.col("usd") < pl.col("ref"))
-            .then((pl.col("ref") - pl.col("usd")) * pl.col(N.QUANTITY) + pl.col(N.LIQ_FEE) * pl.col("usdt"))
+            .then(
+                (pl.col("ref") - pl.col("usd")) * pl.col(N.QUANTITY)
+                + pl.col(N.LIQ_FEE) * pl.col("usdt")
+            )
             .otherwise(0.0)
         )
         .with_columns(cents=(pl.col("comp") * 100 + 0.5).floor().cast(pl.Int64))
     )
     owed = sales.group_by(N.USER_ID).agg(pl.col("cents").sum())
-    both = users.join(owed, on=N.USER_ID, how="full", coalesce=True).with_columns(
-        pl.col("cents").fill_null(0),
-        paid=(pl.col(N.DEPEG_COMP_USD) * 100).round().cast(pl.Int64),
-    ).filter(pl.col(N.DEPEG_COMP_USD).is_not_null())  # users missing from the users table
+    both = (
+        users.join(owed, on=N.USER_ID, how="full", coalesce=True)
+        .with_columns(
+            pl.col("cents").fill_null(0),
+            paid=(pl.col(N.DEPEG_COMP_USD) * 100).round().cast(pl.Int64),
+        )
+        .filter(pl.col(N.DEPEG_COMP_USD).is_not_null())
+    )  # users missing from the users table
     owed_any = both.filter(pl.col("cents") > 0)
     assert owed_any.height > 100
     exact = int((owed_any["paid"] == owed_any["cents"]).sum())
     unpaid = int((owed_any["paid"] == 0).sum())
-    assert exact >= 0.95 * owed_any.height and exact + unpaid == owed_any.height  # a few unpaid, never another amount
+    assert (
+        exact >= 0.95 * owed_any.height and exact + unpaid == owed_any.height
+    )  # a few unpaid, never another amount
     # Paid without a sale in the window: the case-reviewed sales just outside it.
     reviewed = both.filter(pl.col("cents") == 0, pl.col("paid") > 0)
     assert reviewed.height >= 1
-    outside = ev.filter(pl.col(N.SYMBOL).is_in(list(DEPEG_SYMBOLS)),
-                        (pl.col(N.TS) < at(10, 21, 36)) | (pl.col(N.TS) >= at(10, 22, 16)))
+    outside = ev.filter(
+        pl.col(N.SYMBOL).is_in(list(DEPEG_SYMBOLS)),
+        (pl.col(N.TS) < at(10, 21, 36)) | (pl.col(N.TS) >= at(10, 22, 16)),
+    )
     assert reviewed[N.USER_ID].is_in(outside[N.USER_ID].implode()).all()
 
 
@@ -371,10 +437,14 @@ def test_collateral_mostly_usdt(tables: dict[str, pl.DataFrame]) -> None:
 def test_prices(tables: dict[str, pl.DataFrame]) -> None:
     pr = tables[N.PRICES_FILE]
     ev = tables[N.EVENTS_FILE]
-    used = set(ev[N.SETTLE_ASSET].unique()) | set(ev[N.COLLATERAL].str.split("|").explode().unique())
+    used = set(ev[N.SETTLE_ASSET].unique()) | set(
+        ev[N.COLLATERAL].str.split("|").explode().unique()
+    )
     assets = set(pr[N.ASSET].unique())
     assert used <= assets and assets - used  # at least one asset nobody traded
-    span = pr.group_by(N.ASSET).agg(pl.col(N.PRICE_TS).min().alias("lo"), pl.col(N.PRICE_TS).max().alias("hi"), pl.len())
+    span = pr.group_by(N.ASSET).agg(
+        pl.col(N.PRICE_TS).min().alias("lo"), pl.col(N.PRICE_TS).max().alias("hi"), pl.len()
+    )
     assert (span["lo"] == at(9, 23)).all() and (span["hi"] == at(12, 1)).all()
     assert (span["len"] == 50 * 60 + 1).all()  # every minute bar
 
@@ -427,7 +497,12 @@ def test_default_rules_calibration(per_user: pl.DataFrame) -> None:
     below_50 = per_user.filter(pl.col("loss").is_between(40, 50, closed="left")).height / n
     assert below_50 > 0.02
     net = pl.col(N.NET_ASSETS_USD)
-    below_30 = per_user.filter(net > 0, (pl.col("loss") / net).is_between(0.25, 0.30, closed="left")).height / n
+    below_30 = (
+        per_user.filter(
+            net > 0, (pl.col("loss") / net).is_between(0.25, 0.30, closed="left")
+        ).height
+        / n
+    )
     assert below_30 > 0.02
 
 
@@ -435,7 +510,9 @@ def test_default_rules_calibration(per_user: pl.DataFrame) -> None:
 # default data and the command
 
 
-def test_default_data_dir_is_cached_and_race_safe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_data_dir_is_cached_and_race_safe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ALLOCATOR_CACHE_DIR", str(tmp_path / "cache"))
     results: list[Path] = []
     errors: list[BaseException] = []
@@ -482,7 +559,9 @@ def test_cli_generate(tmp_path: Path) -> None:
         assert (out / path.name).read_bytes() == path.read_bytes()
 
 
-def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_errors_are_messages_not_tracebacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     res = _invoke(["--users", "10", "--out", str(blocker)])
@@ -494,7 +573,11 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, monkeypatch: pyt
     res = _invoke(["--users", "-3", "--seed", "-1", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     res = _invoke(["--users", "99999999999999", "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2 and "the limit is 50,000,000" in res.output and "Traceback" not in res.output
+    assert (
+        res.exit_code == 2
+        and "the limit is 50,000,000" in res.output
+        and "Traceback" not in res.output
+    )
     monkeypatch.chdir(tmp_path)
     res = _invoke(["--users", "10", "--out", ""])
     assert res.exit_code == 2 and "empty" in res.output
@@ -523,4 +606,6 @@ def test_cli_out_of_memory_is_a_message(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(allocator.cli.cmd_generate, "generate", short_of_memory)
     res = _invoke(["--users", "40000000", "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2 and "not enough memory" in res.output and "Traceback" not in res.output
+    assert (
+        res.exit_code == 2 and "not enough memory" in res.output and "Traceback" not in res.output
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import types
 from dataclasses import dataclass, field, fields, is_dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from allocator.config import Scenario
 from allocator.errors import ScenarioError
-from allocator.tomlconfig import build, load_toml, to_dict
+from allocator.settings.models import Scenario
+from allocator.settings.toml import build, load_toml, to_dict
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @dataclass(frozen=True)

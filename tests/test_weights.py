@@ -13,9 +13,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from allocator import names as N
-from allocator.config import BoundsSpec, BudgetSpec, ObjectiveSpec, Scenario, SegmentSpec
 from allocator.errors import InfeasibleError, InputError, ScenarioError
-from allocator.weights import (
+from allocator.settings.models import BoundsSpec, BudgetSpec, ObjectiveSpec, Scenario, SegmentSpec
+from allocator.vouchers.weights import (
     FACTOR_COVERAGE,
     FACTOR_LOSS,
     FACTOR_PHASE,
@@ -334,7 +334,7 @@ def test_bounds_and_cent_feasibility(losses, floor, cc_text):
 )
 def test_bounds_cents_agree_with_rounding(lows, widths):
     # The pre-solve check and the cents rounding must judge the same users feasible.
-    from allocator.rounding import bounds_to_cents
+    from allocator.kernel.rounding import bounds_to_cents
 
     n = min(len(lows), len(widths))
     lower = np.array(lows[:n])

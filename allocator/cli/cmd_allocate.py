@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,13 +15,11 @@ from allocator.cli.common import (
     resolve_data_dir,
     usd,
 )
-from allocator.pipeline import DataSession, allocate, manifest
-from allocator.rundir import write_run_dir
-from allocator.scenarios import load_scenario
+from allocator.settings.scenarios import load_scenario
+from allocator.vouchers.pipeline import DataSession, allocate, write_run
 
 
-
-def run_summary(run, out_dir: Path | None) -> dict:  # noqa: ANN001 - RunResult
+def run_summary(run, out_dir: Path | None) -> dict:
     cert = run.allocation.certificate
     rec = run.eligibility.reconciliation
     counts = run.allocations["bound"].value_counts()
@@ -51,15 +49,18 @@ def run_summary(run, out_dir: Path | None) -> dict:  # noqa: ANN001 - RunResult
 def allocate_cmd(
     scenario: Annotated[Path, typer.Option("--scenario", "-s", help="Scenario TOML file.")],
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
+        Path | None, typer.Option("--data", help="Data directory (default: built-in data).")
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Run directory to write (default: runs/<scenario>).")
+        Path | None,
+        typer.Option("--out", help="Run directory to write (default: runs/<scenario>)."),
     ] = None,
     solver: Annotated[
-        Optional[str], typer.Option("--solver", help="auto | fast | cvxpy (default: the scenario's).")
+        str | None, typer.Option("--solver", help="auto | fast | cvxpy (default: the scenario's).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as strict JSON.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as strict JSON.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Run eligibility, allocation and cent rounding for one scenario; write a run directory.
@@ -75,14 +76,7 @@ def allocate_cmd(
     run = allocate(session, scen, solver=solver, progress=progress)
     out_dir = out if out is not None else Path("runs") / scen.name
     progress(f"writing {out_dir}")
-    man = manifest(session, run, solver_requested=solver or scen.solver.name)
-    write_run_dir(
-        out_dir,
-        allocations=run.allocations,
-        excluded=run.eligibility.excluded,
-        payouts=run.payouts,
-        manifest=man,
-    )
+    write_run(out_dir, session, run, solver_requested=solver or scen.solver.name)
     summary = run_summary(run, out_dir)
     if json_out:
         print_json(summary)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from allocator.checks import check_run_dir
+from allocator.analysis.checks import check_run_dir
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import print_json
 
@@ -16,7 +16,9 @@ from allocator.cli.common import print_json
 @guarded
 def check_budget_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `allocator allocate`.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
+    ] = False,
 ) -> None:
     """Check a run directory: exact total, bounds, nobody paid twice or lost, keys, optimality.
 

@@ -1,9 +1,9 @@
 """``allocator compare`` and ``allocator sweep``: scenarios side by side, and along a parameter.
 
-Both report the same metrics per scenario or point: :func:`allocator.metrics.summary` (with the
+Both report the same metrics per scenario or point: :func:`allocator.analysis.metrics.summary` (with the
 median coverage by loss band) and ``moved_vs_first``, the users whose voucher moves by more than
 ``--moved-threshold`` USD against the first scenario (compare) or the first point that solved
-(sweep). The sweep itself lives in :mod:`allocator.sweeps`; a failed point is recorded and the
+(sweep). The sweep itself lives in :mod:`allocator.analysis.sweeps`; a failed point is recorded and the
 sweep goes on. The table, ``sweep.csv`` and ``sweep.png`` are written when at least one point
 solved (exit 0); when none did, nothing is written and the exit code is 3, as for a single
 infeasible or failed run.
@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import polars as pl
 import typer
@@ -25,18 +25,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from allocator.cli.app import app, err_console, guarded, out_console
-from allocator.cli.common import (
-    check_solver_option,
-    print_json,
-    progress_printer,
-    resolve_data_dir,
-)
-from allocator.errors import AllocatorError, InfeasibleError, SolverFailedError
-from allocator.metrics import LOSS_BANDS, moved, summary
-from allocator.pipeline import DataSession, allocate
-from allocator.scenarios import load_scenario
-from allocator.sweeps import (
+from allocator.analysis.metrics import LOSS_BANDS, moved, summary
+from allocator.analysis.sweeps import (
     MAX_SWEEP_POINTS,
     STATUS_INFEASIBLE,
     STATUS_SOLVED,
@@ -45,6 +35,16 @@ from allocator.sweeps import (
     sweep_frame,
     sweep_grid,
 )
+from allocator.cli.app import app, err_console, guarded, out_console
+from allocator.cli.common import (
+    check_solver_option,
+    print_json,
+    progress_printer,
+    resolve_data_dir,
+)
+from allocator.errors import AllocatorError, InfeasibleError, SolverFailedError
+from allocator.settings.scenarios import load_scenario
+from allocator.vouchers.pipeline import DataSession, allocate
 
 #: Metrics shown in the human tables, in order, with their formats.
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
@@ -82,8 +82,8 @@ def check_moved_threshold(threshold: float) -> None:
         )
 
 
-def scenario_metrics(run) -> dict:  # noqa: ANN001 - RunResult
-    """The compare/sweep metrics of one :class:`~allocator.pipeline.RunResult` (without moves)."""
+def scenario_metrics(run) -> dict:
+    """The compare/sweep metrics of one :class:`~allocator.vouchers.pipeline.RunResult` (without moves)."""
     return summary(
         run.allocations, budget_cents=run.budget_cents, shadow_price=run.allocation.shadow_price
     )
@@ -94,14 +94,18 @@ def scenario_metrics(run) -> dict:  # noqa: ANN001 - RunResult
 def compare_cmd(
     scenarios: Annotated[list[Path], typer.Argument(help="Two or more scenario TOML files.")],
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
+        Path | None, typer.Option("--data", help="Data directory (default: built-in data).")
     ] = None,
     moved_threshold: Annotated[
         float,
-        typer.Option("--moved-threshold", help="USD: count users whose voucher moves by more than this."),
+        typer.Option(
+            "--moved-threshold", help="USD: count users whose voucher moves by more than this."
+        ),
     ] = 1.0,
-    solver: Annotated[Optional[str], typer.Option("--solver", help="auto | fast | cvxpy.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
+    solver: Annotated[str | None, typer.Option("--solver", help="auto | fast | cvxpy.")] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Compare scenarios side by side on the same data.
@@ -236,10 +240,10 @@ def sweep_cmd(
         ),
     ],
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
+        Path | None, typer.Option("--data", help="Data directory (default: built-in data).")
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Folder for sweep.csv and sweep.png.")
+        Path | None, typer.Option("--out", help="Folder for sweep.csv and sweep.png.")
     ] = None,
     moved_threshold: Annotated[
         float,
@@ -248,8 +252,10 @@ def sweep_cmd(
             help="USD: count users whose voucher moves by more than this vs the first point solved.",
         ),
     ] = 1.0,
-    solver: Annotated[Optional[str], typer.Option("--solver", help="auto | fast | cvxpy.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
+    solver: Annotated[str | None, typer.Option("--solver", help="auto | fast | cvxpy.")] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Sweep scenario parameters and report the comparison metrics at every point.

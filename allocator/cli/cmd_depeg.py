@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -35,8 +35,10 @@ def parse_prices(values: list[str] | None, option: str) -> dict[str, float]:
         except ValueError:
             value = math.nan
         if not sep or not asset.strip() or not math.isfinite(value):
-            raise ScenarioError(f"{option} {text!r}: expected ASSET=PRICE with a finite price in "
-                                f"USD, for example {option} USDe=0.999.")
+            raise ScenarioError(
+                f"{option} {text!r}: expected ASSET=PRICE with a finite price in "
+                f"USD, for example {option} USDe=0.999."
+            )
         out[asset.strip()] = value
     return out
 
@@ -50,7 +52,8 @@ def rules_from_options(
     fee_refund: bool | None,
 ):
     """The rules file's ``[depeg]`` table (or the defaults) with the command-line options applied."""
-    from allocator.depeg import depeg_rules_from_dict, load_depeg_rules, merge_overrides
+    from allocator.depeg.compensation import depeg_rules_from_dict, load_depeg_rules
+    from allocator.settings.depeg import merge_overrides
 
     overrides: dict[str, Any] = {}
     if window_start is not None:
@@ -71,37 +74,61 @@ def rules_from_options(
 @depeg_app.command("compute")
 @guarded
 def compute_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Run directory to write (replaced if it is an earlier depeg run).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Run directory to write (replaced if it is an earlier depeg run)."
+        ),
+    ],
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
+        Path | None, typer.Option("--data", help="Data directory (default: built-in data).")
     ] = None,
     rules_file: Annotated[
-        Optional[Path],
-        typer.Option("--rules", help="TOML file with a \\[depeg] table (window_start, window_end, assets, "
-                                     "products, reference_at, reference_prices, floors, refund_fees)."),
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="TOML file with a \\[depeg] table (window_start, window_end, assets, "
+            "products, reference_at, reference_prices, floors, refund_fees).",
+        ),
     ] = None,
     window_start: Annotated[
-        Optional[str], typer.Option("--window-start", help="First instant of the window, inclusive, with an "
-                                                           "offset (default 2025-10-10T21:36:00Z).")
+        str | None,
+        typer.Option(
+            "--window-start",
+            help="First instant of the window, inclusive, with an "
+            "offset (default 2025-10-10T21:36:00Z).",
+        ),
     ] = None,
     window_end: Annotated[
-        Optional[str], typer.Option("--window-end", help="End of the window, exclusive "
-                                                         "(default 2025-10-10T22:16:00Z).")
+        str | None,
+        typer.Option(
+            "--window-end", help="End of the window, exclusive (default 2025-10-10T22:16:00Z)."
+        ),
     ] = None,
     reference: Annotated[
-        Optional[list[str]],
-        typer.Option("--reference", help="Reference price override ASSET=USD, repeatable (default: the "
-                                         "prices table at 2025-10-11 00:00 UTC)."),
+        list[str] | None,
+        typer.Option(
+            "--reference",
+            help="Reference price override ASSET=USD, repeatable (default: the "
+            "prices table at 2025-10-11 00:00 UTC).",
+        ),
     ] = None,
     floor: Annotated[
-        Optional[list[str]],
-        typer.Option("--floor", help="Minimum reference price ASSET=USD, repeatable (default USDe=1.0; USDe=0 removes it)."),
+        list[str] | None,
+        typer.Option(
+            "--floor",
+            help="Minimum reference price ASSET=USD, repeatable (default USDe=1.0; USDe=0 removes it).",
+        ),
     ] = None,
     fee_refund: Annotated[
-        Optional[bool], typer.Option("--fee-refund/--no-fee-refund", help="Refund the liquidation fee "
-                                                                          "(default: yes).")
+        bool | None,
+        typer.Option(
+            "--fee-refund/--no-fee-refund", help="Refund the liquidation fee (default: yes)."
+        ),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Compute the depeg compensation per position and per user; write a run directory.
@@ -118,7 +145,7 @@ def compute_cmd(
 
       allocator depeg compute --data data/small --out runs/depeg_par --reference USDe=1 --floor USDe=0.95 --json
     """
-    from allocator.depeg import (
+    from allocator.depeg.compensation import (
         ANNOUNCED_TOTAL_USD,
         rules_to_dict,
         run_depeg,
@@ -137,19 +164,23 @@ def compute_cmd(
     write_depeg_run(result, out)
     summary = result.summary()
     if json_out:
-        print_json({
-            "run_dir": str(out),
-            "data_dir": str(data_dir),
-            "rules": rules_to_dict(rules),
-            "reference_prices": [r.to_dict() for r in result.references],
-            **summary,
-        })
+        print_json(
+            {
+                "run_dir": str(out),
+                "data_dir": str(data_dir),
+                "rules": rules_to_dict(rules),
+                "reference_prices": [r.to_dict() for r in result.references],
+                **summary,
+            }
+        )
         return
     for line in result.reconciliation.lines():
         out_console.print(line, markup=False, highlight=False)
     refs = ", ".join(
-        f"{r.asset} {r.compensable_usd:,.6g}" + (f" (floor {r.floor_usd:g})" if r.floor_usd is not None else "")
-        if r.compensable_usd is not None else f"{r.asset} missing"
+        f"{r.asset} {r.compensable_usd:,.6g}"
+        + (f" (floor {r.floor_usd:g})" if r.floor_usd is not None else "")
+        if r.compensable_usd is not None
+        else f"{r.asset} missing"
         for r in result.references
     )
     by_asset = ", ".join(f"{a} {c / 100:,.2f}" for a, c in summary["by_asset_cents"].items())
@@ -161,5 +192,6 @@ def compute_cmd(
         f"{100 * total / ANNOUNCED_TOTAL_USD:.1f}% of the real programme's announced "
         f"{ANNOUNCED_TOTAL_USD / 1e6:,.0f}M\n"
         f"computed in {elapsed:.1f} s; wrote {out}",
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )

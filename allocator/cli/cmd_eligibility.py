@@ -8,16 +8,16 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import progress_printer, resolve_data_dir
-from allocator.config import EligibilityRules, Scenario
-from allocator.eligibility import run_eligibility, write_eligibility
-from allocator.rundir import refuse_output_in_run
-from allocator.scenarios import load_scenario, validate_scenario
+from allocator.runs.rundir import refuse_output_in_run
+from allocator.settings.models import EligibilityRules, Scenario
+from allocator.settings.scenarios import load_scenario, validate_scenario
+from allocator.vouchers.eligibility import run_eligibility, write_eligibility
 
 
 class DepegPolicy(str, Enum):
@@ -40,10 +40,10 @@ def eligibility_cmd(
         ),
     ],
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
+        Path | None, typer.Option("--data", help="Data directory (default: built-in data).")
     ] = None,
     scenario: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--scenario",
             "-s",
@@ -52,21 +52,26 @@ def eligibility_cmd(
         ),
     ] = None,
     min_loss: Annotated[
-        Optional[float],
+        float | None,
         typer.Option("--min-loss", min=0.0, help="Minimum counted loss in USD (default 50)."),
     ] = None,
     min_ratio: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
             "--min-ratio", min=0.0, help="Minimum loss / net assets, as a fraction (default 0.30)."
         ),
     ] = None,
     depeg_policy: Annotated[
-        Optional[DepegPolicy],
-        typer.Option("--depeg-policy", help="Users already paid depeg compensation (default exclude)."),
+        DepegPolicy | None,
+        typer.Option(
+            "--depeg-policy", help="Users already paid depeg compensation (default exclude)."
+        ),
     ] = None,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the reconciliation as strict JSON on stdout, nothing else.")
+        bool,
+        typer.Option(
+            "--json", help="Print the reconciliation as strict JSON on stdout, nothing else."
+        ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
@@ -118,4 +123,6 @@ def eligibility_cmd(
         return
     for line in result.reconciliation.lines():
         out_console.print(line, markup=False, highlight=False)
-    out_console.print(f"computed in {elapsed:.1f} s; wrote {out_dir}", markup=False, highlight=False)
+    out_console.print(
+        f"computed in {elapsed:.1f} s; wrote {out_dir}", markup=False, highlight=False
+    )

@@ -12,8 +12,8 @@ import typer
 
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import stage
+from allocator.data.synthetic import DEFAULT_SEED, DEFAULT_USERS, MAX_USERS, generate
 from allocator.errors import InputError
-from allocator.synthetic import DEFAULT_SEED, DEFAULT_USERS, MAX_USERS, generate
 
 
 class DataFormat(str, Enum):
@@ -22,7 +22,11 @@ class DataFormat(str, Enum):
 
 
 def _rows(path: Path) -> int:
-    scan = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_csv(path, infer_schema=False)
+    scan = (
+        pl.scan_parquet(path)
+        if path.suffix == ".parquet"
+        else pl.scan_csv(path, infer_schema=False)
+    )
     return int(scan.select(pl.len()).collect().item())
 
 
@@ -34,7 +38,8 @@ def generate_cmd(
     out: Annotated[
         str,
         typer.Option(
-            "--out", metavar="DIR",
+            "--out",
+            metavar="DIR",
             help="Directory to write (created if missing); not a run directory, and not one "
             "holding the other format's tables.",
         ),
@@ -42,14 +47,18 @@ def generate_cmd(
     users: Annotated[
         int,
         typer.Option(
-            "--users", min=1,
+            "--users",
+            min=1,
             help=f"Number of liquidated users (~5 events each), at most {MAX_USERS:,}.",
         ),
     ] = DEFAULT_USERS,
     seed: Annotated[
-        int, typer.Option("--seed", min=0, help="Random seed, any integer >= 0; same seed, same bytes.")
+        int,
+        typer.Option("--seed", min=0, help="Random seed, any integer >= 0; same seed, same bytes."),
     ] = DEFAULT_SEED,
-    fmt: Annotated[DataFormat, typer.Option("--format", help="File format of the tables.")] = DataFormat.parquet,
+    fmt: Annotated[
+        DataFormat, typer.Option("--format", help="File format of the tables.")
+    ] = DataFormat.parquet,
 ) -> None:
     """Write synthetic liquidations, prices, snapshot and users tables.
 
@@ -72,5 +81,11 @@ def generate_cmd(
         ) from None
     elapsed = time.perf_counter() - t0
     for stem, path in paths.items():
-        out_console.print(f"{stem:<13} {_rows(path):>12,} rows  {path}", markup=False, highlight=False)
-    out_console.print(f"wrote {out} in {elapsed:.1f} s (users={users}, seed={seed})", markup=False, highlight=False)
+        out_console.print(
+            f"{stem:<13} {_rows(path):>12,} rows  {path}", markup=False, highlight=False
+        )
+    out_console.print(
+        f"wrote {out} in {elapsed:.1f} s (users={users}, seed={seed})",
+        markup=False,
+        highlight=False,
+    )

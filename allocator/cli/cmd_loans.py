@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,14 +35,24 @@ def _usd(cents: int) -> str:
 @guarded
 def allocate_cmd(
     scenario: Annotated[Path, typer.Option("--scenario", "-s", help="Loan scenario TOML file.")],
-    out: Annotated[Path, typer.Option("--out", help="Run directory to write (replaced if it is an earlier loan run).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Run directory to write (replaced if it is an earlier loan run)."
+        ),
+    ],
     applications: Annotated[
-        Optional[Path],
-        typer.Option("--applications", "-a",
-                     help="Applications file (.parquet or .csv); default: the synthetic set "
-                          f"(n={DEFAULT_N}, seed={DEFAULT_SEED})."),
+        Path | None,
+        typer.Option(
+            "--applications",
+            "-a",
+            help="Applications file (.parquet or .csv); default: the synthetic set "
+            f"(n={DEFAULT_N}, seed={DEFAULT_SEED}).",
+        ),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
+    ] = False,
 ) -> None:
     """Allocate the loan fund for one scenario and write a run directory.
 
@@ -57,12 +67,13 @@ def allocate_cmd(
 
       allocator loans allocate -s scenarios/loans_default.toml -a apps.csv --out runs/loans_q4
     """
-    from allocator.loans import allocate_loans, load_loan_scenario, write_loan_run
-    from allocator.native import native_stdout_to_stderr
-    from allocator.loans_data import generate_applications, load_applications
+    from allocator.kernel.native import native_stdout_to_stderr
+    from allocator.loans.applications import generate_applications, load_applications
+    from allocator.loans.fund import allocate_loans, write_loan_run
+    from allocator.settings.loans import load_loan_scenario
 
     # stdout carries only the result below: anything native code prints while computing (the
-    # HiGHS banner) goes to stderr, even from code outside allocator.loans.
+    # HiGHS banner) goes to stderr, even from code outside allocator.loans.fund.
     with native_stdout_to_stderr():
         scn = load_loan_scenario(scenario)
         if applications is None:
@@ -75,12 +86,30 @@ def allocate_cmd(
         result = allocate_loans(apps, scn, source=source)
         write_loan_run(result, out, applications=apps, source=source)
     t, m, o, sv = result.totals, result.multipliers, result.objective, result.solver
-    summary = {"scenario": scn.name, "run_dir": str(out), "applications": source, **{
-        k: t[k] for k in ("applicants", "funded", "fund_cents", "lent_cents", "unlent_cents",
-                          "expected_loss_usd", "el_budget_usd", "binding_counts")},
-        "method": sv["method"], "status": sv["status"], "objective": o["value"],
-        "optimality_gap": o["optimality_gap"], "fund_per_usd": m["fund_per_usd"],
-        "el_budget_per_usd": m["el_budget_per_usd"]}
+    summary = {
+        "scenario": scn.name,
+        "run_dir": str(out),
+        "applications": source,
+        **{
+            k: t[k]
+            for k in (
+                "applicants",
+                "funded",
+                "fund_cents",
+                "lent_cents",
+                "unlent_cents",
+                "expected_loss_usd",
+                "el_budget_usd",
+                "binding_counts",
+            )
+        },
+        "method": sv["method"],
+        "status": sv["status"],
+        "objective": o["value"],
+        "optimality_gap": o["optimality_gap"],
+        "fund_per_usd": m["fund_per_usd"],
+        "el_budget_per_usd": m["el_budget_per_usd"],
+    }
     if json_out:
         print_json(summary)
         return
@@ -93,15 +122,20 @@ def allocate_cmd(
         f"solver {sv['method']} ({sv['status']}), objective {o['value']:.10g}, "
         f"optimality gap <= {o['optimality_gap']:.3g}\n"
         f"run directory {out}",
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
 
 
 @loans_app.command("check")
 @guarded
 def check_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `allocator loans allocate`.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory written by `allocator loans allocate`.")
+    ],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
+    ] = False,
 ) -> None:
     """Check a loan run from its files alone: limits, fund, expected-loss budget, hashes.
 
@@ -109,7 +143,7 @@ def check_cmd(
 
     Example: allocator loans check runs/loans
     """
-    from allocator.loans import check_loans
+    from allocator.loans.fund import check_loans
 
     report = check_loans(run_dir)
     if json_out:
@@ -125,8 +159,12 @@ def check_cmd(
 @guarded
 def generate_cmd(
     out: Annotated[Path, typer.Option("--out", help="File to write: .parquet or .csv.")],
-    n: Annotated[int, typer.Option("--n", help="Number of applications, 1..1,000,000.")] = DEFAULT_N,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed, 0..2**63-1 (same seed, same file).")] = DEFAULT_SEED,
+    n: Annotated[
+        int, typer.Option("--n", help="Number of applications, 1..1,000,000.")
+    ] = DEFAULT_N,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed, 0..2**63-1 (same seed, same file).")
+    ] = DEFAULT_SEED,
 ) -> None:
     """Write a synthetic, deterministic loan applications file.
 
@@ -138,12 +176,15 @@ def generate_cmd(
 
       allocator loans generate --out apps.csv --n 50 --seed 7
     """
-    from allocator.loans_data import generate_applications, write_applications
+    from allocator.loans.applications import generate_applications, write_applications
 
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise InputError(f"--out {out} must end in .parquet or .csv.")
     df = generate_applications(n, seed)  # validates n and seed (InputError, exit 2)
     write_applications(df, out)
     total = df["requested_usd"].sum()
-    out_console.print(f"wrote {df.height} applications (requests USD {total:,.2f}) to {out}",
-                      markup=False, highlight=False)
+    out_console.print(
+        f"wrote {df.height} applications (requests USD {total:,.2f}) to {out}",
+        markup=False,
+        highlight=False,
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,32 +25,45 @@ app.add_typer(programme_app, name="programme")
 @guarded
 def summary_cmd(
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="Data directory (default: built-in data).")
+        Path | None, typer.Option("--data", help="Data directory (default: built-in data).")
     ] = None,
     voucher_run: Annotated[
-        Optional[Path],
-        typer.Option("--voucher-run", help="Voucher run directory (allocator allocate); default: run "
-                                           "the voucher scenario on the data."),
+        Path | None,
+        typer.Option(
+            "--voucher-run",
+            help="Voucher run directory (allocator allocate); default: run "
+            "the voucher scenario on the data.",
+        ),
     ] = None,
     loans_run: Annotated[
-        Optional[Path],
-        typer.Option("--loans-run", help="Loan run directory (allocator loans allocate); default: "
-                                         "solve the loan scenario on the synthetic applications."),
+        Path | None,
+        typer.Option(
+            "--loans-run",
+            help="Loan run directory (allocator loans allocate); default: "
+            "solve the loan scenario on the synthetic applications.",
+        ),
     ] = None,
     voucher_scenario: Annotated[
-        Optional[Path],
-        typer.Option("--voucher-scenario", help="Voucher scenario when no --voucher-run "
-                                                "(default scenarios/baseline.toml)."),
+        Path | None,
+        typer.Option(
+            "--voucher-scenario",
+            help="Voucher scenario when no --voucher-run (default scenarios/baseline.toml).",
+        ),
     ] = None,
     loan_scenario: Annotated[
-        Optional[Path],
-        typer.Option("--loan-scenario", help="Loan scenario when no --loans-run "
-                                             "(default scenarios/loans_default.toml)."),
+        Path | None,
+        typer.Option(
+            "--loan-scenario",
+            help="Loan scenario when no --loans-run (default scenarios/loans_default.toml).",
+        ),
     ] = None,
     rules_file: Annotated[
-        Optional[Path], typer.Option("--depeg-rules", help="TOML file with a \\[depeg] table (default rules).")
+        Path | None,
+        typer.Option("--depeg-rules", help="TOML file with a \\[depeg] table (default rules)."),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Users reached and dollars per programme, overlaps, and the total against USD 683M.
@@ -68,8 +81,8 @@ def summary_cmd(
 
       allocator programme summary --data data/small --voucher-run runs/baseline --loans-run runs/loans --json
     """
-    from allocator.depeg import load_depeg_rules
-    from allocator.native import native_stdout_to_stderr
+    from allocator.depeg.compensation import load_depeg_rules
+    from allocator.kernel.native import native_stdout_to_stderr
     from allocator.programme import summarise_programmes
 
     # stdout carries only the result below: anything native code prints while the three

@@ -10,7 +10,7 @@ import typer
 from allocator.cli.app import app, err_console, guarded, styled
 from allocator.cli.common import stage
 from allocator.errors import InputError
-from allocator.reports import (
+from allocator.report.reports import (
     DEFAULT_SWEEP_POINTS,
     FORMATS,
     MAX_SWEEP_POINTS,
@@ -18,18 +18,14 @@ from allocator.reports import (
     render,
     write_text_atomic,
 )
-from allocator.rundir import refuse_output_in_run
+from allocator.runs.rundir import refuse_output_in_run
 
 
 @app.command("report")
 @guarded
 def report_cmd(
-    run_dir: Annotated[
-        Path, typer.Argument(help="Run directory written by `allocator allocate`.")
-    ],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="File to write (e.g. report.html).")
-    ],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `allocator allocate`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (e.g. report.html).")],
     compare: Annotated[
         list[Path],
         typer.Option(
@@ -38,9 +34,7 @@ def report_cmd(
             help="Another run directory to show beside it; repeatable.",
         ),
     ] = [],  # noqa: B006 - Typer needs a literal default for a repeatable option
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help="html | json | md.")
-    ] = "html",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="html | json | md.")] = "html",
     sweep_points: Annotated[
         int,
         typer.Option(
@@ -74,11 +68,11 @@ def report_cmd(
     # before any work: the report must not land in (and damage) a run directory
     refuse_output_in_run(out, "--out")
     if out.is_dir():
-        raise InputError(f"--out {out} is a directory; give the report's file name, e.g. report.html.")
-    with stage("building the report"):
-        report = build_report(
-            run_dir, compare=tuple(compare), sweep_points=sweep_points
+        raise InputError(
+            f"--out {out} is a directory; give the report's file name, e.g. report.html."
         )
+    with stage("building the report"):
+        report = build_report(run_dir, compare=tuple(compare), sweep_points=sweep_points)
     path = write_text_atomic(out, render(report, fmt))
     err_console.print(f"wrote {path}", markup=False, highlight=False)
     if not report.ok:

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from allocator.cli.app import app, err_console, guarded, out_console
-from allocator.cli.common import print_json
-from allocator.errors import InputError
-from allocator.rundir import refuse_output_in_run
-from allocator.sensitivity import (
+from allocator.analysis.sensitivity import (
     MAX_TOP_MOVERS,
     TOP_MOVERS,
     moves_format,
     run_sensitivity,
     write_moves,
 )
+from allocator.cli.app import app, err_console, guarded, out_console
+from allocator.cli.common import print_json
+from allocator.errors import InputError
+from allocator.runs.rundir import refuse_output_in_run
 
 
 @app.command("sensitivity")
@@ -27,10 +27,12 @@ def sensitivity_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `allocator allocate`.")],
     delta: Annotated[
         float,
-        typer.Option("--delta", help="USD: budget change of the exact re-solves (B + d and B - d)."),
+        typer.Option(
+            "--delta", help="USD: budget change of the exact re-solves (B + d and B - d)."
+        ),
     ] = 1_000_000.0,
     users_out: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--users-out",
             help=(
@@ -45,7 +47,9 @@ def sensitivity_cmd(
             "--top", help=f"How many of the largest movers to list: 0 to {MAX_TOP_MOVERS:,}."
         ),
     ] = TOP_MOVERS,
-    json_out: Annotated[bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
+    ] = False,
 ) -> None:
     """Sensitivity of a run: budget derivatives and B +/- delta, who moves, weights and alpha, cliffs.
 

@@ -26,7 +26,7 @@ def resolve_data_dir(data: Path | None) -> Path:
     """The ``--data`` directory, or the built-in default data (generated once, then cached)."""
     if data is not None:
         return data
-    from allocator.synthetic import default_data_dir
+    from allocator.data.synthetic import default_data_dir
 
     with stage("preparing built-in default data (first use generates it)"):
         return default_data_dir()
@@ -42,7 +42,7 @@ def stage(label: str) -> Iterator[None]:
         yield
 
 
-def progress_printer(quiet: bool):  # noqa: ANN201 - a small closure factory
+def progress_printer(quiet: bool):
     def report(label: str) -> None:
         if not quiet:
             err_console.print(styled(f"· {label}", "dim"))

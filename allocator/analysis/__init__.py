@@ -1,0 +1,1 @@
+"""The read side: finance checks, audit, explanations, sensitivity, metrics, sweeps."""

@@ -1,0 +1,1 @@
+"""Input tables: schemas, loading, validation and the synthetic generator."""

@@ -1,0 +1,1 @@
+"""The earlier depeg compensation programme."""

@@ -1,0 +1,99 @@
+"""One entry point for every solver: checks, dispatch to the fast solver or the cvxpy model, and
+the certificate that every returned allocation carries."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+
+from allocator.errors import NotCertifiedError
+from allocator.kernel.allocation import Allocation, bound_states
+from allocator.kernel.certificate import DEFAULT_TOL, certify
+from allocator.kernel.fast import fast_reach, fast_solution
+from allocator.kernel.feasibility import (
+    InvalidProblemError,
+    check_feasible,
+    segments_disjoint,
+    validate,
+)
+from allocator.kernel.model import FairnessModel
+from allocator.kernel.problem import AllocationProblem
+
+Method = Literal["auto", "fast", "cvxpy"]
+
+
+def solve(
+    problem: AllocationProblem,
+    *,
+    method: Method | str = "auto",
+    cvxpy_solver: str = "CLARABEL",
+    tol: float = DEFAULT_TOL,
+) -> Allocation:
+    """Solve ``problem`` and return a certified :class:`Allocation`.
+
+    Parameters
+    ----------
+    problem
+        The allocation problem.
+    method
+        ``"fast"`` (exact solver; disjoint segments only), ``"cvxpy"`` (the reference model,
+        any segments) or ``"auto"`` (fast whenever it applies).
+    cvxpy_solver
+        CLARABEL, ECOS or SCS (cvxpy method only).
+    tol
+        Relative tolerance of the optimality certificate.
+
+    Raises
+    ------
+    InvalidProblemError
+        Invalid numbers, an unknown method, or ``"fast"`` asked for overlapping segments.
+    InfeasibleError
+        No allocation satisfies the constraints.
+    SolverFailedError, NotCertifiedError
+        The solver failed, or its answer does not pass the certificate.
+    """
+    started = time.perf_counter()
+    validate(problem)
+    check_feasible(problem)
+    if method == "auto":
+        method = "fast" if fast_reach(problem) else "cvxpy"
+    if method == "cvxpy":
+        return FairnessModel(problem, solver=cvxpy_solver, check=False).solve(
+            tol=tol, started=started
+        )
+    if method != "fast":
+        raise InvalidProblemError(f"unknown solver method {method!r}: use auto, fast or cvxpy")
+    if not segments_disjoint(problem):
+        raise InvalidProblemError(
+            "the fast solver handles disjoint segments only, and some users belong to two segments",
+            hint="use method 'cvxpy' (or 'auto')",
+        )
+    if not fast_reach(problem):
+        raise InvalidProblemError(
+            f"alpha = {problem.alpha:g} is too small for weights spanning a factor of "
+            f"{float(np.max(problem.weights) / np.min(problem.weights)):.3g}: "
+            "(w/max w)^(1/alpha) underflows",
+            hint="use method 'cvxpy' (or 'auto'), or a larger alpha",
+        )
+    sol = fast_solution(problem)
+    cert = certify(problem, sol.vouchers, sol.shadow_price, sol.segment_prices, tol=tol)
+    if not cert.certified:
+        raise NotCertifiedError(
+            "the fast solver's allocation did not pass its optimality certificate: "
+            + "; ".join(cert.failures),
+            status="optimal",
+            hint="try method 'cvxpy'; very large alpha can push the shadow price outside float64",
+        )
+    return Allocation(
+        vouchers=sol.vouchers,
+        bound_state=bound_states(sol.vouchers, problem.lower, problem.upper),
+        method="fast",
+        status="optimal",
+        objective=cert.objective,
+        shadow_price=sol.shadow_price,
+        segment_prices=dict(sol.segment_prices),
+        certificate=cert,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,1 @@
+"""The institutional loan fund programme."""

@@ -1,0 +1,1 @@
+"""Reports of run directories: HTML, Markdown and JSON."""

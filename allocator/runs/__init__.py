@@ -1,0 +1,1 @@
+"""The run store: run directories, manifests, hashes and their contract."""

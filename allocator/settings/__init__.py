@@ -1,0 +1,1 @@
+"""Typed settings: scenario files, their validation and their defaults."""

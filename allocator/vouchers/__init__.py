@@ -1,0 +1,1 @@
+"""The voucher programme: eligibility, weights, the allocation pipeline and payouts."""

@@ -1,0 +1,305 @@
+"""End to end: data directory + scenario -> eligibility -> model -> solve -> cents -> run.
+
+The library entry point behind ``allocator allocate``, ``compare`` and ``sweep``. It reads files
+only through :mod:`allocator.data.inputs` and writes only through :mod:`allocator.runs.rundir`; the
+optimisation core (:mod:`allocator.kernel.fast`, :mod:`allocator.kernel.rounding`) sees arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from allocator import names as N
+from allocator.data.inputs import Inputs, file_sha256, load_inputs
+from allocator.errors import InfeasibleError, NotCertifiedError
+from allocator.kernel.allocation import Allocation
+from allocator.kernel.certificate import Certificate, certify
+from allocator.kernel.problem import AllocationProblem
+from allocator.kernel.rounding import bounds_to_cents, budget_to_cents, round_to_cents_by_segment
+from allocator.kernel.solve import solve
+from allocator.runs.rundir import versions, write_run_dir
+from allocator.settings.models import EligibilityRules, Scenario
+from allocator.settings.scenarios import scenario_to_dict
+from allocator.vouchers.eligibility import EligibilityResult, compute_eligibility
+from allocator.vouchers.payouts import Payouts, plan_payouts, write_payouts_csv
+from allocator.vouchers.weights import build_problem, segment_labels
+
+#: Identifies the programme in payout idempotency keys: one voucher per user per programme.
+PROGRAMME = "together-initiative-vouchers-2025"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+#: Eligibility results a :class:`DataSession` keeps (distinct rule sets, most recent first).
+ELIGIBILITY_CACHE_SIZE = 4
+
+
+@dataclass
+class DataSession:
+    """Inputs loaded and validated once, with eligibility cached per rule set.
+
+    ``compare`` and ``sweep`` evaluate many scenarios on the same data; most share their
+    eligibility rules, so the Polars pipeline runs once per distinct rule set. Only the
+    :data:`ELIGIBILITY_CACHE_SIZE` most recently used rule sets are kept: a sweep over a
+    threshold makes a new rule set at every point, and keeping every feature matrix of a
+    1,000-point sweep would hold gigabytes for nothing.
+    """
+
+    data_dir: Path
+    inputs: Inputs
+    load_seconds: float = 0.0
+    _eligibility: dict[EligibilityRules, tuple[EligibilityResult, float]] = field(
+        default_factory=dict
+    )
+
+    @classmethod
+    def open(cls, data_dir: str | Path) -> DataSession:
+        data_dir = Path(data_dir)
+        t0 = time.perf_counter()
+        inputs = load_inputs(data_dir, validate=True)
+        return cls(data_dir=data_dir, inputs=inputs, load_seconds=time.perf_counter() - t0)
+
+    def eligibility(self, rules: EligibilityRules) -> tuple[EligibilityResult, float]:
+        """The eligibility result for ``rules`` and the seconds it took when first computed."""
+        if rules not in self._eligibility:
+            t0 = time.perf_counter()
+            inp = self.inputs
+            result = compute_eligibility(
+                inp.events,
+                inp.prices,
+                inp.snapshot,
+                inp.users,
+                rules,
+                source={stem: str(path) for stem, path in inp.paths.items()},
+            )
+            result.reconciliation.check()
+            self._eligibility[rules] = (result, time.perf_counter() - t0)
+            while len(self._eligibility) > ELIGIBILITY_CACHE_SIZE:
+                del self._eligibility[next(iter(self._eligibility))]  # least recently used
+        else:
+            self._eligibility[rules] = self._eligibility.pop(rules)  # now the most recent
+        return self._eligibility[rules]
+
+    def input_manifest(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for stem, path in sorted(self.inputs.paths.items()):
+            out[stem] = {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    """Everything one scenario produced on one data set, before it is written."""
+
+    scenario: Scenario
+    eligibility: EligibilityResult
+    problem: AllocationProblem
+    allocation: Allocation
+    cents: np.ndarray
+    lower_cents: np.ndarray
+    upper_cents: np.ndarray
+    allocations: pl.DataFrame
+    payouts: Payouts | None
+    final_certificate: Certificate
+    rounding: dict[str, object]
+    timings: dict[str, float]
+
+    @property
+    def budget_cents(self) -> int:
+        return budget_to_cents(self.problem.budget)
+
+    @property
+    def paid_cents(self) -> int:
+        return int(self.cents.sum())
+
+
+def bound_labels(cents: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray) -> np.ndarray:
+    """Which bound each final voucher sits on, judged on the paid cents (checkable from files)."""
+    labels = np.full(cents.shape[0], N.BOUND_INTERIOR, dtype=object)
+    labels[cents >= hi_c] = N.BOUND_CAP
+    labels[cents <= lo_c] = N.BOUND_FLOOR
+    return labels
+
+
+def allocate(
+    session: DataSession,
+    scenario: Scenario,
+    *,
+    solver: str | None = None,
+    with_payouts: bool = True,
+    progress: Progress = _quiet,
+    solve_problem: Callable[..., Allocation] = solve,
+) -> RunResult:
+    """Run one scenario on a loaded data session; raises the typed errors of allocator.errors.
+
+    ``with_payouts=False`` skips the payout plan (``compare`` and ``sweep`` only need amounts).
+    ``solve_problem(problem, method=..., cvxpy_solver=...)`` solves the problem
+    (:func:`allocator.kernel.solve.solve`; a sweep passes one that re-uses a compiled cvxpy model);
+    everything after it, the rounding and the rounded-voucher certificate, is the same.
+    """
+    timings: dict[str, float] = {}
+    progress("eligibility")
+    elig, timings["eligibility"] = session.eligibility(scenario.eligibility)
+    features = elig.eligible
+
+    progress("model")
+    t0 = time.perf_counter()
+    problem = build_problem(features, scenario)
+    timings["model"] = time.perf_counter() - t0
+    if problem.n == 0:
+        # reached only when the budget need not be spent (exhaust mode refuses it earlier)
+        raise InfeasibleError(
+            f"scenario {scenario.name!r}: no liquidated user passes the eligibility rules, so "
+            f"there is nobody to pay ({elig.reconciliation.liquidated_users:,} liquidated users, "
+            "all excluded).",
+            hint="relax the [eligibility] thresholds, window, products or regions",
+        )
+
+    progress("solve")
+    t0 = time.perf_counter()
+    method = solver or scenario.solver.name
+    allocation = solve_problem(problem, method=method, cvxpy_solver=scenario.solver.cvxpy_solver)
+    timings["solve"] = time.perf_counter() - t0
+
+    progress("rounding")
+    t0 = time.perf_counter()
+    user_id = features[N.USER_ID].to_numpy()
+    loss = features[N.LOSS_USD].to_numpy()
+    cents, rounding_report = round_to_cents_by_segment(
+        allocation.vouchers,
+        problem.lower,
+        problem.upper,
+        problem.budget,
+        exhaust=problem.exhaust,
+        loss=loss,
+        user_id=user_id,
+        segments=problem.segments,
+    )
+    lo_c, hi_c = bounds_to_cents(problem.lower, problem.upper)
+    final_certificate = certify(
+        problem,
+        cents / 100.0,
+        allocation.shadow_price,
+        allocation.segment_prices,
+        rounded=True,
+    )
+    if not final_certificate.certified:
+        # The amounts actually paid must stand on their own: within their bounds, the budget and
+        # the segment shares, each within a cent of what the optimal prices call for.
+        raise NotCertifiedError(
+            "the vouchers rounded to cents do not pass the optimality certificate: "
+            + "; ".join(final_certificate.failures),
+            status="rounding",
+        )
+    allocations = pl.DataFrame(
+        {
+            N.USER_ID: pl.Series(user_id, dtype=pl.Int64),
+            N.VOUCHER_CENTS: pl.Series(cents, dtype=pl.Int64),
+            N.VOUCHER_USD: pl.Series(cents / 100.0, dtype=pl.Float64),
+            "lower_cents": pl.Series(lo_c, dtype=pl.Int64),
+            "upper_cents": pl.Series(hi_c, dtype=pl.Int64),
+            N.LOSS_USD: features[N.LOSS_USD],
+            N.LOSS_RATIO: features[N.LOSS_RATIO],
+            N.WEIGHT: pl.Series(problem.weights, dtype=pl.Float64),
+            N.BOUND: pl.Series(bound_labels(cents, lo_c, hi_c).tolist(), dtype=pl.String),
+            N.SEGMENT: segment_labels(features, scenario.segments),
+        }
+    )
+    if N.PHASE_FACTOR in features.columns:
+        allocations = allocations.with_columns(features[N.PHASE_FACTOR])
+    payouts = plan_payouts(user_id, cents, scenario.payouts, PROGRAMME) if with_payouts else None
+    timings["rounding"] = time.perf_counter() - t0
+
+    return RunResult(
+        scenario=scenario,
+        eligibility=elig,
+        problem=problem,
+        allocation=allocation,
+        cents=cents,
+        lower_cents=lo_c,
+        upper_cents=hi_c,
+        allocations=allocations,
+        payouts=payouts,
+        final_certificate=final_certificate,
+        rounding=rounding_report,
+        timings=timings,
+    )
+
+
+def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> dict[str, object]:
+    """The run's manifest (the writer adds the ``outputs`` hashes)."""
+    rec = run.eligibility.reconciliation
+    bounds = run.allocations[N.BOUND]
+    budget_cents = run.budget_cents
+    paid = run.paid_cents
+    inputs = session.input_manifest()
+    rows = {
+        N.EVENTS_FILE: rec.events_total,
+    }
+    for stem, meta in inputs.items():
+        if stem in rows:
+            meta["rows"] = rows[stem]
+    return {
+        "format": "allocator-run/1",
+        "programme": PROGRAMME,
+        "scenario": scenario_to_dict(run.scenario),
+        "inputs": inputs,
+        "versions": versions(),
+        "solver": {
+            "requested": solver_requested,
+            "used": run.allocation.method,
+            "status": run.allocation.status,
+        },
+        "objective": run.allocation.objective,
+        "objective_rounded": run.final_certificate.objective,
+        "shadow_price": run.allocation.shadow_price,
+        "segment_prices": {k: list(v) for k, v in run.allocation.segment_prices.items()},
+        "certificate": run.allocation.certificate.to_dict(),
+        "certificate_rounded": run.final_certificate.to_dict(),
+        "rounding": run.rounding,
+        "money": {
+            "budget_cents": budget_cents,
+            "paid_cents": paid,
+            "unspent_cents": budget_cents - paid,
+            "exhaust": run.problem.exhaust,
+        },
+        "counts": {
+            "liquidated": rec.liquidated_users,
+            "eligible": rec.eligible_users,
+            "excluded": rec.excluded_users,
+            "floor": int((bounds == N.BOUND_FLOOR).sum()),
+            "interior": int((bounds == N.BOUND_INTERIOR).sum()),
+            "cap": int((bounds == N.BOUND_CAP).sum()),
+            "excluded_by_reason": dict(rec.excluded_by_reason),
+        },
+        "reconciliation": rec.to_dict(),
+        "timings_s": {
+            "load_and_validate": round(session.load_seconds, 6),
+            **{k: round(v, 6) for k, v in run.timings.items()},
+        },
+        "payout_batches": run.payouts.schedule_dicts(),
+    }
+
+
+def write_run(
+    out_dir: Path, session: DataSession, run: RunResult, *, solver_requested: str
+) -> Path:
+    """Write ``run`` as a run directory at ``out_dir`` (atomically; see :mod:`allocator.runs.rundir`)."""
+    payouts = run.payouts
+    return write_run_dir(
+        out_dir,
+        allocations=run.allocations,
+        excluded=run.eligibility.excluded,
+        payouts=lambda path: write_payouts_csv(payouts, path),
+        manifest=manifest(session, run, solver_requested=solver_requested),
+    )
