@@ -304,7 +304,7 @@ def test_coverage_cap_is_shown_as_payable_cents(factors_run: Path) -> None:
 
 
 def _cents(x: float) -> int:
-    """Floor to the cent with the tolerance of allocator.kernel.problem.bounds_in_cents."""
+    """Floor to the cent with the tolerance of allocator.kernel.money.bounds_in_cents."""
     return math.floor(x * 100 + 1e-6)
 
 

@@ -35,7 +35,7 @@ whose sha256 is not the manifest's (edited or regenerated since the run). Then:
    (\mu^{\max}_s - \mu^{\min}_s)`, from ``manifest["segment_prices"]``). The closed form
    :math:`(w_i/\lambda_i)^{1/\alpha}`, clipped to :math:`[\ell_i, h_i]`, is the continuous
    voucher; rounding to cents moves it by less than a cent, which is verified and shown. The
-   bounds are the whole cents the problem is posed in (:func:`allocator.kernel.problem.whole_cent_bounds`):
+   bounds are the whole cents the problem is posed in (:func:`allocator.kernel.money.whole_cent_bounds`):
    :math:`\ell_i = \lceil f\rceil_{\text{cent}}`, :math:`h_i = \lfloor\min(c, \kappa L_i)
    \rfloor_{\text{cent}}`, and in a phase-in band :math:`h_i = \lfloor\min(\phi_i c, \kappa
    L_i)\rfloor_{\text{cent}}` (at least one cent) with the floor lowered to it where it would

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from allocator.kernel.money import whole_cent_bounds
+
 
 @dataclass(frozen=True, eq=False)
 class Segment:
@@ -29,44 +31,6 @@ class Segment:
     members: np.ndarray
     min_share: float | None = None
     max_share: float | None = None
-
-
-#: Cents: a float within this many cents (plus a few ulps) of a whole cent is that cent.
-CENT_TOL = 1e-6
-#: Largest per-user cap in cents (USD 10 billion); 1M users times this still fits in int64.
-MAX_CENTS = 10**12
-_EPS = float(np.finfo(np.float64).eps)
-
-
-def bounds_in_cents(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""Floors rounded up and caps rounded down to whole cents (int64), never raising.
-
-    .. math::
-
-        \underline c_i = \lceil 100\,\ell_i - \tau_i \rceil,\qquad
-        \overline c_i = \lfloor \min(100\,h_i, M) + \tau_i \rfloor,\qquad
-        \tau_i = 10^{-6} + 4\,\epsilon\,|100\,\ell_i| \text{ (resp. } h_i\text{)},
-
-    so ``0.29 * 100`` is 29 cents, not 28. An empty interval comes back as ``lo > hi`` for the
-    caller to report.
-    """
-    lo_x = np.asarray(lower, dtype=np.float64) * 100.0
-    hi_x = np.minimum(np.asarray(upper, dtype=np.float64) * 100.0, float(MAX_CENTS))
-    lo = np.ceil(lo_x - (CENT_TOL + 4.0 * _EPS * np.abs(lo_x)))
-    hi = np.floor(hi_x + (CENT_TOL + 4.0 * _EPS * np.abs(hi_x)))
-    return lo.astype(np.int64), hi.astype(np.int64)
-
-
-def whole_cent_bounds(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`bounds_in_cents` back in USD: the bounds of what can actually be paid.
-
-    Solving with these instead of the raw bounds is what lets the rounded vouchers stay within
-    one cent of the optimum: a raw cap of 37.0368 pays at most 37.03, and with a thousand users
-    at such caps the lost fractions (up to a cent each) would otherwise have to be pushed onto
-    the interior users, several cents each, away from their optimal amounts.
-    """
-    lo_c, hi_c = bounds_in_cents(lower, upper)
-    return lo_c / 100.0, hi_c / 100.0
 
 
 @dataclass(frozen=True, eq=False)

@@ -31,9 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from numbers import Integral, Real
 from typing import Literal
 
 import numpy as np
@@ -44,7 +42,8 @@ from allocator.errors import InfeasibleError, InputError, ScenarioError, SolverE
 # CENT_TOL (a float within this many cents of a whole cent is that cent) and MAX_CENTS (the
 # largest per-user cap, USD 10 billion; 1M users times it still fits in int64) live with the
 # problem, whose bounds are posed in whole cents by the same rule.
-from allocator.kernel.problem import CENT_TOL, MAX_CENTS, Segment, bounds_in_cents
+from allocator.kernel.money import CENT_TOL, MAX_CENTS, bounds_in_cents, budget_to_cents
+from allocator.kernel.problem import Segment
 
 #: Relative distance from a bound within which a solver's voucher counts as on the bound.
 SNAP_RTOL = 1e-9
@@ -151,40 +150,6 @@ def bounds_to_cents(
             hint="raise the cap or lower the floor (a coverage cap can push a cap below the floor).",
         )
     return lo_c, hi_c
-
-
-def budget_to_cents(budget: float | int | Decimal) -> int:
-    """The budget in whole cents, exactly.
-
-    A float is read as the shortest decimal that round-trips to it (``repr``), so
-    ``300_000_000.0`` is exactly 30,000,000,000 cents and ``0.29`` is 29 cents. A budget that is
-    not a whole number of cents (``1000.005``) is rejected rather than silently rounded: the
-    budget is a published amount, and a fraction of a cent means a typo.
-
-    Raises
-    ------
-    ScenarioError
-        The budget is negative, not finite, or not a whole number of cents.
-    """
-    if isinstance(budget, bool) or not isinstance(budget, (Real, Decimal)):
-        raise ScenarioError(f"the budget must be a number of USD, got {budget!r}.")
-    try:
-        if isinstance(budget, Decimal):
-            d = budget
-        elif isinstance(budget, Integral):
-            d = Decimal(int(budget))
-        else:
-            d = Decimal(repr(float(budget)))
-    except (InvalidOperation, ValueError) as exc:  # pragma: no cover - repr of a float parses
-        raise ScenarioError(f"the budget {budget!r} is not a number.") from exc
-    if not d.is_finite() or d < 0:
-        raise ScenarioError(f"the budget must be a finite amount >= 0 USD, got {budget!r}.")
-    cents = d * 100
-    if cents != cents.to_integral_value():
-        raise ScenarioError(
-            f"the budget USD {budget!r} is not a whole number of cents; vouchers are paid in cents."
-        )
-    return int(cents)
 
 
 # --------------------------------------------------------------------------- selection

@@ -20,8 +20,9 @@ from allocator.data.inputs import Inputs, file_sha256, load_inputs
 from allocator.errors import InfeasibleError, NotCertifiedError
 from allocator.kernel.allocation import Allocation
 from allocator.kernel.certificate import Certificate, certify
+from allocator.kernel.money import budget_to_cents
 from allocator.kernel.problem import AllocationProblem
-from allocator.kernel.rounding import bounds_to_cents, budget_to_cents, round_to_cents_by_segment
+from allocator.kernel.rounding import bounds_to_cents, round_to_cents_by_segment
 from allocator.kernel.solve import solve
 from allocator.runs.rundir import versions, write_run_dir
 from allocator.settings.models import EligibilityRules, Scenario

@@ -62,13 +62,8 @@ import polars as pl
 
 from allocator import names as N
 from allocator.errors import InfeasibleError, InputError, ScenarioError
-from allocator.kernel.problem import (
-    AllocationProblem,
-    ScalarBounds,
-    Segment,
-    bounds_in_cents,
-    whole_cent_bounds,
-)
+from allocator.kernel.money import bounds_in_cents
+from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment, whole_cent_bounds
 from allocator.settings.models import BoundsSpec, ObjectiveSpec, Scenario, SegmentSpec
 
 __all__ = [
