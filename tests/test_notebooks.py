@@ -49,6 +49,7 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield work
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_is_clean(name: str) -> None:
     """Stored without outputs or execution counts, on the python3 kernel, and valid."""
@@ -65,6 +66,7 @@ def test_notebook_is_clean(name: str) -> None:
     assert "subprocess" not in source and "!allocator" not in source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(name: str, kernel_env: Path) -> None:
     nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)

@@ -28,6 +28,7 @@ def test_readme_has_examples_for_every_command() -> None:
     assert registered - shown == set()
 
 
+@pytest.mark.slow
 def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALLOCATOR_CACHE_DIR", str(tmp_path / "cache"))
     work = tmp_path / "work"

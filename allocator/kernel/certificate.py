@@ -331,7 +331,8 @@ def _best_response_from_ratio(
             raw[settled] = v[settled]
             far = ~(np.abs(z) < _SERIES) & ~settled
             if far.any():
-                raw[far] = np.exp(logv[far] + np.log(ratio[far]) * k)
+                log_v = np.log(v[far]) if logv is None else logv[far]
+                raw[far] = np.exp(log_v + np.log(ratio[far]) * k)
         raw[~(prices > 0.0)] = np.inf
     np.maximum(raw, lo, out=raw)
     np.minimum(raw, hi, out=raw)
