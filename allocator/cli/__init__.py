@@ -6,6 +6,7 @@ Importing this package registers every command module on the shared Typer app.
 from allocator.cli import (  # noqa: F401  (imported for their @app.command registrations)
     cmd_allocate,
     cmd_check,
+    cmd_claims,
     cmd_compare,
     cmd_depeg,
     cmd_eligibility,

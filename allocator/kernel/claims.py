@@ -1,0 +1,529 @@
+r"""Claims rules: dividing an estate among claims, each rule exact and fast at a million claims.
+
+A claims (bankruptcy) problem has claims :math:`c_i \ge 0` and an estate :math:`E`. A voucher
+programme adds per-user bounds :math:`[\ell_i, h_i]` (a floor and a cap); every rule here keeps
+each award within its bounds and never above its claim:
+
+.. math::
+
+    u_i = \min(h_i, c_i), \qquad l_i = \min(\ell_i, u_i), \qquad
+    l_i \le x_i \le u_i, \qquad \sum_i x_i = E,
+
+so :math:`\sum_i l_i \le E \le \sum_i u_i` is required (:class:`~allocator.errors.InfeasibleError`
+otherwise). Without bounds (:math:`\ell = 0`, :math:`h = \infty`) each rule is the textbook one.
+
+One multiplier
+    Every rule is a path of awards that is non-decreasing in one number :math:`\lambda`, made of
+    one or two stages, each of the form
+
+    .. math::
+
+        x_i(\lambda) = \operatorname{clip}(a_i + b_i \lambda,\; lo_i,\; hi_i), \qquad b_i \ge 0,
+
+    so the total :math:`S(\lambda)` is continuous, non-decreasing and piecewise linear, and the
+    rule's award is the point of the path where :math:`S(\lambda) = E`. :func:`affine_clip_root`
+    finds it exactly: a safeguarded search over the users' breakpoints
+    (:math:`(lo_i - a_i)/b_i` and :math:`(hi_i - a_i)/b_i`), median by median, moves every user
+    whose breakpoints have left the bracket into running sums, and ends with the closed form
+    :math:`\lambda = (E - C - A)/K` on the last piece (:math:`C` the users held at a bound,
+    :math:`A + K\lambda` the users strictly inside). The work is linear in the number of users
+    on average.
+
+The rules (:data:`RULES`; each docstring gives its path)
+    * proportional: :math:`x_i = \lambda c_i`;
+    * constrained equal awards (CEA): :math:`x_i = \min(c_i, \lambda)`;
+    * constrained equal losses (CEL): :math:`x_i = \max(0, c_i - \lambda)`;
+    * Talmud (Aumann and Maschler 1985): CEA on the half-claims while :math:`E \le C/2`,
+      otherwise :math:`c_i` minus CEA of the half-claims on the loss :math:`C - E`;
+    * base then pro rata (Mt. Gox): :math:`\min(c_i, \beta)` to everyone first (by CEA while
+      the estate cannot pay it), then the rest pro rata on the remaining claims;
+    * convenience class (FTX): claims up to a threshold :math:`\tau` paid in full first (pro rata
+      among them while the estate cannot), then the larger claims pro rata;
+    * minimum payment with redistribution (class actions): proportional, except that awards
+      below a minimum :math:`m` are dropped and their money shared by the others (repeated until
+      no award is below :math:`m`);
+    * the limits of the alpha-fair family: :func:`lexicographic_max_min` (alpha = infinity)
+      is water-filling, :math:`x_i = \operatorname{clip}(\lambda s_i, \ell_i, h_i)` with
+      :math:`s_i = 1` in voucher form and :math:`s_i = L_i` in coverage form; alpha = 0 is the
+      fractional knapsack of :func:`allocator.kernel.solve.solve`.
+
+Cents
+    :func:`awards_to_cents` turns awards into integer cents that sum to the estate exactly, each
+    within its bounds and within a cent of its exact award (largest remainder, ties to the larger
+    claim, then the earlier claim).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from allocator.errors import InfeasibleError
+from allocator.kernel.feasibility import InvalidProblemError
+from allocator.kernel.money import CENTS_PER_USD, bounds_in_cents, budget_to_cents, format_usd
+from allocator.kernel.rounding import round_to_cents_report
+
+#: Relative slack on the estate's feasibility check (the sums are floats).
+_FEASIBLE_RTOL = 1e-12
+#: Breakpoints sampled per step to pick the next pivot (their median splits the rest in about half).
+_PIVOT_SAMPLE = 2048
+
+
+@dataclass(frozen=True, eq=False)
+class ClaimsAwards:
+    """A rule's exact awards (USD, float64) and the multiplier that sets them.
+
+    ``parameter`` is the rule's own number: the proportional rate, the CEA award level, the CEL
+    loss, the Talmud/base/class stage's level; ``stage`` is 1 or 2 for the two-stage rules
+    (0 otherwise); ``dropped`` marks the awards a minimum payment set to zero.
+    """
+
+    rule: str
+    awards: np.ndarray
+    parameter: float
+    stage: int = 0
+    dropped: np.ndarray | None = None
+
+
+# ----------------------------------------------------------------------------------- the root
+
+
+def affine_clip_root(
+    a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float
+) -> tuple[float, np.ndarray]:
+    r"""Solve :math:`\sum_i \operatorname{clip}(a_i + b_i\lambda, lo_i, hi_i) = T` exactly.
+
+    Parameters
+    ----------
+    a, b
+        Intercepts and slopes, :math:`b_i \ge 0` (a user with :math:`b_i = 0` is constant).
+    lo, hi
+        Bounds with :math:`lo_i \le hi_i` (``hi`` may be ``inf``).
+    target
+        :math:`T`, with :math:`\sum lo \le T \le \sum hi` (checked by the callers).
+
+    Returns
+    -------
+    (lambda, x)
+        A root and the awards there. Where :math:`S` is flat at :math:`T` any point of the flat
+        piece is returned (the awards are the same on it).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    lo = np.asarray(lo, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    moving = b > 0.0
+    rest = float(target) - float(np.clip(a[~moving], lo[~moving], hi[~moving]).sum())
+    # the users still undecided, compressed as the bracket narrows
+    aa, bb, ll, hh = a[moving], b[moving], lo[moving], hi[moving]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pp = (ll - aa) / bb  # below pp a user sits at lo
+        qq = (hh - aa) / bb  # above qq a user sits at hi
+    left, right = -np.inf, np.inf
+    held = 0.0  # users at a bound over the whole bracket
+    a_in = 0.0  # users strictly inside over the whole bracket: a_in + k_in * lambda
+    k_in = 0.0
+    while aa.size:
+        # the pivot: the median breakpoint inside the bracket, from a strided sample of them
+        step = max(1, aa.size // _PIVOT_SAMPLE)
+        cand = np.concatenate((pp[::step], qq[::step]))
+        cand = cand[(cand > left) & (cand < right) & np.isfinite(cand)]
+        if cand.size == 0 and step > 1:
+            cand = np.concatenate((pp, qq))
+            cand = cand[(cand > left) & (cand < right) & np.isfinite(cand)]
+        if cand.size:
+            pivot = float(np.partition(cand, cand.size // 2)[cand.size // 2])
+            spend = held + a_in + k_in * pivot + float(np.clip(aa + bb * pivot, ll, hh).sum())
+            if spend == rest:
+                left = right = pivot
+            elif spend < rest:
+                left = pivot
+            else:
+                right = pivot
+        # users whose breakpoints both lie outside the bracket behave linearly on all of it
+        at_hi = qq <= left
+        at_lo = (pp >= right) & ~at_hi
+        inside = (pp <= left) & (qq >= right)
+        held += float(hh[at_hi].sum()) + float(ll[at_lo].sum())
+        a_in += float(aa[inside].sum())
+        k_in += float(bb[inside].sum())
+        keep = ~(at_hi | at_lo | inside)
+        aa, bb, ll, hh, pp, qq = aa[keep], bb[keep], ll[keep], hh[keep], pp[keep], qq[keep]
+        if left == right:
+            break
+    if left == right:
+        lam = left
+    elif k_in > 0.0:
+        lam = min(max((rest - held - a_in) / k_in, left), right)
+    else:  # flat on the bracket: every point pays the target
+        lam = left if np.isfinite(left) else (right if np.isfinite(right) else 0.0)
+    return lam, np.clip(a + b * lam, lo, hi)
+
+
+# ----------------------------------------------------------------------------- the problem
+
+
+def _bounds(
+    claims: np.ndarray, lower: np.ndarray | float | None, upper: np.ndarray | float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    c = claims
+    h = np.full_like(c, np.inf) if upper is None else np.broadcast_to(upper, c.shape)
+    ell = np.zeros_like(c) if lower is None else np.broadcast_to(lower, c.shape)
+    u = np.minimum(np.asarray(h, dtype=np.float64), c)
+    return np.minimum(np.asarray(ell, dtype=np.float64), u), u
+
+
+def _check(claims: np.ndarray, estate: float, lo: np.ndarray, hi: np.ndarray) -> None:
+    if claims.ndim != 1:
+        raise InvalidProblemError(f"claims must be one list of amounts, got shape {claims.shape}")
+    bad = ~np.isfinite(claims) | (claims < 0.0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidProblemError(
+            f"claim {i + 1} is {claims[i]!r}: every claim must be a finite amount >= 0"
+        )
+    if not np.isfinite(estate) or estate < 0.0:
+        raise InvalidProblemError(f"the estate must be a finite amount >= 0, got {estate!r}")
+    if (lo < 0.0).any() or np.isnan(lo).any() or np.isnan(hi).any():
+        raise InvalidProblemError("floors must be >= 0 and caps must not be NaN")
+    most, least = float(hi.sum()), float(lo.sum())
+    slack = _FEASIBLE_RTOL * max(1.0, abs(estate))
+    if estate > most + slack:
+        raise InfeasibleError(
+            f"the estate {format_usd(estate, currency=True)} is more than the claims can take "
+            f"({format_usd(most, currency=True)}: no award exceeds its claim or its cap)",
+            hint="lower the estate, or raise the caps",
+        )
+    if estate < least - slack:
+        raise InfeasibleError(
+            f"the estate {format_usd(estate, currency=True)} cannot pay every floor "
+            f"({format_usd(least, currency=True)})",
+            hint="raise the estate, or lower the floor",
+        )
+
+
+def _prepare(
+    claims: np.ndarray,
+    estate: float,
+    lower: np.ndarray | float | None,
+    upper: np.ndarray | float | None,
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    c = np.asarray(claims, dtype=np.float64)
+    e = float(estate)
+    lo, hi = _bounds(c, lower, upper)
+    _check(c, e, lo, hi)
+    return c, e, lo, hi
+
+
+def _two_stage(
+    rule: str,
+    estate: float,
+    first: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> ClaimsAwards:
+    """Stage 1 pays up to the stage's caps; if the estate is larger, stage 2 starts from them."""
+    a1, b1, lo1, hi1 = first
+    if estate <= float(hi1.sum()):
+        lam, x = affine_clip_root(a1, b1, lo1, hi1, estate)
+        return ClaimsAwards(rule, x, lam, stage=1)
+    lam, x = affine_clip_root(*second, estate)
+    return ClaimsAwards(rule, x, lam, stage=2)
+
+
+# ------------------------------------------------------------------------------- the rules
+
+
+def proportional(
+    claims: np.ndarray,
+    estate: float,
+    *,
+    lower: np.ndarray | float | None = None,
+    upper: np.ndarray | float | None = None,
+) -> ClaimsAwards:
+    r"""Proportional (PRO): :math:`x_i = \operatorname{clip}(\lambda c_i, l_i, u_i)`.
+
+    Without bounds :math:`\lambda = E / \sum c`. The only rule immune to merging and splitting
+    claims (Ju, Miyagawa and Sakai 2007); self-dual.
+    """
+    c, e, lo, hi = _prepare(claims, estate, lower, upper)
+    lam, x = affine_clip_root(np.zeros_like(c), c, lo, hi, e)
+    return ClaimsAwards("proportional", x, lam)
+
+
+def constrained_equal_awards(
+    claims: np.ndarray,
+    estate: float,
+    *,
+    lower: np.ndarray | float | None = None,
+    upper: np.ndarray | float | None = None,
+) -> ClaimsAwards:
+    r"""Constrained equal awards (CEA): :math:`x_i = \operatorname{clip}(\lambda, l_i, u_i)`,
+    i.e. :math:`\min(c_i, \lambda)` without bounds: an equal split in which nobody gets more
+    than their claim. It is the lexicographic max-min of the awards."""
+    c, e, lo, hi = _prepare(claims, estate, lower, upper)
+    lam, x = affine_clip_root(np.zeros_like(c), np.ones_like(c), lo, hi, e)
+    return ClaimsAwards("constrained_equal_awards", x, lam)
+
+
+def constrained_equal_losses(
+    claims: np.ndarray,
+    estate: float,
+    *,
+    lower: np.ndarray | float | None = None,
+    upper: np.ndarray | float | None = None,
+) -> ClaimsAwards:
+    r"""Constrained equal losses (CEL): :math:`x_i = \operatorname{clip}(c_i - \lambda, l_i, u_i)`,
+    i.e. :math:`\max(0, c_i - \lambda)` without bounds: everyone loses the same amount
+    :math:`\lambda` (``parameter``), nobody below zero. The dual of CEA."""
+    c, e, lo, hi = _prepare(claims, estate, lower, upper)
+    mu, x = affine_clip_root(c, np.ones_like(c), lo, hi, e)
+    return ClaimsAwards("constrained_equal_losses", x, -mu)
+
+
+def talmud(
+    claims: np.ndarray,
+    estate: float,
+    *,
+    lower: np.ndarray | float | None = None,
+    upper: np.ndarray | float | None = None,
+) -> ClaimsAwards:
+    r"""The Talmud rule (Aumann and Maschler 1985).
+
+    With :math:`e_i = \operatorname{clip}(c_i/2, l_i, u_i)` (the half-claim within the bounds):
+    stage 1, while :math:`E \le \sum e`, is CEA up to the half-claims,
+    :math:`x_i = \operatorname{clip}(\lambda, l_i, e_i)`; stage 2 gives each claim its half and
+    then equal losses on the other half, :math:`x_i = \operatorname{clip}(c_i - \mu, e_i, u_i)`
+    (``parameter`` is :math:`\mu`, the loss). Without bounds it reproduces the Talmud's
+    estates of 100, 200 and 300 over claims of 100, 200 and 300, and the contested garment.
+    Self-dual.
+    """
+    c, e, lo, hi = _prepare(claims, estate, lower, upper)
+    half = np.clip(c / 2.0, lo, hi)
+    result = _two_stage(
+        "talmud",
+        e,
+        (np.zeros_like(c), np.ones_like(c), lo, half),
+        (c, np.ones_like(c), half, hi),
+    )
+    if result.stage == 2:
+        return ClaimsAwards(result.rule, result.awards, -result.parameter, stage=2)
+    return result
+
+
+def base_then_pro_rata(
+    claims: np.ndarray,
+    estate: float,
+    *,
+    base: float,
+    lower: np.ndarray | float | None = None,
+    upper: np.ndarray | float | None = None,
+) -> ClaimsAwards:
+    r"""Base amount then pro rata (Mt. Gox).
+
+    With :math:`e_i = \operatorname{clip}(\min(c_i, \beta), l_i, u_i)`: stage 1 (the estate
+    cannot pay every base) is CEA up to the bases, :math:`x_i = \operatorname{clip}(\lambda, l_i,
+    e_i)`; stage 2 pays the bases and the rest in proportion to the remaining claims,
+    :math:`x_i = \operatorname{clip}(e_i + \lambda (u_i - e_i), e_i, u_i)` (without bounds,
+    :math:`\min(c_i,\beta) + \lambda\,(c_i - \min(c_i, \beta))`).
+    """
+    if not np.isfinite(base) or base < 0.0:
+        raise InvalidProblemError(f"the base amount must be a finite amount >= 0, got {base!r}")
+    c, e, lo, hi = _prepare(claims, estate, lower, upper)
+    first_cap = np.clip(np.minimum(c, base), lo, hi)
+    return _two_stage(
+        "base_then_pro_rata",
+        e,
+        (np.zeros_like(c), np.ones_like(c), lo, first_cap),
+        (first_cap, hi - first_cap, first_cap, hi),
+    )
+
+
+def convenience_class(
+    claims: np.ndarray,
+    estate: float,
+    *,
+    threshold: float,
+    lower: np.ndarray | float | None = None,
+    upper: np.ndarray | float | None = None,
+) -> ClaimsAwards:
+    r"""Convenience class then pro rata (FTX).
+
+    Claims up to :math:`\tau` form the class. Stage 1 pays the class in proportion to its claims
+    (in full when the estate allows), :math:`x_i = \operatorname{clip}(\lambda c_i, l_i, u_i)`
+    for :math:`c_i \le \tau`, while larger claims get their floor; stage 2 pays the class in
+    full and the larger claims pro rata, :math:`x_i = \operatorname{clip}(\lambda c_i, l_i,
+    u_i)` for :math:`c_i > \tau`.
+    """
+    if not np.isfinite(threshold) or threshold < 0.0:
+        raise InvalidProblemError(
+            f"the class threshold must be a finite amount >= 0, got {threshold!r}"
+        )
+    c, e, lo, hi = _prepare(claims, estate, lower, upper)
+    small = c <= threshold
+    zero = np.zeros_like(c)
+    return _two_stage(
+        "convenience_class",
+        e,
+        (zero, np.where(small, c, 0.0), lo, np.where(small, hi, lo)),
+        (zero, np.where(small, 0.0, c), np.where(small, hi, lo), hi),
+    )
+
+
+def minimum_payment(
+    claims: np.ndarray,
+    estate: float,
+    *,
+    minimum: float,
+    lower: np.ndarray | float | None = None,
+    upper: np.ndarray | float | None = None,
+) -> ClaimsAwards:
+    r"""Proportional with a minimum payment, redistributing what is dropped (class actions).
+
+    Awards are :math:`x_i = \operatorname{clip}(\lambda c_i, l_i, u_i)` over the kept claims;
+    a kept claim whose award is below :math:`m` is dropped (award 0) and the estate is shared
+    again among the rest, until every award is 0 or at least :math:`m`. A dropped claim stays
+    dropped (as in a class action's rounds) and each round drops at least one claim, so there are
+    at most as many rounds as claims; in practice two or three, since every award below
+    :math:`m` goes at once. Floors of at least :math:`m` make the rule proportional.
+    """
+    if not np.isfinite(minimum) or minimum < 0.0:
+        raise InvalidProblemError(
+            f"the minimum payment must be a finite amount >= 0, got {minimum!r}"
+        )
+    c, e, lo, hi = _prepare(claims, estate, lower, upper)
+    kept = c > 0.0
+    while True:
+        lo_k = np.where(kept, lo, 0.0)
+        hi_k = np.where(kept, hi, 0.0)
+        if e > float(hi_k.sum()) * (1.0 + _FEASIBLE_RTOL):
+            raise InfeasibleError(
+                f"after dropping awards below {format_usd(minimum, currency=True)}, the "
+                f"remaining claims cannot take the estate {format_usd(e, currency=True)}",
+                hint="lower the minimum payment",
+            )
+        lam, x = affine_clip_root(np.zeros_like(c), np.where(kept, c, 0.0), lo_k, hi_k, e)
+        drop = kept & (x < minimum)
+        if not drop.any():
+            return ClaimsAwards("minimum_payment", x, lam, dropped=~kept & (c > 0.0))
+        kept &= ~drop
+
+
+def lexicographic_max_min(
+    lower: np.ndarray, upper: np.ndarray, budget: float, *, scale: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    r"""The alpha-fair allocation at :math:`\alpha = \infty`, exactly: lexicographic max-min.
+
+    Maximise the smallest :math:`v_i / s_i`, then the next smallest, and so on, subject to
+    :math:`\ell_i \le v_i \le h_i` and :math:`\sum v_i = B`. For a sum constraint over boxes
+    the answer is water-filling, :math:`v_i = \operatorname{clip}(\lambda s_i, \ell_i, h_i)`:
+    raising any :math:`v_j / s_j` above the water level :math:`\lambda` would take from a user
+    at or below it. :math:`s_i = 1` is the voucher form (an equal split within the bounds, CEA);
+    :math:`s_i = L_i` the coverage form (equal coverage within the bounds, i.e. proportional to
+    the loss). Returns :math:`(\lambda, v)`.
+    """
+    lo = np.asarray(lower, dtype=np.float64)
+    hi = np.asarray(upper, dtype=np.float64)
+    s = np.ones_like(lo) if scale is None else np.asarray(scale, dtype=np.float64)
+    if not float(lo.sum()) <= float(budget) <= float(hi.sum()):
+        raise InfeasibleError(
+            f"the budget {format_usd(float(budget), currency=True)} is outside what the bounds "
+            f"allow ({format_usd(float(lo.sum()), currency=True)} to "
+            f"{format_usd(float(hi.sum()), currency=True)})"
+        )
+    return affine_clip_root(np.zeros_like(lo), s, lo, hi, float(budget))
+
+
+# ------------------------------------------------------------------------- catalogue, cents
+
+Rule = Callable[..., ClaimsAwards]
+
+#: Every claims rule by its full name, with the parameter it needs (if any).
+RULES: dict[str, tuple[Rule, str | None]] = {
+    "proportional": (proportional, None),
+    "constrained_equal_awards": (constrained_equal_awards, None),
+    "constrained_equal_losses": (constrained_equal_losses, None),
+    "talmud": (talmud, None),
+    "base_then_pro_rata": (base_then_pro_rata, "base"),
+    "convenience_class": (convenience_class, "threshold"),
+    "minimum_payment": (minimum_payment, "minimum"),
+}
+
+#: Short names and the names of the programmes that used them.
+ALIASES: dict[str, str] = {
+    "pro": "proportional",
+    "pro_rata": "proportional",
+    "cea": "constrained_equal_awards",
+    "cel": "constrained_equal_losses",
+    "mt_gox": "base_then_pro_rata",
+    "ftx": "convenience_class",
+    "ftx_convenience": "convenience_class",
+    "class_action": "minimum_payment",
+}
+
+
+def rule_name(name: str) -> str:
+    """The full name of a rule given by its full or short name (case and ``-`` ignored)."""
+    key = name.strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key not in RULES:
+        known = ", ".join([*RULES, *ALIASES])
+        raise InvalidProblemError(f"unknown claims rule {name!r}; known rules: {known}")
+    return key
+
+
+def divide(
+    rule: str,
+    claims: np.ndarray,
+    estate: float,
+    *,
+    lower: np.ndarray | float | None = None,
+    upper: np.ndarray | float | None = None,
+    parameter: float | None = None,
+) -> ClaimsAwards:
+    """Apply a rule by name (full or short); ``parameter`` is its base, threshold or minimum."""
+    full = rule_name(rule)
+    func, needs = RULES[full]
+    if needs is None:
+        return func(claims, estate, lower=lower, upper=upper)
+    if parameter is None:
+        raise InvalidProblemError(f"the {full} rule needs its {needs} (an amount in USD)")
+    return func(claims, estate, lower=lower, upper=upper, **{needs: float(parameter)})
+
+
+def awards_to_cents(
+    awards: ClaimsAwards,
+    claims: np.ndarray,
+    estate: float,
+    *,
+    lower: np.ndarray | float | None = None,
+    upper: np.ndarray | float | None = None,
+) -> np.ndarray:
+    """Integer cents (int64) summing exactly to the estate (a whole number of cents), each within
+    its bounds and within a cent of its exact award; ties go to the larger claim, then the
+    earlier one. A dropped award stays 0.
+
+    Claims and caps that are not whole cents are paid at most their amount rounded down to the
+    cent (a claim of USD 1.914 gets at most 1.91), and a floor above such a cap is that cap.
+    """
+    c = np.asarray(claims, dtype=np.float64)
+    lo, hi = _bounds(c, lower, upper)
+    if awards.dropped is not None:
+        lo = np.where(awards.dropped, 0.0, lo)
+        hi = np.where(awards.dropped, 0.0, hi)
+    budget_to_cents(estate)  # refuses an estate that is not whole cents
+    # What can be paid: caps (and claims) down to the cent, floors up but never above the cap.
+    lo_c, hi_c = bounds_in_cents(lo, hi)
+    lo_c = np.minimum(lo_c, hi_c)
+    lo_usd, hi_usd = lo_c / CENTS_PER_USD, hi_c / CENTS_PER_USD
+    cents, _ = round_to_cents_report(
+        np.clip(awards.awards, lo_usd, hi_usd),
+        lo_usd,
+        hi_usd,
+        estate,
+        exhaust=True,
+        loss=c,
+        user_id=np.arange(c.size, dtype=np.int64),
+    )
+    return cents
