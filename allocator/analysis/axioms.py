@@ -86,7 +86,8 @@ class AxiomCase:
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.abs(a - b) <= TOL_USD + 1e-9 * np.maximum(np.abs(a), np.abs(b))
+    close: np.ndarray = np.abs(a - b) <= TOL_USD + 1e-9 * np.maximum(np.abs(a), np.abs(b))
+    return close
 
 
 def _user(case: AxiomCase, i: int, **amounts: float) -> dict[str, Any]:
