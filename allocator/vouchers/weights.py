@@ -62,8 +62,8 @@ import polars as pl
 
 from allocator import names as N
 from allocator.errors import InfeasibleError, InputError, ScenarioError
-from allocator.kernel.money import bounds_in_cents
-from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment, whole_cent_bounds
+from allocator.kernel.money import bounds_in_cents, whole_cent_bounds
+from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment
 from allocator.settings.models import BoundsSpec, ObjectiveSpec, Scenario, SegmentSpec
 
 __all__ = [
@@ -257,7 +257,7 @@ def compute_weights(features: pl.DataFrame, spec: ObjectiveSpec) -> np.ndarray:
     Raises the errors of :func:`weight_factors`.
     """
     log_w = weight_factors(features, spec)[LOG_WEIGHT].to_numpy()
-    return np.exp(log_w)
+    return np.asarray(np.exp(log_w), dtype=np.float64)
 
 
 def bounds_cents(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -107,7 +107,7 @@ from allocator.vouchers.eligibility.files import (
 )
 from allocator.vouchers.eligibility.losses import MAX_LOSS_USD, NANO_PER_USD
 from allocator.vouchers.eligibility.prices import MAX_GRID_CELLS
-from allocator.vouchers.eligibility.reasons import RuleDecision
+from allocator.vouchers.eligibility.reasons import RuleDecision, covered_event, in_window_event
 from allocator.vouchers.eligibility.reconciliation import RECONCILE_RTOL, Reconciliation
 from allocator.vouchers.eligibility.rules import has_phase_in, loss_band, ratio_band
 from allocator.vouchers.eligibility.schema import eligible_columns, excluded_columns
@@ -123,9 +123,11 @@ __all__ = [
     "Reconciliation",
     "RuleDecision",
     "compute_eligibility",
+    "covered_event",
     "eligible_columns",
     "excluded_columns",
     "has_phase_in",
+    "in_window_event",
     "loss_band",
     "ratio_band",
     "run_eligibility",
