@@ -9,6 +9,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from allocator import names as N
 from allocator.errors import CheckFailedError, InputError, ScenarioError
+from allocator.kernel.phase import Band, band_factor, passes, phase_factor
 from allocator.settings.models import EligibilityRules
 from allocator.vouchers.eligibility import (
     RECONCILIATION_FILE,
@@ -903,3 +905,79 @@ def test_every_polars_engine_gives_the_same_result(tmp_path: Path, rules: Eligib
     for r in results.values():
         assert r.eligible.equals(first.eligible) and r.excluded.equals(first.excluded)
         assert r.reconciliation == first.reconciliation
+
+
+# ---------------------------------------------------------------- rules decided once
+
+
+def test_phase_ramp_is_the_published_phase_factor_bit_for_bit() -> None:
+    # the kernel's ramp against the Polars expression the published column was built with
+    rng = np.random.default_rng(7)
+    for low, high in ((25.0, 50.0), (0.2, 0.3), (7.0, 100 / 3), (0.1, 0.30000000000000004)):
+        x = np.concatenate([rng.uniform(low - 1, high + 1, 20_000), [low, high, np.inf]])
+        expr = (
+            pl.when(pl.col("x") >= high)
+            .then(1.0)
+            .otherwise(((pl.col("x") - low) / (high - low)).clip(0.0, 1.0))
+        )
+        polars_ramp = pl.DataFrame({"x": x}).select(expr.alias("f"))["f"].to_numpy()
+        assert np.array_equal(band_factor(x, Band(low, high)), polars_ramp)
+    band = Band(25.0, 50.0)
+    assert band_factor([25.0, 30.0, 50.0, 60.0], band).tolist() == [0.0, 0.2, 1.0, 1.0]
+    assert band_factor([1.0, np.inf], Band(None, 50.0)).tolist() == [1.0, 1.0]
+    # the rule: the lower end fails (factor 0), the threshold passes without a band; NaN fails
+    assert passes([25.0, 25.01, np.nan], band).tolist() == [False, True, False]
+    assert passes([49.99, 50.0, np.nan], Band(None, 50.0)).tolist() == [False, True, False]
+    assert phase_factor([30.0], [0.25], band, Band(0.2, 0.3)).tolist() == pytest.approx([0.1])
+
+
+def test_rule_decisions_list_every_failing_rule_where_it_applies() -> None:
+    d = Data()
+    d.user(1, record=False).event(1, 10.0)  # no record: region and KYC are not judged
+    d.user(2, region="US", kyc="pending").event(2, 10.0)
+    d.user(3, net=None).event(3, 10.0)  # no snapshot: net assets and ratio are not judged
+    d.user(4, net=1000.0).event(4, 100.0)  # ratio 0.1
+    d.user(5).event(5, 100.0)
+    d.user(6).event(6, 100.0, ts=AFTER_WINDOW)
+    r = d.run(decisions=True)
+    assert r.decisions is not None
+    failures = {uid: r.decision(uid).failures for uid in range(1, 7)}
+    assert failures == {
+        1: (N.REASON_NO_USER_RECORD, N.REASON_BELOW_MIN_LOSS, N.REASON_BELOW_LOSS_RATIO),
+        2: (
+            N.REASON_RESTRICTED_REGION,
+            N.REASON_KYC,
+            N.REASON_BELOW_MIN_LOSS,
+            N.REASON_BELOW_LOSS_RATIO,
+        ),
+        3: (N.REASON_BELOW_MIN_LOSS, N.REASON_NO_SNAPSHOT),
+        4: (N.REASON_BELOW_LOSS_RATIO,),
+        5: (),
+        6: (N.REASON_OUTSIDE_WINDOW, N.REASON_BELOW_MIN_LOSS, N.REASON_BELOW_LOSS_RATIO),
+    }
+    # the reason written to excluded.parquet is the first failing rule
+    got = reasons(r)
+    for uid, fails in failures.items():
+        decision = r.decision(uid)
+        assert decision is not None and decision.reason == got[uid] == (fails[0] if fails else None)
+    assert r.decision(99) is None
+    # the same tables with and without the decisions
+    plain = d.run()
+    assert plain.eligible.equals(r.eligible) and plain.excluded.equals(r.excluded)
+    with pytest.raises(ValueError, match="decisions=True"):
+        plain.decision(1)
+
+
+def test_rule_decisions_carry_the_band_factors() -> None:
+    d = Data()
+    d.user(1, net=120.0).event(1, 40.0)  # loss 3/5 into the band, ratio 1/3: factor 0.6
+    d.user(2, net=1000.0).event(2, 250.0)  # ratio half way into its band
+    rules = EligibilityRules(phase_in_loss_usd=25.0, phase_in_ratio=0.2)
+    r = d.run(rules, decisions=True)
+    published = dict(r.eligible.select(N.USER_ID, N.PHASE_FACTOR).iter_rows())
+    for uid in (1, 2):
+        decision = r.decision(uid)
+        assert decision is not None and decision.phase_factor == published[uid]
+    one = r.decision(1)
+    assert one is not None
+    assert one.loss_factor == pytest.approx(0.6) and one.ratio_factor == 1.0

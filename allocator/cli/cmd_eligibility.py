@@ -8,7 +8,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -92,7 +92,7 @@ def eligibility_cmd(
     refuse_output_in_run(out, "--out")
     out_dir = Path(out)
     base = load_scenario(scenario).eligibility if scenario is not None else EligibilityRules()
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if min_loss is not None:
         changes["min_loss_usd"] = float(min_loss)
     if min_ratio is not None:

@@ -8,9 +8,12 @@ from typing import Annotated
 
 import typer
 
+from allocator.analysis.audit import audit
+from allocator.analysis.explain import explain_user
 from allocator.cli.app import app, err_console, guarded, out_console, styled
 from allocator.cli.common import print_json
 from allocator.errors import InputError
+from allocator.runs.rundir import load_run
 
 #: A user id on the command line: a whole number, negative ones included.
 _USER_ID_RE = re.compile(r"[+-]?[0-9]+")
@@ -61,8 +64,6 @@ def explain_cmd(
 
     Example: allocator explain 10000080 --run runs/baseline --no-others
     """
-    from allocator.analysis.explain import explain_user
-
     explanation = explain_user(run, parse_user_id(user_id), other_scenarios=not no_others)
     if json_out:
         print_json(explanation.to_dict())
@@ -86,9 +87,6 @@ def audit_cmd(
 
     Example: allocator audit runs/baseline --json
     """
-    from allocator.analysis.audit import audit
-    from allocator.runs.rundir import load_run
-
     # refuses a damaged run directory or one changed since the run (exit 2)
     run = load_run(run_dir)
     result = audit(run.allocations, objective=run.scenario.objective)

@@ -62,8 +62,15 @@ import polars as pl
 
 from allocator import names as N
 from allocator.errors import InfeasibleError, InputError, ScenarioError
-from allocator.kernel.money import bounds_in_cents
-from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment, whole_cent_bounds
+from allocator.kernel.money import (
+    CENTS_PER_USD,
+    bounds_in_cents,
+    budget_to_cents,
+    format_cents,
+    format_usd,
+    whole_cent_bounds,
+)
+from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment
 from allocator.settings.models import BoundsSpec, ObjectiveSpec, Scenario, SegmentSpec
 
 __all__ = [
@@ -257,7 +264,7 @@ def compute_weights(features: pl.DataFrame, spec: ObjectiveSpec) -> np.ndarray:
     Raises the errors of :func:`weight_factors`.
     """
     log_w = weight_factors(features, spec)[LOG_WEIGHT].to_numpy()
-    return np.exp(log_w)
+    return np.asarray(np.exp(log_w), dtype=np.float64)
 
 
 def bounds_cents(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -345,7 +352,7 @@ def phase_bounds(
     """
     phased = np.minimum(upper, float(cap_usd) * np.asarray(factor, dtype=np.float64))
     _, phased = whole_cent_bounds(phased, phased)
-    phased = np.maximum(phased, np.minimum(upper, 0.01))
+    phased = np.maximum(phased, np.minimum(upper, 1 / CENTS_PER_USD))
     return np.minimum(lower, phased), phased
 
 
@@ -430,27 +437,28 @@ def _check_feasible(
     segments: tuple[Segment, ...],
 ) -> None:
     """Infeasibility visible before solving, judged in whole cents."""
-    budget_c = round(budget_usd * 100)
+    # the budget is whole cents (scenario validation; the rounding refuses anything else too)
+    budget_c = budget_to_cents(budget_usd)
     lo_c, hi_c = bounds_cents(lower, upper)
     n = lower.shape[0]
     if n == 0 and exhaust:
         raise InfeasibleError(
             "no liquidated user passes the eligibility rules, so there is nobody to pay and the "
-            f"budget of {budget_c / 100:,.2f} USD (budget.exhaust = true) cannot be spent.",
+            f"budget of {format_cents(budget_c)} USD (budget.exhaust = true) cannot be spent.",
             hint="relax the [eligibility] thresholds, window, products or regions",
         )
     if int(lo_c.sum()) > budget_c:
         raise InfeasibleError(
-            f"the floors of {n:,} eligible users add up to {lo_c.sum() / 100:,.2f} USD, more than the "
-            f"budget of {budget_c / 100:,.2f} USD: {(int(lo_c.sum()) - budget_c) / 100:,.2f} USD "
+            f"the floors of {n:,} eligible users add up to {format_cents(int(lo_c.sum()))} USD, more than the "
+            f"budget of {format_cents(budget_c)} USD: {format_cents(int(lo_c.sum()) - budget_c)} USD "
             "short.",
             hint="lower bounds.floor_usd or raise budget.total_usd",
         )
     if exhaust and int(hi_c.sum()) < budget_c:
         raise InfeasibleError(
-            f"the budget of {budget_c / 100:,.2f} USD must be paid in full (budget.exhaust = true), "
+            f"the budget of {format_cents(budget_c)} USD must be paid in full (budget.exhaust = true), "
             f"but the upper bounds of the {n:,} eligible users add up to only "
-            f"{hi_c.sum() / 100:,.2f} USD: {(budget_c - int(hi_c.sum())) / 100:,.2f} USD cannot be "
+            f"{format_cents(int(hi_c.sum()))} USD: {format_cents(budget_c - int(hi_c.sum()))} USD cannot be "
             "spent.",
             hint="raise bounds.cap_usd or bounds.coverage_cap, or set budget.exhaust = false",
         )
@@ -462,8 +470,8 @@ def _check_feasible(
             if have < need - 0.5:
                 raise InfeasibleError(
                     f"segment '{seg.name}' must receive at least {seg.min_share:g} of the budget "
-                    f"({need / 100:,.2f} USD) but its {int(members.sum()):,} users can receive at most "
-                    f"{have / 100:,.2f} USD.",
+                    f"({format_usd(need / CENTS_PER_USD)} USD) but its {int(members.sum()):,} users can receive at most "
+                    f"{format_cents(have)} USD.",
                     hint=f"lower segments.{seg.name}.min_share or widen its bounds or predicate",
                 )
         if seg.max_share is not None:
@@ -472,8 +480,8 @@ def _check_feasible(
             if floor > allow + 0.5:
                 raise InfeasibleError(
                     f"segment '{seg.name}' may receive at most {seg.max_share:g} of the budget "
-                    f"({allow / 100:,.2f} USD) but the floors of its {int(members.sum()):,} users add "
-                    f"up to {floor / 100:,.2f} USD.",
+                    f"({format_usd(allow / CENTS_PER_USD)} USD) but the floors of its {int(members.sum()):,} users add "
+                    f"up to {format_cents(floor)} USD.",
                     hint=f"raise segments.{seg.name}.max_share or lower bounds.floor_usd",
                 )
 
