@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from allocator import names as N
 from allocator.analysis.checks import check_run_dir
 from allocator.errors import InputError
-from allocator.runs import rundir
+from allocator.runs import rundir, store
 from allocator.runs.rundir import (
     ALLOCATIONS_SCHEMA,
     AMOUNT_CENTS,
@@ -298,14 +298,14 @@ def test_crash_in_a_parquet_write_keeps_the_old_run(
 ) -> None:
     out = write_run_dir(tmp_path / "r", **parts(liq))
     before = snapshot(out)
-    real = rundir._write_parquet
+    real = rundir.write_parquet
 
     def failing(frame: pl.DataFrame, path: Path) -> None:
         if path.name == N.EXCLUDED_FILE:
             raise OSError("I/O error")
         real(frame, path)
 
-    monkeypatch.setattr(rundir, "_write_parquet", failing)
+    monkeypatch.setattr(rundir, "write_parquet", failing)
     with pytest.raises(OSError):
         write_run_dir(out, **parts(liq, bump=1))
     assert snapshot(out) == before and hidden_siblings(out) == []
@@ -323,7 +323,7 @@ def test_hard_crash_leaves_only_an_unacceptable_hidden_directory(
         raise KeyboardInterrupt
 
     p["payouts"] = killed
-    monkeypatch.setattr(rundir.shutil, "rmtree", lambda *a, **k: None)
+    monkeypatch.setattr(store.shutil, "rmtree", lambda *a, **k: None)
     with pytest.raises(KeyboardInterrupt):
         write_run_dir(out, **p)
     monkeypatch.undo()

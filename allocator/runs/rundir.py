@@ -81,25 +81,36 @@ directory whose ``manifest.json`` is in format :data:`RUN_FORMAT` is refused.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import secrets
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from allocator import names as N
-from allocator.data.inputs import file_sha256
 from allocator.errors import InputError
-from allocator.jsonsafe import json_safe
+from allocator.runs.hashing import sha256_file
+from allocator.runs.manifest import (
+    MAX_MANIFEST_DEPTH,
+    VERSIONED_PACKAGES,
+    dumps_manifest,
+    read_manifest,
+    versions,
+    write_manifest,
+)
+from allocator.runs.store import atomic_directory, write_parquet
+
+# Moved to allocator.runs.manifest; still importable from here.
+__all__ = [
+    "MAX_MANIFEST_DEPTH",
+    "VERSIONED_PACKAGES",
+    "dumps_manifest",
+    "read_manifest",
+    "versions",
+]
 
 #: Value of ``manifest["format"]``; bump it when the contract above changes.
 RUN_FORMAT = "allocator-run/1"
@@ -130,32 +141,9 @@ PAYOUTS_COLUMNS = (N.USER_ID, N.AMOUNT, N.BATCH, N.IDEMPOTENCY_KEY)
 OUTPUT_FILES = (N.ALLOCATIONS_FILE, N.EXCLUDED_FILE, N.PAYOUTS_FILE)
 RUN_FILES = OUTPUT_FILES + (N.MANIFEST_FILE,)
 
-#: Packages whose versions a manifest records (distribution names).
-VERSIONED_PACKAGES = (
-    "numpy",
-    "scipy",
-    "polars",
-    "cvxpy",
-    "clarabel",
-    "highspy",
-    "ecos",
-    "scs",
-    "pyarrow",
-)
-
-_PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "compression_level": 3,
-    "statistics": True,
-    "row_group_size": 262_144,
-}
 _AMOUNT_RE = r"^(\d+)\.(\d{2})$"
 
 PayoutsSource = Callable[[Path], None] | pl.DataFrame
-
-#: Deepest nesting :func:`load_run` accepts in a manifest (allocate writes about 5 levels); a
-#: deeper one is damaged, and would exhaust the recursion of the code that walks it.
-MAX_MANIFEST_DEPTH = 32
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,27 +169,6 @@ class RunDir:
 # --------------------------------------------------------------------------------------------
 
 
-def versions() -> dict[str, str | None]:
-    """Versions of Python, this package and the numerical stack (``None`` when not installed).
-
-    Read from package metadata, so nothing heavy (cvxpy) is imported.
-    """
-    from allocator import __version__
-
-    out: dict[str, str | None] = {"allocator": __version__, "python": platform.python_version()}
-    for dist in VERSIONED_PACKAGES:
-        try:
-            out[dist] = dist_version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def dumps_manifest(manifest: Mapping[str, Any]) -> str:
-    """The canonical text of a manifest: strict JSON, sorted keys, indent 2, trailing newline."""
-    return json.dumps(json_safe(manifest), sort_keys=True, indent=2, allow_nan=False) + "\n"
-
-
 def cents_to_usd_expr(cents: pl.Expr) -> pl.Expr:
     """Non-negative integer cents -> ``"1234.56"`` (exact, no float)."""
     return pl.format("{}.{}", cents // 100, (cents % 100).cast(pl.String).str.zfill(2))
@@ -213,28 +180,6 @@ def usd_to_cents(amount: pl.Series) -> pl.Series:
     whole = parts.struct.field("1").cast(pl.Int64, strict=False)
     frac = parts.struct.field("2").cast(pl.Int64, strict=False)
     return (whole * 100 + frac).alias(AMOUNT_CENTS)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    frame.rechunk().write_parquet(path, **_PARQUET_OPTIONS)
 
 
 def _write_payouts_frame(frame: pl.DataFrame, path: Path) -> None:
@@ -291,13 +236,6 @@ def _canonical_excluded(frame: pl.DataFrame) -> pl.DataFrame:
     if not out[N.USER_ID].is_sorted():
         out = out.sort(N.USER_ID, maintain_order=True)
     return out
-
-
-def _sibling(target: Path, tag: str) -> Path:
-    while True:
-        candidate = target.parent / f".{target.name}.{tag}-{secrets.token_hex(6)}"
-        if not os.path.lexists(candidate):
-            return candidate
 
 
 def _check_replaceable(out_dir: Path) -> None:
@@ -357,144 +295,28 @@ def write_run_dir(
     excluded = _canonical_excluded(excluded)
     man = dict(manifest)
     man.setdefault("format", RUN_FORMAT)
-    text = dumps_manifest(man)  # fail on an unserialisable manifest before touching the disk
+    dumps_manifest(man)  # fail on an unserialisable manifest before touching the disk
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _sibling(target, "new")
-    staging.mkdir()
     started = time.perf_counter()
-    try:
-        _write_parquet(allocations, staging / N.ALLOCATIONS_FILE)
-        _write_parquet(excluded, staging / N.EXCLUDED_FILE)
+    with atomic_directory(target) as staging:
+        write_parquet(allocations, staging / N.ALLOCATIONS_FILE)
+        write_parquet(excluded, staging / N.EXCLUDED_FILE)
         _write_payouts(payouts, staging / N.PAYOUTS_FILE)
-        outputs = {}
-        for name in OUTPUT_FILES:
-            _fsync_file(staging / name)
-            outputs[name] = file_sha256(staging / name)
-        man["outputs"] = outputs
+        man["outputs"] = {name: sha256_file(staging / name) for name in OUTPUT_FILES}
         if isinstance(man.get("timings_s"), Mapping):
             # Writing the outputs is a stage too; the manifest itself is written after this.
             man["timings_s"] = {
                 **man["timings_s"],
                 "write": round(time.perf_counter() - started, 6),
             }
-        text = dumps_manifest(man)
         # manifest.json appears complete or not at all, even inside the staging directory.
-        part = staging / f".{N.MANIFEST_FILE}.part"
-        part.write_text(text, encoding="utf-8", newline="\n")
-        _fsync_file(part)
-        os.replace(part, staging / N.MANIFEST_FILE)
-        _fsync_dir(staging)
-        _swap_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_manifest(staging, man)
     return target
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    if not os.path.lexists(target):
-        os.rename(staging, target)
-        _fsync_dir(target.parent)
-        return
-    aside = _sibling(target, "old")
-    os.rename(target, aside)
-    try:
-        os.rename(staging, target)
-    except BaseException:
-        os.rename(aside, target)  # put the old run back: out_dir is never left empty by an error
-        raise
-    _fsync_dir(target.parent)
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
 # read
 # --------------------------------------------------------------------------------------------
-
-
-def _manifest_depth(data: Any) -> int:
-    """Nesting depth of parsed JSON (a scalar is 0), without recursion."""
-    deepest, stack = 0, [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_MANIFEST_DEPTH:
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _reject_constant(token: str) -> None:
-    raise ValueError(
-        f'{token} is not strict JSON (allocate writes a non-finite number as null, "inf" or "-inf")'
-    )
-
-
-def read_manifest(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
-    """Read ``manifest.json`` from a run directory (or the file itself); InputError if unusable.
-
-    Parameters
-    ----------
-    path
-        The run directory or its manifest file.
-    strict
-        Also refuse ``NaN``/``Infinity`` tokens and nesting deeper than
-        :data:`MAX_MANIFEST_DEPTH` (what :func:`load_run` requires).
-
-    Raises
-    ------
-    InputError
-        The file is missing, unreadable, not UTF-8, not JSON (or too deeply nested to parse), or
-        not a JSON object.
-    """
-    path = Path(path)
-    file = path / N.MANIFEST_FILE if path.is_dir() else path
-    try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise InputError(
-            f"{file}: file not found; a run directory must hold {N.MANIFEST_FILE}."
-        ) from None
-    except OSError as exc:
-        raise InputError(f"{file}: cannot be read ({exc.strerror or exc}).") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{file}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            f"a manifest is the JSON that allocator allocate writes."
-        ) from None
-    try:
-        data = json.loads(text, parse_constant=_reject_constant if strict else None)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{file}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
-        ) from None
-    except RecursionError:
-        raise InputError(
-            f"{file}: JSON nested too deeply to read; a manifest is nested about 5 levels."
-        ) from None
-    except ValueError as exc:  # a NaN/Infinity token under strict
-        raise InputError(f"{file}: {exc}.") from None
-    if not isinstance(data, dict):
-        raise InputError(
-            f"{file}: expected a JSON object at the top level, found {type(data).__name__}."
-        )
-    if strict:
-        depth = _manifest_depth(data)
-        if depth > MAX_MANIFEST_DEPTH:
-            raise InputError(
-                f"{file}: JSON nested more than {MAX_MANIFEST_DEPTH} levels deep; a manifest is "
-                f"nested about 5 levels."
-            )
-    return data
 
 
 def read_parquet_file(file: Path) -> pl.DataFrame:
@@ -629,7 +451,7 @@ def _check_hash(path: Path, name: str, recorded: Any, run_path: Path) -> None:
     file = path / name
     if not file.is_file():
         raise _damaged(run_path, f"{file}: file not found; a run directory must hold {name}")
-    actual = file_sha256(file)
+    actual = sha256_file(file)
     if actual != recorded:
         raise _damaged(
             run_path,
@@ -661,7 +483,7 @@ def _verified_inputs(manifest: Mapping[str, Any], man_file: Path, run_path: Path
                 f"the run's input data again, so it needs the files the run used.",
                 hint="restore the data directory, or re-run the scenario on the current data.",
             )
-        if file_sha256(file) != meta["sha256"]:
+        if sha256_file(file) != meta["sha256"]:
             raise InputError(
                 f"{man_file}: the run's {stem} file {file} changed since the run (its sha256 is "
                 f"not the one the manifest recorded): the data was edited or regenerated, and "
