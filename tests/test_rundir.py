@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from allocator import names as N
 from allocator.analysis.checks import check_run_dir
 from allocator.errors import InputError
-from allocator.runs import rundir, store
+from allocator.runs import rundir, store, writer
 from allocator.runs.rundir import (
     ALLOCATIONS_SCHEMA,
     AMOUNT_CENTS,
@@ -187,7 +187,7 @@ def test_payouts_from_a_writer_callable(tmp_path: Path, liq: Path) -> None:
 
     def writer(path: Path) -> None:
         calls.append(path)
-        rundir._write_payouts_frame(frame, path)
+        rundir.write_payouts_frame(frame, path)
 
     out = write_run_dir(tmp_path / "r", payouts=writer, **p)
     assert len(calls) == 1 and calls[0].name == N.PAYOUTS_FILE and calls[0].parent != out
@@ -243,7 +243,7 @@ def test_payouts_cents_round_trip_exactly(
         },
         schema_overrides={AMOUNT_CENTS: pl.Int64},
     )
-    rundir._write_payouts_frame(frame, path)
+    rundir.write_payouts_frame(frame, path)
     back = read_payouts_csv(path)
     assert back[AMOUNT_CENTS].to_list() == cents
     assert back[N.AMOUNT].to_list() == [f"{c // 100}.{c % 100:02d}" for c in cents]
@@ -298,14 +298,14 @@ def test_crash_in_a_parquet_write_keeps_the_old_run(
 ) -> None:
     out = write_run_dir(tmp_path / "r", **parts(liq))
     before = snapshot(out)
-    real = rundir.write_parquet
+    real = writer.write_parquet
 
     def failing(frame: pl.DataFrame, path: Path) -> None:
         if path.name == N.EXCLUDED_FILE:
             raise OSError("I/O error")
         real(frame, path)
 
-    monkeypatch.setattr(rundir, "write_parquet", failing)
+    monkeypatch.setattr(writer, "write_parquet", failing)
     with pytest.raises(OSError):
         write_run_dir(out, **parts(liq, bump=1))
     assert snapshot(out) == before and hidden_siblings(out) == []
@@ -351,7 +351,7 @@ def test_swap_never_shows_an_incomplete_run(
         )
         real_rename(src, dst)
 
-    monkeypatch.setattr(rundir.os, "rename", watching_rename)
+    monkeypatch.setattr(store.os, "rename", watching_rename)
     write_run_dir(out, **parts(liq, bump=1))
     monkeypatch.undo()
     assert [s[2] for s in states] == [True, None]  # old run accepted, then nothing, then new
@@ -372,7 +372,7 @@ def test_failed_swap_puts_the_old_run_back(
             raise PermissionError("rename refused")
         real_rename(src, dst)
 
-    monkeypatch.setattr(rundir.os, "rename", second_rename_fails)
+    monkeypatch.setattr(store.os, "rename", second_rename_fails)
     with pytest.raises(PermissionError):
         write_run_dir(out, **parts(liq, bump=1))
     monkeypatch.undo()

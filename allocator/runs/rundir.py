@@ -1,98 +1,38 @@
-"""The run directory: what ``allocator allocate`` writes and ``allocator check-budget`` reads.
+"""The voucher run directory: what ``allocator allocate`` writes and ``allocator check-budget`` reads.
 
-Contract
---------
-A run directory holds exactly four files.
+This module gathers the run directory's public names in one place; each lives in the module of
+its concern:
 
-``allocations.parquet``
-    One row per eligible user, sorted by ``user_id``, columns in this order:
-    ``user_id`` Int64, ``voucher_cents`` Int64, ``voucher_usd`` Float64 (``voucher_cents / 100``),
-    ``lower_cents`` Int64, ``upper_cents`` Int64 (the user's bounds in cents: the floor rounded
-    *up* to the cent, ``min(cap, coverage_cap * loss)`` rounded *down*), ``loss_usd`` Float64,
-    ``loss_ratio`` Float64, ``weight`` Float64, ``bound`` String (one of
-    :data:`allocator.names.BOUND_STATES`, judged on the paid cents), ``segment`` String (null when
-    the scenario has no segments). Any further columns follow these.
-``excluded.parquet``
-    One row per liquidated user left out, sorted by ``user_id``: ``user_id`` Int64, ``reason``
-    String (one of :data:`allocator.names.REASONS`), ``detail`` String, then the numbers behind
-    the decision (``loss_usd``, ``gross_loss_usd``, ``net_assets_usd``, ``loss_ratio``,
-    ``n_events``).
-``payouts.csv``
-    One row per allocated user: ``user_id``, ``amount`` (USD with exactly two decimals, e.g.
-    ``4.00``; parsed back to cents by splitting the string, never through a float), ``batch``,
-    ``idempotency_key``.
-``manifest.json``
-    ``{"format": "allocator-run/1", "programme", "scenario": <the fully resolved scenario, incl.
-    bounds.floor_usd, bounds.cap_usd, bounds.coverage_cap, budget.total_usd, budget.exhaust>,
-    "inputs": {stem: {"path": <absolute>, "sha256", "rows"}}, "versions": {...}, "solver":
-    {"requested", "used", "status"}, "objective", "shadow_price", "certificate": {...}, "money":
-    {"budget_cents", "paid_cents", "unspent_cents", "exhaust"}, "counts": {"liquidated",
-    "eligible", "excluded", "floor", "interior", "cap", "excluded_by_reason": {...}},
-    "timings_s": {...}, "payout_batches": [...], "outputs": {filename: sha256}}``.
-    Strict JSON (a non-finite float is written as ``null``, ``"inf"`` or ``"-inf"``), sorted keys,
-    indent 2, trailing newline. ``outputs`` is filled in by :func:`write_run_dir`.
-
-Writing
--------
-:func:`write_run_dir` writes the three data files into a fresh hidden sibling directory
-``.<name>.new-<random>``, hashes them into ``outputs``, writes ``manifest.json`` last, flushes
-everything to disk and only then moves the directory into place. An existing run directory is
-renamed aside to ``.<name>.old-<random>``, the new one renamed in, and the old one deleted.
-
-Crash windows (a crash is a power cut or a kill; a Python exception cleans up after itself):
-
-1. while the new files are written: ``out_dir`` is untouched (old run or nothing); a hidden
-   ``.new-`` directory may remain, without ``manifest.json`` unless every file is complete;
-2. between the two renames: nothing is at ``out_dir`` (``check-budget`` reports it missing); the
-   complete old and new runs are both in their hidden siblings;
-3. after the second rename, before the old one is deleted: ``out_dir`` is the complete new run;
-   a hidden ``.old-`` directory may remain.
-
-So at no point is there a directory at ``out_dir`` that ``check-budget`` would accept but is
-incomplete. Hidden leftovers are never read and are safe to delete. Parquet files are written
-with explicit zstd compression, row-group size and statistics, and carry no timestamps, so
-identical frames give byte-identical files; ``manifest.json`` is byte-identical when the manifest
-is (its ``timings_s`` differ between reruns).
-
-Reading
--------
-:func:`load_run` is the one door of the commands that read a run (``audit``, ``explain``,
-``report``, ``sensitivity``). It refuses, with an :class:`~allocator.errors.InputError` (exit 2)
-naming the file and what is wrong, a run directory that is damaged or changed:
-
-- ``manifest.json`` that is not UTF-8, not strict JSON (``NaN``, ``Infinity``), nested deeper
-  than :data:`MAX_MANIFEST_DEPTH`, not in format :data:`RUN_FORMAT`, or without a ``scenario``
-  object, an ``outputs`` hash per data file or, for a reader of the inputs, an ``inputs`` entry
-  (path and sha256) per input table;
-- a data file that is missing or whose SHA-256 is not the manifest's ``outputs`` entry (hashing
-  the three files costs about 10 ms at the 200,000-user default size, the inputs about 35 ms);
-- a data file without the contract's columns and types, with a null key or amount, a negative
-  ``voucher_cents``, or a user id twice or out of order;
-- with ``inputs=True`` (``explain``, ``report`` and ``sensitivity``, which read the input data
-  again): an input file that is gone or whose SHA-256 differs from the manifest's.
-
-A run directory that passes may still fail a finance check (a hand-edited manifest, a bug):
-``check-budget`` runs all of them, and the messages above point to it.
-
-:func:`refuse_output_in_run` keeps every other output (``report --out``,
-``sensitivity --users-out``, ``eligibility --out``) out of run directories: a path in or under a
-directory whose ``manifest.json`` is in format :data:`RUN_FORMAT` is refused.
+- :mod:`allocator.runs.contract`: the four files, their columns and types, the payouts.csv layout
+  and money as ``"1234.56"`` text;
+- :mod:`allocator.runs.writer`: :func:`write_run_dir`, the atomic write of a run directory;
+- :mod:`allocator.runs.reader`: :func:`read_run_dir`, the verified :func:`load_run` and
+  :func:`refuse_output_in_run`;
+- :mod:`allocator.runs.manifest`: ``manifest.json`` (versions, canonical text, strict reading);
+- :mod:`allocator.runs.store` and :mod:`allocator.runs.hashing`: atomic writes and SHA-256 for
+  every programme.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import polars as pl
-
-from allocator import names as N
-from allocator.errors import InputError
-from allocator.runs.hashing import sha256_file
+from allocator.runs.contract import (
+    ALLOCATIONS_SCHEMA,
+    AMOUNT_CENTS,
+    EXCLUDED_KEY_COLUMNS,
+    LOWER_CENTS,
+    OUTPUT_FILES,
+    PAYOUTS_COLUMNS,
+    RUN_FILES,
+    RUN_FORMAT,
+    UPPER_CENTS,
+    RunDir,
+    canonical_allocations,
+    canonical_excluded,
+    cents_to_usd_expr,
+    usd_text_to_cents_expr,
+    usd_to_cents,
+    write_payouts_frame,
+)
 from allocator.runs.manifest import (
     MAX_MANIFEST_DEPTH,
     VERSIONED_PACKAGES,
@@ -101,579 +41,47 @@ from allocator.runs.manifest import (
     versions,
     write_manifest,
 )
-from allocator.runs.store import atomic_directory, write_parquet
+from allocator.runs.reader import (
+    is_run_dir,
+    load_run,
+    read_parquet_file,
+    read_payouts_csv,
+    read_run_dir,
+    refuse_output_in_run,
+    run_dir_holding,
+)
+from allocator.runs.writer import PayoutsSource, write_run_dir
 
-# Moved to allocator.runs.manifest; still importable from here.
 __all__ = [
+    "ALLOCATIONS_SCHEMA",
+    "AMOUNT_CENTS",
+    "EXCLUDED_KEY_COLUMNS",
+    "LOWER_CENTS",
     "MAX_MANIFEST_DEPTH",
+    "OUTPUT_FILES",
+    "PAYOUTS_COLUMNS",
+    "RUN_FILES",
+    "RUN_FORMAT",
+    "UPPER_CENTS",
     "VERSIONED_PACKAGES",
+    "PayoutsSource",
+    "RunDir",
+    "canonical_allocations",
+    "canonical_excluded",
+    "cents_to_usd_expr",
     "dumps_manifest",
+    "is_run_dir",
+    "load_run",
     "read_manifest",
+    "read_parquet_file",
+    "read_payouts_csv",
+    "read_run_dir",
+    "refuse_output_in_run",
+    "run_dir_holding",
+    "usd_text_to_cents_expr",
+    "usd_to_cents",
     "versions",
+    "write_manifest",
+    "write_payouts_frame",
+    "write_run_dir",
 ]
-
-#: Value of ``manifest["format"]``; bump it when the contract above changes.
-RUN_FORMAT = "allocator-run/1"
-LOWER_CENTS = "lower_cents"
-UPPER_CENTS = "upper_cents"
-#: Parsed ``amount`` of payouts.csv, exact integer cents (a column of :attr:`RunDir.payouts`).
-AMOUNT_CENTS = "amount_cents"
-
-ALLOCATIONS_SCHEMA: dict[str, pl.DataType] = {
-    N.USER_ID: pl.Int64(),
-    N.VOUCHER_CENTS: pl.Int64(),
-    N.VOUCHER_USD: pl.Float64(),
-    LOWER_CENTS: pl.Int64(),
-    UPPER_CENTS: pl.Int64(),
-    N.LOSS_USD: pl.Float64(),
-    N.LOSS_RATIO: pl.Float64(),
-    N.WEIGHT: pl.Float64(),
-    N.BOUND: pl.String(),
-    N.SEGMENT: pl.String(),
-}
-EXCLUDED_KEY_COLUMNS: dict[str, pl.DataType] = {
-    N.USER_ID: pl.Int64(),
-    N.REASON: pl.String(),
-    N.DETAIL: pl.String(),
-}
-PAYOUTS_COLUMNS = (N.USER_ID, N.AMOUNT, N.BATCH, N.IDEMPOTENCY_KEY)
-#: Data files of a run directory, hashed into ``manifest["outputs"]``.
-OUTPUT_FILES = (N.ALLOCATIONS_FILE, N.EXCLUDED_FILE, N.PAYOUTS_FILE)
-RUN_FILES = OUTPUT_FILES + (N.MANIFEST_FILE,)
-
-_AMOUNT_RE = r"^(\d+)\.(\d{2})$"
-
-PayoutsSource = Callable[[Path], None] | pl.DataFrame
-
-
-@dataclass(frozen=True, eq=False)
-class RunDir:
-    """A run directory read back: its three tables, its manifest and where it lives.
-
-    ``payouts`` has the columns of payouts.csv plus ``amount_cents`` (Int64, exact).
-    :func:`load_run` also fills ``scenario`` (the manifest's, parsed and validated) and, when it
-    verified the inputs, ``data_dir`` (the one directory the input files are in).
-    """
-
-    path: Path
-    allocations: pl.DataFrame
-    excluded: pl.DataFrame
-    payouts: pl.DataFrame
-    manifest: dict[str, Any]
-    scenario: Any = None
-    data_dir: Path | None = None
-
-
-# --------------------------------------------------------------------------------------------
-# small helpers
-# --------------------------------------------------------------------------------------------
-
-
-def cents_to_usd_expr(cents: pl.Expr) -> pl.Expr:
-    """Non-negative integer cents -> ``"1234.56"`` (exact, no float)."""
-    return pl.format("{}.{}", cents // 100, (cents % 100).cast(pl.String).str.zfill(2))
-
-
-def usd_to_cents(amount: pl.Series) -> pl.Series:
-    """Parse ``"1234.56"`` strings to exact Int64 cents; null where the text is malformed."""
-    parts = amount.cast(pl.String).str.extract_groups(_AMOUNT_RE)
-    whole = parts.struct.field("1").cast(pl.Int64, strict=False)
-    frac = parts.struct.field("2").cast(pl.Int64, strict=False)
-    return (whole * 100 + frac).alias(AMOUNT_CENTS)
-
-
-def _write_payouts_frame(frame: pl.DataFrame, path: Path) -> None:
-    """Write a payouts frame (``amount`` as text, or ``amount_cents``) in the payouts.csv layout."""
-    if N.AMOUNT not in frame.columns or frame.schema[N.AMOUNT] != pl.String:
-        if AMOUNT_CENTS not in frame.columns:
-            raise ValueError(
-                f"payouts frame needs a String '{N.AMOUNT}' or an integer '{AMOUNT_CENTS}' column; "
-                f"it has {frame.columns}"
-            )
-        if frame[AMOUNT_CENTS].null_count() or (frame[AMOUNT_CENTS] < 0).any():
-            raise ValueError("payouts frame: amount_cents must be non-negative and non-null")
-        frame = frame.with_columns(cents_to_usd_expr(pl.col(AMOUNT_CENTS)).alias(N.AMOUNT))
-    missing = [c for c in PAYOUTS_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"payouts frame lacks columns {missing}; it has {frame.columns}")
-    frame.select(PAYOUTS_COLUMNS).write_csv(path, line_terminator="\n")
-
-
-def _write_payouts(payouts: PayoutsSource, path: Path) -> None:
-    if isinstance(payouts, pl.DataFrame):
-        _write_payouts_frame(payouts, path)
-    elif callable(payouts):
-        payouts(path)
-    else:
-        raise ValueError(
-            "write_run_dir needs payouts (a frame or a writer): a run directory always has payouts.csv"
-        )
-    if not path.is_file():
-        raise ValueError(f"the payouts writer did not create {path.name}")
-
-
-def _canonical_allocations(frame: pl.DataFrame) -> pl.DataFrame:
-    missing = [c for c in ALLOCATIONS_SCHEMA if c not in frame.columns]
-    if missing:
-        raise ValueError(f"allocations frame lacks columns {missing}; it has {frame.columns}")
-    extra = [c for c in frame.columns if c not in ALLOCATIONS_SCHEMA]
-    out = frame.select(
-        [pl.col(c).cast(t, strict=True) for c, t in ALLOCATIONS_SCHEMA.items()] + extra
-    )
-    if not out[N.USER_ID].is_sorted():
-        out = out.sort(N.USER_ID, maintain_order=True)
-    return out
-
-
-def _canonical_excluded(frame: pl.DataFrame) -> pl.DataFrame:
-    missing = [c for c in EXCLUDED_KEY_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"excluded frame lacks columns {missing}; it has {frame.columns}")
-    rest = [c for c in frame.columns if c not in EXCLUDED_KEY_COLUMNS]
-    out = frame.select(
-        [pl.col(c).cast(t, strict=True) for c, t in EXCLUDED_KEY_COLUMNS.items()] + rest
-    )
-    if not out[N.USER_ID].is_sorted():
-        out = out.sort(N.USER_ID, maintain_order=True)
-    return out
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    """Refuse to replace anything but a run directory: ``--out ~`` must not delete a home."""
-    if not os.path.lexists(out_dir):
-        return
-    if out_dir.is_symlink() or not out_dir.is_dir():
-        raise InputError(
-            f"{out_dir} exists and is not a directory; refusing to replace it with a run directory.",
-            hint="choose another --out.",
-        )
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in RUN_FILES)
-    if foreign:
-        raise InputError(
-            f"{out_dir} exists and holds files that are not part of a run directory "
-            f"(e.g. {foreign[0]!r}); refusing to replace it.",
-            hint="choose an empty or new --out, or an earlier run directory.",
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# write
-# --------------------------------------------------------------------------------------------
-
-
-def write_run_dir(
-    out_dir: str | Path,
-    *,
-    allocations: pl.DataFrame,
-    excluded: pl.DataFrame,
-    payouts: PayoutsSource,
-    manifest: Mapping[str, Any],
-) -> Path:
-    """Write a complete run directory atomically (see the module docstring) and return its path.
-
-    Parameters
-    ----------
-    out_dir
-        Target directory; replaced if it is an earlier run directory (or empty).
-    allocations, excluded
-        Frames in the contract's layout (columns are cast and ordered, rows sorted by user id).
-    payouts
-        How payouts.csv is written: a callable taking the file path, a frame with ``user_id``,
-        ``amount`` (String) or ``amount_cents`` (Int64), ``batch`` and ``idempotency_key``, or a
-        payout plan understood by ``allocator.vouchers.payouts.write_payouts_csv``.
-    manifest
-        The manifest without ``outputs``; the caller's mapping is not modified.
-
-    Raises
-    ------
-    InputError
-        ``out_dir`` exists and is not a run directory.
-    """
-    target = Path(os.path.abspath(out_dir))
-    _check_replaceable(target)
-    allocations = _canonical_allocations(allocations)
-    excluded = _canonical_excluded(excluded)
-    man = dict(manifest)
-    man.setdefault("format", RUN_FORMAT)
-    dumps_manifest(man)  # fail on an unserialisable manifest before touching the disk
-
-    started = time.perf_counter()
-    with atomic_directory(target) as staging:
-        write_parquet(allocations, staging / N.ALLOCATIONS_FILE)
-        write_parquet(excluded, staging / N.EXCLUDED_FILE)
-        _write_payouts(payouts, staging / N.PAYOUTS_FILE)
-        man["outputs"] = {name: sha256_file(staging / name) for name in OUTPUT_FILES}
-        if isinstance(man.get("timings_s"), Mapping):
-            # Writing the outputs is a stage too; the manifest itself is written after this.
-            man["timings_s"] = {
-                **man["timings_s"],
-                "write": round(time.perf_counter() - started, 6),
-            }
-        # manifest.json appears complete or not at all, even inside the staging directory.
-        write_manifest(staging, man)
-    return target
-
-
-# --------------------------------------------------------------------------------------------
-# read
-# --------------------------------------------------------------------------------------------
-
-
-def read_parquet_file(file: Path) -> pl.DataFrame:
-    """Read a parquet file of a run directory; InputError naming it when missing or unreadable."""
-    if not file.is_file():
-        raise InputError(f"{file}: file not found; a run directory must hold {file.name}.")
-    try:
-        return pl.read_parquet(file)
-    except Exception as exc:  # polars raises several error types for a damaged file
-        raise InputError(
-            f"{file}: not a readable parquet file ({type(exc).__name__}: {exc})."
-        ) from None
-
-
-def read_payouts_csv(file: str | Path) -> pl.DataFrame:
-    """Read payouts.csv exactly: ``amount`` stays text and ``amount_cents`` is parsed from it.
-
-    Returns a frame with ``user_id`` Int64, ``amount`` String, ``batch`` (Int64 when every value
-    is a whole number, else String), ``idempotency_key`` String and ``amount_cents`` Int64.
-    """
-    file = Path(file)
-    if not file.is_file():
-        raise InputError(f"{file}: file not found; a run directory must hold {file.name}.")
-    try:
-        raw = pl.read_csv(file, infer_schema=False)
-    except Exception as exc:
-        raise InputError(
-            f"{file}: not a readable CSV file ({type(exc).__name__}: {exc})."
-        ) from None
-    missing = [c for c in PAYOUTS_COLUMNS if c not in raw.columns]
-    if missing:
-        raise InputError(
-            f"{file}: missing column(s) {', '.join(missing)}; expected {', '.join(PAYOUTS_COLUMNS)}, "
-            f"found {', '.join(raw.columns) or 'none'}."
-        )
-    user_id = raw[N.USER_ID].cast(pl.Int64, strict=False)
-    bad = raw.filter(user_id.is_null())
-    if bad.height:
-        raise InputError(
-            f"{file}: column {N.USER_ID} must be a whole number; {bad.height} row(s) are not, "
-            f"e.g. {bad.row(0, named=True)}."
-        )
-    cents = usd_to_cents(raw[N.AMOUNT])
-    bad = raw.filter(cents.is_null())
-    if bad.height:
-        raise InputError(
-            f"{file}: column {N.AMOUNT} must be USD with exactly two decimals (e.g. 4.00); "
-            f"{bad.height} row(s) are not, e.g. {bad.row(0, named=True)}."
-        )
-    batch = raw[N.BATCH].cast(pl.Int64, strict=False)
-    if batch.null_count() != raw[N.BATCH].null_count():
-        batch = raw[N.BATCH]
-    return raw.select(PAYOUTS_COLUMNS).with_columns(
-        user_id.alias(N.USER_ID), batch.alias(N.BATCH), cents
-    )
-
-
-def read_run_dir(path: str | Path) -> RunDir:
-    """Read a run directory; raises InputError naming the first file missing or unreadable."""
-    path = Path(path)
-    if not path.is_dir():
-        raise InputError(f"{path}: run directory not found (or not a directory).")
-    manifest = read_manifest(path)
-    return RunDir(
-        path=path,
-        allocations=read_parquet_file(path / N.ALLOCATIONS_FILE),
-        excluded=read_parquet_file(path / N.EXCLUDED_FILE),
-        payouts=read_payouts_csv(path / N.PAYOUTS_FILE),
-        manifest=manifest,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# verified reading (audit, explain, report, sensitivity)
-# --------------------------------------------------------------------------------------------
-
-
-def _damaged(path: Path, what: str) -> InputError:
-    """The error of a damaged or changed run directory: what is wrong, and where to see it all."""
-    return InputError(
-        f"{what}. The run directory {path} is damaged or was changed after allocator allocate "
-        f"wrote it, so it is not read.",
-        hint=f"`allocator check-budget {path}` lists every check; re-run the scenario to rebuild it.",
-    )
-
-
-def _example(frame: pl.DataFrame, mask: pl.Series) -> str:
-    bad = frame.filter(mask)
-    row = bad.row(0, named=True) if bad.height else {}
-    return f"{bad.height:,} row(s), e.g. {row}"
-
-
-def _table_problem(
-    frame: pl.DataFrame,
-    schema: Mapping[str, pl.DataType],
-    required: tuple[str, ...],
-    non_negative: tuple[str, ...] = (),
-) -> str | None:
-    """The first way ``frame`` breaks the contract's columns, types, nulls, signs and order."""
-    for col, dtype in schema.items():
-        if col not in frame.columns:
-            return f"column {col} is missing (found {', '.join(frame.columns) or 'none'})"
-        if frame.schema[col] != dtype:
-            return f"column {col} is {frame.schema[col]}, the contract says {dtype}"
-    for col in required:
-        nulls = frame[col].is_null()
-        if nulls.any():
-            return f"column {col} is empty in {_example(frame, nulls)}"
-        if frame.schema[col] == pl.Float64:
-            nan = frame[col].is_nan()
-            if nan.any():
-                return f"column {col} is NaN in {_example(frame, nan)}"
-    for col in non_negative:
-        negative = frame[col] < 0
-        if negative.any():
-            return f"column {col} is negative in {_example(frame, negative)}"
-    ids = frame[N.USER_ID]
-    if ids.len() > 1:
-        ascending = ids.slice(1) > ids.slice(0, ids.len() - 1)  # no subtraction: no overflow
-        if not bool(ascending.all()):
-            first = int((~ascending).arg_true()[0]) + 1
-            uid = ids[first]
-            kind = "twice" if (ids == uid).sum() > 1 else "out of order"
-            return (
-                f"user {uid} appears {kind} (row {first + 1}); user ids must be unique and "
-                f"sorted ascending"
-            )
-    return None
-
-
-def _check_hash(path: Path, name: str, recorded: Any, run_path: Path) -> None:
-    file = path / name
-    if not file.is_file():
-        raise _damaged(run_path, f"{file}: file not found; a run directory must hold {name}")
-    actual = sha256_file(file)
-    if actual != recorded:
-        raise _damaged(
-            run_path,
-            f"{file}: its sha256 is {actual[:12]}..., the manifest recorded "
-            f"{str(recorded)[:12]}...: the file was replaced or edited",
-        )
-
-
-def _verified_inputs(manifest: Mapping[str, Any], man_file: Path, run_path: Path) -> Path:
-    """Check every input table the manifest names against its sha256; return their directory."""
-    inputs = manifest.get("inputs")
-    if not isinstance(inputs, Mapping):
-        raise _damaged(run_path, f"{man_file}: no 'inputs' object naming the run's data files")
-    dirs = set()
-    for stem in N.INPUT_TABLES:
-        meta = inputs.get(stem)
-        if not (
-            isinstance(meta, Mapping)
-            and isinstance(meta.get("path"), str)
-            and isinstance(meta.get("sha256"), str)
-        ):
-            raise _damaged(
-                run_path, f"{man_file}: inputs.{stem} lacks the path and sha256 of the {stem} file"
-            )
-        file = Path(meta["path"])
-        if not file.is_file():
-            raise InputError(
-                f"{man_file}: the run's {stem} file {file} no longer exists; this command reads "
-                f"the run's input data again, so it needs the files the run used.",
-                hint="restore the data directory, or re-run the scenario on the current data.",
-            )
-        if sha256_file(file) != meta["sha256"]:
-            raise InputError(
-                f"{man_file}: the run's {stem} file {file} changed since the run (its sha256 is "
-                f"not the one the manifest recorded): the data was edited or regenerated, and "
-                f"results computed from it now would not be this run's.",
-                hint=(
-                    f"restore the data the run used, or re-run the scenario on the current data; "
-                    f"`allocator check-budget {run_path}` lists every check."
-                ),
-            )
-        dirs.add(file.parent)
-    if len(dirs) != 1:
-        raise _damaged(
-            run_path,
-            f"{man_file}: the input files are not in one data directory ({sorted(map(str, dirs))})",
-        )
-    return dirs.pop()
-
-
-def load_run(path: str | Path, *, inputs: bool = False) -> RunDir:
-    """Read a run directory for a command, refusing it when it is damaged or changed.
-
-    The checks, in order (see "Reading" in the module docstring): the manifest (UTF-8, strict
-    JSON, format, ``scenario`` and ``outputs``), each data file's sha256 against ``outputs``,
-    each table's columns, types, nulls, signs and user-id order, the scenario (parsed and
-    validated), and with ``inputs`` every input file's sha256 against ``inputs``.
-
-    Parameters
-    ----------
-    path
-        A run directory written by ``allocator allocate``.
-    inputs
-        The caller reads the run's input data again (explain, report, sensitivity): verify the
-        input files too, and fill :attr:`RunDir.data_dir`.
-
-    Returns
-    -------
-    RunDir
-        With ``scenario`` (a :class:`allocator.settings.models.Scenario`) and, with ``inputs``,
-        ``data_dir``.
-
-    Raises
-    ------
-    InputError
-        The directory is missing, damaged or changed since the run (or its inputs are, with
-        ``inputs``); the message names the file and what is wrong and points to
-        ``allocator check-budget``.
-    ScenarioError
-        The manifest's scenario is not a valid scenario.
-    """
-    from allocator.settings.scenarios import parse_scenario
-
-    path = Path(path)
-    if not path.is_dir():
-        what = "is not a directory" if os.path.lexists(path) else "does not exist"
-        raise InputError(
-            f"{path}: {what}; expected a run directory written by allocator allocate "
-            f"({', '.join(RUN_FILES)})."
-        )
-    man_file = path / N.MANIFEST_FILE
-    try:
-        manifest = read_manifest(man_file, strict=True)
-    except InputError as exc:
-        raise _damaged(path, exc.message.rstrip(".")) from None
-    if manifest.get("kind") == "loan_fund_run":
-        # a loan run handed to a voucher command is a mix-up, not damage
-        raise InputError(
-            f"{path} is a loan-fund run (written by allocator loans allocate), not a voucher "
-            "run; audit, explain, report and sensitivity read runs of allocator allocate.",
-            hint=f"check it with: allocator loans check {path}",
-        )
-    if manifest.get("format") != RUN_FORMAT:
-        raise _damaged(
-            path, f"{man_file}: format is {manifest.get('format')!r}, expected {RUN_FORMAT!r}"
-        )
-    if not isinstance(manifest.get("scenario"), Mapping):
-        raise _damaged(path, f"{man_file}: no 'scenario' object")
-    outputs = manifest.get("outputs")
-    if not isinstance(outputs, Mapping) or not all(
-        isinstance(outputs.get(name), str) for name in OUTPUT_FILES
-    ):
-        raise _damaged(
-            path, f"{man_file}: 'outputs' does not record the sha256 of {', '.join(OUTPUT_FILES)}"
-        )
-    for name in OUTPUT_FILES:
-        _check_hash(path, name, outputs[name], path)
-
-    def table(name: str, frame: pl.DataFrame, *args: Any) -> pl.DataFrame:
-        problem = _table_problem(frame, *args)
-        if problem:
-            raise _damaged(path, f"{path / name}: {problem}")
-        return frame
-
-    required = tuple(c for c in ALLOCATIONS_SCHEMA if c != N.SEGMENT)
-    allocations = table(
-        N.ALLOCATIONS_FILE,
-        read_parquet_file(path / N.ALLOCATIONS_FILE),
-        ALLOCATIONS_SCHEMA,
-        required,
-        (N.VOUCHER_CENTS, LOWER_CENTS, UPPER_CENTS),
-    )
-    excluded = table(
-        N.EXCLUDED_FILE,
-        read_parquet_file(path / N.EXCLUDED_FILE),
-        EXCLUDED_KEY_COLUMNS,
-        (N.USER_ID, N.REASON),
-    )
-    try:
-        payouts = read_payouts_csv(path / N.PAYOUTS_FILE)
-    except InputError as exc:
-        raise _damaged(path, exc.message.rstrip(".")) from None
-    scenario = parse_scenario(manifest["scenario"], file=f"{man_file} (scenario)")
-    data_dir = _verified_inputs(manifest, man_file, path) if inputs else None
-    return RunDir(
-        path=path,
-        allocations=allocations,
-        excluded=excluded,
-        payouts=payouts,
-        manifest=manifest,
-        scenario=scenario,
-        data_dir=data_dir,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# outputs of other commands stay out of run directories
-# --------------------------------------------------------------------------------------------
-
-
-def is_run_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a directory whose ``manifest.json`` is in format :data:`RUN_FORMAT`.
-
-    A ``manifest.json`` that cannot be read counts as a run's when the directory also holds one
-    of the run's data files: a damaged run is still a run, not a place to write.
-    """
-    path = Path(path)
-    file = path / N.MANIFEST_FILE
-    try:
-        if not file.is_file():
-            return False
-        return read_manifest(file).get("format") == RUN_FORMAT
-    except InputError:
-        return any((path / name).exists() for name in OUTPUT_FILES)
-    except OSError:
-        return False
-
-
-def run_dir_holding(path: str | Path) -> Path | None:
-    """The run directory that ``path`` is, or lies in (at any depth), or ``None``."""
-    given = Path(os.path.abspath(path))
-    candidates = [given, *given.parents]
-    try:
-        real = given.resolve()
-    except (OSError, RuntimeError):
-        real = given
-    if real != given:
-        candidates += [real, *real.parents]
-    seen: set[Path] = set()
-    for directory in candidates:
-        if directory in seen:
-            continue
-        seen.add(directory)
-        if is_run_dir(directory):
-            return directory
-    return None
-
-
-def refuse_output_in_run(path: str | Path, option: str) -> None:
-    """Refuse an output path that is, or is inside, a run directory (exit 2, nothing written).
-
-    Parameters
-    ----------
-    path
-        Where a command is about to write a file or a directory.
-    option
-        The option that named it, for the message (e.g. ``"--out"``).
-
-    Raises
-    ------
-    InputError
-        ``path`` is empty, or is or lies inside a directory written by ``allocator allocate``.
-    """
-    if str(path).strip() == "":
-        raise InputError(f"{option} is empty; give the path of the file or directory to write.")
-    run = run_dir_holding(path)
-    if run is not None:
-        inside = Path(os.path.abspath(path)) != run
-        where = "is inside the run directory" if inside else "is the run directory"
-        raise InputError(
-            f"{option} {path} {where} {run} (written by allocator allocate); writing there "
-            f"would replace or add to the run's own files, and a changed run directory is "
-            f"refused by every command that reads it. Nothing was written.",
-            hint=f"choose a path outside {run}.",
-        )
