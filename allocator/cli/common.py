@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,9 @@ def stage(label: str) -> Iterator[None]:
         yield
 
 
-def progress_printer(quiet: bool):
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """A progress callback printing each stage on stderr (nothing when ``quiet``)."""
+
     def report(label: str) -> None:
         if not quiet:
             err_console.print(styled(f"· {label}", "dim"))

@@ -58,7 +58,8 @@ def _event_times(rng: np.random.Generator, size: int) -> np.ndarray:
     out = np.where(comp == 2, tail, out)
     out = np.where(comp == 3, DAY10 + (u * (at_hm(20, 50) - DAY10)).astype(np.int64), out)
     out = np.where(comp == 4, DAY11 + (u * (DAY12 - DAY11)).astype(np.int64), out)
-    return np.clip(out, DAY10, DAY12 - 1)
+    clipped: np.ndarray = np.clip(out, DAY10, DAY12 - 1)
+    return clipped
 
 
 def _outside_times(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import polars as pl
 
@@ -165,7 +166,7 @@ def _parquet_cast(col: str, have: pl.DataType, target: pl.DataType) -> pl.Expr |
 
 def _raise_wrong_parquet_type(
     path: Path, raw: pl.LazyFrame, col: str, have: pl.DataType, target: pl.DataType
-) -> None:
+) -> NoReturn:
     try:
         first = raw.select(col).head(1).collect()
         example = f" (row 1 has {col}={_fmt_value(first.item(0, 0))})" if first.height else ""

@@ -104,6 +104,11 @@ class _Check:
     message: Callable[[int], str]
 
 
+def _count_message(before: str, after: str) -> Callable[[int], str]:
+    """The message of a check, given how many rows break it: ``before``, the count, ``after``."""
+    return lambda n: f"{before}{n}{after}"
+
+
 def _checks(table: Table) -> list[_Check]:
     stem, t = table.stem, table.typed
     out: list[_Check] = []
@@ -142,8 +147,8 @@ def _checks(table: Table) -> list[_Check]:
                     f"parse:{col}",
                     col,
                     bad,
-                    lambda n, target=target: (
-                        f"values must be {describe_dtype(target)}, but {n} row(s) are not"
+                    _count_message(
+                        f"values must be {describe_dtype(target)}, but ", " row(s) are not"
                     ),
                 )
             )
@@ -153,7 +158,7 @@ def _checks(table: Table) -> list[_Check]:
                 f"rule:{rule.column}",
                 rule.column,
                 rule.bad.fill_null(False),
-                lambda n, text=rule.text: f"values {text}, but {n} row(s) do not",
+                _count_message(f"values {rule.text}, but ", " row(s) do not"),
             )
         )
     for key in UNIQUE_KEYS[stem]:

@@ -48,7 +48,7 @@ from allocator.runs.manifest import dumps_manifest, write_manifest
 from allocator.runs.store import atomic_directory, write_parquet
 
 #: How payouts.csv is written: a frame in the payouts layout, or a callable given the file path.
-PayoutsSource = Callable[[Path], None] | pl.DataFrame
+PayoutsSource = Callable[[Path], object] | pl.DataFrame
 
 
 def _write_payouts(payouts: PayoutsSource, path: Path) -> None:

@@ -291,15 +291,22 @@ def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> 
             "load_and_validate": round(session.load_seconds, 6),
             **{k: round(v, 6) for k, v in run.timings.items()},
         },
-        "payout_batches": run.payouts.schedule_dicts(),
+        "payout_batches": _payouts_of(run).schedule_dicts(),
     }
+
+
+def _payouts_of(run: RunResult) -> Payouts:
+    """The run's payout plan; a run directory always has one."""
+    if run.payouts is None:
+        raise ValueError("a run without a payout plan (with_payouts=False) cannot be written")
+    return run.payouts
 
 
 def write_run(
     out_dir: Path, session: DataSession, run: RunResult, *, solver_requested: str
 ) -> Path:
     """Write ``run`` as a run directory at ``out_dir`` (atomically; see :mod:`allocator.runs.rundir`)."""
-    payouts = run.payouts
+    payouts = _payouts_of(run)
     return write_run_dir(
         out_dir,
         allocations=run.allocations,
