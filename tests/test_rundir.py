@@ -586,3 +586,59 @@ def test_eligibility_refuses_to_write_into_a_run_directory(tmp_path: Path, liq: 
     )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "e" / N.EXCLUDED_FILE).is_file()
+
+
+# --- the run store: atomic files and directories, hashing, manifests ---------------------------
+
+
+def test_atomic_write_replaces_whole_files_with_shared_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.txt"
+    store.atomic_write_text(target, "one\n")
+    store.atomic_write_bytes(target, b"two\r\n")
+    assert target.read_bytes() == b"two\r\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+    def broken(fh: object) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        store.atomic_write(target, broken)
+    assert target.read_bytes() == b"two\r\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_atomic_directory_swaps_in_or_leaves_the_old_one(tmp_path: Path) -> None:
+    target = tmp_path / "d"
+    with store.atomic_directory(target) as staging:
+        (staging / "a").write_text("1")
+    assert (target / "a").read_text() == "1"
+    with pytest.raises(RuntimeError), store.atomic_directory(target) as staging:
+        (staging / "a").write_text("2")
+        raise RuntimeError("failed half way")
+    assert (target / "a").read_text() == "1" and hidden_siblings(target) == []
+    with pytest.raises(FileExistsError), store.atomic_directory(target, replace=False):
+        pass
+    with store.atomic_directory(target) as staging:
+        (staging / "b").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["b"] and hidden_siblings(target) == []
+
+
+def test_one_sha256_and_one_versions_list(tmp_path: Path) -> None:
+    from allocator.data.inputs import file_sha256
+    from allocator.runs import hashing, manifest
+
+    data = os.urandom(3 << 20)
+    f = tmp_path / "blob"
+    f.write_bytes(data)
+    want = hashlib.sha256(data).hexdigest()
+    assert hashing.sha256_file(f) == hashing.sha256_bytes(data) == file_sha256(f) == want
+    assert hashing.sha256_file(f, chunk_bytes=4096) == want
+    got = manifest.versions()
+    assert set(got) == {"allocator", "python", *manifest.VERSIONED_PACKAGES}
+    assert versions() == got
+    out = manifest.write_manifest(tmp_path, {"b": float("nan"), "a": 1})
+    assert out.read_text() == dumps_manifest({"a": 1, "b": None})
+    assert manifest.read_manifest(tmp_path, strict=True) == {"a": 1, "b": None}
