@@ -2,8 +2,8 @@
 
 Writing
 -------
-:func:`write_run_dir` writes the three data files into a fresh hidden sibling directory
-``.<name>.new-<random>``, hashes them into ``outputs``, writes ``manifest.json`` last, flushes
+:func:`write_run_dir` writes through :func:`allocator.runs.store.atomic_directory`: the three
+data files go into a fresh hidden sibling directory ``.<name>.new-<random>``; it hashes them into ``outputs``, writes ``manifest.json`` last, flushes
 everything to disk and only then moves the directory into place. An existing run directory is
 renamed aside to ``.<name>.old-<random>``, the new one renamed in, and the old one deleted.
 
