@@ -584,8 +584,12 @@ def test_a_point_the_scenario_refuses_is_listed_not_raised(runs):
     session, _ = open_session(main)
     assert session is not None
     budget = float(main.scenario.budget.total_usd)
-    refused, solved = solve_points(session, "budget.total_usd", [-1.0, budget], main.scenario)
+    # a negative budget is refused by the scenario, one above every cap cannot be paid in full
+    refused, solved, infeasible = solve_points(
+        session, "budget.total_usd", [-1.0, budget, 1e12], main.scenario
+    )
     assert refused["status"].startswith("ScenarioError: ") and set(refused) == {"status"}
+    assert infeasible["status"].startswith("infeasible: ") and set(infeasible) == {"status"}
     assert solved["status"] == "ok" and set(solved) == {"status", *POINT_METRICS}
     assert solved["paid_cents"] == manifest(runs["base"])["money"]["paid_cents"]
 

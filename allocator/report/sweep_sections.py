@@ -75,14 +75,14 @@ def solve_points(
         Per value, ``status`` (``ok``, or what stopped the point) and, when ``ok``, the metrics
         :data:`POINT_METRICS`. A value the scenario refuses is a failed point, not an error.
     """
-    statuses: dict[int, str] = {}
+    refused: dict[int, str] = {}
     points: list[dict[str, float]] = []
     scenarios: list[Scenario] = []
     for k, value in enumerate(values):
         try:
             scenarios.append(with_overrides(base, {name: value}))
         except AllocatorError as exc:
-            statuses[k] = _error_status(exc)
+            refused[k] = _error_status(exc)
             continue
         points.append({name: value})
     try:
@@ -94,13 +94,13 @@ def solve_points(
             moved_threshold=_MOVED_THRESHOLD_USD,
             reuse=False,
         )
-        solved = iter([_point(row) for row in rows])
+        answers = [_point(row) for row in rows]
     except AllocatorError as exc:
         # run_sweep records infeasible and solver failures per point; anything else stops it,
         # and then no point of the section has an answer
-        failed = {"status": _error_status(exc)}
-        solved = iter([dict(failed) for _ in points])
-    return [{"status": statuses[k]} if k in statuses else next(solved) for k in range(len(values))]
+        answers = [{"status": _error_status(exc)} for _ in points]
+    solved = iter(answers)
+    return [{"status": refused[k]} if k in refused else next(solved) for k in range(len(values))]
 
 
 def skipped_section(section_id: str, title: str, why: str) -> Section:
