@@ -27,18 +27,17 @@ from typer.testing import CliRunner
 import allocator.cli.cmd_report  # noqa: F401  (registers the report command)
 from allocator import names as N
 from allocator.analysis.checks import check_run_dir
+from allocator.analysis.sweeps import run_sweep
 from allocator.cli.app import app
 from allocator.data.synthetic import generate
 from allocator.errors import InputError
-from allocator.report.reports import (
-    MAX_SWEEP_POINTS,
-    SCATTER_MAX_POINTS,
-    SECTION_IDS,
-    _subsample,
-    _usd_cents,
-    build_report,
-    cliff_table,
-)
+from allocator.report import MAX_SWEEP_POINTS, SECTION_IDS, build_report, write_report
+from allocator.report.cells import usd_cents
+from allocator.report.inputs import load_report_run, open_session
+from allocator.report.model import SCATTER_MAX_POINTS
+from allocator.report.sections import subsample
+from allocator.report.sweep_sections import POINT_METRICS, solve_points
+from allocator.settings.scenarios import with_overrides
 
 runner = CliRunner()
 SWEEP_POINTS = 3
@@ -335,33 +334,12 @@ def test_cliff_counts_recomputed(runs, rendered):
         (pl.col(N.REASON) == N.REASON_BELOW_LOSS_RATIO)
         & (pl.col(N.LOSS_RATIO) >= rules["min_loss_ratio"] - 0.05)
     )
-    if data["source"] == "excluded.parquet":
-        got = {d["reason"]: d for d in data["just_below"]}
-        loss_n, ratio_n = (
-            got[N.REASON_BELOW_MIN_LOSS]["just_below"],
-            got[N.REASON_BELOW_LOSS_RATIO]["just_below"],
-        )
-        ratio_usd = got[N.REASON_BELOW_LOSS_RATIO]["loss_total_usd"]
-    else:
-        loss_n, ratio_n, ratio_usd = (
-            data["below_loss_users"],
-            data["below_ratio_users"],
-            data["below_ratio_total_usd"],
-        )
-    assert loss_n == loss_rows.height > 0
-    assert ratio_n == ratio_rows.height > 0
-    assert ratio_usd == pytest.approx(float(ratio_rows[N.LOSS_USD].sum()), rel=1e-12)
-    # the fallback table agrees with the section whichever produced it
-    own = {
-        d["reason"]: d
-        for d in cliff_table(
-            exc,
-            min_loss_usd=rules["min_loss_usd"],
-            min_loss_ratio=rules["min_loss_ratio"],
-        )
-    }
-    assert own[N.REASON_BELOW_MIN_LOSS]["just_below"] == loss_n
-    assert own[N.REASON_BELOW_LOSS_RATIO]["just_below"] == ratio_n
+    assert data["source"] == "allocator.analysis.sensitivity.cliff_analysis"
+    assert data["below_loss_users"] == loss_rows.height > 0
+    assert data["below_ratio_users"] == ratio_rows.height > 0
+    assert data["below_ratio_total_usd"] == pytest.approx(
+        float(ratio_rows[N.LOSS_USD].sum()), rel=1e-12
+    )
 
 
 def test_fairness_section(runs, rendered):
@@ -538,72 +516,20 @@ def test_sweep_points_are_bounded(runs, tmp_path):
 
 @given(st.integers(min_value=-(10**15), max_value=10**15))
 def test_usd_cents_text_round_trips(cents):
-    text = _usd_cents(cents)
+    text = usd_cents(cents)
     sign = -1 if text.startswith("-") else 1
     whole, frac = text.lstrip("-").replace(",", "").split(".")
     assert len(frac) == 2
     assert sign * (int(whole) * 100 + int(frac)) == cents
 
 
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from([N.REASON_BELOW_MIN_LOSS, N.REASON_BELOW_LOSS_RATIO, N.REASON_KYC]),
-            st.floats(min_value=0, max_value=100, allow_nan=False),
-            st.floats(min_value=0, max_value=1, allow_nan=False),
-        ),
-        max_size=40,
-    )
-)
-def test_cliff_table_matches_brute_force(rows):
-    frame = pl.DataFrame(
-        {
-            N.REASON: [r[0] for r in rows],
-            N.LOSS_USD: [r[1] for r in rows],
-            N.LOSS_RATIO: [r[2] for r in rows],
-        },
-        schema={N.REASON: pl.String, N.LOSS_USD: pl.Float64, N.LOSS_RATIO: pl.Float64},
-    )
-    got = {d["reason"]: d for d in cliff_table(frame, min_loss_usd=50.0, min_loss_ratio=0.3)}
-    near_loss = [r for r in rows if r[0] == N.REASON_BELOW_MIN_LOSS and r[1] >= 40.0]
-    near_ratio = [r for r in rows if r[0] == N.REASON_BELOW_LOSS_RATIO and r[2] >= 0.25]
-    assert got[N.REASON_BELOW_MIN_LOSS]["just_below"] == len(near_loss)
-    assert got[N.REASON_BELOW_LOSS_RATIO]["just_below"] == len(near_ratio)
-    assert got[N.REASON_BELOW_MIN_LOSS]["excluded_for_reason"] == sum(
-        r[0] == N.REASON_BELOW_MIN_LOSS for r in rows
-    )
-    assert got[N.REASON_BELOW_LOSS_RATIO]["loss_total_usd"] == pytest.approx(
-        sum(r[1] for r in near_ratio)
-    )
-
-
-def test_cliff_without_the_sensitivity_module(runs, monkeypatch):
-    # a None entry in sys.modules makes the import fail as if the module were not installed
-    monkeypatch.setitem(__import__("sys").modules, "allocator.analysis.sensitivity", None)
-    report = build_report(runs["base"], sweep_points=0)
-    section = report.section("cliff")
-    assert section.data["source"] == "excluded.parquet"
-    assert len(section.charts) == 1
-    rules = manifest(runs["base"])["scenario"]["eligibility"]
-    exc = pl.read_parquet(runs["base"] / N.EXCLUDED_FILE)
-    near = exc.filter(
-        (pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS)
-        & (pl.col(N.LOSS_USD) >= rules["min_loss_usd"] - 10)
-    )
-    got = {d["reason"]: d for d in section.data["just_below"]}
-    assert got[N.REASON_BELOW_MIN_LOSS]["just_below"] == near.height
-    assert got[N.REASON_BELOW_MIN_LOSS]["loss_max_usd"] == pytest.approx(
-        float(near[N.LOSS_USD].max())
-    )
-
-
 def test_scatter_subsample_is_fixed():
-    small = _subsample(10)
+    small = subsample(10)
     assert small.tolist() == list(range(10))
-    big = _subsample(SCATTER_MAX_POINTS * 3)
+    big = subsample(SCATTER_MAX_POINTS * 3)
     assert big.size == SCATTER_MAX_POINTS == np.unique(big).size
     assert np.array_equal(big, np.sort(big)) and np.array_equal(
-        big, _subsample(SCATTER_MAX_POINTS * 3)
+        big, subsample(SCATTER_MAX_POINTS * 3)
     )
 
 
@@ -627,3 +553,60 @@ def test_phase_in_cliff_sits_at_the_band_and_includes_its_lower_end(runs, tmp_pa
         (pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS) & pl.col(N.LOSS_USD).is_between(15, 25)
     )
     assert cliff["data"]["below_loss_users"] == below.height > 0
+
+
+# ------------------------------------------------------------------------------------ sweeps
+
+
+def test_sweep_points_are_those_of_the_sweeps_library(runs, rendered):
+    # the report re-solves through allocator.analysis.sweeps, as `allocator sweep` does
+    main = load_report_run(runs["base"], set())
+    session, why = open_session(main)
+    assert session is not None, why
+    points = json_section(report_json(rendered), "sweep")["data"]["points"]
+    alphas = [p["alpha"] for p in points]
+    scenarios = [with_overrides(main.scenario, {"objective.alpha": a}) for a in alphas]
+    rows, _ = run_sweep(
+        session,
+        [{"objective.alpha": a} for a in alphas],
+        scenarios,
+        solver=None,
+        moved_threshold=0.01,
+        reuse=False,
+    )
+    for point, row in zip(points, rows):
+        assert point["status"] == "ok" and row["status"] == "solved"
+        assert {k: point[k] for k in POINT_METRICS} == {k: row[k] for k in POINT_METRICS}
+
+
+def test_a_point_the_scenario_refuses_is_listed_not_raised(runs):
+    main = load_report_run(runs["base"], set())
+    session, _ = open_session(main)
+    assert session is not None
+    budget = float(main.scenario.budget.total_usd)
+    # a negative budget is refused by the scenario, one above every cap cannot be paid in full
+    refused, solved, infeasible = solve_points(
+        session, "budget.total_usd", [-1.0, budget, 1e12], main.scenario
+    )
+    assert refused["status"].startswith("ScenarioError: ") and set(refused) == {"status"}
+    assert infeasible["status"].startswith("infeasible: ") and set(infeasible) == {"status"}
+    assert solved["status"] == "ok" and set(solved) == {"status", *POINT_METRICS}
+    assert solved["paid_cents"] == manifest(runs["base"])["money"]["paid_cents"]
+
+
+def test_write_report_refuses_a_run_directory(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["base"], run)
+    report = build_report(run, sweep_points=0)
+    with pytest.raises(InputError, match="run directory"):
+        write_report(run / "report.md", report, "md")
+    assert not (run / "report.md").exists()
+    out = write_report(tmp_path / "deep" / "report.md", report, "md")
+    assert out.read_text().startswith("# Allocation report: small-baseline\n")
+    with pytest.raises(InputError, match="format"):
+        write_report(tmp_path / "r.pdf", report, "pdf")
+    assert not (tmp_path / "r.pdf").exists()
+
+
+def test_missing_amount_is_a_dash():
+    assert usd_cents(None) == "-"

@@ -10,13 +10,12 @@ import typer
 from allocator.cli.app import app, err_console, guarded, styled
 from allocator.cli.common import stage
 from allocator.errors import InputError
-from allocator.report.reports import (
+from allocator.report import (
     DEFAULT_SWEEP_POINTS,
     FORMATS,
     MAX_SWEEP_POINTS,
     build_report,
-    render,
-    write_text_atomic,
+    write_report,
 )
 from allocator.runs.rundir import refuse_output_in_run
 
@@ -73,7 +72,7 @@ def report_cmd(
         )
     with stage("building the report"):
         report = build_report(run_dir, compare=tuple(compare), sweep_points=sweep_points)
-    path = write_text_atomic(out, render(report, fmt))
+    path = write_report(out, report, fmt)
     err_console.print(f"wrote {path}", markup=False, highlight=False)
     if not report.ok:
         err_console.print(

@@ -1,0 +1,190 @@
+r"""A run directory as one self-contained report: HTML (offline), strict JSON or Markdown.
+
+:func:`build_report` reads a run directory (and any runs to compare with it) and gathers, in
+order, the sections below; :func:`render` turns the same :class:`Report` into text and
+:func:`write_report` writes it atomically. Each section has a stable ``id``.
+
+``summary``
+    Scenario, liquidated / eligible / excluded users, budget, paid and unspent (cents, from the
+    manifest), users at the floor, interior and at the cap, the budget's shadow price, the solver
+    and whether the certificate (before and after rounding to cents) holds.
+``reconciliation``
+    Every finance check of :func:`allocator.analysis.checks.check_run_dir`, PASS or FAIL, for
+    each run.
+``voucher-histogram``
+    Vouchers on logarithmic bins from the floor to the largest voucher.
+``voucher-vs-loss``
+    Voucher against loss on log-log axes, coloured by the binding bound. Above
+    :data:`~allocator.report.model.SCATTER_MAX_POINTS` users a fixed-seed subsample is drawn, so
+    the picture is reproducible.
+``lorenz``
+    Lorenz curves :math:`L(k/n)` of every run (:func:`allocator.analysis.metrics.lorenz`) with
+    their Gini.
+``coverage``
+    Coverage ``voucher / loss`` by loss band (users, p10, median, p90) for every run.
+``sweep``
+    The run's scenario re-solved on the run's own input data along ``objective.alpha``
+    (:func:`allocator.analysis.sweeps.run_sweep`): Gini, median coverage and users at the cap at
+    each point.
+``shadow-price``
+    The same scenario along the budget, from 0.5x to 1.5x the run's budget (rounded to the cent):
+    the shadow price :math:`\lambda(B)` of the budget constraint :math:`\sum_i v_i \le B` and the
+    number of users paid at their cap. Points the model cannot meet are listed with the reason.
+``cliff``
+    Users excluded just below the loss and ratio thresholds and the median voucher just above
+    them (:func:`allocator.analysis.sensitivity.cliff_analysis`), thresholds from the run's
+    scenario.
+``fairness``
+    :func:`allocator.analysis.audit.audit`: Gini, top-decile share, monotonicity and envy pair
+    counts, what explains them and what remains unexplained.
+
+Every run directory is read with :func:`allocator.runs.rundir.load_run` (``inputs=True``): a
+damaged run directory, one changed since its run, or input files that changed or are gone are
+refused with an :class:`~allocator.errors.InputError` and nothing is written. A run that passes
+those checks but fails a finance check (a hand-edited manifest, a bug) is reported with the
+failures marked, and ``report.ok`` is False. The sweeps have at most
+:data:`~allocator.report.model.MAX_SWEEP_POINTS` points each.
+
+Determinism: charts are PNG images drawn with Matplotlib's Agg renderer without a ``Software``
+or date entry, numbers are formatted with fixed precision and nothing depends on the clock, so
+the same run directory gives a byte-identical report. The HTML needs no network: CSS is inline
+and every chart is a ``data:image/png;base64`` URI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from allocator.errors import InputError
+from allocator.report.html import render_html
+from allocator.report.inputs import load_report_run, open_session
+from allocator.report.jsonout import render_json
+from allocator.report.markdown import render_md
+from allocator.report.model import DEFAULT_SWEEP_POINTS, FORMATS, MAX_SWEEP_POINTS, Report, Section
+from allocator.report.sections import (
+    cliff_section,
+    coverage_section,
+    fairness_section,
+    histogram_section,
+    lorenz_section,
+    reconciliation_section,
+    scatter_section,
+    summary_section,
+)
+from allocator.report.sweep_sections import (
+    alpha_sweep_section,
+    shadow_price_section,
+    skipped_section,
+)
+from allocator.runs.rundir import refuse_output_in_run
+from allocator.runs.store import atomic_write_text
+
+_SWEEP_TITLE = "Alpha sweep"
+_SHADOW_TITLE = "Shadow price against the budget"
+
+
+def build_report(
+    run_dir: str | Path,
+    *,
+    compare: Sequence[str | Path] = (),
+    sweep_points: int = DEFAULT_SWEEP_POINTS,
+) -> Report:
+    """Gather every section of the report of ``run_dir`` (and the runs compared with it).
+
+    Parameters
+    ----------
+    run_dir
+        The run directory reported on.
+    compare
+        Further run directories shown beside it (Lorenz curves, coverage, checks, audit).
+    sweep_points
+        Points of the alpha and budget sweeps (re-solved on the run's input data), 0 (skip) to
+        :data:`~allocator.report.model.MAX_SWEEP_POINTS`.
+
+    Returns
+    -------
+    Report
+        ``report.ok`` is False when a finance check of any run fails; the report still holds
+        every section, with the failures marked.
+
+    Raises
+    ------
+    InputError
+        ``sweep_points`` is out of range, or a run directory is missing, damaged or changed since
+        its run, or its input files are (:func:`allocator.runs.rundir.load_run`). A run directory
+        that passes those checks but fails a finance check (e.g. a hand-edited manifest) is
+        reported, with the failures marked.
+    """
+    if not 0 <= sweep_points <= MAX_SWEEP_POINTS:
+        raise InputError(
+            f"sweep points must be 0 (skip) to {MAX_SWEEP_POINTS}, not {sweep_points}."
+        )
+    taken: set[str] = set()
+    main = load_report_run(Path(run_dir), taken)
+    others = [load_report_run(Path(p), taken) for p in compare]
+    runs = [main, *others]
+    sections: list[Section] = [
+        summary_section(runs),
+        reconciliation_section(runs),
+        histogram_section(main),
+        scatter_section(main),
+        lorenz_section(runs),
+        coverage_section(runs),
+    ]
+    if sweep_points == 0:
+        why = "sweeps turned off (0 points)"
+        sections.append(skipped_section("sweep", _SWEEP_TITLE, why))
+        sections.append(skipped_section("shadow-price", _SHADOW_TITLE, why))
+    else:
+        session, reason = open_session(main)
+        if session is None:
+            why = reason or "no data"
+            sections.append(skipped_section("sweep", _SWEEP_TITLE, why))
+            sections.append(skipped_section("shadow-price", _SHADOW_TITLE, why))
+        else:
+            sections.append(alpha_sweep_section(main, session, sweep_points))
+            sections.append(shadow_price_section(main, session, sweep_points))
+    sections.append(cliff_section(main))
+    sections.append(fairness_section(runs))
+    failures = tuple(f"{r.label}: {c.name}" for r in runs for c in r.checks.failures)
+    return Report(
+        title=f"Allocation report: {main.label}",
+        run_dir=str(main.run.path),
+        compare=tuple(str(r.run.path) for r in others),
+        sections=tuple(sections),
+        failures=failures,
+    )
+
+
+def render(report: Report, fmt: str) -> str:
+    """Render in ``fmt`` (one of :data:`~allocator.report.model.FORMATS`).
+
+    Raises
+    ------
+    InputError
+        ``fmt`` is not one of them.
+    """
+    if fmt == "html":
+        return render_html(report)
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "md":
+        return render_md(report)
+    raise InputError(f"report format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
+
+
+def write_report(path: str | Path, report: Report, fmt: str) -> Path:
+    """Render ``report`` in ``fmt`` and write it to ``path`` atomically (UTF-8, ``\\n`` newlines).
+
+    The file appears complete or not at all (:func:`allocator.runs.store.atomic_write_text`).
+
+    Raises
+    ------
+    InputError
+        ``fmt`` is not a report format, or ``path`` is in a run directory
+        (:func:`allocator.runs.rundir.refuse_output_in_run`); nothing is written.
+    """
+    path = Path(path)
+    refuse_output_in_run(path, "the report file")
+    return atomic_write_text(path, render(report, fmt))
