@@ -23,6 +23,7 @@ from allocator.analysis.sensitivity import (
     budget_derivatives,
     budget_sensitivity,
     cliff_analysis,
+    ties_at_margin,
     weight_sensitivity,
 )
 from allocator.cli import app
@@ -226,6 +227,80 @@ def test_alpha_derivative_matches_central_differences(problem: AllocationProblem
     fd = (_v(up) - _v(down)) / (2 * h)
     scale = max(1.0, float(np.abs(fd).max()))
     np.testing.assert_allclose(sens.get("alpha").dv, fd, atol=1e-4 * scale)
+
+
+def _metric_values(v: np.ndarray, loss: np.ndarray) -> dict[str, float]:
+    from allocator.analysis.metrics import gini, top_share
+
+    return {
+        "gini": gini(v),
+        "top_decile_share": top_share(v, 0.1),
+        "median_coverage": float(np.median(v / loss)),
+    }
+
+
+def _linear(weights: list[float], budget: float) -> tuple[AllocationProblem, np.ndarray]:
+    n = len(weights)
+    upper = 10.0 * np.arange(1, n + 1)
+    problem = AllocationProblem(
+        weights=np.asarray(weights, dtype=np.float64),
+        lower=np.ones(n),
+        upper=upper,
+        budget=budget,
+        alpha=0.0,
+    )
+    return problem, 3.0 * upper  # the problem and each user's loss
+
+
+def _forward(problem: AllocationProblem, omega: np.ndarray, h: float) -> np.ndarray:
+    """Vouchers at alpha = h with the weights w e^(h omega), by the fast solver."""
+    p = replace(problem, alpha=h, weights=problem.weights * np.exp(h * omega))
+    return solve(p, method="fast").vouchers
+
+
+def test_alpha_metrics_at_zero_match_forward_differences() -> None:
+    """alpha = 0, one user at the margin: v(alpha) = v(0) for small alpha > 0, so every
+    forward difference of the metrics is 0, as reported without re-solving."""
+    problem, loss = _linear([1, 2, 4, 8, 16, 32], 100.0)
+    omega = np.log(loss)
+    alloc = solve(problem, method="fast")
+    assert int((alloc.bound_state == 0).sum()) == 1  # one fractional user
+    assert not ties_at_margin(problem, alloc)
+    sens = weight_sensitivity(problem, alloc, {}, alpha_log_weight=omega, loss=loss)
+    alpha = sens.get("alpha")
+    assert alpha.metrics == {"gini": 0.0, "top_decile_share": 0.0, "median_coverage": 0.0}
+    assert np.all(alpha.dv == 0)
+    base = _metric_values(alloc.vouchers, loss)
+    for h in (0.04, 0.02, 0.01):
+        v = _forward(problem, omega, h)
+        np.testing.assert_allclose(v, alloc.vouchers, rtol=1e-9, atol=1e-9)
+        fd = {k: (m - base[k]) / h for k, m in _metric_values(v, loss).items()}
+        for k, d in fd.items():
+            assert abs(d) <= 1e-6, (k, h, d)
+
+
+def test_alpha_metrics_at_zero_are_undefined_at_a_tie() -> None:
+    """Two users tied at the marginal weight: alpha = 0 shares the rest by room, any alpha > 0
+    by e^omega, so the metrics jump (forward differences grow like 1/h) and none is reported."""
+    problem, loss = _linear([1, 2, 4, 4, 8, 16], 140.0)
+    omega = np.log(loss) * np.array([1.0, 1.0, 1.0, -1.0, 1.0, 1.0])
+    alloc = solve(problem, method="fast")
+    assert int((alloc.bound_state == 0).sum()) == 2  # the two tied users share the rest
+    assert ties_at_margin(problem, alloc)
+    sens = weight_sensitivity(problem, alloc, {}, alpha_log_weight=omega, loss=loss)
+    assert sens.get("alpha").metrics == {
+        "gini": None,
+        "top_decile_share": None,
+        "median_coverage": None,
+    }
+    json.dumps(sens.to_dict(), allow_nan=False)
+    base = _metric_values(alloc.vouchers, loss)
+    v1, v2 = _forward(problem, omega, 0.02), _forward(problem, omega, 0.01)
+    np.testing.assert_allclose(v1, v2, rtol=1e-9)  # constant on (0, alpha_0) ...
+    assert np.abs(v1 - alloc.vouchers).max() > 1.0  # ... but not equal to v(0)
+    g1 = (_metric_values(v1, loss)["gini"] - base["gini"]) / 0.02
+    g2 = (_metric_values(v2, loss)["gini"] - base["gini"]) / 0.01
+    assert math.isclose(g2, 2 * g1, rel_tol=1e-6) and abs(g1) > 1.0
 
 
 def test_metric_derivatives_are_central_differences() -> None:

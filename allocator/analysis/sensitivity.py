@@ -63,10 +63,12 @@ Weights and alpha (``alpha > 0``)
     coverage form, else 0) and :math:`z_i = \omega_i - \log v_i`,
     :math:`\mathrm{d}\log v_i/\mathrm{d}\alpha = (z_i - \bar z_g)/\alpha` with the same
     voucher-weighted group mean. At ``alpha = 0`` the allocation is locally constant in the
-    weights (derivative 0) unless weights tie at the margin.
+    weights and in alpha (derivative 0) unless weights tie at the margin; the metrics' one-sided
+    alpha derivatives there are exact (:func:`linear_alpha_metrics`), not re-solved.
 
 Summary metrics (Gini, median coverage, top-decile share) are not smooth in the vouchers, so
-their derivatives are central finite differences through re-solves of the fast solver.
+their derivatives are central finite differences through re-solves of the fast solver (and the
+alpha ones at ``alpha = 0`` are the exact one-sided derivatives).
 
 Who moves
 ---------
@@ -134,9 +136,11 @@ __all__ = [
     "budget_sensitivity",
     "cliff_analysis",
     "groups",
+    "linear_alpha_metrics",
     "moves_format",
     "phase_in_price",
     "run_sensitivity",
+    "ties_at_margin",
     "top_movers",
     "weight_sensitivity",
     "without_phase_in",
@@ -147,6 +151,8 @@ __all__ = [
 MOVE_TOL_USD = 0.01
 #: A segment multiplier counts as binding above this fraction of the prices around it.
 _BINDING_RTOL = 1e-9
+#: Weights this close (relative) to a price tie at the margin of linear utility.
+TIE_RTOL = 1e-9
 #: Step of the central finite differences of the summary metrics.
 METRIC_STEP = 1e-3
 #: Name of the alpha parameter in :class:`WeightSensitivity`.
@@ -156,6 +162,20 @@ ALPHA = "alpha"
 # ----------------------------------------------------------------------------------------------
 # groups of the active set
 # ----------------------------------------------------------------------------------------------
+
+
+def _binding_shares(problem: AllocationProblem, allocation: Allocation) -> dict[int, float]:
+    """Segment index -> its binding share (min or max), for the segments whose multiplier binds."""
+    lam = float(allocation.shadow_price)
+    out: dict[int, float] = {}
+    for k, seg in enumerate(problem.segments):
+        mu_min, mu_max = allocation.segment_prices.get(seg.name, (0.0, 0.0))
+        scale = max(lam, mu_min, mu_max, np.finfo(float).tiny)
+        if mu_min > _BINDING_RTOL * scale and seg.min_share is not None:
+            out[k] = seg.min_share
+        elif mu_max > _BINDING_RTOL * scale and seg.max_share is not None:
+            out[k] = seg.max_share
+    return out
 
 
 def groups(problem: AllocationProblem, allocation: Allocation) -> tuple[np.ndarray, np.ndarray]:
@@ -180,17 +200,8 @@ def groups(problem: AllocationProblem, allocation: Allocation) -> tuple[np.ndarr
     tau = np.zeros(len(problem.segments) + 2)
     lam = float(allocation.shadow_price)
     taken = 0.0
-    for k, seg in enumerate(problem.segments):
-        mu_min, mu_max = allocation.segment_prices.get(seg.name, (0.0, 0.0))
-        scale = max(lam, mu_min, mu_max, np.finfo(float).tiny)
-        share = None
-        if mu_min > _BINDING_RTOL * scale and seg.min_share is not None:
-            share = seg.min_share
-        elif mu_max > _BINDING_RTOL * scale and seg.max_share is not None:
-            share = seg.max_share
-        if share is None:
-            continue
-        members = np.asarray(seg.members, dtype=bool)
+    for k, share in _binding_shares(problem, allocation).items():
+        members = np.asarray(problem.segments[k].members, dtype=bool)
         group[members & (group == 0)] = k + 1
         tau[k + 2] = share
         taken += share
@@ -198,6 +209,31 @@ def groups(problem: AllocationProblem, allocation: Allocation) -> tuple[np.ndarr
     budget_binds = problem.exhaust or lam > 0.0
     tau[1] = (1.0 - taken) if budget_binds else 0.0
     return group, tau
+
+
+def ties_at_margin(problem: AllocationProblem, allocation: Allocation) -> bool:
+    r"""Whether two users with room share a group's price as their weight (``alpha = 0``).
+
+    Under linear utility a group's price is its marginal weight. Users whose weight equals it
+    (relative :data:`TIE_RTOL`) and whose bounds leave room are *tied at the margin*: the fast
+    solver shares what is left among them in proportion to their room, while for any
+    :math:`\alpha > 0` they share it as :math:`v_i \propto e^{\omega_i}` (equal weights).
+    With at most one such user per group the allocation does not change on a stretch
+    :math:`[0, \alpha_0)`; with two or more it jumps as soon as ``alpha`` leaves 0.
+    """
+    lam = float(allocation.shadow_price)
+    price = np.full(problem.n, lam)
+    member = np.zeros(problem.n, dtype=np.int64)
+    for k in _binding_shares(problem, allocation):
+        seg = problem.segments[k]
+        mu_min, mu_max = allocation.segment_prices.get(seg.name, (0.0, 0.0))
+        mask = np.asarray(seg.members, dtype=bool)
+        price[mask] = lam - mu_min + mu_max
+        member[mask] = k + 1
+    w = np.asarray(problem.weights, dtype=np.float64)
+    room = np.asarray(problem.upper, dtype=np.float64) > np.asarray(problem.lower, dtype=np.float64)
+    tied = room & (price > 0) & (np.abs(w - price) <= TIE_RTOL * price)
+    return bool(np.any(np.bincount(member[tied], minlength=len(problem.segments) + 1) >= 2))
 
 
 def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
@@ -780,6 +816,37 @@ class WeightSensitivity:
         )
 
 
+def linear_alpha_metrics(
+    problem: AllocationProblem, allocation: Allocation, loss: np.ndarray | None
+) -> dict[str, float | None]:
+    r"""One-sided derivatives of the summary metrics in ``alpha`` at ``alpha = 0``, exactly.
+
+    With the weights :math:`w_i e^{\alpha\omega_i}`, an interior user of group :math:`g` has
+    :math:`\log v_i = \omega_i + (\log w_i - \log\lambda_g)/\alpha`. Write
+    :math:`\log\lambda_g = \log w^\star_g - \alpha\log K_g` around the marginal weight
+    :math:`w^\star_g` of linear utility. A user heavier (lighter) than :math:`w^\star_g` sees
+    :math:`(\log w_i - \log w^\star_g)/\alpha \to +\infty` (:math:`-\infty`) and stays at
+    its cap (floor) for every :math:`\alpha` below some :math:`\alpha_0 > 0` (of the order of
+    the log-weight gap around the margin); the users tied at :math:`w^\star_g` are paid
+    :math:`\operatorname{clip}(K_g e^{\omega_i}, \ell_i, h_i)` with :math:`K_g` set by the
+    group's total, which does not depend on :math:`\alpha`. So :math:`v(\alpha)` is constant
+    on :math:`(0, \alpha_0)`:
+
+    * with at most one tied user with room per group that constant is :math:`v(0)` (the lone
+      marginal user receives what the group's total leaves), and every metric has one-sided
+      derivative 0;
+    * with two or more (:func:`ties_at_margin`), :math:`v(0^+)` shares the tie as
+      :math:`e^{\omega_i}` where :math:`v(0)` shares it by room: the metrics jump at 0 and have
+      no derivative (``None``).
+
+    No re-solve is needed, so nothing depends on a solver coping with weights raised to the
+    power :math:`1/\alpha` for a tiny ``alpha``.
+    """
+    base = _metrics(np.asarray(allocation.vouchers, dtype=np.float64), loss)
+    jumps = ties_at_margin(problem, allocation)
+    return {k: None if jumps or m is None else 0.0 for k, m in base.items()}
+
+
 def _resolve_v(problem: AllocationProblem) -> np.ndarray:
     return np.asarray(_resolve(problem).vouchers, dtype=np.float64)
 
@@ -811,7 +878,8 @@ def weight_sensitivity(
     loss
         Per-user loss for the median coverage; from ``problem.scalar_bounds`` when omitted.
     step
-        Step of the central finite differences of the metrics (forward at ``alpha`` = 0).
+        Step of the central finite differences of the metrics (forward when ``alpha`` is below
+        it; at ``alpha`` = 0 the alpha row is exact instead, :func:`linear_alpha_metrics`).
 
     Returns
     -------
@@ -845,19 +913,25 @@ def weight_sensitivity(
         with np.errstate(divide="ignore"):
             z = omega - np.log(np.maximum(v, np.finfo(float).tiny))
         dv, mean = log_derivatives(problem, allocation, z)
+        lo_a = max(alpha - step, 0.0)
+        hi_a = alpha + step
+        plus = _resolve_v(
+            replace(problem, alpha=hi_a, weights=np.exp(logw + (hi_a - alpha) * omega))
+        )
+        minus = _resolve_v(
+            replace(problem, alpha=lo_a, weights=np.exp(logw + (lo_a - alpha) * omega))
+        )
+        alpha_metrics = _fd_metrics(plus, minus, hi_a - lo_a, loss)
     else:
         dv, mean = np.zeros_like(v), np.zeros(2)
-    lo_a = max(alpha - step, 0.0)
-    hi_a = alpha + step
-    plus = _resolve_v(replace(problem, alpha=hi_a, weights=np.exp(logw + (hi_a - alpha) * omega)))
-    minus = _resolve_v(replace(problem, alpha=lo_a, weights=np.exp(logw + (lo_a - alpha) * omega)))
+        alpha_metrics = linear_alpha_metrics(problem, allocation, loss)
     out.append(
         ParameterSensitivity(
             name=ALPHA,
             value=alpha,
             dv=dv,
             dlog_price=float(mean[1]),
-            metrics=_fd_metrics(plus, minus, hi_a - lo_a, loss),
+            metrics=alpha_metrics,
             step=step,
         )
     )
@@ -1509,10 +1583,11 @@ def run_sensitivity(
         a re-solve on other data would not be this run's sensitivities).
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        # The alpha derivative's re-solves near alpha = 0 overflow exp() in the solver's scale
-        # guess (clipped to the bounds right after, on purpose), and cvxpy evaluates the utility
-        # v^(1 - alpha) at iterates a rounding error below zero (NaN, an objective value nothing
-        # reads: the certificate judges the answer). Only the tool's own messages go to stderr.
+        # The alpha derivative's re-solves at a small alpha > 0 may overflow exp() in the
+        # solver's scale guess (clipped to the bounds right after, on purpose), and cvxpy
+        # evaluates the utility v^(1 - alpha) at iterates a rounding error below zero (NaN, an
+        # objective value nothing reads: the certificate judges the answer). Only the tool's own
+        # messages go to stderr.
         return _run_sensitivity(Path(run_dir), delta_usd=delta_usd, top=top)
 
 
