@@ -17,19 +17,24 @@ from typer.testing import CliRunner
 
 import allocator.cli.cmd_sensitivity  # noqa: F401  (registers the command)
 from allocator import names as N
+from allocator.analysis.metrics import gini, top_share
 from allocator.analysis.sensitivity import (
+    MAX_TOP_MOVERS,
     MOVES_COLUMNS,
     band_price,
     budget_derivatives,
     budget_sensitivity,
     cliff_analysis,
+    run_sensitivity,
     ties_at_margin,
     weight_sensitivity,
 )
 from allocator.cli import app
 from allocator.data.synthetic import generate
+from allocator.errors import InputError
 from allocator.kernel.allocation import bound_states
 from allocator.kernel.certificate import objective_value
+from allocator.kernel.feasibility import InvalidProblemError
 from allocator.kernel.problem import AllocationProblem, Segment
 from allocator.kernel.solve import solve
 from allocator.settings.models import EligibilityRules
@@ -230,8 +235,6 @@ def test_alpha_derivative_matches_central_differences(problem: AllocationProblem
 
 
 def _metric_values(v: np.ndarray, loss: np.ndarray) -> dict[str, float]:
-    from allocator.analysis.metrics import gini, top_share
-
     return {
         "gini": gini(v),
         "top_decile_share": top_share(v, 0.1),
@@ -318,7 +321,6 @@ def test_metric_derivatives_are_central_differences() -> None:
     alloc = solve(problem, method="fast")
     step = 1e-3
     sens = weight_sensitivity(problem, alloc, {"vip": vip}, loss=loss, step=step)
-    from allocator.analysis.metrics import gini, top_share
 
     up = _v(replace(problem, weights=loss * np.exp(step * vip)))
     down = _v(replace(problem, weights=loss * np.exp(-step * vip)))
@@ -344,7 +346,6 @@ def test_overlapping_segments_are_refused() -> None:
         segments=(Segment("a", np.ones(n, bool), 0.1), Segment("b", np.arange(n) < 6, None, 0.9)),
     )
     alloc = solve(problem, method="cvxpy")
-    from allocator.kernel.feasibility import InvalidProblemError
 
     with pytest.raises(InvalidProblemError):
         budget_sensitivity(problem, alloc)
@@ -482,7 +483,6 @@ def test_band_price_by_hand() -> None:
     assert price.others_median_coverage_without_band == pytest.approx(0.06)  # 6/100 and 12/200
     assert price.others_median_coverage_with_band == pytest.approx((0.05 + 0.045) / 2)
     assert price.others_max_decrease_usd == 3.0
-    from allocator.errors import InputError
 
     with pytest.raises(InputError, match="not eligible with the band"):
         band_price(without, with_band.filter(pl.col(N.USER_ID) > 1), budget_usd=18.0)
@@ -808,8 +808,6 @@ def test_regenerated_data_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sensitivity", str(run), "--json"])
     assert result.exit_code == 2 and result.stdout == ""
     assert "changed since the run" in result.output and str(data) in result.output
-    from allocator.analysis.sensitivity import run_sensitivity
-    from allocator.errors import InputError
 
     with pytest.raises(InputError, match="changed since the run"):
         run_sensitivity(run)
@@ -826,9 +824,6 @@ def test_users_out_inside_a_run_directory_is_refused(run_dir: Path, tmp_path: Pa
 
 
 def test_top_is_bounded(run_dir: Path) -> None:
-    from allocator.analysis.sensitivity import MAX_TOP_MOVERS, run_sensitivity
-    from allocator.errors import InputError
-
     for top in ("99999999999999999999", str(MAX_TOP_MOVERS + 1), "-1"):
         result = runner.invoke(app, ["sensitivity", str(run_dir), "--top", top])
         assert result.exit_code == 2 and "Traceback" not in result.output
@@ -838,12 +833,10 @@ def test_top_is_bounded(run_dir: Path) -> None:
 
 
 def test_linear_run_prints_no_numpy_warnings(data: Path, tmp_path: Path) -> None:
-    """alpha = 0: the alpha derivative's re-solves overflow exp() on purpose; nothing is shown."""
+    """alpha = 0: the alpha row is exact, with no re-solve at a tiny alpha; nothing is shown."""
     import subprocess
     import sys
     import warnings
-
-    from allocator.analysis.sensitivity import run_sensitivity
 
     run = _allocate(tmp_path, data, LINEAR, "linear")
     with warnings.catch_warnings(record=True) as caught:
