@@ -29,7 +29,7 @@ from allocator.analysis.sensitivity.phase_in import PhaseInPrice, phase_in_price
 from allocator.analysis.sensitivity.weights import WeightSensitivity, weight_sensitivity
 from allocator.errors import InputError
 from allocator.jsonsafe import json_safe
-from allocator.kernel.money import format_cents
+from allocator.kernel.money import format_cents, format_usd
 from allocator.runs.rundir import RunDir, load_run
 from allocator.vouchers.eligibility import has_phase_in
 from allocator.vouchers.pipeline import DataSession, allocate
@@ -88,7 +88,7 @@ class SensitivityReport:
             return (
                 f"budget {c.delta_usd:+,.0f} USD: {c.n_moved:,} vouchers move, total "
                 f"{c.total_change_usd:+,.2f} USD (predicted {c.predicted_total_change_usd:+,.2f}), "
-                f"largest {max(c.max_increase_usd, c.max_decrease_usd):,.2f} USD, "
+                f"largest {format_usd(max(c.max_increase_usd, c.max_decrease_usd))} USD, "
                 f"{c.newly_at_cap:,} newly at cap, {c.newly_at_floor:,} newly at floor, "
                 f"prediction error at most {c.max_prediction_error_usd:,.4f} USD"
             )
@@ -106,7 +106,9 @@ class SensitivityReport:
         out.append("weights (d metric / d parameter, finite differences):")
         for p in self.weights.parameters:
             m = ", ".join(f"{k} {'-' if v is None else f'{v:+.4g}'}" for k, v in p.metrics.items())
-            out.append(f"  {p.name} = {p.value:g}: {m}; sum |dv| {np.abs(p.dv).sum():,.2f} USD")
+            out.append(
+                f"  {p.name} = {p.value:g}: {m}; sum |dv| {format_usd(np.abs(p.dv).sum())} USD"
+            )
         out.append("cliffs:")
         out += [f"  {line}" for line in self.cliff.lines()]
         if self.phase_in_price is not None:
