@@ -306,6 +306,26 @@ def test_alpha_metrics_at_zero_are_undefined_at_a_tie() -> None:
     assert math.isclose(g2, 2 * g1, rel_tol=1e-6) and abs(g1) > 1.0
 
 
+def test_alpha_metrics_stay_with_the_fast_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An alpha the fast solver reaches, alpha - step not: that side is alpha itself (a forward
+    difference), never a conic solve of weights raised to a huge power."""
+    problem, loss = _linear([1.0, 10.0, 100.0, 1000.0, 30.0, 300.0], 100.0)
+    spread = math.log(1000.0)
+    alpha = spread / 640.0  # reached; alpha - 1e-3 is not (spread / alpha > 650 there)
+    problem = replace(problem, alpha=alpha)
+    alloc = solve(problem, method="fast")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the conic solver was called")
+
+    monkeypatch.setattr("allocator.kernel.solve.FairnessModel", refuse)
+    sens = weight_sensitivity(problem, alloc, {}, loss=loss)
+    up = solve(replace(problem, alpha=alpha + 1e-3), method="fast").vouchers
+    base = _metric_values(alloc.vouchers, loss)
+    for k, m in _metric_values(up, loss).items():
+        assert math.isclose(sens.get("alpha").metrics[k], (m - base[k]) / 1e-3, abs_tol=1e-9)
+
+
 def test_metric_derivatives_are_central_differences() -> None:
     rng = np.random.default_rng(5)
     n = 400

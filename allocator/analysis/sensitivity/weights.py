@@ -41,6 +41,7 @@ from allocator.analysis.sensitivity.budget import resolve
 from allocator.analysis.sensitivity.groups import group_sums, groups, ties_at_margin
 from allocator.jsonsafe import json_safe
 from allocator.kernel.allocation import Allocation
+from allocator.kernel.fast import fast_reach
 from allocator.kernel.problem import AllocationProblem
 
 #: Step of the central finite differences of the summary metrics.
@@ -176,6 +177,36 @@ def _resolve_v(problem: AllocationProblem) -> np.ndarray:
     return np.asarray(resolve(problem).vouchers, dtype=np.float64)
 
 
+def _at_alpha(
+    problem: AllocationProblem, logw: np.ndarray, omega: np.ndarray, alpha: float
+) -> AllocationProblem:
+    r"""The problem at another ``alpha``, its weights moved along :math:`\omega`."""
+    return replace(
+        problem, alpha=alpha, weights=np.exp(logw + (alpha - float(problem.alpha)) * omega)
+    )
+
+
+def _alpha_steps(
+    problem: AllocationProblem, logw: np.ndarray, omega: np.ndarray, step: float
+) -> tuple[float, float]:
+    """The two alphas of the finite difference: ``alpha -/+ step`` (not below 0).
+
+    When the fast solver reaches ``alpha`` but not one of the two (the weights raised to
+    :math:`1/\alpha` would underflow its coefficients), that side is ``alpha`` itself, a one-sided
+    difference, rather than a conic solve of weights at the edge of overflow.
+    """
+    alpha = float(problem.alpha)
+    lo_a, hi_a = max(alpha - step, 0.0), alpha + step
+    if fast_reach(problem):
+        if not fast_reach(_at_alpha(problem, logw, omega, lo_a)):
+            lo_a = alpha
+        if not fast_reach(_at_alpha(problem, logw, omega, hi_a)):
+            hi_a = alpha
+        if lo_a == hi_a:  # pragma: no cover - reached at alpha but at neither side
+            lo_a, hi_a = max(alpha - step, 0.0), alpha + step
+    return lo_a, hi_a
+
+
 def weight_sensitivity(
     problem: AllocationProblem,
     allocation: Allocation,
@@ -238,14 +269,9 @@ def weight_sensitivity(
         with np.errstate(divide="ignore"):
             z = omega - np.log(np.maximum(v, np.finfo(float).tiny))
         dv, mean = log_derivatives(problem, allocation, z)
-        lo_a = max(alpha - step, 0.0)
-        hi_a = alpha + step
-        plus = _resolve_v(
-            replace(problem, alpha=hi_a, weights=np.exp(logw + (hi_a - alpha) * omega))
-        )
-        minus = _resolve_v(
-            replace(problem, alpha=lo_a, weights=np.exp(logw + (lo_a - alpha) * omega))
-        )
+        lo_a, hi_a = _alpha_steps(problem, logw, omega, step)
+        plus = _resolve_v(_at_alpha(problem, logw, omega, hi_a))
+        minus = _resolve_v(_at_alpha(problem, logw, omega, lo_a))
         alpha_metrics = _fd_metrics(plus, minus, hi_a - lo_a, loss)
     else:
         dv, mean = np.zeros_like(v), np.zeros(2)
