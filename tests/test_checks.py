@@ -27,10 +27,14 @@ from allocator.analysis.checks import (
     objective_tolerance,
     payout_key,
 )
+from allocator.cli import app
 from allocator.errors import InputError
-from allocator.kernel.certificate import utility
+from allocator.kernel import rounding
+from allocator.kernel.certificate import best_response, utility
+from allocator.kernel.problem import ScalarBounds
 from allocator.runs.rundir import write_run_dir
-from allocator.vouchers.payouts import idempotency_key
+from allocator.settings.models import PayoutSpec
+from allocator.vouchers.payouts import idempotency_key, plan_payouts, write_payouts_csv
 
 FLOOR, CAP, COVER = 4.0, 60.0, 0.5
 PROGRAMME = "test-programme"
@@ -471,8 +475,6 @@ def test_missing_directory_is_an_input_error(tmp_path: Path) -> None:
 def test_cli_missing_directory_exits_2_with_one_paragraph(tmp_path: Path, json_out: bool) -> None:
     from typer.testing import CliRunner
 
-    from allocator.cli import app
-
     missing = tmp_path / "no such run"
     args = ["check-budget", str(missing)] + (["--json"] if json_out else [])
     result = CliRunner().invoke(app, args)
@@ -589,9 +591,6 @@ def test_bounds_recomputation_agrees_with_the_rounding_module(
 ) -> None:
     # The check writes the cent conventions out again instead of calling the code it audits;
     # every bound the pipeline can store must still pass it.
-    from allocator.kernel import rounding
-    from allocator.kernel.problem import ScalarBounds
-
     assert (CENT_TOLERANCE, MAX_CENTS) == (rounding.CENT_TOL, rounding.MAX_CENTS)
     arr = np.array(loss)
     lower, upper = ScalarBounds(floor=floor, cap=cap, coverage_cap=cover, loss=arr).arrays()
@@ -603,10 +602,7 @@ def test_bounds_recomputation_agrees_with_the_rounding_module(
 
 
 def test_payout_plan_from_the_payouts_module(tmp_path: Path, liq: Path) -> None:
-    # The run directory takes the payout plan object as allocate passes it.
-    from allocator.settings.models import PayoutSpec
-    from allocator.vouchers.payouts import plan_payouts
-
+    # The run directory takes the payout plan's writer as allocate passes it.
     uids = np.array(sorted(ALLOCATED), dtype=np.int64)
     cents = np.array([ALLOCATED[u][1] for u in uids], dtype=np.int64)
     plan = plan_payouts(uids, cents, PayoutSpec(batch_size=3), "test-programme")
@@ -616,7 +612,7 @@ def test_payout_plan_from_the_payouts_module(tmp_path: Path, liq: Path) -> None:
         tmp_path / "run",
         allocations=allocations_frame(ALLOCATED),
         excluded=excluded_frame(EXCLUDED),
-        payouts=plan,
+        payouts=lambda path: write_payouts_csv(plan, path),
         manifest=man,
     )
     report = check_run_dir(run)
@@ -1054,8 +1050,6 @@ def test_objective_tolerance_covers_float_noise_but_not_a_moved_cent(alpha: floa
 def test_best_response_agrees_with_the_certificate(alpha: float, rows: list[tuple]) -> None:
     # The check writes the best response out again instead of calling the code it audits; the
     # two must agree wherever the certificate's rule is defined.
-    from allocator.kernel.certificate import best_response
-
     w, lo_c, width, price, v_c = (np.array(col, dtype=np.float64) for col in zip(*rows))
     lo, hi, v = lo_c / 100, (lo_c + width) / 100, v_c / 100
     if alpha == 0.0:

@@ -17,18 +17,24 @@ from typer.testing import CliRunner
 
 import allocator.cli.cmd_sensitivity  # noqa: F401  (registers the command)
 from allocator import names as N
+from allocator.analysis.metrics import gini, top_share
 from allocator.analysis.sensitivity import (
+    MAX_TOP_MOVERS,
     MOVES_COLUMNS,
     band_price,
     budget_derivatives,
     budget_sensitivity,
     cliff_analysis,
+    run_sensitivity,
+    ties_at_margin,
     weight_sensitivity,
 )
 from allocator.cli import app
 from allocator.data.synthetic import generate
+from allocator.errors import InputError
 from allocator.kernel.allocation import bound_states
 from allocator.kernel.certificate import objective_value
+from allocator.kernel.feasibility import InvalidProblemError
 from allocator.kernel.problem import AllocationProblem, Segment
 from allocator.kernel.solve import solve
 from allocator.settings.models import EligibilityRules
@@ -228,6 +234,98 @@ def test_alpha_derivative_matches_central_differences(problem: AllocationProblem
     np.testing.assert_allclose(sens.get("alpha").dv, fd, atol=1e-4 * scale)
 
 
+def _metric_values(v: np.ndarray, loss: np.ndarray) -> dict[str, float]:
+    return {
+        "gini": gini(v),
+        "top_decile_share": top_share(v, 0.1),
+        "median_coverage": float(np.median(v / loss)),
+    }
+
+
+def _linear(weights: list[float], budget: float) -> tuple[AllocationProblem, np.ndarray]:
+    n = len(weights)
+    upper = 10.0 * np.arange(1, n + 1)
+    problem = AllocationProblem(
+        weights=np.asarray(weights, dtype=np.float64),
+        lower=np.ones(n),
+        upper=upper,
+        budget=budget,
+        alpha=0.0,
+    )
+    return problem, 3.0 * upper  # the problem and each user's loss
+
+
+def _forward(problem: AllocationProblem, omega: np.ndarray, h: float) -> np.ndarray:
+    """Vouchers at alpha = h with the weights w e^(h omega), by the fast solver."""
+    p = replace(problem, alpha=h, weights=problem.weights * np.exp(h * omega))
+    return solve(p, method="fast").vouchers
+
+
+def test_alpha_metrics_at_zero_match_forward_differences() -> None:
+    """alpha = 0, one user at the margin: v(alpha) = v(0) for small alpha > 0, so every
+    forward difference of the metrics is 0, as reported without re-solving."""
+    problem, loss = _linear([1, 2, 4, 8, 16, 32], 100.0)
+    omega = np.log(loss)
+    alloc = solve(problem, method="fast")
+    assert int((alloc.bound_state == 0).sum()) == 1  # one fractional user
+    assert not ties_at_margin(problem, alloc)
+    sens = weight_sensitivity(problem, alloc, {}, alpha_log_weight=omega, loss=loss)
+    alpha = sens.get("alpha")
+    assert alpha.metrics == {"gini": 0.0, "top_decile_share": 0.0, "median_coverage": 0.0}
+    assert np.all(alpha.dv == 0)
+    base = _metric_values(alloc.vouchers, loss)
+    for h in (0.04, 0.02, 0.01):
+        v = _forward(problem, omega, h)
+        np.testing.assert_allclose(v, alloc.vouchers, rtol=1e-9, atol=1e-9)
+        fd = {k: (m - base[k]) / h for k, m in _metric_values(v, loss).items()}
+        for k, d in fd.items():
+            assert abs(d) <= 1e-6, (k, h, d)
+
+
+def test_alpha_metrics_at_zero_are_undefined_at_a_tie() -> None:
+    """Two users tied at the marginal weight: alpha = 0 shares the rest by room, any alpha > 0
+    by e^omega, so the metrics jump (forward differences grow like 1/h) and none is reported."""
+    problem, loss = _linear([1, 2, 4, 4, 8, 16], 140.0)
+    omega = np.log(loss) * np.array([1.0, 1.0, 1.0, -1.0, 1.0, 1.0])
+    alloc = solve(problem, method="fast")
+    assert int((alloc.bound_state == 0).sum()) == 2  # the two tied users share the rest
+    assert ties_at_margin(problem, alloc)
+    sens = weight_sensitivity(problem, alloc, {}, alpha_log_weight=omega, loss=loss)
+    assert sens.get("alpha").metrics == {
+        "gini": None,
+        "top_decile_share": None,
+        "median_coverage": None,
+    }
+    json.dumps(sens.to_dict(), allow_nan=False)
+    base = _metric_values(alloc.vouchers, loss)
+    v1, v2 = _forward(problem, omega, 0.02), _forward(problem, omega, 0.01)
+    np.testing.assert_allclose(v1, v2, rtol=1e-9)  # constant on (0, alpha_0) ...
+    assert np.abs(v1 - alloc.vouchers).max() > 1.0  # ... but not equal to v(0)
+    g1 = (_metric_values(v1, loss)["gini"] - base["gini"]) / 0.02
+    g2 = (_metric_values(v2, loss)["gini"] - base["gini"]) / 0.01
+    assert math.isclose(g2, 2 * g1, rel_tol=1e-6) and abs(g1) > 1.0
+
+
+def test_alpha_metrics_stay_with_the_fast_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An alpha the fast solver reaches, alpha - step not: that side is alpha itself (a forward
+    difference), never a conic solve of weights raised to a huge power."""
+    problem, loss = _linear([1.0, 10.0, 100.0, 1000.0, 30.0, 300.0], 100.0)
+    spread = math.log(1000.0)
+    alpha = spread / 640.0  # reached; alpha - 1e-3 is not (spread / alpha > 650 there)
+    problem = replace(problem, alpha=alpha)
+    alloc = solve(problem, method="fast")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the conic solver was called")
+
+    monkeypatch.setattr("allocator.kernel.solve.FairnessModel", refuse)
+    sens = weight_sensitivity(problem, alloc, {}, loss=loss)
+    up = solve(replace(problem, alpha=alpha + 1e-3), method="fast").vouchers
+    base = _metric_values(alloc.vouchers, loss)
+    for k, m in _metric_values(up, loss).items():
+        assert math.isclose(sens.get("alpha").metrics[k], (m - base[k]) / 1e-3, abs_tol=1e-9)
+
+
 def test_metric_derivatives_are_central_differences() -> None:
     rng = np.random.default_rng(5)
     n = 400
@@ -243,7 +341,6 @@ def test_metric_derivatives_are_central_differences() -> None:
     alloc = solve(problem, method="fast")
     step = 1e-3
     sens = weight_sensitivity(problem, alloc, {"vip": vip}, loss=loss, step=step)
-    from allocator.analysis.metrics import gini, top_share
 
     up = _v(replace(problem, weights=loss * np.exp(step * vip)))
     down = _v(replace(problem, weights=loss * np.exp(-step * vip)))
@@ -269,7 +366,6 @@ def test_overlapping_segments_are_refused() -> None:
         segments=(Segment("a", np.ones(n, bool), 0.1), Segment("b", np.arange(n) < 6, None, 0.9)),
     )
     alloc = solve(problem, method="cvxpy")
-    from allocator.kernel.feasibility import InvalidProblemError
 
     with pytest.raises(InvalidProblemError):
         budget_sensitivity(problem, alloc)
@@ -407,7 +503,6 @@ def test_band_price_by_hand() -> None:
     assert price.others_median_coverage_without_band == pytest.approx(0.06)  # 6/100 and 12/200
     assert price.others_median_coverage_with_band == pytest.approx((0.05 + 0.045) / 2)
     assert price.others_max_decrease_usd == 3.0
-    from allocator.errors import InputError
 
     with pytest.raises(InputError, match="not eligible with the band"):
         band_price(without, with_band.filter(pl.col(N.USER_ID) > 1), budget_usd=18.0)
@@ -733,8 +828,6 @@ def test_regenerated_data_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sensitivity", str(run), "--json"])
     assert result.exit_code == 2 and result.stdout == ""
     assert "changed since the run" in result.output and str(data) in result.output
-    from allocator.analysis.sensitivity import run_sensitivity
-    from allocator.errors import InputError
 
     with pytest.raises(InputError, match="changed since the run"):
         run_sensitivity(run)
@@ -751,9 +844,6 @@ def test_users_out_inside_a_run_directory_is_refused(run_dir: Path, tmp_path: Pa
 
 
 def test_top_is_bounded(run_dir: Path) -> None:
-    from allocator.analysis.sensitivity import MAX_TOP_MOVERS, run_sensitivity
-    from allocator.errors import InputError
-
     for top in ("99999999999999999999", str(MAX_TOP_MOVERS + 1), "-1"):
         result = runner.invoke(app, ["sensitivity", str(run_dir), "--top", top])
         assert result.exit_code == 2 and "Traceback" not in result.output
@@ -763,12 +853,10 @@ def test_top_is_bounded(run_dir: Path) -> None:
 
 
 def test_linear_run_prints_no_numpy_warnings(data: Path, tmp_path: Path) -> None:
-    """alpha = 0: the alpha derivative's re-solves overflow exp() on purpose; nothing is shown."""
+    """alpha = 0: the alpha row is exact, with no re-solve at a tiny alpha; nothing is shown."""
     import subprocess
     import sys
     import warnings
-
-    from allocator.analysis.sensitivity import run_sensitivity
 
     run = _allocate(tmp_path, data, LINEAR, "linear")
     with warnings.catch_warnings(record=True) as caught:

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from allocator import names as N
+from allocator.kernel.money import CENTS_PER_USD, cents_to_usd
 
 #: Loss bands (label, lower USD inclusive, upper USD exclusive) for coverage by loss size.
 LOSS_BANDS: tuple[tuple[str, float, float], ...] = (
@@ -91,7 +92,7 @@ def _voucher_cents(frame: pl.DataFrame) -> pl.Series:
     if N.VOUCHER_CENTS in frame.columns:
         return frame[N.VOUCHER_CENTS].cast(pl.Int64)
     if N.VOUCHER_USD in frame.columns:
-        return (frame[N.VOUCHER_USD] * 100).round(0).cast(pl.Int64)
+        return (frame[N.VOUCHER_USD] * CENTS_PER_USD).round(0).cast(pl.Int64)
     raise ValueError(
         f"an allocation frame needs {N.VOUCHER_CENTS} or {N.VOUCHER_USD}; it has {frame.columns}"
     )
@@ -126,7 +127,7 @@ def summary(
         ``None``.
     """
     cents = _voucher_cents(allocations).to_numpy()
-    usd = cents / 100.0
+    usd = cents / CENTS_PER_USD
     n = int(cents.size)
     paid = int(cents.sum()) if n else 0
     bounds = (
@@ -142,9 +143,9 @@ def summary(
     return {
         "eligible": n,
         "paid_cents": paid,
-        "paid_usd": paid / 100.0,
+        "paid_usd": cents_to_usd(paid),
         "unspent_cents": int(budget_cents) - paid,
-        "unspent_usd": (int(budget_cents) - paid) / 100.0,
+        "unspent_usd": cents_to_usd(int(budget_cents) - paid),
         "n_floor": int((bounds == N.BOUND_FLOOR).sum()),
         "n_interior": int((bounds == N.BOUND_INTERIOR).sum()),
         "n_cap": int((bounds == N.BOUND_CAP).sum()),

@@ -75,9 +75,11 @@ def sensitivity_cmd(
         err_console.print(f"re-solving {run_dir}", markup=False, highlight=False)
     report = run_sensitivity(run_dir, delta_usd=delta, top=top)
     written = None
+    users = 0
     if users_out is not None:
-        assert report.moves is not None
+        assert report.moves is not None  # run_sensitivity always lists every user's move
         written = write_moves(report.moves, users_out)
+        users = report.moves.height
     if json_out:
         out = report.to_dict()
         out["users_out"] = None if written is None else str(written)
@@ -86,6 +88,4 @@ def sensitivity_cmd(
     for line in report.lines():
         out_console.print(line, markup=False, highlight=False)
     if written is not None:
-        err_console.print(
-            f"wrote {written} ({report.moves.height:,} users)", markup=False, highlight=False
-        )
+        err_console.print(f"wrote {written} ({users:,} users)", markup=False, highlight=False)
