@@ -17,6 +17,7 @@ reads the command line's ``--set KEY=VALUE`` into such overrides.
 from __future__ import annotations
 
 import copy
+import difflib
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "check_predicate",
     "feature_schema",
     "load_scenario",
+    "load_scenario_with",
     "parse_assignment",
     "parse_assignments",
     "parse_scenario",
@@ -136,19 +138,23 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
     return to_dict(s)
 
 
-def with_overrides(s: Scenario, overrides: Mapping[str, Any]) -> Scenario:
+def with_overrides(
+    s: Scenario, overrides: Mapping[str, Any], *, label: str | None = None
+) -> Scenario:
     """A copy of ``s`` with dotted parameters replaced, re-typed and re-validated.
 
     Paths name a single value: ``objective.alpha``, ``budget.total_usd``, ``bounds.coverage_cap``,
     ``objective.features.<column>`` (adds the coefficient if absent),
     ``segments.<name>.min_share``; see :data:`SWEEPABLE` for the numeric ones.
 
+    ``label`` names the result in messages (default: ``scenario '<name>' with overrides``).
+
     Raises
     ------
     ScenarioError
         An unknown path, a wrong type or an out-of-range value.
     """
-    label = f"scenario '{s.name}' with overrides"
+    label = label or f"scenario '{s.name}' with overrides"
     data = copy.deepcopy(scenario_to_dict(s))
     for path, value in overrides.items():
         _set_path(data, path, value, label)
@@ -160,8 +166,10 @@ def _set_path(data: dict[str, Any], path: str, value: Any, label: str) -> None:
     examples = ", ".join(SWEEPABLE)
 
     def unknown(extra: str = "") -> ScenarioError:
+        close = difflib.get_close_matches(path, [*_leaf_paths(data), *SWEEPABLE], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
         return ScenarioError(
-            f"{label}: unknown parameter '{path}'{extra}. Parameters include: {examples}."
+            f"{label}: unknown parameter '{path}'{extra}. Parameters include: {examples}.{hint}"
         )
 
     if len(parts) == 3 and parts[0] == "objective" and parts[1] == "features":
@@ -192,6 +200,21 @@ def _set_path(data: dict[str, Any], path: str, value: Any, label: str) -> None:
     node[leaf] = value
 
 
+def _leaf_paths(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the single values of a resolved scenario (segments by name)."""
+    out: list[str] = []
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key == "segments" and not prefix:
+            for seg in value:
+                out += [f"segments.{seg['name']}.{k}" for k in seg if k != "name"]
+        elif isinstance(value, Mapping):
+            out += _leaf_paths(value, path)
+        else:
+            out.append(path)
+    return out
+
+
 def parse_assignment(text: str, *, option: str = "--set") -> tuple[str, Any]:
     """Read ``KEY=VALUE`` with the value as a TOML value (``2``, ``false``, ``"fast"``, ``[...]``).
 
@@ -216,6 +239,22 @@ def parse_assignment(text: str, *, option: str = "--set") -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return key, value
+
+
+def load_scenario_with(path: str | Path, assignments: Iterable[str] = ()) -> Scenario:
+    """:func:`load_scenario`, then the command line's ``--set KEY=VALUE`` applied and re-validated.
+
+    Raises
+    ------
+    ScenarioError
+        The file is invalid, or a ``--set`` names an unknown key or gives a bad value; the
+        message names the file, ``--set`` and the key.
+    """
+    scenario = load_scenario(path)
+    overrides = parse_assignments(assignments)
+    if not overrides:
+        return scenario
+    return with_overrides(scenario, overrides, label=f"{path} with --set")
 
 
 def parse_assignments(texts: Iterable[str], *, option: str = "--set") -> dict[str, Any]:
