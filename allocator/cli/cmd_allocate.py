@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,10 +16,10 @@ from allocator.cli.common import (
     usd,
 )
 from allocator.settings.scenarios import load_scenario_with
-from allocator.vouchers.pipeline import DataSession, allocate, write_run
+from allocator.vouchers.pipeline import DataSession, RunResult, allocate, write_run
 
 
-def run_summary(run, out_dir: Path | None) -> dict:
+def run_summary(run: RunResult, out_dir: Path | None) -> dict[str, Any]:
     cert = run.allocation.certificate
     rec = run.eligibility.reconciliation
     counts = run.allocations["bound"].value_counts()

@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import polars as pl
 import typer
@@ -44,7 +44,7 @@ from allocator.cli.common import (
 )
 from allocator.errors import AllocatorError, InfeasibleError, SolverFailedError
 from allocator.settings.scenarios import load_scenario_with
-from allocator.vouchers.pipeline import DataSession, allocate
+from allocator.vouchers.pipeline import DataSession, RunResult, allocate
 
 #: Metrics shown in the human tables, in order, with their formats.
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
@@ -82,7 +82,7 @@ def check_moved_threshold(threshold: float) -> None:
         )
 
 
-def scenario_metrics(run) -> dict:
+def scenario_metrics(run: RunResult) -> dict[str, Any]:
     """The compare/sweep metrics of one :class:`~allocator.vouchers.pipeline.RunResult` (without moves)."""
     return summary(
         run.allocations, budget_cents=run.budget_cents, shadow_price=run.allocation.shadow_price
@@ -234,7 +234,11 @@ def _plot(frame: pl.DataFrame, params: list[str]) -> Callable[[Path], None]:
         fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
     finally:
         plt.close(fig)
-    return lambda tmp: tmp.write_bytes(png.getvalue())
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(png.getvalue())
+
+    return write
 
 
 @app.command("sweep")

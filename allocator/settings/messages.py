@@ -52,6 +52,7 @@ _TYPE_ERRORS = frozenset(
         "none_required",
     }
 )
+_UNKNOWN_KEY = frozenset({"unexpected_keyword_argument", "extra_forbidden"})
 _RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 
 
@@ -211,6 +212,9 @@ def scenario_error(
 ) -> ScenarioError:
     """The first error of ``exc`` (raised validating ``root``) as a one-paragraph ScenarioError.
 
+    An unknown key is reported before any other problem, as a misspelt key also leaves its
+    intended key missing.
+
     Parameters
     ----------
     exc
@@ -225,7 +229,9 @@ def scenario_error(
         How a value out of a ``Field`` range is worded (:data:`RangeStyle`).
     """
     errors = exc.errors(include_url=False)
-    err = errors[0]
+    # An unknown key first: it is often a misspelt required key, reported missing as well.
+    unknown = [e for e in errors if e["type"] in _UNKNOWN_KEY]
+    err = (unknown or errors)[0]
     loc = tuple(err["loc"])
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -246,7 +252,7 @@ def scenario_error(
             text += f"; allowed: {ctx['allowed']}"
         return ScenarioError(f"{file}: {text}.{more}")
     key = _dotted(prefix, loc)
-    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+    if kind in _UNKNOWN_KEY:
         owner_tp, _ = _walk(root, loc[:-1]) if loc[:-1] else (root, None)
         owner, _ = _strip(owner_tp)
         names = [f.name for f in fields(owner) if f.init] if is_dataclass(owner) else []
