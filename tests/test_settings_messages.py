@@ -310,3 +310,10 @@ def test_detect_kind_tells_the_files_apart():
     assert detect_kind(loans) == "loans"
     assert detect_kind({"depeg": {"refund_fees": False}}) == "depeg"
     assert detect_kind({}) == "voucher"
+
+
+def test_huge_values_are_shown_shortened(tmp_path):
+    msg = error_of(f"[payouts]\nbatch_size = {10**400}\n", tmp_path)
+    assert "payouts.batch_size = 1000" in msg and "..." in msg and len(msg) < 400
+    msg = error_of(f"[objective]\nalpha = {10**400}\n", tmp_path)
+    assert "key 'objective.alpha' must be a finite number" in msg and len(msg) < 400

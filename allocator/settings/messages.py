@@ -128,6 +128,11 @@ def show_value(value: Any) -> str:
     return f"{text} ({kind})"
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def join_key(prefix: str, key: str | int) -> str:
     """``objective`` + ``alpha`` -> ``objective.alpha``; ``segments`` + 1 -> ``segments[1]``."""
     if isinstance(key, int):
@@ -244,7 +249,7 @@ def scenario_error(
             key = key.replace(".[", "[")
         shown = f"key '{key}'" if ctx.get("quote_key") else key
         text = (
-            f"{shown} = {ctx['value']!r} {ctx['why']}"
+            f"{shown} = {_short(ctx['value'])} {ctx['why']}"
             if "value" in ctx
             else f"{shown} {ctx['why']}"
         )
@@ -278,9 +283,9 @@ def scenario_error(
     if kind in _RANGE_ERRORS and tp is not None:
         allowed = _range_text(tp, style, failed_high=kind.startswith("less"))
         if style == "interval":
-            return ScenarioError(f"{file}: {key} must be in {allowed}, got {value!r}.{more}")
+            return ScenarioError(f"{file}: {key} must be in {allowed}, got {_short(value)}.{more}")
         return ScenarioError(
-            f"{file}: {key} = {value!r} is out of range; allowed: {allowed}.{more}"
+            f"{file}: {key} = {_short(value)} is out of range; allowed: {allowed}.{more}"
         )
     if kind in _TYPE_ERRORS or kind in _RANGE_ERRORS:
         what = describe_type(tp) if tp is not None else err["msg"]
