@@ -279,7 +279,8 @@ def test_voucher_schema_forbids_unknown_keys_and_states_ranges():
     assert objective["properties"]["features"]["type"] == "object"
     assert objective["properties"]["form"]["enum"] == ["voucher", "coverage"]
     assert schema["$defs"]["PayoutSpec"]["properties"]["batch_size"]["maximum"] == MAX_BATCH_SIZE
-    assert "name" in schema["required"]
+    assert "name" not in schema.get("required", [])  # the file's stem is the default name
+    assert "name" in json_schema("loans")["required"]
     floors = json_schema("depeg")["$defs"]["DepegRules"]["properties"]["floors"]
     assert floors["default"] == {"USDe": 1.0}  # a table, as the file writes it
 
