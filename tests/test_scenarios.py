@@ -426,7 +426,11 @@ def test_every_sweepable_parameter_is_accepted(retail):
         assert _leaves(scenario_to_dict(new))[path] == value
 
 
-@given(alpha=st.floats(0.0, 100.0), floor=st.floats(0.0, 50.0), total=st.integers(10**6, 10**11))
+@given(
+    alpha=st.one_of(st.just(0.0), st.floats(1e-6, 100.0)),
+    floor=st.floats(0.0, 50.0),
+    total=st.integers(10**6, 10**11),
+)
 def test_overrides_validate_like_files(alpha, floor, total):
     s = Scenario(name="h", segments=(SegmentSpec("big", "loss_usd >= 10000", max_share=0.8),))
     budget = total / 100

@@ -21,7 +21,14 @@ from clihelp import invoke, strict_json
 from allocator import names as N
 from allocator.analysis import sweeps
 from allocator.analysis.metrics import LOSS_BANDS
-from allocator.analysis.sweeps import MAX_SWEEP_POINTS, ModelReuse, run_point, run_sweep, sweep_grid
+from allocator.analysis.sweeps import (
+    MAX_SWEEP_POINTS,
+    ModelReuse,
+    parse_param,
+    run_point,
+    run_sweep,
+    sweep_grid,
+)
 from allocator.data.synthetic import generate
 from allocator.errors import NotCertifiedError, SolverFailedError
 from allocator.settings.scenarios import load_scenario
@@ -363,6 +370,14 @@ def test_unknown_solver_is_refused_before_any_work(tmp_path: Path, small: Path) 
         (["objective.alpha=1:1e400:3"], "finite"),
         (["objective.alpha=0.5:5:100", "budget.total_usd=1e6:3e6:11"], "100 x 11 = 1,100 points"),
         (["bounds.floor_usd=4:7000:3"], "bounds.floor_usd=7000"),
+        (["objective.alpha=log:0:1:3"], "a log grid needs START and STOP > 0"),
+        (["objective.alpha=log:1:2:0"], "COUNT must be from 1 to 1000"),
+        (["objective.alpha=1,x"], "value 'x' is not a number"),
+        (["objective.alpha=1,inf"], "values must be finite numbers"),
+        (["objective.alpha=" + ",".join(["1"] * 1001)], "lists 1,001 values"),
+        (["objective.alpha=1,2", "budget.total_usd=" + ",".join(["1e6"] * 501)], "2 x 501"),
+        (["objective.alpha=1:2"], "NAME=log:START:STOP:COUNT"),
+        (["objective.alpah=1,2"], "Did you mean 'objective.alpha'?"),
     ],
     ids=[
         "count-1e11",
@@ -374,6 +389,14 @@ def test_unknown_solver_is_refused_before_any_work(tmp_path: Path, small: Path) 
         "stop-overflows",
         "grid-too-large",
         "point-out-of-range",
+        "log-through-zero",
+        "log-count-0",
+        "list-not-a-number",
+        "list-inf",
+        "list-too-long",
+        "list-grid-too-large",
+        "two-parts",
+        "misspelt-name",
     ],
 )
 def test_bad_param_is_a_one_line_error(
@@ -388,6 +411,33 @@ def test_bad_param_is_a_one_line_error(
     assert result.exit_code == 2, result.output
     assert named in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "values"),
+    [
+        ("objective.alpha=0.5:2:4", [0.5, 1.0, 1.5, 2.0]),
+        ("objective.alpha=log:0.1:10:3", [0.1, 1.0, 10.0]),
+        ("objective.alpha=log:10:0.1:3", [10.0, 1.0, 0.1]),
+        ("objective.alpha=2,0,0.5", [2.0, 0.0, 0.5]),
+        ("objective.alpha=3", [3.0]),
+        ("budget.total_usd=1e6,2000000.004", [1e6, 2e6]),
+        ("budget.total_usd=log:1e6:1e7:3", [1e6, 3162277.66, 1e7]),
+        ("objective.features.vip_tier=-0.1,0.1", [-0.1, 0.1]),
+    ],
+)
+def test_param_forms_give_their_values(spec: str, values: list[float]) -> None:
+    name, got = parse_param(spec)
+    assert name == spec.partition("=")[0]
+    assert got.tolist() == pytest.approx(values, rel=1e-12)
+    if name == "budget.total_usd":
+        assert all(round(v, 2) == v for v in got.tolist())
+
+
+def test_log_grid_points_are_evenly_spaced_in_log() -> None:
+    _, got = parse_param("objective.alpha=log:0.01:100:9")
+    ratios = got[1:] / got[:-1]
+    assert ratios == pytest.approx([10**0.5] * 8)
 
 
 def test_the_largest_grid_allowed_is_accepted(small: Path) -> None:

@@ -1,4 +1,5 @@
-"""Strict TOML -> dataclass conversion: every error kind, defaults, and the to_dict round trip."""
+"""Strict TOML -> dataclass conversion through pydantic: every error kind, defaults, and the
+to_dict round trip."""
 
 from __future__ import annotations
 
@@ -7,38 +8,51 @@ import types
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import with_config
 
 from allocator.errors import ScenarioError
 from allocator.settings.models import Scenario
 from allocator.settings.toml import build, load_toml, to_dict
+from allocator.settings.types import (
+    NOT_BOOL,
+    SETTINGS_CONFIG,
+    Bool,
+    Float,
+    Int,
+    Str,
+    UtcDateTime,
+    pairs_table,
+)
 
 UTC = UTC
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class Part:
-    name: str
-    share: float | None = None
+    name: Str
+    share: Float | None = None
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class Sample:
-    count: int = 3
-    ratio: float = 0.5
-    flag: bool = False
-    label: str = "x"
+    count: Int = 3
+    ratio: Float = 0.5
+    flag: Bool = False
+    label: Str = "x"
     mode: Literal["a", "b"] = "a"
-    level: Literal[1, 2] = 1
-    tags: tuple[str, ...] = ("t",)
-    coefs: tuple[tuple[str, float], ...] = ()
-    limit: float | None = None
-    at: datetime = datetime(2025, 10, 10, tzinfo=UTC)
-    when: datetime | None = None
+    level: Annotated[Literal[1, 2], NOT_BOOL] = 1
+    tags: tuple[Str, ...] = ("t",)
+    coefs: Annotated[tuple[tuple[str, float], ...], pairs_table(Float)] = ()
+    limit: Float | None = None
+    at: UtcDateTime = datetime(2025, 10, 10, tzinfo=UTC)
+    when: UtcDateTime | None = None
     part: Part = field(default_factory=lambda: Part("p"))
     parts: tuple[Part, ...] = ()
 
@@ -296,8 +310,67 @@ def test_round_trip_sample(x):
 
 
 @given(_strategy(Scenario))
-def test_round_trip_scenario_schema(x):
-    # Typing only: any typed scenario survives to_dict -> JSON -> build (ranges are not checked here).
+def test_to_dict_of_any_typed_scenario_is_json(x):
+    # Any typed scenario, valid or not, can be written to a manifest.
+    d = json.loads(json.dumps(to_dict(x), allow_nan=False))
+    assert set(d) == {f.name for f in fields(Scenario)}
+
+
+def _valid_scenarios():
+    from allocator.settings.models import (
+        BoundsSpec,
+        BudgetSpec,
+        EligibilityRules,
+        ObjectiveSpec,
+        PayoutSpec,
+    )
+
+    objective = st.builds(
+        ObjectiveSpec,
+        alpha=st.one_of(st.just(0.0), st.floats(1e-6, 100.0)),
+        loss_exponent=st.floats(-10.0, 10.0),
+        ratio_exponent=st.floats(-10.0, 10.0),
+        ratio_cap=st.floats(1e-9, 1e6),
+        features=st.lists(
+            st.tuples(
+                st.sampled_from(["vip_tier", "loss_usd", "is_institutional"]), st.floats(-5, 5)
+            ),
+            max_size=3,
+            unique_by=lambda p: p[0],
+        ).map(tuple),
+        form=st.sampled_from(["voucher", "coverage"]),
+    )
+    bounds = st.tuples(st.floats(0, 1000.0), st.floats(1.0, 1e6)).map(
+        lambda t: BoundsSpec(floor_usd=t[0], cap_usd=t[0] + t[1])
+    )
+    zones = st.sampled_from([UTC, timezone(timedelta(hours=8))])
+    moments = st.datetimes(datetime(1971, 1, 1), datetime(2200, 1, 1), timezones=zones)
+    eligibility = st.tuples(moments, st.floats(1.0, 1e6), st.floats(0.0, 1e6)).map(
+        lambda t: EligibilityRules(
+            window_start=t[0].astimezone(UTC),
+            window_end=(t[0] + timedelta(hours=t[1])).astimezone(UTC),
+            min_loss_usd=t[2],
+        )
+    )
+    return st.builds(
+        Scenario,
+        name=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True),
+        description=st.text(max_size=20),
+        eligibility=eligibility,
+        objective=objective,
+        bounds=bounds,
+        budget=st.builds(BudgetSpec, total_usd=st.integers(1, 10**15).map(lambda c: c / 100)),
+        payouts=st.builds(
+            PayoutSpec,
+            batch_size=st.integers(1, 10**9),
+            start_within_hours=st.floats(0, 100.0),
+            finish_within_hours=st.floats(101.0, 87_600.0),
+        ),
+    )
+
+
+@given(_valid_scenarios())
+def test_round_trip_valid_scenarios(x):
     d = json.loads(json.dumps(to_dict(x), allow_nan=False))
     back = build(Scenario, d, file="round-trip")
     assert back == x

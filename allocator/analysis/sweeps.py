@@ -1,6 +1,7 @@
 """Sweeps: a scenario along one parameter or a grid of several, with the metrics of ``compare``.
 
-:func:`sweep_grid` turns ``NAME=START:STOP:COUNT`` texts into a validated scenario per point;
+:func:`sweep_grid` turns ``--param`` texts (``NAME=START:STOP:COUNT``, ``NAME=log:START:STOP:COUNT``
+or ``NAME=V1,V2,...``) into a validated scenario per point;
 :func:`run_sweep` allocates every point with :func:`allocator.vouchers.pipeline.allocate` and records the
 metrics of :func:`allocator.analysis.metrics.summary` plus ``moved_vs_first`` (users whose voucher moves
 by more than a threshold against the first point that solved). A point that is infeasible or
@@ -16,6 +17,7 @@ Nothing here knows about the command line; ``allocator sweep`` is a thin layer o
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import time
@@ -48,6 +50,7 @@ from allocator.vouchers.pipeline import DataSession, allocate
 __all__ = [
     "CSV_METRICS",
     "MAX_SWEEP_POINTS",
+    "PARAM_FORMS",
     "STATUS_INFEASIBLE",
     "STATUS_NOT_CERTIFIED",
     "STATUS_SOLVED",
@@ -98,53 +101,115 @@ CSV_METRICS: tuple[str, ...] = (
 )
 
 
-def parse_param(spec: str) -> tuple[str, np.ndarray]:
-    """Parse ``NAME=START:STOP:COUNT`` into the name and its evenly spaced values.
+#: The ``--param`` forms, for messages.
+PARAM_FORMS = (
+    "NAME=START:STOP:COUNT (evenly spaced), NAME=log:START:STOP:COUNT (evenly spaced in log, "
+    "START and STOP > 0) or NAME=V1,V2,... (a list of values)"
+)
 
-    Parameters
-    ----------
-    spec
-        The ``--param`` text, e.g. ``objective.alpha=0.5:5:10``.
 
-    Returns
-    -------
-    (name, values)
-        The dotted parameter and ``COUNT`` float64 values from START to STOP inclusive
-        (budgets rounded to the cent).
+def _sweepable(name: str) -> bool:
+    return name in SWEEPABLE or any(
+        name.startswith(k.split("<")[0]) and len(name) > len(k.split("<")[0])
+        for k in SWEEPABLE
+        if "<" in k
+    )
 
-    Raises
-    ------
-    ScenarioError
-        Not of the form, a name that cannot be swept, START or STOP not a finite number, or
-        COUNT not a whole number from 1 to :data:`MAX_SWEEP_POINTS`.
-    """
-    name, sep, rng = spec.partition("=")
-    parts = rng.split(":")
-    if not sep or len(parts) != 3:
-        raise ScenarioError(
-            f"--param {spec!r} is not of the form NAME=START:STOP:COUNT "
-            f"(e.g. objective.alpha=0.5:5:10)."
-        )
-    if name not in SWEEPABLE and not any(
-        name.startswith(k.split("<")[0]) for k in SWEEPABLE if "<" in k
-    ):
-        allowed = ", ".join(sorted(SWEEPABLE))
-        raise ScenarioError(f"--param {spec!r}: {name!r} cannot be swept. Sweepable: {allowed}.")
+
+def _number(spec: str, text: str, *, listed: bool) -> float:
     try:
-        start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+        value = float(text)
+    except ValueError:
+        why = (
+            f"value {text.strip()!r} is not a number"
+            if listed
+            else "START and STOP must be numbers and COUNT a whole number"
+        )
+        raise ScenarioError(f"--param {spec!r}: {why}.") from None
+    if not math.isfinite(value):
+        what = "values" if listed else "START and STOP"
+        raise ScenarioError(f"--param {spec!r}: {what} must be finite numbers, not {text!r}.")
+    return value
+
+
+def _count(spec: str, text: str) -> int:
+    try:
+        count = int(text)
     except ValueError:
         raise ScenarioError(
             f"--param {spec!r}: START and STOP must be numbers and COUNT a whole number."
         ) from None
-    if not (math.isfinite(start) and math.isfinite(stop)):
-        raise ScenarioError(f"--param {spec!r}: START and STOP must be finite numbers.")
     # Checked before numpy sees COUNT: a huge one would exhaust memory or overflow to inf.
     if not 1 <= count <= MAX_SWEEP_POINTS:
         raise ScenarioError(
             f"--param {spec!r}: COUNT must be from 1 to {MAX_SWEEP_POINTS} "
             f"(a sweep evaluates at most {MAX_SWEEP_POINTS} points in total)."
         )
-    values = np.linspace(start, stop, count)
+    return count
+
+
+def parse_param(spec: str) -> tuple[str, np.ndarray]:
+    """Parse a ``--param`` text into the name and its values.
+
+    Parameters
+    ----------
+    spec
+        ``NAME=START:STOP:COUNT`` (``COUNT`` evenly spaced values from START to STOP inclusive,
+        e.g. ``objective.alpha=0.5:5:10``), ``NAME=log:START:STOP:COUNT`` (evenly spaced in
+        log, START and STOP > 0, e.g. ``objective.alpha=log:0.1:10:5``) or ``NAME=V1,V2,...``
+        (the listed values in order, e.g. ``objective.alpha=0.5,1,2``).
+
+    Returns
+    -------
+    (name, values)
+        The dotted parameter and its float64 values (budgets rounded to the cent).
+
+    Raises
+    ------
+    ScenarioError
+        Not of a form above, a name that cannot be swept, a value that is not a finite number,
+        a log grid through 0, or COUNT not a whole number from 1 to :data:`MAX_SWEEP_POINTS`
+        (or a list longer than that).
+    """
+    name, sep, rng = spec.partition("=")
+    name, rng = name.strip(), rng.strip()
+    log = rng.startswith("log:")
+    parts = rng.removeprefix("log:").split(":")
+    listed = not log and len(parts) == 1 and rng != ""
+    if not sep or not (listed or len(parts) == 3):
+        raise ScenarioError(
+            f"--param {spec!r} is not of the form {PARAM_FORMS} "
+            f"(e.g. objective.alpha=0.5:5:10, objective.alpha=log:0.1:10:5 or "
+            f"objective.alpha=0.5,1,2)."
+        )
+    if not _sweepable(name):
+        allowed = ", ".join(sorted(SWEEPABLE))
+        close = difflib.get_close_matches(name, list(SWEEPABLE), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ScenarioError(
+            f"--param {spec!r}: {name!r} cannot be swept. Sweepable: {allowed}.{hint}"
+        )
+    if listed:
+        items = rng.split(",")
+        if len(items) > MAX_SWEEP_POINTS:
+            raise ScenarioError(
+                f"--param {spec!r} lists {len(items):,} values; a sweep evaluates at most "
+                f"{MAX_SWEEP_POINTS} points in total."
+            )
+        values = np.array([_number(spec, v, listed=True) for v in items], dtype=np.float64)
+    else:
+        start = _number(spec, parts[0], listed=False)
+        stop = _number(spec, parts[1], listed=False)
+        count = _count(spec, parts[2])
+        if log:
+            if not (start > 0 and stop > 0):
+                raise ScenarioError(
+                    f"--param {spec!r}: a log grid needs START and STOP > 0 "
+                    f"(e.g. {name}=log:0.1:10:5); use NAME=V1,V2,... to include 0."
+                )
+            values = np.geomspace(start, stop, count)
+        else:
+            values = np.linspace(start, stop, count)
     if name == "budget.total_usd":
         # A budget is paid to the cent; evenly spaced points land between cents otherwise.
         values = np.round(values, 2)

@@ -15,6 +15,7 @@ from allocator.cli import (  # noqa: F401  (imported for their @app.command regi
     cmd_loans,
     cmd_programme,
     cmd_report,
+    cmd_scenario,
     cmd_sensitivity,
 )
 from allocator.cli.app import app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,11 +15,11 @@ from allocator.cli.common import (
     resolve_data_dir,
     usd,
 )
-from allocator.settings.scenarios import load_scenario
-from allocator.vouchers.pipeline import DataSession, allocate, write_run
+from allocator.settings.scenarios import load_scenario_with
+from allocator.vouchers.pipeline import DataSession, RunResult, allocate, write_run
 
 
-def run_summary(run, out_dir: Path | None) -> dict:
+def run_summary(run: RunResult, out_dir: Path | None) -> dict[str, Any]:
     cert = run.allocation.certificate
     rec = run.eligibility.reconciliation
     counts = run.allocations["bound"].value_counts()
@@ -62,13 +62,23 @@ def allocate_cmd(
         bool, typer.Option("--json", help="Print the summary as strict JSON.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE: replace one scenario value (TOML value; repeatable), "
+            "e.g. --set objective.alpha=2 --set budget.exhaust=false.",
+        ),
+    ] = None,
 ) -> None:
     """Run eligibility, allocation and cent rounding for one scenario; write a run directory.
 
     Example: allocator allocate --scenario scenarios/baseline.toml --out runs/baseline
+
+    Example: allocator allocate -s scenarios/baseline.toml --set objective.alpha=2 --out runs/a2
     """
     check_solver_option(solver)
-    scen = load_scenario(scenario)
+    scen = load_scenario_with(scenario, assignments or ())
     progress = progress_printer(quiet)
     data_dir = resolve_data_dir(data)
     progress(f"loading and validating {data_dir}")

@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import polars as pl
 import typer
@@ -43,8 +43,8 @@ from allocator.cli.common import (
     resolve_data_dir,
 )
 from allocator.errors import AllocatorError, InfeasibleError, SolverFailedError
-from allocator.settings.scenarios import load_scenario
-from allocator.vouchers.pipeline import DataSession, allocate
+from allocator.settings.scenarios import load_scenario_with
+from allocator.vouchers.pipeline import DataSession, RunResult, allocate
 
 #: Metrics shown in the human tables, in order, with their formats.
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
@@ -82,7 +82,7 @@ def check_moved_threshold(threshold: float) -> None:
         )
 
 
-def scenario_metrics(run) -> dict:
+def scenario_metrics(run: RunResult) -> dict[str, Any]:
     """The compare/sweep metrics of one :class:`~allocator.vouchers.pipeline.RunResult` (without moves)."""
     return summary(
         run.allocations, budget_cents=run.budget_cents, shadow_price=run.allocation.shadow_price
@@ -107,10 +107,20 @@ def compare_cmd(
         bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE: replace one value in every scenario (TOML value; repeatable), "
+            "e.g. --set budget.total_usd=2e8.",
+        ),
+    ] = None,
 ) -> None:
     """Compare scenarios side by side on the same data.
 
     Example: allocator compare scenarios/baseline.toml scenarios/pro_rata.toml scenarios/equal_split.toml --json
+
+    Example: allocator compare scenarios/baseline.toml scenarios/max_min.toml --set budget.total_usd=2e8
     """
     if len(scenarios) < 2:
         raise AllocatorError(
@@ -120,7 +130,7 @@ def compare_cmd(
     check_solver_option(solver)
     check_moved_threshold(moved_threshold)
     progress = progress_printer(quiet)
-    loaded = [load_scenario(p) for p in scenarios]
+    loaded = [load_scenario_with(p, assignments or ()) for p in scenarios]
     data_dir = resolve_data_dir(data)
     progress(f"loading and validating {data_dir}")
     session = DataSession.open(data_dir)
@@ -224,7 +234,11 @@ def _plot(frame: pl.DataFrame, params: list[str]) -> Callable[[Path], None]:
         fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
     finally:
         plt.close(fig)
-    return lambda tmp: tmp.write_bytes(png.getvalue())
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(png.getvalue())
+
+    return write
 
 
 @app.command("sweep")
@@ -236,7 +250,8 @@ def sweep_cmd(
         typer.Option(
             "--param",
             "-p",
-            help=f"NAME=START:STOP:COUNT; repeat for a grid ({MAX_SWEEP_POINTS} points at most).",
+            help="NAME=START:STOP:COUNT, NAME=log:START:STOP:COUNT or NAME=V1,V2,...; repeat "
+            f"for a grid ({MAX_SWEEP_POINTS} points at most).",
         ),
     ],
     data: Annotated[
@@ -257,17 +272,27 @@ def sweep_cmd(
         bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE: replace one value of the scenario before sweeping (TOML value; "
+            "repeatable), e.g. --set objective.form=coverage.",
+        ),
+    ] = None,
 ) -> None:
     """Sweep scenario parameters and report the comparison metrics at every point.
 
     Failed points are recorded and the sweep goes on; exit 3, writing nothing, if none solves.
 
     Example: allocator sweep --scenario scenarios/baseline.toml --param objective.alpha=0.5:5:10
+
+    Example: allocator sweep -s scenarios/baseline.toml --param objective.alpha=log:0.1:10:9 --param bounds.floor_usd=4,10,20 --set budget.exhaust=false
     """
     check_solver_option(solver)
     check_moved_threshold(moved_threshold)
     progress = progress_printer(quiet)
-    base = load_scenario(scenario)
+    base = load_scenario_with(scenario, assignments or ())
     names, points, scenarios = sweep_grid(base, param)
     data_dir = resolve_data_dir(data)
     progress(f"loading and validating {data_dir}")

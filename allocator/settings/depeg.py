@@ -1,17 +1,33 @@
-"""The depeg compensation's rules: typed settings read from a TOML file, with their ranges."""
+"""The depeg compensation's rules: typed settings read from a TOML file, with their ranges.
+
+The annotations of :class:`DepegRules` are the schema (strict types, ``Field`` ranges for the
+prices, and a ``_check`` validator for the rules that span keys); :func:`depeg_rules_from_dict`
+validates a ``[depeg]`` table against them with pydantic.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator, with_config
 
 from allocator import names as N
 from allocator.errors import ScenarioError
 from allocator.settings.toml import build, load_toml, to_dict
+from allocator.settings.types import (
+    SETTINGS_CONFIG,
+    Allowed,
+    Bool,
+    Float,
+    Str,
+    UtcDateTime,
+    pairs_table,
+    rule_error,
+)
 
 #: The announced window, read as the half-open 40 minutes [21:36, 22:16).
 DEPEG_WINDOW_START = datetime(2025, 10, 10, 21, 36, tzinfo=UTC)
@@ -24,9 +40,25 @@ DEFAULT_FLOORS = (("USDe", 1.0),)
 #: The ``[depeg]`` table of a rules file.
 TOML_SECTION = "depeg"
 
+#: Largest reference price or floor (USD) a rule may set: compensation is counted in int64
+#: cents, and a price this far above any asset's would overflow it (and is a typo in any case).
+MAX_PRICE_USD = 10_000_000.0
+
+ReferencePrice = Annotated[
+    Float,
+    Field(gt=0, le=MAX_PRICE_USD),
+    Allowed(f"a finite price in USD > 0 and at most {MAX_PRICE_USD:,.0f}"),
+]
+FloorPrice = Annotated[
+    Float,
+    Field(ge=0, le=MAX_PRICE_USD),
+    Allowed(f"a finite price in USD >= 0 and at most {MAX_PRICE_USD:,.0f}"),
+]
+
 # ----------------------------------------------------------------------------- rules
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class DepegRules:
     """The depeg compensation rule's parameters (module docstring for each reading).
@@ -36,30 +68,35 @@ class DepegRules:
     ``refund_fees`` adds the liquidation fee of a compensated position.
     """
 
-    window_start: datetime = DEPEG_WINDOW_START
-    window_end: datetime = DEPEG_WINDOW_END
-    assets: tuple[str, ...] = N.DEPEG_ASSETS
-    products: tuple[str, ...] = DEPEG_PRODUCTS
-    reference_at: datetime = REFERENCE_AT
-    reference_prices: tuple[tuple[str, float], ...] = ()
-    floors: tuple[tuple[str, float], ...] = DEFAULT_FLOORS
-    refund_fees: bool = True
+    window_start: UtcDateTime = DEPEG_WINDOW_START
+    """First instant of the depeg window (inclusive)."""
+    window_end: UtcDateTime = DEPEG_WINDOW_END
+    """End of the depeg window (exclusive)."""
+    assets: tuple[Str, ...] = N.DEPEG_ASSETS
+    """Assets whose depeg is compensated."""
+    products: tuple[Str, ...] = DEPEG_PRODUCTS
+    """Account types whose positions count."""
+    reference_at: UtcDateTime = REFERENCE_AT
+    """When the reference prices are taken."""
+    reference_prices: Annotated[tuple[tuple[str, float], ...], pairs_table(ReferencePrice)] = ()
+    """Reference price of an asset (USD), replacing the price at reference_at."""
+    floors: Annotated[tuple[tuple[str, float], ...], pairs_table(FloorPrice)] = DEFAULT_FLOORS
+    """Lowest reference price of an asset (USD)."""
+    refund_fees: Bool = True
+    """Add the liquidation fee of a compensated position."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DepegRules:
+        _check_rules(self)
+        return self
 
 
-#: Largest reference price or floor (USD) a rule may set.
-MAX_PRICE_USD = 10_000_000.0
+def _check_rules(rules: DepegRules) -> None:
+    """The rules that span keys (single-key ranges are the annotations)."""
 
+    def bad(key: str, text: str) -> Exception:
+        return rule_error(key, text, quote_key=True)
 
-def validate_depeg_rules(rules: DepegRules, *, file: str | Path = "<rules>") -> DepegRules:
-    """Check ranges and cross-references; raise :class:`ScenarioError` naming the key."""
-
-    def bad(key: str, text: str) -> ScenarioError:
-        return ScenarioError(f"{file}: key '{TOML_SECTION}.{key}' {text}.")
-
-    for key in ("window_start", "window_end", "reference_at"):
-        value = getattr(rules, key)
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise bad(key, f"must be a time-zone-aware date-time, not {value!r}")
     if not rules.window_start < rules.window_end:
         raise bad(
             "window_end",
@@ -85,22 +122,22 @@ def validate_depeg_rules(rules: DepegRules, *, file: str | Path = "<rules>") -> 
         names = [a.upper() for a, _ in pairs]
         if len(set(names)) != len(names):
             raise bad(key, "names an asset twice")
-        for asset, price in pairs:
+        for asset, _ in pairs:
             if asset.upper() not in upper:
                 raise bad(
                     f"{key}.{asset}", f"is not one of the rule's assets ({', '.join(rules.assets)})"
                 )
-            ok = isinstance(price, (int, float)) and math.isfinite(price)
-            low_bad = price <= 0 if key == "reference_prices" else price < 0
-            # compensation is counted in int64 cents: a price this far above any asset's would
-            # overflow it (and is a typo in any case)
-            if not ok or low_bad or price > MAX_PRICE_USD:
-                need = "> 0" if key == "reference_prices" else ">= 0"
-                raise bad(
-                    f"{key}.{asset}",
-                    f"must be a finite price in USD {need} and at most {MAX_PRICE_USD:,.0f}, "
-                    f"not {price!r}",
-                )
+
+
+def validate_depeg_rules(rules: DepegRules, *, file: str | Path = "<rules>") -> DepegRules:
+    """Check types, ranges and cross-references of rules built in code; return them unchanged.
+
+    Raises
+    ------
+    ScenarioError
+        The first broken rule, naming the key under ``depeg``.
+    """
+    build(DepegRules, to_dict(rules), file=file, prefix=TOML_SECTION)
     return rules
 
 

@@ -1,16 +1,23 @@
-"""The loan fund's scenario: typed settings read from a TOML file, with their ranges."""
+"""The loan fund's scenario: typed settings read from a TOML file, with their ranges.
+
+The annotations are the schema (strict types of :mod:`allocator.settings.types`, ``Field``
+ranges, and ``_check`` validators for the rules that span fields); a file is validated against
+them with pydantic by :func:`load_loan_scenario`, and a range error reads
+``fund_usd must be in (0, 1e13] USD, got 1e+300``.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator, with_config
 
 from allocator.errors import ScenarioError
 from allocator.settings.toml import build, load_toml, to_dict
+from allocator.settings.types import SETTINGS_CONFIG, Allowed, Float, Int, Str, rule_error
 
 #: Top-level keys of a voucher scenario (allocator.settings.models.Scenario) that a loan scenario lacks,
 #: and keys only a loan scenario has: they tell the two kinds of file apart.
@@ -33,22 +40,34 @@ MAX_AMOUNT_USD = 1e13
 #: secured lending, and the bound keeps every collateral limit within int64 cents.
 MAX_ADVANCE_RATE = 10.0
 
+_BIG = "1e13] USD (1e13 = MAX_AMOUNT_USD, the largest amount the cents arithmetic holds exactly)"
+#: A USD amount above zero, and one that may be zero.
+PositiveUsd = Annotated[Float, Field(gt=0, le=MAX_AMOUNT_USD), Allowed(f"(0, {_BIG}")]
+NonNegativeUsd = Annotated[Float, Field(ge=0, le=MAX_AMOUNT_USD), Allowed(f"[0, {_BIG}")]
+Probability = Annotated[Float, Field(ge=0, le=1)]
+
 
 # ----------------------------------------------------------------------------- scenario
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class TierSpec:
     """One credit tier: default probability used when an applicant gives none, the upper edge
     of its default-probability band (to place an applicant that gives only a probability) and
     its annual spread over the base rate."""
 
-    name: str
-    pd: float
-    max_pd: float
-    spread: float
+    name: Str
+    """Tier name, e.g. "A"."""
+    pd: Probability
+    """Default probability of an applicant of the tier who gives none."""
+    max_pd: Probability
+    """Upper edge of the tier's default-probability band."""
+    spread: Annotated[Float, Field(ge=0)]
+    """Annual spread over the base rate."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class LoanWeightSpec:
     r"""Weights :math:`w_i \propto \max(L_i,\underline L)^{a_L}\max(V_i,\underline V)^{a_V}
@@ -56,13 +75,21 @@ class LoanWeightSpec:
     ``vip_coefficient`` :math:`c`, ``loss_floor_usd`` :math:`\underline L`,
     ``volume_floor_usd`` :math:`\underline V`."""
 
-    loss_exponent: float = 1.0
-    volume_exponent: float = 0.25
-    vip_coefficient: float = 0.05
-    loss_floor_usd: float = 10_000.0
-    volume_floor_usd: float = 1_000_000.0
+    loss_exponent: Annotated[Float, Field(ge=0)] = 1.0
+    """Exponent of the crash loss in the weight."""
+    volume_exponent: Annotated[Float, Field(ge=0)] = 0.25
+    """Exponent of the trading volume in the weight."""
+    vip_coefficient: Annotated[
+        Float, Field(ge=-5, le=5), Allowed("[-5, 5] (a factor exp(c) per VIP tier)")
+    ] = 0.05
+    """Coefficient c of the VIP tier in the weight exp(c v)."""
+    loss_floor_usd: PositiveUsd = 10_000.0
+    """Loss below which the weight stops falling (USD)."""
+    volume_floor_usd: PositiveUsd = 1_000_000.0
+    """Volume below which the weight stops falling (USD)."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class LoanLimitSpec:
     """Per-borrower limits: ``loan <= concentration_cap * fund``, ``loan <= advance_rate *
@@ -74,17 +101,29 @@ class LoanLimitSpec:
     a few low-risk, high-weight borrowers.
     """
 
-    concentration_cap: float = 0.10
-    advance_rate: float = 1.0
-    min_ticket_usd: float = 100_000.0
+    concentration_cap: Annotated[
+        Float, Field(gt=0, le=1), Allowed("(0, 1] (a share of the fund)")
+    ] = 0.10
+    """Largest loan as a share of the fund."""
+    advance_rate: Annotated[
+        Float,
+        Field(gt=0, le=MAX_ADVANCE_RATE),
+        Allowed(f"(0, {MAX_ADVANCE_RATE:g}] (a multiple of the collateral's post-haircut value)"),
+    ] = 1.0
+    """Largest loan as a multiple of the collateral's post-haircut value."""
+    min_ticket_usd: NonNegativeUsd = 100_000.0
+    """Smallest loan (USD); 0 for none."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class LoanRiskSpec:
     """Expected-loss budget: ``sum_i pd_i * lgd * loan_i <= el_budget_usd``."""
 
-    lgd: float = 0.45
-    el_budget_usd: float = 1_500_000.0
+    lgd: Probability = 0.45
+    """Loss given default, a fraction."""
+    el_budget_usd: NonNegativeUsd = 1_500_000.0
+    """Expected-loss budget (USD)."""
 
 
 def default_tiers() -> tuple[TierSpec, ...]:
@@ -96,15 +135,20 @@ def default_tiers() -> tuple[TierSpec, ...]:
     )
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class LoanPricingSpec:
     """``rate_i = min(base_rate + spread(tier_i), rate_ceiling)``, annual."""
 
-    base_rate: float = 0.03
-    rate_ceiling: float = 0.06
+    base_rate: Annotated[Float, Field(ge=0)] = 0.03
+    """Annual base rate."""
+    rate_ceiling: Float = 0.06
+    """Highest annual rate (at least the base rate)."""
     tiers: tuple[TierSpec, ...] = field(default_factory=default_tiers)
+    """Credit tiers by increasing max_pd, the last ending at 1.0."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class LoanSolverSpec:
     """``convex_solver`` for the exact model and the polish step; ``mip_solver`` for the
@@ -113,26 +157,54 @@ class LoanSolverSpec:
     (a MILP that reaches it before proving ``mip_rel_gap`` is a solver failure)."""
 
     convex_solver: Literal["CLARABEL", "ECOS", "SCS"] = "CLARABEL"
+    """Conic solver of the exact model."""
     mip_solver: Literal["HIGHS"] = "HIGHS"
-    pwl_breakpoints: int = 32
-    mip_rel_gap: float = 1e-6
-    time_limit_s: float = 120.0
+    """Solver of the minimum-ticket model."""
+    pwl_breakpoints: Annotated[Int, Field(ge=2, le=200)] = 32
+    """Tangent points per applicant in the minimum-ticket model."""
+    mip_rel_gap: Annotated[Float, Field(gt=0, le=0.1)] = 1e-6
+    """Largest relative MIP gap a run is accepted with."""
+    time_limit_s: Annotated[Float, Field(gt=0)] = 120.0
+    """Seconds the MIP solver may take."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class LoanScenario:
     """A fully resolved loan-fund scenario (``scenarios/loans_default.toml``)."""
 
-    name: str
-    description: str = ""
-    fund_usd: float = 100_000_000.0
-    alpha: float = 1.0
-    shift_usd: float = 1.0
+    name: Str
+    """Scenario name."""
+    description: Str = ""
+    """What the scenario is for."""
+    fund_usd: PositiveUsd = 100_000_000.0
+    """Money the fund lends (USD)."""
+    alpha: Annotated[
+        Float,
+        Field(ge=0, le=MAX_ALPHA),
+        Allowed(
+            f"[0, {MAX_ALPHA:g}] (0 = utilitarian, 1 = proportional fairness; larger alphas are "
+            "numerically unreliable in this model)"
+        ),
+    ] = 1.0
+    """Fairness of the loans: 0 utilitarian, 1 proportional."""
+    shift_usd: NonNegativeUsd = 1.0
+    """Shift s in the utility u(loan + s) (USD); > 0 when alpha >= 1."""
     weights: LoanWeightSpec = field(default_factory=LoanWeightSpec)
+    """How applicants are weighted."""
     limits: LoanLimitSpec = field(default_factory=LoanLimitSpec)
+    """Per-borrower limits."""
     risk: LoanRiskSpec = field(default_factory=LoanRiskSpec)
+    """Expected-loss budget."""
     pricing: LoanPricingSpec = field(default_factory=LoanPricingSpec)
+    """Interest rates by credit tier."""
     solver: LoanSolverSpec = field(default_factory=LoanSolverSpec)
+    """Solvers and their limits."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LoanScenario:
+        _check_cross_rules(self)
+        return self
 
 
 def load_loan_scenario(path: str | Path) -> LoanScenario:
@@ -158,9 +230,7 @@ def loan_scenario_from_dict(data: dict[str, Any], *, file: str = "<scenario>") -
                 "scenario has fund_usd, [limits], [risk] and [pricing], as in "
                 "scenarios/loans_default.toml.",
             )
-    scn = build(LoanScenario, data, file=file)
-    validate_loan_scenario(scn, file=file)
-    return scn
+    return build(LoanScenario, data, file=f"loan scenario {file}", style="interval")
 
 
 def loan_scenario_to_dict(scn: LoanScenario) -> dict[str, Any]:
@@ -170,7 +240,7 @@ def loan_scenario_to_dict(scn: LoanScenario) -> dict[str, Any]:
 
 
 def validate_loan_scenario(scn: LoanScenario, *, file: str = "<scenario>") -> None:
-    """Range checks a type checker cannot make; each failure names the key and the rule.
+    """Check the types, ranges and cross-field rules of a scenario built in code.
 
     Every USD amount (``fund_usd``, ``shift_usd``, the weight floors, ``limits.min_ticket_usd``,
     ``risk.el_budget_usd``) must be at most :data:`MAX_AMOUNT_USD` (USD 1e13), and
@@ -189,54 +259,17 @@ def validate_loan_scenario(scn: LoanScenario, *, file: str = "<scenario>") -> No
     ScenarioError
         The first key out of its range, with the rule and the value.
     """
+    build(LoanScenario, to_dict(scn), file=f"loan scenario {file}", style="interval")
+
+
+def _check_cross_rules(scn: LoanScenario) -> None:
+    """The rules that span several keys (the ranges of single keys are their annotations)."""
 
     def fail(key: str, rule: str, value: Any) -> None:
-        raise ScenarioError(f"loan scenario {file}: {key} {rule}, got {value!r}.")
+        raise rule_error(key, f"{rule}, got {value!r}")
 
-    def finite(key: str, value: float) -> None:
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            fail(key, "must be a finite number", value)
-
-    for key, value in [
-        ("fund_usd", scn.fund_usd),
-        ("alpha", scn.alpha),
-        ("shift_usd", scn.shift_usd),
-        *[
-            (f"weights.{f.name}", getattr(scn.weights, f.name))
-            for f in dataclasses.fields(scn.weights)
-        ],
-        *[
-            (f"limits.{f.name}", getattr(scn.limits, f.name))
-            for f in dataclasses.fields(scn.limits)
-        ],
-        ("risk.lgd", scn.risk.lgd),
-        ("risk.el_budget_usd", scn.risk.el_budget_usd),
-        ("pricing.base_rate", scn.pricing.base_rate),
-        ("pricing.rate_ceiling", scn.pricing.rate_ceiling),
-        ("solver.mip_rel_gap", scn.solver.mip_rel_gap),
-        ("solver.time_limit_s", scn.solver.time_limit_s),
-    ]:
-        finite(key, value)
     if not scn.name.strip():
         fail("name", "must not be empty", scn.name)
-    big = "1e13] USD (1e13 = MAX_AMOUNT_USD, the largest amount the cents arithmetic holds exactly)"
-    for key, value, low in [
-        ("fund_usd", scn.fund_usd, "(0"),
-        ("shift_usd", scn.shift_usd, "[0"),
-        ("weights.loss_floor_usd", scn.weights.loss_floor_usd, "(0"),
-        ("weights.volume_floor_usd", scn.weights.volume_floor_usd, "(0"),
-        ("limits.min_ticket_usd", scn.limits.min_ticket_usd, "[0"),
-        ("risk.el_budget_usd", scn.risk.el_budget_usd, "[0"),
-    ]:
-        if not (value > 0 if low == "(0" else value >= 0) or value > MAX_AMOUNT_USD:
-            fail(key, f"must be in {low}, {big}", value)
-    if not 0 <= scn.alpha <= MAX_ALPHA:
-        fail(
-            "alpha",
-            f"must be in [0, {MAX_ALPHA:g}] (0 = utilitarian, 1 = proportional "
-            "fairness; larger alphas are numerically unreliable in this model)",
-            scn.alpha,
-        )
     if scn.alpha >= 1 and scn.shift_usd <= 0:
         fail(
             "shift_usd",
@@ -251,35 +284,7 @@ def validate_loan_scenario(scn: LoanScenario, *, file: str = "<scenario>") -> No
             "model cannot be solved reliably (raise shift_usd or drop the minimum ticket)",
             scn.alpha,
         )
-    w = scn.weights
-    for key, value in [("loss_exponent", w.loss_exponent), ("volume_exponent", w.volume_exponent)]:
-        if value < 0:
-            fail(f"weights.{key}", "must be >= 0", value)
-    if abs(w.vip_coefficient) > 5:
-        fail(
-            "weights.vip_coefficient",
-            "must be in [-5, 5] (a factor exp(c) per VIP tier)",
-            w.vip_coefficient,
-        )
-    lim = scn.limits
-    if not 0 < lim.concentration_cap <= 1:
-        fail(
-            "limits.concentration_cap",
-            "must be in (0, 1] (a share of the fund)",
-            lim.concentration_cap,
-        )
-    if not 0 < lim.advance_rate <= MAX_ADVANCE_RATE:
-        fail(
-            "limits.advance_rate",
-            f"must be in (0, {MAX_ADVANCE_RATE:g}] (a multiple of the "
-            "collateral's post-haircut value)",
-            lim.advance_rate,
-        )
-    if not 0 <= scn.risk.lgd <= 1:
-        fail("risk.lgd", "must be in [0, 1]", scn.risk.lgd)
     pr = scn.pricing
-    if pr.base_rate < 0:
-        fail("pricing.base_rate", "must be >= 0", pr.base_rate)
     if pr.rate_ceiling < pr.base_rate:
         fail(
             "pricing.rate_ceiling",
@@ -291,20 +296,14 @@ def validate_loan_scenario(scn: LoanScenario, *, file: str = "<scenario>") -> No
     names = [t.name for t in pr.tiers]
     if len(set(names)) != len(names) or any(not n.strip() for n in names):
         fail("pricing.tiers", "must have unique, non-empty names", names)
-    edges = [t.max_pd for t in pr.tiers]
     for t in pr.tiers:
-        for key in ("pd", "max_pd", "spread"):
-            finite(f"pricing.tiers[{t.name}].{key}", getattr(t, key))
-        if not 0 <= t.pd <= 1:
-            fail(f"pricing.tiers[{t.name}].pd", "must be in [0, 1]", t.pd)
-        if t.spread < 0:
-            fail(f"pricing.tiers[{t.name}].spread", "must be >= 0", t.spread)
         if t.pd > t.max_pd:
             fail(
                 f"pricing.tiers[{t.name}].pd",
                 f"must not exceed the tier's max_pd ({t.max_pd})",
                 t.pd,
             )
+    edges = [t.max_pd for t in pr.tiers]
     if any(b <= a for a, b in itertools.pairwise(edges)) or edges[-1] != 1.0:
         fail(
             "pricing.tiers",
@@ -312,10 +311,3 @@ def validate_loan_scenario(scn: LoanScenario, *, file: str = "<scenario>") -> No
             "so that every default probability falls in exactly one tier",
             edges,
         )
-    sv = scn.solver
-    if not 2 <= sv.pwl_breakpoints <= 200:
-        fail("solver.pwl_breakpoints", "must be in [2, 200]", sv.pwl_breakpoints)
-    if not 0 < sv.mip_rel_gap <= 0.1:
-        fail("solver.mip_rel_gap", "must be in (0, 0.1]", sv.mip_rel_gap)
-    if sv.time_limit_s <= 0:
-        fail("solver.time_limit_s", "must be > 0", sv.time_limit_s)

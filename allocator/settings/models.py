@@ -1,17 +1,37 @@
-"""Frozen settings that a scenario resolves to.
+"""Frozen settings that a scenario resolves to, with their types, ranges and rules.
 
 Each section of a scenario TOML file maps to one frozen dataclass here; the defaults are a careful
 reading of the Together Initiative announcement (see ``scenarios/baseline.toml``). The library
 takes these objects, never file paths, so the optimisation core stays free of I/O.
+
+The annotations are the schema: :func:`allocator.settings.toml.build` validates a file against
+them with pydantic (strict types, ``Field`` ranges, and the ``_check`` validators for rules that
+span fields); building a dataclass in code checks nothing, so code can hand any value to the
+module that owns its meaning.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator, with_config
 
 from allocator import names as N
+from allocator.settings.features import feature_schema, predicate_problem, weight_feature_columns
+from allocator.settings.types import (
+    SETTINGS_CONFIG,
+    Allowed,
+    Bool,
+    Float,
+    Int,
+    Str,
+    UtcDateTime,
+    pairs_table,
+    rule_error,
+)
 
 #: Announced window "2025-10-10 00:00 to 2025-10-11 23:59 (UTC)". We read "23:59" as the whole
 #: minute, so the window is the half-open interval [2025-10-10 00:00:00, 2025-10-12 00:00:00):
@@ -28,7 +48,106 @@ MAX_PAYOUT_HOURS = 87_600
 #: Regions where the exchange's derivatives are not offered (a scenario may replace the list).
 DEFAULT_RESTRICTED_REGIONS = ("US", "CU", "IR", "KP", "SY")
 
+#: Allowed ranges; open ends are written out in messages.
+ALPHA_MAX = 100.0
+#: Smallest positive alpha: below it the closed form underflows ((w / max w)^(1/alpha)) and the
+#: conic model fails without a diagnosis (measured: alpha = 1e-9 is refused by the certificate
+#: and 1e-17 crashes inside cvxpy, on weights spanning a factor 4e5; 1e-6 solves).
+ALPHA_MIN_POSITIVE = 1e-6
+EXPONENT_LIMIT = 10.0
+#: Largest USD amount of a scenario: budget cents stay exact in float64 and int64.
+BUDGET_MAX_USD = 1e13
+#: Largest loss-ratio cap and coverage multiple: far above any meaningful value, and small
+#: enough that ``cap ** exponent`` stays finite.
+RATIO_MAX = 1e6
+#: Largest payout batch: more users than any programme pays, and well inside int64 arithmetic.
+MAX_BATCH_SIZE = 10**9
+#: Last year an announcement may fall in: dates past it leave no room for the payout window.
+MAX_ANNOUNCED_YEAR = 9000
 
+_SEGMENT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_REGION = re.compile(r"^[A-Z]{2}$")
+
+
+def _known_product(value: str) -> str:
+    if value not in N.PRODUCTS:
+        raise rule_error("", "is not a known product", value=value, allowed=", ".join(N.PRODUCTS))
+    return value
+
+
+def _region_code(value: str) -> str:
+    if not _REGION.match(value):
+        raise rule_error(
+            "",
+            "is not a region code",
+            value=value,
+            allowed="ISO 3166-1 alpha-2, two upper-case letters such as 'US'",
+        )
+    return value
+
+
+def _alpha_not_tiny(value: float) -> float:
+    if 0.0 < value < ALPHA_MIN_POSITIVE:
+        raise rule_error(
+            "",
+            "is out of range",
+            value=value,
+            allowed=f"0, or {ALPHA_MIN_POSITIVE:g} <= alpha <= {ALPHA_MAX:g} (smaller positive "
+            "values underflow the solvers; use 0 for the utilitarian objective)",
+        )
+    return value
+
+
+def _scenario_name(value: str) -> str:
+    # the name is the default run directory (runs/<name>) and part of file names, so it must
+    # not be able to climb out of runs/ or hide as a dot-file
+    if not _SCENARIO_NAME.match(value):
+        raise rule_error(
+            "",
+            "is not a valid scenario name",
+            value=value,
+            quote_key=True,
+            allowed="1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def _segment_name(value: str) -> str:
+    if not _SEGMENT_NAME.match(value):
+        raise rule_error(
+            "",
+            "is not allowed",
+            value=value,
+            allowed="letters, digits, '_' and '-' (names appear in dotted parameters and "
+            "'+'-joined labels)",
+        )
+    return value
+
+
+def _announced_year(value: datetime) -> datetime:
+    if value.year > MAX_ANNOUNCED_YEAR:
+        raise rule_error(
+            "",
+            "is out of range",
+            value=value.isoformat(),
+            allowed=f"a year before {MAX_ANNOUNCED_YEAR}",
+        )
+    return value
+
+
+Product = Annotated[Str, AfterValidator(_known_product)]
+Region = Annotated[Str, AfterValidator(_region_code)]
+UsdAmount = Annotated[Float, Field(ge=0, le=BUDGET_MAX_USD)]
+Share = Annotated[Float, Field(ge=0, le=1), Allowed("0 <= share <= 1")]
+Exponent = Annotated[
+    Float,
+    Field(ge=-EXPONENT_LIMIT, le=EXPONENT_LIMIT),
+    Allowed(f"{-EXPONENT_LIMIT:g} to {EXPONENT_LIMIT:g}"),
+]
+
+
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class EligibilityRules:
     """Who qualifies for a voucher.
@@ -47,21 +166,60 @@ class EligibilityRules:
     both; the weight and the cap are multiplied by it (see :mod:`allocator.vouchers.weights`).
     """
 
-    window_start: datetime = WINDOW_START
-    window_end: datetime = WINDOW_END
-    products: tuple[str, ...] = N.COVERED_PRODUCTS
-    min_loss_usd: float = 50.0
-    min_loss_ratio: float = 0.30
-    restricted_regions: tuple[str, ...] = DEFAULT_RESTRICTED_REGIONS
-    require_kyc: bool = True
-    include_fees: bool = True
+    window_start: UtcDateTime = WINDOW_START
+    """First instant of the liquidation window (inclusive)."""
+    window_end: UtcDateTime = WINDOW_END
+    """End of the liquidation window (exclusive)."""
+    products: tuple[Product, ...] = N.COVERED_PRODUCTS
+    """Products whose liquidations count."""
+    min_loss_usd: UsdAmount = 50.0
+    """Smallest counted loss (USD) that qualifies."""
+    min_loss_ratio: Annotated[Float, Field(ge=0, le=RATIO_MAX)] = 0.30
+    """Smallest loss / net assets ratio that qualifies."""
+    restricted_regions: tuple[Region, ...] = DEFAULT_RESTRICTED_REGIONS
+    """Regions (ISO 3166-1 alpha-2) whose users are excluded."""
+    require_kyc: Bool = True
+    """Exclude users without a verified KYC."""
+    include_fees: Bool = True
+    """Add liquidation fees to the realised loss."""
     nonpositive_net_assets: Literal["eligible", "exclude"] = "eligible"
+    """Users with zero or negative snapshot net assets: pass the ratio rule, or be excluded."""
     depeg_policy: Literal["exclude", "net", "ignore"] = "exclude"
-    snapshot_at: datetime = SNAPSHOT_AT
-    phase_in_loss_usd: float | None = None
-    phase_in_ratio: float | None = None
+    """Users already paid depeg compensation: exclude them, net it, or ignore it."""
+    snapshot_at: UtcDateTime = SNAPSHOT_AT
+    """When net assets were snapshot."""
+    phase_in_loss_usd: UsdAmount | None = None
+    """Lower end of the loss phase-in band (below min_loss_usd); omit for the hard cliff."""
+    phase_in_ratio: Annotated[Float, Field(ge=0, le=RATIO_MAX)] | None = None
+    """Lower end of the loss-ratio phase-in band (below min_loss_ratio)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> EligibilityRules:
+        if not self.window_start < self.window_end:
+            raise rule_error(
+                "window_start",
+                f"({self.window_start.isoformat()}) must be before eligibility.window_end "
+                f"({self.window_end.isoformat()})",
+            )
+        if not self.products:
+            raise rule_error("products", "must not be empty", allowed=", ".join(N.PRODUCTS))
+        if len(set(self.products)) != len(self.products):
+            raise rule_error("products", f"lists a product twice: {list(self.products)}")
+        for key, value, top, top_value in (
+            ("phase_in_loss_usd", self.phase_in_loss_usd, "min_loss_usd", self.min_loss_usd),
+            ("phase_in_ratio", self.phase_in_ratio, "min_loss_ratio", self.min_loss_ratio),
+        ):
+            if value is not None and not value < top_value:
+                raise rule_error(
+                    key,
+                    "is out of range",
+                    value=value,
+                    allowed=f">= 0 and below eligibility.{top} ({top_value:g})",
+                )
+        return self
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class ObjectiveSpec:
     r"""Weighted alpha-fairness objective and how weights come from features.
@@ -76,78 +234,210 @@ class ObjectiveSpec:
     voucher, which is the same family with :math:`w_i \leftarrow w_i L_i^{\alpha-1}`.
     """
 
-    alpha: float = 1.0
-    loss_exponent: float = 1.0
-    ratio_exponent: float = 1.0
-    ratio_cap: float = 1.0
-    features: tuple[tuple[str, float], ...] = ()
+    alpha: Annotated[
+        Float,
+        Field(ge=0, le=ALPHA_MAX),
+        Allowed(f"0 <= alpha <= {ALPHA_MAX:g}"),
+        AfterValidator(_alpha_not_tiny),
+    ] = 1.0
+    """Fairness: 0 utilitarian, 1 proportional (log), large -> max-min."""
+    loss_exponent: Exponent = 1.0
+    """Exponent a of the loss in the weight L^a."""
+    ratio_exponent: Exponent = 1.0
+    """Exponent b of the capped loss ratio in the weight min(r, cap)^b."""
+    ratio_cap: Annotated[Float, Field(gt=0, le=RATIO_MAX)] = 1.0
+    """Loss ratio above which the ratio stops raising the weight."""
+    features: Annotated[tuple[tuple[str, float], ...], pairs_table(Float)] = ()
+    """Coefficient c of each feature column in the weight exp(c x)."""
     form: Literal["voucher", "coverage"] = "voucher"
+    """Maximise the utility of the voucher, or of the coverage (voucher / loss)."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class BoundsSpec:
     """Per-user bounds: ``floor_usd <= v_i <= min(cap_usd, coverage_cap * L_i)``."""
 
-    floor_usd: float = 4.0
-    cap_usd: float = 6000.0
-    coverage_cap: float | None = None
+    floor_usd: UsdAmount = 4.0
+    """Smallest voucher in USD."""
+    cap_usd: Annotated[Float, Field(gt=0, le=BUDGET_MAX_USD)] = 6000.0
+    """Largest voucher in USD."""
+    coverage_cap: Annotated[Float, Field(gt=0, le=RATIO_MAX)] | None = None
+    """Largest voucher as a multiple of the user's loss; omit for no coverage cap."""
+
+    @model_validator(mode="after")
+    def _check(self) -> BoundsSpec:
+        if not self.cap_usd > self.floor_usd:
+            raise rule_error(
+                "cap_usd",
+                "is out of range",
+                value=self.cap_usd,
+                allowed=f"> bounds.floor_usd ({self.floor_usd:g})",
+            )
+        return self
 
 
+def _whole_cents(value: float) -> float:
+    if round(value, 2) != value:
+        raise rule_error(
+            "", "is out of range", value=value, allowed="whole cents (at most 2 decimals)"
+        )
+    return value
+
+
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class BudgetSpec:
     """Total budget; ``exhaust`` requires the whole budget to be paid (to the cent)."""
 
-    total_usd: float = 300_000_000.0
-    exhaust: bool = True
+    total_usd: Annotated[
+        Float,
+        Field(gt=0, le=BUDGET_MAX_USD),
+        Allowed(f"0 < total_usd <= {BUDGET_MAX_USD:g}"),
+        AfterValidator(_whole_cents),
+    ] = 300_000_000.0
+    """Total budget in USD (whole cents)."""
+    exhaust: Bool = True
+    """Pay the whole budget, to the cent."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class SegmentSpec:
     """A group of users (a Polars SQL predicate over feature-matrix columns) and its budget share."""
 
-    name: str
-    where: str
-    min_share: float | None = None
-    max_share: float | None = None
+    name: Annotated[Str, AfterValidator(_segment_name)]
+    """Unique name: letters, digits, '_' and '-'."""
+    where: Str
+    """Polars SQL condition over feature-matrix columns, e.g. "loss_usd < 10000"."""
+    min_share: Share | None = None
+    """Least share of the budget the segment receives."""
+    max_share: Share | None = None
+    """Most share of the budget the segment receives."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class SolverSpec:
     """``name``: auto | fast | cvxpy; ``cvxpy_solver``: CLARABEL | ECOS | SCS."""
 
     name: Literal["auto", "fast", "cvxpy"] = "auto"
+    """Solver: auto, fast (closed form) or cvxpy."""
     cvxpy_solver: Literal["CLARABEL", "ECOS", "SCS"] = "CLARABEL"
+    """Conic solver cvxpy uses."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class RoundingSpec:
     """Cents rounding; ties: largest remainder, then larger loss, then smaller user id."""
 
     method: Literal["largest_remainder"] = "largest_remainder"
+    """Rounding method."""
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class PayoutSpec:
     """Payout batches: the first starts within ``start_within_hours`` of the announcement and
     the last ends within ``finish_within_hours``."""
 
-    batch_size: int = 50_000
-    announced_at: datetime = ANNOUNCED_AT
-    start_within_hours: float = 24.0
-    finish_within_hours: float = 96.0
+    batch_size: Annotated[Int, Field(ge=1, le=MAX_BATCH_SIZE)] = 50_000
+    """Users per payout batch."""
+    announced_at: Annotated[UtcDateTime, AfterValidator(_announced_year)] = ANNOUNCED_AT
+    """When the programme was announced; the payout window counts from it."""
+    start_within_hours: Annotated[Float, Field(ge=0)] = 24.0
+    """Hours after the announcement by which the first batch starts."""
+    finish_within_hours: Annotated[
+        Float, Field(le=MAX_PAYOUT_HOURS), Allowed(f"<= {MAX_PAYOUT_HOURS} (ten years)")
+    ] = 96.0
+    """Hours after the announcement by which the last batch ends."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PayoutSpec:
+        if not self.finish_within_hours > self.start_within_hours:
+            raise rule_error(
+                "finish_within_hours",
+                "is out of range",
+                value=self.finish_within_hours,
+                allowed=f"> payouts.start_within_hours ({self.start_within_hours}): the "
+                "batches need time",
+            )
+        return self
 
 
+@with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class Scenario:
-    """A fully resolved scenario: every knob has a value."""
+    """A fully resolved voucher scenario: every knob has a value."""
 
-    name: str
-    description: str = ""
+    name: Annotated[Str, AfterValidator(_scenario_name)]
+    """Scenario name (default: the file's stem); it names the run directory runs/<name>."""
+    description: Str = ""
+    """What the scenario is for."""
     eligibility: EligibilityRules = field(default_factory=EligibilityRules)
+    """Who qualifies for a voucher."""
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    """The alpha-fairness objective and its weights."""
     bounds: BoundsSpec = field(default_factory=BoundsSpec)
+    """Per-user floor and caps."""
     budget: BudgetSpec = field(default_factory=BudgetSpec)
+    """Total budget."""
     segments: tuple[SegmentSpec, ...] = ()
+    """Groups of users with a share of the budget."""
     solver: SolverSpec = field(default_factory=SolverSpec)
+    """Which solver runs."""
     rounding: RoundingSpec = field(default_factory=RoundingSpec)
+    """How vouchers are rounded to cents."""
     payouts: PayoutSpec = field(default_factory=PayoutSpec)
+    """Payout batches and their window."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        _check_features(self)
+        _check_segments(self)
+        return self
+
+
+def _check_features(s: Scenario) -> None:
+    allowed = weight_feature_columns(s.eligibility.products)
+    seen: set[str] = set()
+    for name, _ in s.objective.features:
+        if name in seen:
+            raise rule_error("objective.features", f"names {name!r} twice")
+        seen.add(name)
+        if name not in allowed:
+            why = (
+                " (the loss ratio enters through ratio_exponent and ratio_cap)"
+                if name == N.LOSS_RATIO
+                else ""
+            )
+            raise rule_error(
+                f"objective.features.{name}",
+                f"is not a numeric or boolean feature column{why}",
+                allowed=", ".join(allowed),
+            )
+
+
+def _check_segments(s: Scenario) -> None:
+    schema = feature_schema(s.eligibility.products)
+    seen: set[str] = set()
+    for i, seg in enumerate(s.segments):
+        if seg.name in seen:
+            raise rule_error(
+                f"segments[{i}].name",
+                "is used by an earlier segment; names must be unique",
+                value=seg.name,
+            )
+        seen.add(seg.name)
+        if seg.min_share is not None and seg.max_share is not None:
+            if seg.min_share > seg.max_share:
+                raise rule_error(
+                    f"segments[{i}].min_share",
+                    "is out of range",
+                    value=seg.min_share,
+                    allowed=f"<= segments[{i}].max_share ({seg.max_share:g})",
+                )
+        expr, problem = predicate_problem(seg.where, schema)
+        if expr is None:
+            raise rule_error(f"segments[{i}].where", problem, value=seg.where)

@@ -6,63 +6,56 @@ A scenario file has one table per section of :class:`~allocator.settings.models.
 the file's stem) and ``description``. Omitted keys take the defaults of :mod:`allocator.settings.models`,
 which are a careful reading of the announcement.
 
-Loading is two steps: :func:`allocator.settings.toml.build` checks keys and types, then
-:func:`validate_scenario` checks ranges and cross-field rules; each error names the file, the
-dotted key and what is allowed.
+Loading validates the file against the annotations of :mod:`allocator.settings.models` with
+pydantic (:func:`allocator.settings.toml.build`): keys, types, ranges and cross-field rules; each
+error names the file, the dotted key, what is allowed and the value given.
+
+:func:`with_overrides` replaces dotted parameters (``objective.alpha``); :func:`parse_assignments`
+reads the command line's ``--set KEY=VALUE`` into such overrides.
 """
 
 from __future__ import annotations
 
 import copy
-import re
-from collections.abc import Mapping
+import difflib
+import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
-from allocator import names as N
 from allocator.errors import ScenarioError
-from allocator.settings.models import MAX_PAYOUT_HOURS, Scenario
+from allocator.settings.features import (
+    FEATURE_SCHEMA,
+    check_predicate,
+    feature_schema,
+    weight_feature_columns,
+)
+from allocator.settings.models import (
+    ALPHA_MAX,
+    BUDGET_MAX_USD,
+    EXPONENT_LIMIT,
+    Scenario,
+)
 from allocator.settings.toml import build, load_toml, to_dict
 
 __all__ = [
+    "ALPHA_MAX",
+    "BUDGET_MAX_USD",
+    "EXPONENT_LIMIT",
     "FEATURE_SCHEMA",
     "SWEEPABLE",
     "check_predicate",
     "feature_schema",
     "load_scenario",
+    "load_scenario_with",
+    "parse_assignment",
+    "parse_assignments",
     "parse_scenario",
     "scenario_to_dict",
     "validate_scenario",
     "weight_feature_columns",
     "with_overrides",
 ]
-
-#: Feature-matrix columns (``eligible.parquet``) a segment predicate or a weight may use, with
-#: the dtypes predicates are checked against. The per-product loss columns are added for the
-#: products a scenario covers (:func:`feature_schema`).
-FEATURE_SCHEMA: dict[str, pl.DataType] = {
-    N.USER_ID: pl.Int64(),
-    N.LOSS_USD: pl.Float64(),
-    N.GROSS_LOSS_USD: pl.Float64(),
-    N.FEE_USD: pl.Float64(),
-    N.LOSS_RATIO: pl.Float64(),
-    N.NET_ASSETS_USD: pl.Float64(),
-    N.N_EVENTS: pl.Int64(),
-    N.FIRST_EVENT_TS: pl.Datetime("us", "UTC"),
-    N.LAST_EVENT_TS: pl.Datetime("us", "UTC"),
-    N.VIP_TIER: pl.Int64(),
-    N.IS_INSTITUTIONAL: pl.Boolean(),
-    N.REGION: pl.String(),
-    N.ACCOUNT_AGE_DAYS: pl.Int64(),
-    N.KYC_STATUS: pl.String(),
-    N.DEPEG_COMP_USD: pl.Float64(),
-}
-
-#: Columns that are not weight features: identifiers, timestamps, strings, and the loss ratio
-#: (it is +inf for users with no net assets; ``ratio_exponent`` and ``ratio_cap`` handle it).
-_NOT_WEIGHT_FEATURES = frozenset({N.USER_ID, N.FIRST_EVENT_TS, N.LAST_EVENT_TS, N.LOSS_RATIO})
 
 #: Dotted parameters ``with_overrides`` and ``allocator sweep`` take, with their meaning.
 #: ``<name>`` stands for a feature column or a segment name.
@@ -82,31 +75,6 @@ SWEEPABLE: dict[str, str] = {
     "segments.<name>.min_share": "least share of the budget the segment receives",
     "segments.<name>.max_share": "most share of the budget the segment receives",
 }
-
-#: Allowed ranges; open ends are written out in messages.
-ALPHA_MAX = 100.0
-EXPONENT_LIMIT = 10.0
-BUDGET_MAX_USD = 1e13  # keeps budget cents exact in float64 and int64
-_SEGMENT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_REGION = re.compile(r"^[A-Z]{2}$")
-
-
-def feature_schema(products: tuple[str, ...] = N.COVERED_PRODUCTS) -> dict[str, pl.DataType]:
-    """Feature-matrix columns and dtypes for a scenario covering ``products``."""
-    schema = dict(FEATURE_SCHEMA)
-    for p in products:
-        schema[N.product_loss_column(p)] = pl.Float64()
-    return schema
-
-
-def weight_feature_columns(products: tuple[str, ...] = N.COVERED_PRODUCTS) -> tuple[str, ...]:
-    """Numeric and boolean feature columns an ``[objective.features]`` coefficient may name."""
-    return tuple(
-        name
-        for name, dtype in feature_schema(products).items()
-        if name not in _NOT_WEIGHT_FEATURES and (dtype.is_numeric() or dtype == pl.Boolean())
-    )
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -136,234 +104,30 @@ def parse_scenario(
     """Build and validate a scenario from an already parsed mapping (TOML or JSON)."""
     if isinstance(data, Mapping) and "name" not in data:
         data = {"name": default_name, **data}
-    scenario = build(Scenario, data, file=file)
-    return validate_scenario(scenario, file=file)
-
-
-def _range(file: Any, key: str, value: Any, allowed: str) -> ScenarioError:
-    return ScenarioError(f"{file}: {key} = {value!r} is out of range; allowed: {allowed}.")
-
-
-def _whole_cents(x: float) -> bool:
-    return round(x, 2) == x
+    return build(Scenario, data, file=file)
 
 
 def validate_scenario(s: Scenario, *, file: str | Path = "<scenario>") -> Scenario:
-    """Check ranges and cross-field rules of a typed scenario; return it unchanged.
+    """Check the types, ranges and cross-field rules of a scenario built in code; return it unchanged.
 
-    Rules: ``0 <= alpha <= 100``; exponents in [-10, 10]; ``ratio_cap > 0``; feature coefficients
-    name numeric or boolean feature columns; ``floor_usd >= 0``; ``cap_usd > floor_usd``;
-    ``coverage_cap > 0``; ``0 < total_usd <= 1e13`` in whole cents; thresholds ``>= 0``;
-    ``window_start < window_end``; products a non-empty subset of :data:`allocator.names.PRODUCTS`;
-    regions two upper-case letters; segment names unique (letters, digits, ``_``, ``-``), shares
-    in [0, 1] with ``min_share <= max_share``, ``where`` a row-wise boolean Polars SQL expression
-    over known feature columns; ``batch_size >= 1``; payout hours ``0 <= start < finish``; ``name``
-    1 to 100 letters, digits, ``.``, ``_`` or ``-`` starting with a letter or digit (it names the
-    default run directory).
+    The rules are those a file is held to (the annotations of :mod:`allocator.settings.models`):
+    ``alpha`` 0 or in [1e-6, 100]; exponents in [-10, 10]; ``ratio_cap > 0``; feature
+    coefficients name numeric or boolean feature columns; ``floor_usd >= 0``;
+    ``cap_usd > floor_usd``; ``coverage_cap > 0``; ``0 < total_usd <= 1e13`` in whole cents;
+    thresholds ``>= 0``; ``window_start < window_end``; products a non-empty subset of
+    :data:`allocator.names.PRODUCTS`; regions two upper-case letters; segment names unique
+    (letters, digits, ``_``, ``-``), shares in [0, 1] with ``min_share <= max_share``, ``where``
+    a row-wise boolean Polars SQL expression over known feature columns; ``batch_size`` from 1
+    to 1e9; payout hours ``0 <= start < finish``; ``name`` 1 to 100 letters, digits, ``.``,
+    ``_`` or ``-`` starting with a letter or digit (it names the default run directory).
+
+    Raises
+    ------
+    ScenarioError
+        The first broken rule, naming ``file`` and the dotted key.
     """
-    if not _SCENARIO_NAME.match(s.name):
-        # the name is the default run directory (runs/<name>) and part of file names, so it must
-        # not be able to climb out of runs/ or hide as a dot-file
-        raise ScenarioError(
-            f"{file}: key 'name' = {s.name!r} is not a valid scenario name; allowed: 1 to 100 "
-            "letters, digits, '.', '_' or '-', starting with a letter or digit."
-        )
-    _validate_eligibility(s, file)
-    _validate_objective(s, file)
-    _validate_bounds_budget(s, file)
-    _validate_segments(s, file)
-    p = s.payouts
-    if p.batch_size < 1:
-        raise _range(file, "payouts.batch_size", p.batch_size, ">= 1")
-    if p.start_within_hours < 0:
-        raise _range(file, "payouts.start_within_hours", p.start_within_hours, ">= 0")
-    if p.finish_within_hours > MAX_PAYOUT_HOURS:
-        raise _range(
-            file,
-            "payouts.finish_within_hours",
-            p.finish_within_hours,
-            f"<= {MAX_PAYOUT_HOURS} (ten years)",
-        )
-    if p.announced_at.year > 9000:
-        raise _range(file, "payouts.announced_at", p.announced_at.isoformat(), "a year before 9000")
-    if not p.finish_within_hours > p.start_within_hours:
-        raise _range(
-            file,
-            "payouts.finish_within_hours",
-            p.finish_within_hours,
-            f"> payouts.start_within_hours ({p.start_within_hours}): the batches need time",
-        )
+    build(Scenario, to_dict(s), file=file)
     return s
-
-
-def _validate_eligibility(s: Scenario, file: Any) -> None:
-    e = s.eligibility
-    if not e.window_start < e.window_end:
-        raise ScenarioError(
-            f"{file}: eligibility.window_start ({e.window_start.isoformat()}) must be before "
-            f"eligibility.window_end ({e.window_end.isoformat()})."
-        )
-    if not e.products:
-        raise ScenarioError(
-            f"{file}: eligibility.products must not be empty; allowed: {', '.join(N.PRODUCTS)}."
-        )
-    for i, p in enumerate(e.products):
-        if p not in N.PRODUCTS:
-            raise ScenarioError(
-                f"{file}: eligibility.products[{i}] = {p!r} is not a known product; "
-                f"allowed: {', '.join(N.PRODUCTS)}."
-            )
-    if len(set(e.products)) != len(e.products):
-        raise ScenarioError(
-            f"{file}: eligibility.products lists a product twice: {list(e.products)}."
-        )
-    for i, r in enumerate(e.restricted_regions):
-        if not _REGION.match(r):
-            raise ScenarioError(
-                f"{file}: eligibility.restricted_regions[{i}] = {r!r} is not a region code; "
-                f"allowed: ISO 3166-1 alpha-2, two upper-case letters such as 'US'."
-            )
-    if e.min_loss_usd < 0:
-        raise _range(file, "eligibility.min_loss_usd", e.min_loss_usd, ">= 0")
-    if e.min_loss_ratio < 0:
-        raise _range(file, "eligibility.min_loss_ratio", e.min_loss_ratio, ">= 0")
-    for key, value, top, top_value in (
-        ("phase_in_loss_usd", e.phase_in_loss_usd, "min_loss_usd", e.min_loss_usd),
-        ("phase_in_ratio", e.phase_in_ratio, "min_loss_ratio", e.min_loss_ratio),
-    ):
-        if value is not None and not (0 <= value < top_value):
-            raise _range(
-                file,
-                f"eligibility.{key}",
-                value,
-                f">= 0 and below eligibility.{top} ({top_value:g})",
-            )
-
-
-def _validate_objective(s: Scenario, file: Any) -> None:
-    o = s.objective
-    if not 0.0 <= o.alpha <= ALPHA_MAX:
-        raise _range(file, "objective.alpha", o.alpha, f"0 <= alpha <= {ALPHA_MAX:g}")
-    for key in ("loss_exponent", "ratio_exponent"):
-        value = getattr(o, key)
-        if not -EXPONENT_LIMIT <= value <= EXPONENT_LIMIT:
-            raise _range(
-                file, f"objective.{key}", value, f"{-EXPONENT_LIMIT:g} to {EXPONENT_LIMIT:g}"
-            )
-    if not o.ratio_cap > 0:
-        raise _range(file, "objective.ratio_cap", o.ratio_cap, "> 0")
-    allowed = weight_feature_columns(s.eligibility.products)
-    seen: set[str] = set()
-    for name, _ in o.features:
-        if name in seen:
-            raise ScenarioError(f"{file}: objective.features names {name!r} twice.")
-        seen.add(name)
-        if name not in allowed:
-            why = (
-                " (the loss ratio enters through ratio_exponent and ratio_cap)"
-                if name == N.LOSS_RATIO
-                else ""
-            )
-            raise ScenarioError(
-                f"{file}: objective.features.{name} is not a numeric or boolean feature column"
-                f"{why}; allowed: {', '.join(allowed)}."
-            )
-
-
-def _validate_bounds_budget(s: Scenario, file: Any) -> None:
-    b = s.bounds
-    if b.floor_usd < 0:
-        raise _range(file, "bounds.floor_usd", b.floor_usd, ">= 0")
-    if not b.cap_usd > b.floor_usd:
-        raise _range(file, "bounds.cap_usd", b.cap_usd, f"> bounds.floor_usd ({b.floor_usd:g})")
-    if b.coverage_cap is not None and not b.coverage_cap > 0:
-        raise _range(
-            file, "bounds.coverage_cap", b.coverage_cap, "> 0 (or omit it for no coverage cap)"
-        )
-    total = s.budget.total_usd
-    if not 0 < total <= BUDGET_MAX_USD:
-        raise _range(file, "budget.total_usd", total, f"0 < total_usd <= {BUDGET_MAX_USD:g}")
-    if not _whole_cents(total):
-        raise _range(file, "budget.total_usd", total, "whole cents (at most 2 decimals)")
-
-
-def _validate_segments(s: Scenario, file: Any) -> None:
-    schema = feature_schema(s.eligibility.products)
-    seen: set[str] = set()
-    for i, seg in enumerate(s.segments):
-        key = f"segments[{i}]"
-        if not _SEGMENT_NAME.match(seg.name):
-            raise ScenarioError(
-                f"{file}: {key}.name = {seg.name!r} is not allowed; use letters, digits, '_' and '-' "
-                f"(names appear in dotted parameters and '+'-joined labels)."
-            )
-        if seg.name in seen:
-            raise ScenarioError(
-                f"{file}: {key}.name = {seg.name!r} is used by an earlier segment; names must be unique."
-            )
-        seen.add(seg.name)
-        for side in ("min_share", "max_share"):
-            value = getattr(seg, side)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise _range(file, f"{key}.{side}", value, "0 <= share <= 1")
-        if (
-            seg.min_share is not None
-            and seg.max_share is not None
-            and seg.min_share > seg.max_share
-        ):
-            raise _range(
-                file, f"{key}.min_share", seg.min_share, f"<= {key}.max_share ({seg.max_share:g})"
-            )
-        check_predicate(seg.where, schema, file=file, key=f"{key}.where")
-
-
-def check_predicate(
-    where: str, schema: Mapping[str, pl.DataType], *, file: Any, key: str
-) -> pl.Expr:
-    """Parse a segment predicate with ``pl.sql_expr`` and check it is a row-wise boolean over ``schema``.
-
-    The expression is evaluated on an empty frame with the feature-matrix schema, which catches
-    unknown columns, type mismatches, non-boolean results and aggregates without any data.
-    """
-    known = ", ".join(schema)
-    try:
-        expr = pl.sql_expr(where)
-    except Exception as exc:
-        raise ScenarioError(
-            f"{file}: {key} = {where!r} is not a Polars SQL expression ({_first_line(exc)}). "
-            f"Columns: {known}."
-        ) from None
-    try:
-        roots = expr.meta.root_names()
-    except Exception:
-        roots = []
-    unknown = sorted({r for r in roots if r not in schema})
-    if unknown:
-        raise ScenarioError(
-            f"{file}: {key} = {where!r} uses unknown column(s) {', '.join(unknown)}; columns: {known}."
-        )
-    try:
-        result = pl.DataFrame(schema=dict(schema)).select(expr.alias("_m"))
-    except Exception as exc:
-        raise ScenarioError(
-            f"{file}: {key} = {where!r} cannot be evaluated on the feature matrix ({_first_line(exc)})."
-        ) from None
-    if result.height != 0 or result.width != 1:
-        raise ScenarioError(
-            f"{file}: {key} = {where!r} is not a row-by-row condition (aggregates such as SUM are not allowed)."
-        )
-    dtype = result.schema["_m"]
-    if dtype != pl.Boolean():
-        raise ScenarioError(
-            f"{file}: {key} = {where!r} gives {dtype}, not a true/false condition "
-            f'(e.g. "{N.LOSS_USD} < 10000").'
-        )
-    return expr
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def scenario_to_dict(s: Scenario) -> dict[str, Any]:
@@ -374,19 +138,23 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
     return to_dict(s)
 
 
-def with_overrides(s: Scenario, overrides: Mapping[str, Any]) -> Scenario:
+def with_overrides(
+    s: Scenario, overrides: Mapping[str, Any], *, label: str | None = None
+) -> Scenario:
     """A copy of ``s`` with dotted parameters replaced, re-typed and re-validated.
 
     Paths name a single value: ``objective.alpha``, ``budget.total_usd``, ``bounds.coverage_cap``,
     ``objective.features.<column>`` (adds the coefficient if absent),
     ``segments.<name>.min_share``; see :data:`SWEEPABLE` for the numeric ones.
 
+    ``label`` names the result in messages (default: ``scenario '<name>' with overrides``).
+
     Raises
     ------
     ScenarioError
         An unknown path, a wrong type or an out-of-range value.
     """
-    label = f"scenario '{s.name}' with overrides"
+    label = label or f"scenario '{s.name}' with overrides"
     data = copy.deepcopy(scenario_to_dict(s))
     for path, value in overrides.items():
         _set_path(data, path, value, label)
@@ -398,8 +166,10 @@ def _set_path(data: dict[str, Any], path: str, value: Any, label: str) -> None:
     examples = ", ".join(SWEEPABLE)
 
     def unknown(extra: str = "") -> ScenarioError:
+        close = difflib.get_close_matches(path, [*_leaf_paths(data), *SWEEPABLE], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
         return ScenarioError(
-            f"{label}: unknown parameter '{path}'{extra}. Parameters include: {examples}."
+            f"{label}: unknown parameter '{path}'{extra}. Parameters include: {examples}.{hint}"
         )
 
     if len(parts) == 3 and parts[0] == "objective" and parts[1] == "features":
@@ -423,6 +193,76 @@ def _set_path(data: dict[str, Any], path: str, value: Any, label: str) -> None:
             raise unknown()
         node = node[part]
     leaf = parts[-1]
-    if not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], (dict, list)):
+    if not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], dict):
         raise unknown()
+    if isinstance(node[leaf], list) and not isinstance(value, list):
+        raise unknown(" (it is an array: give one, e.g. ['a', 'b'])")
     node[leaf] = value
+
+
+def _leaf_paths(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the single values of a resolved scenario (segments by name)."""
+    out: list[str] = []
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key == "segments" and not prefix:
+            for seg in value:
+                out += [f"segments.{seg['name']}.{k}" for k in seg if k != "name"]
+        elif isinstance(value, Mapping):
+            out += _leaf_paths(value, path)
+        else:
+            out.append(path)
+    return out
+
+
+def parse_assignment(text: str, *, option: str = "--set") -> tuple[str, Any]:
+    """Read ``KEY=VALUE`` with the value as a TOML value (``2``, ``false``, ``"fast"``, ``[...]``).
+
+    A value that is not TOML is taken as a string, so ``solver.name=fast`` needs no quotes; a
+    string where a number is expected is then refused by the scenario's validation, naming it.
+
+    Raises
+    ------
+    ScenarioError
+        No ``=``, or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ScenarioError(
+            f"{option} {text!r} is not of the form KEY=VALUE, e.g. {option} objective.alpha=2 "
+            f"or {option} budget.exhaust=false. Keys: {', '.join(SWEEPABLE)}, and any other "
+            "single value of the scenario (allocator scenario show FILE lists them)."
+        )
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def load_scenario_with(path: str | Path, assignments: Iterable[str] = ()) -> Scenario:
+    """:func:`load_scenario`, then the command line's ``--set KEY=VALUE`` applied and re-validated.
+
+    Raises
+    ------
+    ScenarioError
+        The file is invalid, or a ``--set`` names an unknown key or gives a bad value; the
+        message names the file, ``--set`` and the key.
+    """
+    scenario = load_scenario(path)
+    overrides = parse_assignments(assignments)
+    if not overrides:
+        return scenario
+    return with_overrides(scenario, overrides, label=f"{path} with --set")
+
+
+def parse_assignments(texts: Iterable[str], *, option: str = "--set") -> dict[str, Any]:
+    """``--set`` options as overrides for :func:`with_overrides`; a key given twice is an error."""
+    out: dict[str, Any] = {}
+    for text in texts:
+        key, value = parse_assignment(text, option=option)
+        if key in out:
+            raise ScenarioError(f"{option} gives {key!r} twice; give each key once.")
+        out[key] = value
+    return out

@@ -1,59 +1,39 @@
-"""Strict TOML -> frozen dataclass conversion, driven by the dataclass's fields and type hints.
+"""Settings files: TOML in, validated frozen dataclasses out (through pydantic), and back to dicts.
 
-A settings schema is written once, as frozen dataclasses with type hints and defaults
-(:mod:`allocator.settings.models`); this module reads a TOML file into it and writes it back to a
-JSON-safe dict, with no per-schema code. It knows nothing about vouchers or loans: any schema
-built from the supported types below works (the voucher scenario in :mod:`allocator.settings.scenarios`
-is one such schema).
+A settings schema is written once, as frozen dataclasses whose fields carry the strict types of
+:mod:`allocator.settings.types`, ``Field`` ranges and pydantic validators
+(:mod:`allocator.settings.models` and its siblings). :func:`build` validates a parsed TOML (or
+JSON) mapping against one with pydantic and words the first problem with
+:mod:`allocator.settings.messages`; :func:`to_dict` writes an object back to a JSON-safe dict.
 
-Supported field types and the TOML (or JSON) values they accept:
-
-=======================================  ===================================================
-``int``                                  an integer (``true``/``false`` are refused)
-``float``                                a finite number; integers are accepted and converted
-``bool``                                 ``true`` or ``false`` (integers are refused)
-``str``                                  a string
-``Literal["a", "b"]``                    one of the listed values
-``datetime``                             an offset date-time (``2025-10-10T00:00:00Z``) or an
-                                         ISO-8601 string with an offset; local (naive)
-                                         date-times are refused; values are stored in UTC
-``tuple[X, ...]``                        an array of X
-``tuple[tuple[str, X], ...]``            a table ``{name = X, ...}``, kept in file order
-``X | None``                             X, or ``None`` from a dict (TOML has no null: omit
-                                         the key to get the default)
-a dataclass                              a table
-``tuple[Dataclass, ...]``                an array of tables (``[[section]]``)
-=======================================  ===================================================
-
-Strictness: an unknown key, a wrong type or a missing required key raises
+Strictness: an unknown key, a wrong type, a missing required key or a value out of range raises
 :class:`~allocator.errors.ScenarioError` naming the file and the dotted key (``objective.alpha``,
-``segments[1].where``); unknown keys also list the allowed ones, wrong types the expected type
-and the value given. Omitted keys take the dataclass default. Range checks are the schema
-owner's job, after typing.
+``segments[1].where``); unknown keys also list the allowed ones and the closest, wrong types the
+expected type and the value given. Omitted keys take the dataclass default.
 
-Round trip: ``build(cls, to_dict(x), file=...) == x`` for every ``x`` this module can build;
-``to_dict`` output is JSON-safe (datetimes as ISO-8601 with ``Z``, tuples as lists, tuples of
-pairs as dicts).
+Round trip: ``build(cls, to_dict(x), file=...) == x`` for every valid ``x``; ``to_dict`` output
+is JSON-safe (datetimes as ISO-8601 with ``Z``, tuples as lists, tuples of pairs as dicts).
 """
 
 from __future__ import annotations
 
 import codecs
-import difflib
-import math
 import re
 import tomllib
 import types
 from collections.abc import Mapping
-from dataclasses import MISSING, fields, is_dataclass
-from datetime import UTC, date, datetime, time
+from dataclasses import fields, is_dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, cast, get_args, get_origin, get_type_hints
+
+from pydantic import TypeAdapter, ValidationError
 
 from allocator.errors import ScenarioError
+from allocator.settings.messages import RangeStyle, describe_type, scenario_error, show_value
 
-__all__ = ["build", "describe_type", "load_toml", "to_dict"]
+__all__ = ["adapter", "build", "describe_type", "load_toml", "to_dict"]
 
 T = TypeVar("T")
 
@@ -105,16 +85,14 @@ def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
+@cache
+def adapter(cls: type) -> TypeAdapter[Any]:
+    """The (cached) pydantic validator of a settings dataclass."""
+    return TypeAdapter(cls)
+
+
 def _init_fields(cls: type) -> list[Any]:
     return [f for f in fields(cls) if f.init]
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _is_optional(tp: Any) -> bool:
-    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
 
 
 def _is_pairs(tp: Any) -> bool:
@@ -128,201 +106,44 @@ def _is_pairs(tp: Any) -> bool:
     return len(inner) == 2 and inner[0] is str and inner[1] is not Ellipsis
 
 
-def describe_type(tp: Any) -> str:
-    """A reader-facing description of what a field accepts (used in error messages)."""
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        parts = [describe_type(a) for a in args if a is not type(None)]
-        return " or ".join(parts)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a finite number"
-    if tp is str:
-        return "a string"
-    if tp is datetime:
-        return "an offset date-time such as 2025-10-10T00:00:00Z"
-    if is_dataclass(tp):
-        return "a table"
-    if _is_pairs(tp):
-        return f"a table of names to {describe_type(get_args(get_args(tp)[0])[1])}"
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            inner = args[0]
-            if is_dataclass(inner):
-                return "an array of tables"
-            plural = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
-            if inner in plural:
-                return f"an array of {plural[inner]}"
-            return f"an array whose items are each {describe_type(inner)}"
-        return f"an array of {len(args)} items"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _show(value: Any) -> str:
-    text = value.isoformat() if isinstance(value, (date, time)) else repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    kind = {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        dict: "table",
-        list: "array",
-    }.get(type(value), type(value).__name__)
-    return f"{text} ({kind})"
-
-
-def _type_error(file: Any, key: str, tp: Any, value: Any) -> ScenarioError:
-    return ScenarioError(f"{file}: key '{key}' must be {describe_type(tp)}; got {_show(value)}.")
-
-
-def _convert(tp: Any, value: Any, *, file: Any, key: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _convert(options[0], value, file=file, key=key)
-        for option in options:
-            try:
-                return _convert(option, value, file=file, key=key)
-            except ScenarioError:
-                continue
-        raise _type_error(file, key, tp, value)
-    if origin is Literal:
-        # ``True == 1``: compare types too so that a boolean never passes for an integer value.
-        for allowed in args:
-            if type(value) is type(allowed) and value == allowed:
-                return allowed
-        raise ScenarioError(
-            f"{file}: key '{key}' must be one of {', '.join(repr(a) for a in args)}; "
-            f"got {_show(value)}."
-        )
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _type_error(file, key, tp, value)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _type_error(file, key, tp, value)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out = float(value)
-            if math.isfinite(out):
-                return out
-        raise _type_error(file, key, tp, value)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _type_error(file, key, tp, value)
-    if tp is datetime:
-        return _convert_datetime(value, file=file, key=key)
-    if is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, Mapping):
-            raise _type_error(file, key, tp, value)
-        return build(tp, value, file=file, prefix=key)
-    if _is_pairs(tp):
-        if not isinstance(value, Mapping):
-            raise _type_error(file, key, tp, value)
-        value_tp = get_args(get_args(tp)[0])[1]
-        return tuple(
-            (str(k), _convert(value_tp, v, file=file, key=_join(key, str(k))))
-            for k, v in value.items()
-        )
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _type_error(file, key, tp, value)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(
-                _convert(args[0], item, file=file, key=f"{key}[{i}]")
-                for i, item in enumerate(value)
-            )
-        if len(value) != len(args):
-            raise _type_error(file, key, tp, value)
-        return tuple(
-            _convert(a, item, file=file, key=f"{key}[{i}]")
-            for i, (a, item) in enumerate(zip(args, value, strict=True))
-        )
-    raise TypeError(f"allocator.settings.toml: unsupported field type {tp!r} for key '{key}'")
-
-
-def _convert_datetime(value: Any, *, file: Any, key: str) -> datetime:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise _type_error(file, key, datetime, value) from None
-        value = parsed
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ScenarioError(
-                f"{file}: key '{key}' is a local date-time without a time zone ({value.isoformat()}); "
-                f"write it with an offset, e.g. {value.replace(tzinfo=None).isoformat()}Z for UTC."
-            )
-        return value.astimezone(UTC)
-    if isinstance(value, (date, time)):
-        raise ScenarioError(
-            f"{file}: key '{key}' must be {describe_type(datetime)} (date and time with an offset); "
-            f"got {_show(value)}."
-        )
-    raise _type_error(file, key, datetime, value)
-
-
-def build(cls: type[T], data: Mapping[str, Any], *, file: str | Path, prefix: str = "") -> T:
-    """Build the dataclass ``cls`` from a parsed TOML (or JSON) mapping, strictly.
+def build(
+    cls: type[T],
+    data: Mapping[str, Any],
+    *,
+    file: str | Path,
+    prefix: str = "",
+    style: RangeStyle = "assign",
+) -> T:
+    """Validate a parsed TOML (or JSON) mapping into the settings dataclass ``cls``.
 
     Parameters
     ----------
     cls
-        A dataclass whose fields carry type hints of the supported kinds (module docstring).
+        A dataclass whose fields carry the types of :mod:`allocator.settings.types`.
     data
         The mapping for ``cls``: a whole parsed file, or one of its tables.
     file
         The file the data came from, named in every error message (any label will do for data
         that did not come from a file).
     prefix
-        Dotted key of ``data`` inside the file (``"objective"``), so that errors name the full key.
+        Dotted key of ``data`` inside the file (``"depeg"``), so that errors name the full key.
+    style
+        How an out-of-range value is worded (:data:`allocator.settings.messages.RangeStyle`).
 
     Raises
     ------
     ScenarioError
-        An unknown key (the allowed keys are listed), a missing required key, or a value of the
-        wrong type (the expected type and the value given are named).
+        An unknown key (the allowed keys are listed), a missing required key, a value of the
+        wrong type (the expected type and the value given are named) or out of its range, or a
+        broken cross-field rule.
     """
     if not isinstance(data, Mapping):
-        raise _type_error(file, prefix or "(top level)", cls, data)
-    hints = _hints(cls)
-    known = _init_fields(cls)
-    names = [f.name for f in known]
-    for key in data:
-        if key not in names:
-            where = f"table '{prefix}'" if prefix else "the top level"
-            close = difflib.get_close_matches(str(key), names, n=1)
-            suggestion = f" Did you mean '{close[0]}'?" if close else ""
-            raise ScenarioError(
-                f"{file}: unknown key '{_join(prefix, str(key))}'. Allowed keys in {where}: "
-                f"{', '.join(names)}.{suggestion}"
-            )
-    kwargs: dict[str, Any] = {}
-    for f in known:
-        key = _join(prefix, f.name)
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], file=file, key=key)
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise ScenarioError(
-                f"{file}: missing required key '{key}' ({describe_type(hints[f.name])})."
-            )
-    return cls(**kwargs)
+        key = prefix or "(top level)"
+        raise ScenarioError(f"{file}: key '{key}' must be a table; got {show_value(data)}.")
+    try:
+        return cast(T, adapter(cast(type, cls)).validate_python(dict(data)))
+    except ValidationError as exc:
+        raise scenario_error(exc, cls, file=file, prefix=prefix, style=style) from None
 
 
 def _iso_utc(value: datetime) -> str:
