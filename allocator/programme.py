@@ -31,18 +31,27 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from allocator import names as N
+from allocator.data.inputs import file_sha256, load_inputs
+from allocator.depeg.compensation import compute_depeg
+from allocator.depeg.positions import COMPENSATION_CENTS
 from allocator.errors import InputError
-
-if TYPE_CHECKING:
-    from allocator.depeg.compensation import DepegRules
-    from allocator.loans.fund import LoanScenario
-    from allocator.settings.models import Scenario
+from allocator.loans.allocate import allocate_loans
+from allocator.loans.applications import INSTITUTION_ID, generate_applications
+from allocator.loans.checks import run_solver_status
+from allocator.loans.run import MANIFEST, MANIFEST_KIND, TERM_SHEET_PARQUET
+from allocator.loans.terms import AMOUNT_CENTS
+from allocator.runs.rundir import load_run, read_manifest, read_parquet_file
+from allocator.settings.depeg import DepegRules
+from allocator.settings.loans import LoanScenario, load_loan_scenario
+from allocator.settings.models import Scenario
+from allocator.settings.scenarios import load_scenario
+from allocator.vouchers.pipeline import DataSession, allocate
 
 __all__ = [
     "ANNOUNCED_USD",
@@ -256,8 +265,6 @@ def _check_same_data(manifest: dict[str, Any], data_hashes: dict[str, str], run:
 
 
 def _vouchers_from_run(run: Path, data_hashes: dict[str, str]) -> tuple[_Paid, str]:
-    from allocator.runs.rundir import load_run
-
     # the same verification as audit, explain, report and sensitivity: a damaged or edited run
     # directory (files changed after their hashes were written) is refused, not summed
     loaded = load_run(run)
@@ -288,9 +295,6 @@ def _vouchers_from_run(run: Path, data_hashes: dict[str, str]) -> tuple[_Paid, s
 def _vouchers_computed(
     session: Any, scenario_path: Path | None, scenario: Any, progress: Progress
 ) -> tuple[_Paid, str]:
-    from allocator.settings.scenarios import load_scenario
-    from allocator.vouchers.pipeline import allocate
-
     if scenario is None:
         scenario_path = scenario_path or default_scenario_path(VOUCHER_SCENARIO_FILE)
         scenario = load_scenario(scenario_path)
@@ -311,16 +315,6 @@ def _vouchers_computed(
 
 
 def _loans_from_run(run: Path) -> _Paid:
-    from allocator.loans.applications import INSTITUTION_ID
-    from allocator.loans.fund import (
-        AMOUNT_CENTS,
-        MANIFEST,
-        MANIFEST_KIND,
-        TERM_SHEET_PARQUET,
-        run_solver_status,
-    )
-    from allocator.runs.rundir import read_manifest, read_parquet_file
-
     man = read_manifest(run / MANIFEST)
     if man.get("kind") != MANIFEST_KIND:
         raise InputError(
@@ -360,10 +354,6 @@ def _loans_from_run(run: Path) -> _Paid:
 def _loans_computed(
     scenario_path: Path | None, scenario: Any, applications: pl.DataFrame | None, progress: Progress
 ) -> _Paid:
-    from allocator.loans.applications import INSTITUTION_ID, generate_applications
-    from allocator.loans.fund import AMOUNT_CENTS, allocate_loans
-    from allocator.settings.loans import load_loan_scenario
-
     if scenario is None:
         scenario_path = scenario_path or default_scenario_path(LOAN_SCENARIO_FILE)
         scenario = load_loan_scenario(scenario_path)
@@ -422,17 +412,13 @@ def summarise_programmes(
     applications
         Loan applications for the computed loans (default: the synthetic set).
     depeg_rules
-        :class:`allocator.depeg.compensation.DepegRules` (default rules when omitted).
+        :class:`allocator.settings.depeg.DepegRules` (default rules when omitted).
 
     Raises
     ------
     InputError
         A run directory that is unreadable, of the wrong kind, or (vouchers) made on other data.
     """
-    from allocator.data.inputs import file_sha256, load_inputs
-    from allocator.depeg.compensation import COMPENSATION_CENTS, compute_depeg
-    from allocator.vouchers.pipeline import DataSession
-
     data_dir = Path(data_dir)
     progress(f"loading and validating {data_dir}")
     inputs = load_inputs(data_dir, validate=True)

@@ -52,8 +52,7 @@ def rules_from_options(
     fee_refund: bool | None,
 ):
     """The rules file's ``[depeg]`` table (or the defaults) with the command-line options applied."""
-    from allocator.depeg.compensation import depeg_rules_from_dict, load_depeg_rules
-    from allocator.settings.depeg import merge_overrides
+    from allocator.settings.depeg import depeg_rules_from_dict, load_depeg_rules, merge_overrides
 
     overrides: dict[str, Any] = {}
     if window_start is not None:
@@ -145,12 +144,9 @@ def compute_cmd(
 
       allocator depeg compute --data data/small --out runs/depeg_par --reference USDe=1 --floor USDe=0.95 --json
     """
-    from allocator.depeg.compensation import (
-        ANNOUNCED_TOTAL_USD,
-        rules_to_dict,
-        run_depeg,
-        write_depeg_run,
-    )
+    from allocator.depeg.compensation import ANNOUNCED_TOTAL_USD
+    from allocator.depeg.run import run_depeg, write_depeg_run
+    from allocator.settings.depeg import rules_to_dict
 
     rules = rules_from_options(rules_file, window_start, window_end, reference, floor, fee_refund)
     progress = progress_printer(quiet or json_out)

@@ -68,12 +68,13 @@ def allocate_cmd(
       allocator loans allocate -s scenarios/loans_default.toml -a apps.csv --out runs/loans_q4
     """
     from allocator.kernel.native import native_stdout_to_stderr
+    from allocator.loans.allocate import allocate_loans
     from allocator.loans.applications import generate_applications, load_applications
-    from allocator.loans.fund import allocate_loans, write_loan_run
+    from allocator.loans.run import write_loan_run
     from allocator.settings.loans import load_loan_scenario
 
     # stdout carries only the result below: anything native code prints while computing (the
-    # HiGHS banner) goes to stderr, even from code outside allocator.loans.fund.
+    # HiGHS banner) goes to stderr, even from code outside allocator.loans.
     with native_stdout_to_stderr():
         scn = load_loan_scenario(scenario)
         if applications is None:
@@ -143,7 +144,7 @@ def check_cmd(
 
     Example: allocator loans check runs/loans
     """
-    from allocator.loans.fund import check_loans
+    from allocator.loans.checks import check_loans
 
     report = check_loans(run_dir)
     if json_out:
