@@ -661,12 +661,12 @@ def test_csv_schema_column_named_twice_is_refused(tmp_path: Path) -> None:
 
 def test_reader_failure_without_a_malformed_line_is_short(tmp_path: Path) -> None:
     """Should Polars fail on a file whose lines look well formed, its message is cut short."""
-    from allocator.data.inputs import _csv_read_error
+    from allocator.data.csvtext import csv_read_error
 
     d = csv_dir(tmp_path)
     path = d / "users.csv"
     header = tuple(path.read_text().splitlines()[0].split(","))
-    err = _csv_read_error(
+    err = csv_read_error(
         path, header, pl.exceptions.ComputeError("could not parse " + "x" * 5000 + "\nmore")
     )
     assert str(path) in str(err) and len(str(err)) <= MAX_MESSAGE and "more" not in str(err)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from allocator import names as N
 from allocator.analysis.checks import check_run_dir
 from allocator.errors import InputError
-from allocator.runs import rundir
+from allocator.runs import rundir, store, writer
 from allocator.runs.rundir import (
     ALLOCATIONS_SCHEMA,
     AMOUNT_CENTS,
@@ -187,7 +187,7 @@ def test_payouts_from_a_writer_callable(tmp_path: Path, liq: Path) -> None:
 
     def writer(path: Path) -> None:
         calls.append(path)
-        rundir._write_payouts_frame(frame, path)
+        rundir.write_payouts_frame(frame, path)
 
     out = write_run_dir(tmp_path / "r", payouts=writer, **p)
     assert len(calls) == 1 and calls[0].name == N.PAYOUTS_FILE and calls[0].parent != out
@@ -243,7 +243,7 @@ def test_payouts_cents_round_trip_exactly(
         },
         schema_overrides={AMOUNT_CENTS: pl.Int64},
     )
-    rundir._write_payouts_frame(frame, path)
+    rundir.write_payouts_frame(frame, path)
     back = read_payouts_csv(path)
     assert back[AMOUNT_CENTS].to_list() == cents
     assert back[N.AMOUNT].to_list() == [f"{c // 100}.{c % 100:02d}" for c in cents]
@@ -298,14 +298,14 @@ def test_crash_in_a_parquet_write_keeps_the_old_run(
 ) -> None:
     out = write_run_dir(tmp_path / "r", **parts(liq))
     before = snapshot(out)
-    real = rundir._write_parquet
+    real = writer.write_parquet
 
     def failing(frame: pl.DataFrame, path: Path) -> None:
         if path.name == N.EXCLUDED_FILE:
             raise OSError("I/O error")
         real(frame, path)
 
-    monkeypatch.setattr(rundir, "_write_parquet", failing)
+    monkeypatch.setattr(writer, "write_parquet", failing)
     with pytest.raises(OSError):
         write_run_dir(out, **parts(liq, bump=1))
     assert snapshot(out) == before and hidden_siblings(out) == []
@@ -323,7 +323,7 @@ def test_hard_crash_leaves_only_an_unacceptable_hidden_directory(
         raise KeyboardInterrupt
 
     p["payouts"] = killed
-    monkeypatch.setattr(rundir.shutil, "rmtree", lambda *a, **k: None)
+    monkeypatch.setattr(store.shutil, "rmtree", lambda *a, **k: None)
     with pytest.raises(KeyboardInterrupt):
         write_run_dir(out, **p)
     monkeypatch.undo()
@@ -351,7 +351,7 @@ def test_swap_never_shows_an_incomplete_run(
         )
         real_rename(src, dst)
 
-    monkeypatch.setattr(rundir.os, "rename", watching_rename)
+    monkeypatch.setattr(store.os, "rename", watching_rename)
     write_run_dir(out, **parts(liq, bump=1))
     monkeypatch.undo()
     assert [s[2] for s in states] == [True, None]  # old run accepted, then nothing, then new
@@ -372,7 +372,7 @@ def test_failed_swap_puts_the_old_run_back(
             raise PermissionError("rename refused")
         real_rename(src, dst)
 
-    monkeypatch.setattr(rundir.os, "rename", second_rename_fails)
+    monkeypatch.setattr(store.os, "rename", second_rename_fails)
     with pytest.raises(PermissionError):
         write_run_dir(out, **parts(liq, bump=1))
     monkeypatch.undo()
@@ -586,3 +586,59 @@ def test_eligibility_refuses_to_write_into_a_run_directory(tmp_path: Path, liq: 
     )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "e" / N.EXCLUDED_FILE).is_file()
+
+
+# --- the run store: atomic files and directories, hashing, manifests ---------------------------
+
+
+def test_atomic_write_replaces_whole_files_with_shared_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.txt"
+    store.atomic_write_text(target, "one\n")
+    store.atomic_write_bytes(target, b"two\r\n")
+    assert target.read_bytes() == b"two\r\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+    def broken(fh: object) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        store.atomic_write(target, broken)
+    assert target.read_bytes() == b"two\r\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_atomic_directory_swaps_in_or_leaves_the_old_one(tmp_path: Path) -> None:
+    target = tmp_path / "d"
+    with store.atomic_directory(target) as staging:
+        (staging / "a").write_text("1")
+    assert (target / "a").read_text() == "1"
+    with pytest.raises(RuntimeError), store.atomic_directory(target) as staging:
+        (staging / "a").write_text("2")
+        raise RuntimeError("failed half way")
+    assert (target / "a").read_text() == "1" and hidden_siblings(target) == []
+    with pytest.raises(FileExistsError), store.atomic_directory(target, replace=False):
+        pass
+    with store.atomic_directory(target) as staging:
+        (staging / "b").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["b"] and hidden_siblings(target) == []
+
+
+def test_one_sha256_and_one_versions_list(tmp_path: Path) -> None:
+    from allocator.data.inputs import file_sha256
+    from allocator.runs import hashing, manifest
+
+    data = os.urandom(3 << 20)
+    f = tmp_path / "blob"
+    f.write_bytes(data)
+    want = hashlib.sha256(data).hexdigest()
+    assert hashing.sha256_file(f) == hashing.sha256_bytes(data) == file_sha256(f) == want
+    assert hashing.sha256_file(f, chunk_bytes=4096) == want
+    got = manifest.versions()
+    assert set(got) == {"allocator", "python", *manifest.VERSIONED_PACKAGES}
+    assert versions() == got
+    out = manifest.write_manifest(tmp_path, {"b": float("nan"), "a": 1})
+    assert out.read_text() == dumps_manifest({"a": 1, "b": None})
+    assert manifest.read_manifest(tmp_path, strict=True) == {"a": 1, "b": None}

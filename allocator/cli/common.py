@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from allocator.cli.app import err_console, styled
+from allocator.data.synthetic import default_data_dir
 from allocator.errors import AllocatorError
 from allocator.jsonsafe import dumps
+from allocator.kernel.money import format_usd
 
 #: Values of every command's ``--solver`` option.
 SOLVERS = ("auto", "fast", "cvxpy")
@@ -26,8 +28,6 @@ def resolve_data_dir(data: Path | None) -> Path:
     """The ``--data`` directory, or the built-in default data (generated once, then cached)."""
     if data is not None:
         return data
-    from allocator.data.synthetic import default_data_dir
-
     with stage("preparing built-in default data (first use generates it)"):
         return default_data_dir()
 
@@ -42,7 +42,9 @@ def stage(label: str) -> Iterator[None]:
         yield
 
 
-def progress_printer(quiet: bool):
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """A progress callback printing each stage on stderr (nothing when ``quiet``)."""
+
     def report(label: str) -> None:
         if not quiet:
             err_console.print(styled(f"· {label}", "dim"))
@@ -56,4 +58,5 @@ def print_json(obj: Any, *, sort_keys: bool = True) -> None:
 
 
 def usd(x: float) -> str:
-    return f"{x:,.2f}"
+    """A USD amount as the commands print it: ``1,234.56``."""
+    return format_usd(x)

@@ -17,10 +17,8 @@ rerun.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +28,9 @@ import polars as pl
 
 from allocator import names as N
 from allocator.errors import InputError, ScenarioError
+from allocator.runs.contract import cents_to_usd_expr, usd_text_to_cents_expr
+from allocator.runs.hashing import sha256_bytes
+from allocator.runs.store import atomic_write
 from allocator.settings.models import MAX_PAYOUT_HOURS, PayoutSpec
 
 #: Column order of the payouts file.
@@ -86,12 +87,7 @@ class Payouts:
 
 def idempotency_key(programme: str, user_id: int) -> str:
     """The payout key of one user in one programme (see the module docstring for why)."""
-    return hashlib.sha256(f"{programme}:{int(user_id)}".encode()).hexdigest()[:32]
-
-
-def cents_to_amount(cents: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
-    """Non-negative integer cents as USD strings with two decimals, by integer arithmetic."""
-    return (cents // 100).cast(pl.String) + "." + (cents % 100).cast(pl.String).str.zfill(2)
+    return sha256_bytes(f"{programme}:{int(user_id)}".encode())[:32]
 
 
 def _window(spec: PayoutSpec) -> tuple[datetime, datetime]:
@@ -230,9 +226,8 @@ def plan_payouts(
     batches = _schedule(sizes, sums, start, finish, spec)
 
     prefix = f"{programme}:"
-    sha256 = hashlib.sha256
     id_text = pl.Series(ids, dtype=pl.Int64).cast(pl.String).to_list()  # same digits as str(int)
-    keys = [sha256((prefix + u).encode()).hexdigest()[:32] for u in id_text]
+    keys = [sha256_bytes((prefix + u).encode())[:32] for u in id_text]
     frame = pl.DataFrame(
         {
             N.USER_ID: pl.Series(ids, dtype=pl.Int64),
@@ -241,7 +236,7 @@ def plan_payouts(
             N.IDEMPOTENCY_KEY: pl.Series(keys, dtype=pl.String),
         }
     ).select(
-        N.USER_ID, cents_to_amount(pl.col("_cents")).alias(N.AMOUNT), N.BATCH, N.IDEMPOTENCY_KEY
+        N.USER_ID, cents_to_usd_expr(pl.col("_cents")).alias(N.AMOUNT), N.BATCH, N.IDEMPOTENCY_KEY
     )
     return Payouts(
         programme=programme,
@@ -262,19 +257,12 @@ def write_payouts_csv(payouts: Payouts, path: str | Path) -> Path:
         raise ValueError(
             f"payouts frame must have columns {PAYOUT_COLUMNS}, got {tuple(frame.columns)}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A sibling temp file (same file system, so the rename is atomic); plain open() keeps the
-    # usual permissions, unlike mkstemp's private 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            frame.write_csv(fh, include_header=True, line_terminator="\n", quote_style="necessary")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path,
+        lambda fh: frame.write_csv(
+            fh, include_header=True, line_terminator="\n", quote_style="necessary"
+        ),
+    )
     return path
 
 
@@ -366,14 +354,10 @@ def read_payouts_csv(path: str | Path, *, programme: str | None = None) -> pl.Da
     big = df.filter(pl.col(N.USER_ID).cast(pl.Int64, strict=False).is_null())
     if big.height:
         raise _fail(path, "outside the 64-bit integer range", big, N.USER_ID, big.height)
-    parts = pl.col(N.AMOUNT).str.split_exact(".", 1)
     out = df.select(
         pl.col(N.USER_ID).cast(pl.Int64),
         pl.col(N.AMOUNT),
-        (
-            parts.struct.field("field_0").cast(pl.Int64) * 100
-            + parts.struct.field("field_1").cast(pl.Int64)
-        ).alias(N.VOUCHER_CENTS),
+        usd_text_to_cents_expr(pl.col(N.AMOUNT)).alias(N.VOUCHER_CENTS),
         pl.col(N.BATCH).cast(pl.Int64),
         pl.col(N.IDEMPOTENCY_KEY),
         pl.col("_line"),

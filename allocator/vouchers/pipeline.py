@@ -1,7 +1,7 @@
 """End to end: data directory + scenario -> eligibility -> model -> solve -> cents -> run.
 
 The library entry point behind ``allocator allocate``, ``compare`` and ``sweep``. It reads files
-only through :mod:`allocator.data.inputs` and writes only through :mod:`allocator.runs.rundir`; the
+only through :mod:`allocator.data.inputs` and writes only through :mod:`allocator.runs.writer`; the
 optimisation core (:mod:`allocator.kernel.fast`, :mod:`allocator.kernel.rounding`) sees arrays.
 """
 
@@ -16,15 +16,18 @@ import numpy as np
 import polars as pl
 
 from allocator import names as N
-from allocator.data.inputs import Inputs, file_sha256, load_inputs
+from allocator.data.inputs import Inputs, load_inputs
 from allocator.errors import InfeasibleError, NotCertifiedError
 from allocator.kernel.allocation import Allocation
 from allocator.kernel.certificate import Certificate, certify
-from allocator.kernel.money import budget_to_cents
+from allocator.kernel.money import CENTS_PER_USD, budget_to_cents
 from allocator.kernel.problem import AllocationProblem
 from allocator.kernel.rounding import bounds_to_cents, round_to_cents_by_segment
 from allocator.kernel.solve import solve
-from allocator.runs.rundir import versions, write_run_dir
+from allocator.runs.contract import LOWER_CENTS, UPPER_CENTS
+from allocator.runs.hashing import sha256_file
+from allocator.runs.manifest import versions
+from allocator.runs.writer import write_run_dir
 from allocator.settings.models import EligibilityRules, Scenario
 from allocator.settings.scenarios import scenario_to_dict
 from allocator.vouchers.eligibility import EligibilityResult, compute_eligibility
@@ -94,7 +97,7 @@ class DataSession:
     def input_manifest(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
         for stem, path in sorted(self.inputs.paths.items()):
-            out[stem] = {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
+            out[stem] = {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
         return out
 
 
@@ -189,7 +192,7 @@ def allocate(
     lo_c, hi_c = bounds_to_cents(problem.lower, problem.upper)
     final_certificate = certify(
         problem,
-        cents / 100.0,
+        cents / CENTS_PER_USD,
         allocation.shadow_price,
         allocation.segment_prices,
         rounded=True,
@@ -206,9 +209,9 @@ def allocate(
         {
             N.USER_ID: pl.Series(user_id, dtype=pl.Int64),
             N.VOUCHER_CENTS: pl.Series(cents, dtype=pl.Int64),
-            N.VOUCHER_USD: pl.Series(cents / 100.0, dtype=pl.Float64),
-            "lower_cents": pl.Series(lo_c, dtype=pl.Int64),
-            "upper_cents": pl.Series(hi_c, dtype=pl.Int64),
+            N.VOUCHER_USD: pl.Series(cents / CENTS_PER_USD, dtype=pl.Float64),
+            LOWER_CENTS: pl.Series(lo_c, dtype=pl.Int64),
+            UPPER_CENTS: pl.Series(hi_c, dtype=pl.Int64),
             N.LOSS_USD: features[N.LOSS_USD],
             N.LOSS_RATIO: features[N.LOSS_RATIO],
             N.WEIGHT: pl.Series(problem.weights, dtype=pl.Float64),
@@ -288,15 +291,22 @@ def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> 
             "load_and_validate": round(session.load_seconds, 6),
             **{k: round(v, 6) for k, v in run.timings.items()},
         },
-        "payout_batches": run.payouts.schedule_dicts(),
+        "payout_batches": _payouts_of(run).schedule_dicts(),
     }
+
+
+def _payouts_of(run: RunResult) -> Payouts:
+    """The run's payout plan; a run directory always has one."""
+    if run.payouts is None:
+        raise ValueError("a run without a payout plan (with_payouts=False) cannot be written")
+    return run.payouts
 
 
 def write_run(
     out_dir: Path, session: DataSession, run: RunResult, *, solver_requested: str
 ) -> Path:
     """Write ``run`` as a run directory at ``out_dir`` (atomically; see :mod:`allocator.runs.rundir`)."""
-    payouts = run.payouts
+    payouts = _payouts_of(run)
     return write_run_dir(
         out_dir,
         allocations=run.allocations,

@@ -1,0 +1,135 @@
+"""Writing a voucher run directory: the files of :mod:`allocator.runs.contract`, atomically.
+
+Writing
+-------
+:func:`write_run_dir` writes the three data files into a fresh hidden sibling directory
+``.<name>.new-<random>``, hashes them into ``outputs``, writes ``manifest.json`` last, flushes
+everything to disk and only then moves the directory into place. An existing run directory is
+renamed aside to ``.<name>.old-<random>``, the new one renamed in, and the old one deleted.
+
+Crash windows (a crash is a power cut or a kill; a Python exception cleans up after itself):
+
+1. while the new files are written: ``out_dir`` is untouched (old run or nothing); a hidden
+   ``.new-`` directory may remain, without ``manifest.json`` unless every file is complete;
+2. between the two renames: nothing is at ``out_dir`` (``check-budget`` reports it missing); the
+   complete old and new runs are both in their hidden siblings;
+3. after the second rename, before the old one is deleted: ``out_dir`` is the complete new run;
+   a hidden ``.old-`` directory may remain.
+
+So at no point is there a directory at ``out_dir`` that ``check-budget`` would accept but is
+incomplete. Hidden leftovers are never read and are safe to delete. Parquet files are written
+with explicit zstd compression, row-group size and statistics, and carry no timestamps, so
+identical frames give byte-identical files; ``manifest.json`` is byte-identical when the manifest
+is (its ``timings_s`` differ between reruns).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from allocator import names as N
+from allocator.errors import InputError
+from allocator.runs.contract import (
+    OUTPUT_FILES,
+    RUN_FILES,
+    RUN_FORMAT,
+    canonical_allocations,
+    canonical_excluded,
+    write_payouts_frame,
+)
+from allocator.runs.hashing import sha256_file
+from allocator.runs.manifest import dumps_manifest, write_manifest
+from allocator.runs.store import atomic_directory, write_parquet
+
+#: How payouts.csv is written: a frame in the payouts layout, or a callable given the file path.
+PayoutsSource = Callable[[Path], object] | pl.DataFrame
+
+
+def _write_payouts(payouts: PayoutsSource, path: Path) -> None:
+    if isinstance(payouts, pl.DataFrame):
+        write_payouts_frame(payouts, path)
+    elif callable(payouts):
+        payouts(path)
+    else:
+        raise ValueError(
+            "write_run_dir needs payouts (a frame or a writer): a run directory always has payouts.csv"
+        )
+    if not path.is_file():
+        raise ValueError(f"the payouts writer did not create {path.name}")
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace anything but a run directory: ``--out ~`` must not delete a home."""
+    if not os.path.lexists(out_dir):
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise InputError(
+            f"{out_dir} exists and is not a directory; refusing to replace it with a run directory.",
+            hint="choose another --out.",
+        )
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in RUN_FILES)
+    if foreign:
+        raise InputError(
+            f"{out_dir} exists and holds files that are not part of a run directory "
+            f"(e.g. {foreign[0]!r}); refusing to replace it.",
+            hint="choose an empty or new --out, or an earlier run directory.",
+        )
+
+
+def write_run_dir(
+    out_dir: str | Path,
+    *,
+    allocations: pl.DataFrame,
+    excluded: pl.DataFrame,
+    payouts: PayoutsSource,
+    manifest: Mapping[str, Any],
+) -> Path:
+    """Write a complete run directory atomically (see the module docstring) and return its path.
+
+    Parameters
+    ----------
+    out_dir
+        Target directory; replaced if it is an earlier run directory (or empty).
+    allocations, excluded
+        Frames in the contract's layout (columns are cast and ordered, rows sorted by user id).
+    payouts
+        How payouts.csv is written: a callable taking the file path, a frame with ``user_id``,
+        ``amount`` (String) or ``amount_cents`` (Int64), ``batch`` and ``idempotency_key``, or a
+        payout plan understood by ``allocator.vouchers.payouts.write_payouts_csv``.
+    manifest
+        The manifest without ``outputs``; the caller's mapping is not modified.
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` exists and is not a run directory.
+    """
+    target = Path(os.path.abspath(out_dir))
+    check_replaceable(target)
+    allocations = canonical_allocations(allocations)
+    excluded = canonical_excluded(excluded)
+    man = dict(manifest)
+    man.setdefault("format", RUN_FORMAT)
+    dumps_manifest(man)  # fail on an unserialisable manifest before touching the disk
+
+    started = time.perf_counter()
+    with atomic_directory(target) as staging:
+        write_parquet(allocations, staging / N.ALLOCATIONS_FILE)
+        write_parquet(excluded, staging / N.EXCLUDED_FILE)
+        _write_payouts(payouts, staging / N.PAYOUTS_FILE)
+        man["outputs"] = {name: sha256_file(staging / name) for name in OUTPUT_FILES}
+        if isinstance(man.get("timings_s"), Mapping):
+            # Writing the outputs is a stage too; the manifest itself is written after this.
+            man["timings_s"] = {
+                **man["timings_s"],
+                "write": round(time.perf_counter() - started, 6),
+            }
+        # manifest.json appears complete or not at all, even inside the staging directory.
+        write_manifest(staging, man)
+    return target
