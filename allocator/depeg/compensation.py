@@ -31,6 +31,7 @@ from allocator.depeg.reconciliation import (
     reconcile,
     users_table,
 )
+from allocator.kernel.money import cents_to_usd
 from allocator.settings.depeg import DepegRules, validate_depeg_rules
 
 #: Announced total of the real programme (USD), for calibration only.
@@ -60,13 +61,13 @@ class DepegResult:
         rec = self.reconciliation
         return {
             "total_cents": rec.positions_cents,
-            "total_usd": rec.positions_cents / 100,
+            "total_usd": cents_to_usd(rec.positions_cents),
             "users_compensated": rec.users_compensated,
             "positions_compensated": rec.positions_compensated,
             "paid_cents": rec.paid_cents,
             "paid_users": rec.paid_users,
             "announced_total_usd": ANNOUNCED_TOTAL_USD,
-            "share_of_announced": rec.positions_cents / 100 / ANNOUNCED_TOTAL_USD,
+            "share_of_announced": cents_to_usd(rec.positions_cents) / ANNOUNCED_TOTAL_USD,
             "by_asset_cents": _by_asset(self.positions, self.rules),
             "reconciliation": rec.to_dict(),
         }
@@ -88,7 +89,7 @@ def compute_depeg(
     *,
     source: Mapping[str, Any] | None = None,
 ) -> DepegResult:
-    """Apply the depeg compensation rule (module docstring) to the input tables.
+    """Apply the depeg compensation rule (:mod:`allocator.depeg.positions`) to the input tables.
 
     Parameters
     ----------

@@ -53,6 +53,7 @@ How the announcement is read (each choice is a field of :class:`DepegRules`):
   default is USD 1.00, USDe's redemption value, and ``floors`` changes it.
 * **Zero compensation.** A position sold at or above the compensable price was not harmed by
   the depeg: no gap and no fee refund (reason ``liquidated_at_or_above_reference``); one whose
+  compensation rounds to 0 cents has reason ``rounds_to_zero_cents``.
 
 :func:`value_positions` applies the rule to every position; per-user totals and their
 reconciliation with what was paid are in :mod:`allocator.depeg.reconciliation`.
@@ -69,6 +70,7 @@ import polars as pl
 
 from allocator import names as N
 from allocator.errors import InputError
+from allocator.kernel.money import CENTS_PER_USD
 from allocator.settings.depeg import DepegRules
 
 # --- positions.parquet ---
@@ -407,7 +409,7 @@ def value_positions(
             .alias(COMPENSATION_USD)
         )
         .with_columns(
-            (pl.col(COMPENSATION_USD) * 100.0 + 0.5)
+            (pl.col(COMPENSATION_USD) * float(CENTS_PER_USD) + 0.5)
             .floor()
             .cast(pl.Int64)
             .alias(COMPENSATION_CENTS)

@@ -12,6 +12,7 @@ import polars as pl
 from allocator import names as N
 from allocator.depeg.positions import COMPENSATION_CENTS, COMPENSATION_USD, REASON, ZERO_REASONS
 from allocator.errors import CheckFailedError
+from allocator.kernel.money import CENTS_PER_USD, cents_array_to_usd, format_cents
 
 # --- users.parquet ---
 POSITIONS = "positions"
@@ -136,9 +137,6 @@ class DepegReconciliation:
         """The reconciliation as aligned human-readable lines."""
         w = 44
 
-        def usd(cents: int) -> str:
-            return f"{cents / 100:,.2f}"
-
         out = [
             f"{'positions in window with depeg collateral':<{w}}{self.positions_in_window:>18,}",
             f"{'  compensated':<{w}}{self.positions_compensated:>18,}",
@@ -146,18 +144,18 @@ class DepegReconciliation:
         ]
         out += [f"{'    ' + r:<{w}}{n:>18,}" for r, n in self.positions_zero_by_reason.items()]
         out += [
-            f"{'compensation over positions (USD)':<{w}}{usd(self.positions_cents):>18}",
-            f"{'compensation over users (USD)':<{w}}{usd(self.users_cents):>18}",
+            f"{'compensation over positions (USD)':<{w}}{format_cents(self.positions_cents):>18}",
+            f"{'compensation over users (USD)':<{w}}{format_cents(self.users_cents):>18}",
             f"{'users compensated':<{w}}{self.users_compensated:>18,}",
-            f"{'paid per users table (USD)':<{w}}{usd(self.paid_cents):>18}",
+            f"{'paid per users table (USD)':<{w}}{format_cents(self.paid_cents):>18}",
             f"{'  users paid':<{w}}{self.paid_users:>18,}",
-            f"{'computed minus paid (USD)':<{w}}{usd(self.computed_minus_paid_cents):>18}",
+            f"{'computed minus paid (USD)':<{w}}{format_cents(self.computed_minus_paid_cents):>18}",
             f"{'users compared':<{w}}{self.users_rows:>18,}",
         ]
         out += [f"{'  ' + s:<{w}}{n:>18,}" for s, n in self.users_by_status.items()]
         out += [
             f"{'outside window (case review)':<{w}}{self.outside_window_positions:>18,}",
-            f"{'  formula would pay (USD)':<{w}}{usd(self.outside_window_cents):>18}",
+            f"{'  formula would pay (USD)':<{w}}{format_cents(self.outside_window_cents):>18}",
             f"{'  not priced':<{w}}{self.outside_window_unpriced:>18,}",
         ]
         status = "ok" if not self.failures() else "FAILED: " + "; ".join(self.failures())
@@ -182,7 +180,7 @@ def users_columns() -> list[str]:
 
 def _cents_to_usd(cents: pl.Series, name: str) -> pl.Series:
     # NumPy divides each element (correctly rounded); Polars may multiply by the reciprocal.
-    values = cents.cast(pl.Float64).to_numpy() / 100.0
+    values = cents_array_to_usd(cents.cast(pl.Float64).to_numpy())
     return pl.Series(name, values, dtype=pl.Float64)
 
 
@@ -195,7 +193,7 @@ def users_table(
         (pl.col(COMPENSATION_CENTS) > 0).sum().cast(pl.Int64).alias(COMPENSATED_POSITIONS),
         pl.col(COMPENSATION_CENTS).sum().cast(pl.Int64).alias(COMPENSATION_CENTS),
     )
-    paid_cents = (pl.col(N.DEPEG_COMP_USD) * 100.0).round().cast(pl.Int64)
+    paid_cents = (pl.col(N.DEPEG_COMP_USD) * float(CENTS_PER_USD)).round().cast(pl.Int64)
     ids = computed[N.USER_ID].implode()
     relevant = (
         users.filter((pl.col(N.DEPEG_COMP_USD) > 0) | pl.col(N.USER_ID).is_in(ids))

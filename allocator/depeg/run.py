@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from allocator import names as N
-from allocator.data.inputs import file_sha256, load_inputs
+from allocator.data.inputs import load_inputs
 from allocator.depeg.compensation import DepegResult, compute_depeg
 from allocator.errors import InputError
-from allocator.runs.rundir import dumps_manifest, versions
+from allocator.runs.hashing import sha256_file
+from allocator.runs.manifest import dumps_manifest, read_manifest, versions, write_manifest
+from allocator.runs.store import atomic_directory, write_parquet
 from allocator.settings.depeg import DepegRules, rules_to_dict
 
 # --- files ---
@@ -37,7 +34,7 @@ def run_depeg(data_dir: str | Path, rules: DepegRules | None = None) -> DepegRes
     hashes = {
         stem: {
             "path": str(Path(inputs.paths[stem]).resolve()),
-            "sha256": file_sha256(inputs.paths[stem]),
+            "sha256": sha256_file(inputs.paths[stem]),
         }
         for stem in used
     }
@@ -63,31 +60,27 @@ def manifest_dict(result: DepegResult) -> dict[str, Any]:
     }
 
 
-def _parquet(df: pl.DataFrame, path: Path) -> None:
-    df.write_parquet(
-        path, compression="zstd", compression_level=3, statistics=True, row_group_size=256 * 1024
-    )
-
-
-def _manifest_kind(path: Path) -> str | None:
+def _run_kind(directory: Path) -> Any:
+    """The ``kind`` of a directory's manifest, None when it has no readable one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
+        return read_manifest(directory / MANIFEST_FILE).get("kind")
+    except InputError:
         return None
 
 
 def write_depeg_run(result: DepegResult, out_dir: str | Path) -> Path:
-    """Write positions.parquet, users.parquet and manifest.json to ``out_dir`` atomically.
+    """Write positions.parquet, users.parquet and manifest.json (last) to ``out_dir`` atomically.
 
-    Everything is written into a hidden sibling directory first and renamed into place; an
-    existing ``out_dir`` is replaced only when it is empty or an earlier depeg run. The bytes
-    depend only on the result, so a rerun on the same inputs writes identical files.
+    Everything is written into a hidden sibling directory first and renamed into place
+    (:func:`allocator.runs.store.atomic_directory`); an existing ``out_dir`` is replaced only
+    when it is empty or an earlier depeg run. The bytes depend only on the result (deterministic
+    parquet, canonical manifest), so a rerun on the same inputs writes identical files.
     """
     out = Path(os.path.abspath(out_dir))
     if out.exists():
         if not out.is_dir():
             raise InputError(f"--out {out} exists and is not a directory.")
-        if any(out.iterdir()) and _manifest_kind(out / MANIFEST_FILE) != MANIFEST_KIND:
+        if any(out.iterdir()) and _run_kind(out) != MANIFEST_KIND:
             raise InputError(
                 f"--out {out} is a non-empty directory that is not a depeg run; "
                 "refusing to replace it.",
@@ -95,26 +88,11 @@ def write_depeg_run(result: DepegResult, out_dir: str | Path) -> Path:
             )
     man = manifest_dict(result)
     dumps_manifest(man)  # fail on an unserialisable manifest before touching the disk
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        _parquet(result.positions, tmp / POSITIONS_FILE)
-        _parquet(result.users, tmp / USERS_FILE)
-        man["outputs"] = {name: file_sha256(tmp / name) for name in (POSITIONS_FILE, USERS_FILE)}
-        (tmp / MANIFEST_FILE).write_text(dumps_manifest(man), encoding="utf-8", newline="\n")
-        for name in RUN_FILES:
-            with open(tmp / name, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.rmdir(old)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_directory(out) as staging:
+        write_parquet(result.positions, staging / POSITIONS_FILE)
+        write_parquet(result.users, staging / USERS_FILE)
+        man["outputs"] = {
+            name: sha256_file(staging / name) for name in (POSITIONS_FILE, USERS_FILE)
+        }
+        write_manifest(staging, man)
     return out

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from allocator.errors import InfeasibleError, NotCertifiedError, SolverFailedError
+from allocator.kernel.money import cents_array_to_usd
 from allocator.loans.convex import ContinuousSolution, solve_convex
 from allocator.loans.mip import solve_mip
 from allocator.loans.problem import (
@@ -46,7 +47,7 @@ class LoanResult:
 
 
 def allocate_loans(apps: pl.DataFrame, scn: LoanScenario, *, source: str = "<table>") -> LoanResult:
-    """Solve the loan model for validated applications (see the module docstring).
+    """Solve the loan model for validated applications (see :mod:`allocator.loans.problem`).
 
     Raises
     ------
@@ -108,7 +109,7 @@ def allocate_loans(apps: pl.DataFrame, scn: LoanScenario, *, source: str = "<tab
         )
 
     cents, repaired = round_to_cents(P, sol.x, on)
-    amount = cents / 100.0
+    amount = cents_array_to_usd(cents)
     obj = loan_objective(amount, P.weight, P.alpha, P.shift)
     objective["value"] = obj
     upper_bound = min(objective.get("pwl_upper_bound", math.inf), relax_obj)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from allocator.errors import InputError
+from allocator.kernel.money import cents_array_to_usd, format_cents, format_usd
 from allocator.loans import applications as D
 from allocator.loans.convex import KKT_TOLERANCE
 from allocator.loans.problem import build_loan_problem, loan_objective
@@ -22,7 +22,6 @@ from allocator.loans.run import (
     TERM_SHEET_CSV,
     TERM_SHEET_PARQUET,
     applications_sha256,
-    sha256_file,
 )
 from allocator.loans.terms import (
     AMOUNT_CENTS,
@@ -32,6 +31,8 @@ from allocator.loans.terms import (
     WEIGHT,
     cents_expected_loss,
 )
+from allocator.runs.hashing import sha256_file
+from allocator.runs.manifest import read_manifest
 from allocator.settings.loans import loan_scenario_from_dict
 
 
@@ -87,8 +88,9 @@ def run_solver_status(manifest: dict[str, Any]) -> tuple[bool, str]:
     (bool, str)
         Whether the status holds, and what was found.
     """
-    solver = manifest.get("solver") if isinstance(manifest.get("solver"), dict) else {}
-    scn = manifest.get("scenario") if isinstance(manifest.get("scenario"), dict) else {}
+    solver_found, scn_found = manifest.get("solver"), manifest.get("scenario")
+    solver: dict[str, Any] = solver_found if isinstance(solver_found, dict) else {}
+    scn: dict[str, Any] = scn_found if isinstance(scn_found, dict) else {}
     method, status = solver.get("method"), solver.get("status")
     if method == "milp_pwl":
         required = (scn.get("solver") or {}).get("mip_rel_gap")
@@ -174,14 +176,12 @@ def check_loans(run_dir: str | Path) -> LoanCheckReport:
     ):
         return done()
     try:
-        man = json.loads((run / MANIFEST).read_text())
-        kind_ok = isinstance(man, dict) and man.get("kind") == MANIFEST_KIND
-    except (OSError, ValueError) as exc:
-        add("manifest readable", False, f"{MANIFEST}: {exc}")
+        man = read_manifest(run / MANIFEST)
+    except InputError as exc:
+        add("manifest readable", False, str(exc))
         return done()
-    if not add(
-        "manifest readable", kind_ok, f"kind {man.get('kind') if isinstance(man, dict) else None!r}"
-    ):
+    kind = man.get("kind")
+    if not add("manifest readable", kind == MANIFEST_KIND, f"kind {kind!r}"):
         return done()
     files = man.get("files", {})
     bad = [
@@ -235,7 +235,7 @@ def check_loans(run_dir: str | Path) -> LoanCheckReport:
     cents = sheet[AMOUNT_CENTS].fill_null(-1).to_numpy().astype(np.int64)
     add(
         "amounts in cents",
-        bool(np.all(sheet[AMOUNT_USD].to_numpy() == cents / 100.0)),
+        bool(np.all(sheet[AMOUNT_USD].to_numpy() == cents_array_to_usd(cents))),
         "amount_usd == amount_cents / 100",
     )
     add(
@@ -255,7 +255,7 @@ def check_loans(run_dir: str | Path) -> LoanCheckReport:
     add(
         "minimum ticket",
         not below.any(),
-        (f"each loan 0 or >= {T / 100:,.2f} USD" if T else "no minimum ticket")
+        (f"each loan 0 or >= {format_cents(T)} USD" if T else "no minimum ticket")
         if not below.any()
         else _examples(ids, below),
     )
@@ -263,7 +263,7 @@ def check_loans(run_dir: str | Path) -> LoanCheckReport:
     add(
         "total within fund",
         total <= P.fund_cents,
-        f"lent {total / 100:,.2f} of {P.fund_cents / 100:,.2f} USD",
+        f"lent {format_cents(total)} of {format_cents(P.fund_cents)} USD",
     )
     totals = man.get("totals", {})
     add(
@@ -275,13 +275,13 @@ def check_loans(run_dir: str | Path) -> LoanCheckReport:
     add(
         "expected-loss budget",
         el <= P.el_budget + 0.005,
-        f"expected loss {el:,.2f} of {P.el_budget:,.2f} USD",
+        f"expected loss {format_usd(el)} of {format_usd(P.el_budget)} USD",
     )
     rate_ok = np.allclose(sheet[RATE].to_numpy(), P.rate, rtol=0, atol=1e-12)
     add("rates", bool(rate_ok), "rate = min(base + tier spread, ceiling) for every loan")
     w_ok = np.allclose(sheet[WEIGHT].to_numpy(), P.weight, rtol=1e-12, atol=0)
     add("weights", bool(w_ok), "weights recomputed from the applications and the scenario")
-    obj = loan_objective(cents / 100.0, P.weight, P.alpha, P.shift)
+    obj = loan_objective(cents_array_to_usd(cents), P.weight, P.alpha, P.shift)
     m_obj = man.get("objective", {}).get("value")
     add(
         "objective",

@@ -13,7 +13,6 @@ precision, the loans follow, and a certificate (feasibility, complementary slack
 loan equal to its implied amount) is checked before anything is paid. The conic solver's
 status and its distance to the final loans are reported; if it fails outright the refinement
 still gives, and certifies, the answer. alpha = 0 is a linear programme, solved by HiGHS.
-
 """
 
 from __future__ import annotations
@@ -62,8 +61,17 @@ class ContinuousSolution:
     solver: str = ""
 
 
-def _cvx_utility(y: Any, alpha: float) -> Any:
+def cvxpy() -> Any:
+    """The cvxpy module, imported when a model is first solved (importing it takes about a
+    second, which ``loans check`` and ``--help`` need not pay) and typed ``Any``: cvxpy exports
+    its atoms without declaring them, which mypy cannot follow."""
     import cvxpy as cp
+
+    return cp
+
+
+def _cvx_utility(y: Any, alpha: float) -> Any:
+    cp = cvxpy()
 
     if alpha == 1.0:
         return cp.log(y)
@@ -79,7 +87,7 @@ def _solve_conic(
 ) -> tuple[np.ndarray, float, float, str] | str:
     """The convex model as written, in cvxpy; its loans (USD), multipliers (per USD) and
     status, or the status alone when it failed."""
-    import cvxpy as cp
+    cp = cvxpy()
 
     a = P.alpha
     x = cp.Variable(idx.size)
@@ -236,7 +244,7 @@ def solve_convex(
                 status=conic,
             )
         x, lam, mu, status = conic
-        cvx_diff = 0.0
+        cvx_diff: float | None = 0.0
     else:
         start = None if isinstance(conic, str) else (conic[1], conic[2])
         x, lam, mu = _refine(P, idx, lo, hi, start)

@@ -17,7 +17,6 @@ Only a proven MILP answer is used: HiGHS must report optimality within ``mip_rel
 stopped by ``time_limit_s`` (or an iteration limit) is refused (exit 3, nothing written) even
 if it has an incumbent. A looser answer is accepted only by raising ``mip_rel_gap`` (an
 explicit tolerance); the achieved gap is in the manifest and ``loans check`` verifies both.
-
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import numpy as np
 
 from allocator.errors import SolverFailedError
 from allocator.kernel.native import native_stdout_to_stderr
-from allocator.loans.convex import solver_options
+from allocator.loans.convex import cvxpy, solver_options
 from allocator.loans.problem import LoanProblem, marginal_utility, utility
 from allocator.settings.loans import LoanSolverSpec
 
@@ -98,7 +97,7 @@ def solve_mip(P: LoanProblem, idx: np.ndarray, spec: LoanSolverSpec) -> MipSolut
     SolverFailedError
         HiGHS failed, stopped at a limit, or did not reach the requested gap.
     """
-    import cvxpy as cp
+    cp = cvxpy()
     import scipy.sparse as sp
 
     unit = _scale(P, idx)
@@ -213,8 +212,8 @@ def _to_usd(value_scaled: float, P: LoanProblem, unit: float) -> float:
     """A scaled-model objective (with every applicant's u(s) included) in USD utility."""
     if P.alpha == 1.0:
         return value_scaled + math.log(unit) * float(P.weight.sum())
-    return value_scaled * unit ** (1.0 - P.alpha)
+    return value_scaled * float(unit ** (1.0 - P.alpha))
 
 
 def _gap_to_usd(gap_scaled: float, P: LoanProblem, unit: float) -> float:
-    return gap_scaled if P.alpha == 1.0 else gap_scaled * unit ** (1.0 - P.alpha)
+    return gap_scaled if P.alpha == 1.0 else gap_scaled * float(unit ** (1.0 - P.alpha))

@@ -42,16 +42,13 @@ change is the value of excluding someone: for :math:`\alpha \ge 1` a zero loan c
 :math:`w_i\,(u_\alpha(T+s) - u_\alpha(s))`, large for a small :math:`s`, so the model lends to
 as many applicants as the constraints allow — restart impact with diminishing returns.
 
-
 **Magnitudes.** Every USD amount of the applications and the scenario is at most USD 1e13
 (:data:`MAX_AMOUNT_USD`), so limits and loans in integer cents are exact in float64 and int64.
-
 
 **Rates** are an output, not a decision: :math:`r_i = \min(r_0 + \mathrm{spread}(\text{tier}_i),
 \bar r)` with base rate :math:`r_0` and the low-interest ceiling :math:`\bar r`. Putting the
 interest into the objective would make it bilinear in rate and amount; nothing convex and
 principled was found that a reviewer would prefer to a published tier schedule.
-
 
 The model is solved by :mod:`allocator.loans.convex` (no minimum ticket) or
 :mod:`allocator.loans.mip` (minimum ticket), rounded to cents and labelled by
@@ -68,6 +65,14 @@ import numpy as np
 import polars as pl
 
 from allocator.errors import InfeasibleError, InputError
+from allocator.kernel.money import (
+    CENTS_PER_USD,
+    ceil_cents,
+    floor_cents,
+    floor_cents_array,
+    format_cents,
+    format_usd,
+)
 from allocator.loans import applications as D
 from allocator.settings.loans import LoanScenario, LoanWeightSpec
 
@@ -119,27 +124,26 @@ class LoanProblem:
 
     @property
     def upper(self) -> np.ndarray:
-        return np.minimum(
+        upper: np.ndarray = np.minimum(
             np.minimum(self.requested, self.collateral_limit), self.concentration_limit
         )
+        return upper
 
     def limits_cents(self) -> dict[str, np.ndarray]:
         """Each limit in cents, rounded down: what a loan in cents may not exceed."""
         return {
-            BIND_REQUESTED: np.floor(self.requested * 100).astype(np.int64),
-            BIND_COLLATERAL: np.floor(self.collateral_limit * 100).astype(np.int64),
-            BIND_CONCENTRATION: np.full(
-                self.n, math.floor(self.concentration_limit * 100), np.int64
-            ),
+            BIND_REQUESTED: floor_cents_array(self.requested),
+            BIND_COLLATERAL: floor_cents_array(self.collateral_limit),
+            BIND_CONCENTRATION: np.full(self.n, floor_cents(self.concentration_limit), np.int64),
         }
 
     @property
     def fund_cents(self) -> int:
-        return math.floor(self.fund * 100)
+        return floor_cents(self.fund)
 
     @property
     def min_ticket_cents(self) -> int:
-        return math.ceil(self.min_ticket * 100)
+        return ceil_cents(self.min_ticket)
 
 
 def loan_weights(apps: pl.DataFrame, spec: LoanWeightSpec) -> np.ndarray:
@@ -153,7 +157,8 @@ def loan_weights(apps: pl.DataFrame, spec: LoanWeightSpec) -> np.ndarray:
         + spec.vip_coefficient * vip
     )
     w = np.exp(lw - lw.max())
-    return w / w.mean()
+    weights: np.ndarray = w / w.mean()
+    return weights
 
 
 def build_loan_problem(
@@ -239,7 +244,8 @@ def lendable(P: LoanProblem) -> np.ndarray:
     ub = np.minimum.reduce(list(P.limits_cents().values()))
     smallest = max(P.min_ticket_cents, 1)  # cents
     ok = (ub >= smallest) & (smallest <= P.fund_cents)
-    return ok & (P.el_coef * smallest / 100 <= P.el_budget)
+    fits: np.ndarray = ok & (P.el_coef * smallest / CENTS_PER_USD <= P.el_budget)
+    return fits
 
 
 def explain_infeasible(P: LoanProblem) -> None:
@@ -275,17 +281,16 @@ def explain_infeasible(P: LoanProblem) -> None:
             )
     elif T > 0 and not (ub >= T).any():
         reason = (
-            f"the minimum ticket of USD {T / 100:,.2f} is above every applicant's limit "
-            f"(largest limit USD {ub.max() / 100:,.2f}: the smallest of request, collateral "
+            f"the minimum ticket of USD {format_cents(T)} is above every applicant's limit "
+            f"(largest limit USD {format_cents(ub.max())}: the smallest of request, collateral "
             "limit and concentration cap)"
         )
     elif P.fund_cents < T:
-        reason = f"the minimum ticket of USD {T / 100:,.2f} is larger than the fund"
+        reason = f"the minimum ticket of USD {format_cents(T)} is larger than the fund"
     else:
-        smallest = max(T, 1) / 100
         reason = (
-            f"the expected-loss budget of USD {P.el_budget:,.2f} is too small for even the "
-            f"smallest loan (USD {smallest:,.2f}) to any applicant with a usable limit: "
+            f"the expected-loss budget of USD {format_usd(P.el_budget)} is too small for even the "
+            f"smallest loan (USD {format_cents(max(T, 1))}) to any applicant with a usable limit: "
             "every one of them has a positive default probability"
         )
     raise InfeasibleError(
@@ -301,11 +306,14 @@ def explain_infeasible(P: LoanProblem) -> None:
 def utility(y: np.ndarray, alpha: float) -> np.ndarray:
     r""":math:`u_\alpha(y)` elementwise (``y`` already shifted)."""
     y = np.asarray(y, dtype=np.float64)
+    u: np.ndarray
     if alpha == 1.0:
-        return np.log(y)
-    if alpha == 0.0:
-        return y.copy()
-    return np.power(y, 1.0 - alpha) / (1.0 - alpha)
+        u = np.log(y)
+    elif alpha == 0.0:
+        u = y.copy()
+    else:
+        u = np.power(y, 1.0 - alpha) / (1.0 - alpha)
+    return u
 
 
 def marginal_utility(y: np.ndarray, alpha: float) -> np.ndarray:

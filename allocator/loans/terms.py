@@ -10,7 +10,6 @@ so removed are reported.
 one of its own limits, the minimum ticket (holding a loan up, or excluding an applicant who
 would borrow at the final prices), or the fund and/or the expected-loss budget through their
 multipliers; :func:`binding_labels` states the rule and its tie order.
-
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from allocator.errors import SolverFailedError
+from allocator.kernel.money import CENTS_PER_USD, cents_to_usd, floor_cents_array
 from allocator.loans import applications as D
 from allocator.loans.problem import (
     BIND_EL,
@@ -63,7 +63,7 @@ def round_to_cents(P: LoanProblem, x: np.ndarray, on: np.ndarray) -> tuple[np.nd
     excess over the fund or the expected-loss budget. Returns the cents and the cents removed
     beyond flooring."""
     ub = np.minimum.reduce(list(P.limits_cents().values()))
-    cents = np.minimum(np.floor(np.maximum(x, 0.0) * 100.0).astype(np.int64), ub)
+    cents = np.minimum(floor_cents_array(np.maximum(x, 0.0)), ub)
     T = P.min_ticket_cents
     floor_ = np.zeros(P.n, dtype=np.int64)
     if T > 0:
@@ -87,7 +87,7 @@ def round_to_cents(P: LoanProblem, x: np.ndarray, on: np.ndarray) -> tuple[np.nd
             if P.el_coef[i] <= 0:
                 break
             room = int(cents[i] - floor_[i])
-            need = math.ceil((el - P.el_budget) * 100.0 / P.el_coef[i]) + 1
+            need = math.ceil((el - P.el_budget) * CENTS_PER_USD / P.el_coef[i]) + 1
             cents[i] -= min(room, need)
             el = cents_expected_loss(P, cents)
             if el <= P.el_budget:
@@ -103,7 +103,7 @@ def round_to_cents(P: LoanProblem, x: np.ndarray, on: np.ndarray) -> tuple[np.nd
 
 
 def cents_expected_loss(P: LoanProblem, cents: np.ndarray) -> float:
-    return math.fsum((P.el_coef * cents).tolist()) / 100.0
+    return math.fsum((P.el_coef * cents).tolist()) / CENTS_PER_USD
 
 
 def binding_labels(
@@ -180,8 +180,8 @@ def binding_labels(
         if el_binding
         else BIND_INTERIOR
     )
-    near = np.maximum(100, np.ceil(1e-6 * ub)).astype(np.int64)
-    ticket_over_budget = P.el_coef * (smallest / 100) > P.el_budget
+    near = np.maximum(CENTS_PER_USD, np.ceil(1e-6 * ub)).astype(np.int64)  # one USD at least
+    ticket_over_budget = P.el_coef * cents_to_usd(smallest) > P.el_budget
     if lam is not None and mu is not None:
         with np.errstate(divide="ignore"):
             # s = 0 (allowed for alpha < 1) makes the marginal utility at zero infinite.
