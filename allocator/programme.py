@@ -477,7 +477,7 @@ def summarise_programmes(
             rec.users_cents,
             int(d_ids.size),
             "users",
-            "computed: allocator.depeg.compensation rules on the data",
+            "computed: allocator.depeg rules on the data",
             (
                 (
                     f"the users table says {format_cents(rec.paid_cents)} USD was paid to "
