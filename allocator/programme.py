@@ -31,18 +31,30 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from allocator import names as N
+from allocator.data.inputs import load_inputs
+from allocator.depeg.compensation import compute_depeg
+from allocator.depeg.positions import COMPENSATION_CENTS
 from allocator.errors import InputError
-
-if TYPE_CHECKING:
-    from allocator.depeg.compensation import DepegRules
-    from allocator.loans.fund import LoanScenario
-    from allocator.settings.models import Scenario
+from allocator.kernel.money import budget_to_cents, cents_to_usd, format_cents
+from allocator.loans.allocate import allocate_loans
+from allocator.loans.applications import INSTITUTION_ID, generate_applications
+from allocator.loans.checks import run_solver_status
+from allocator.loans.run import MANIFEST, MANIFEST_KIND, TERM_SHEET_PARQUET
+from allocator.loans.terms import AMOUNT_CENTS
+from allocator.runs.hashing import sha256_file
+from allocator.runs.manifest import read_manifest
+from allocator.runs.reader import load_run, read_parquet_file
+from allocator.settings.depeg import DepegRules
+from allocator.settings.loans import LoanScenario, load_loan_scenario
+from allocator.settings.models import Scenario
+from allocator.settings.scenarios import load_scenario
+from allocator.vouchers.pipeline import DataSession, allocate
 
 __all__ = [
     "ANNOUNCED_USD",
@@ -86,7 +98,7 @@ class ProgrammeLine:
 
     @property
     def announced_cents(self) -> int:
-        return round(self.announced_usd * 100)
+        return budget_to_cents(self.announced_usd)
 
     @property
     def difference_cents(self) -> int:
@@ -98,7 +110,7 @@ class ProgrammeLine:
             "programme": self.programme,
             "announced_usd": self.announced_usd,
             "amount_cents": self.amount_cents,
-            "amount_usd": self.amount_cents / 100,
+            "amount_usd": cents_to_usd(self.amount_cents),
             "difference_cents": self.difference_cents,
             "recipients": self.recipients,
             "recipient_kind": self.recipient_kind,
@@ -150,7 +162,7 @@ class ProgrammeSummary:
 
     @property
     def difference_cents(self) -> int:
-        return self.total_cents - round(self.announced_total_usd * 100)
+        return self.total_cents - budget_to_cents(self.announced_total_usd)
 
     @property
     def ok(self) -> bool:
@@ -164,7 +176,7 @@ class ProgrammeSummary:
             "data_dir": self.data_dir,
             "programmes": [p.to_dict() for p in self.programmes],
             "total_cents": self.total_cents,
-            "total_usd": self.total_cents / 100,
+            "total_usd": cents_to_usd(self.total_cents),
             "announced_total_usd": self.announced_total_usd,
             "difference_cents": self.difference_cents,
             "users_reached": self.users_reached,
@@ -180,20 +192,17 @@ class ProgrammeSummary:
     def lines(self) -> list[str]:
         """A plain-text table of the programmes, then overlaps and checks."""
 
-        def usd(cents: int) -> str:
-            return f"{cents / 100:,.2f}"
-
         head = f"{'programme':<10}{'announced USD':>18}{'amount USD':>18}{'difference USD':>19}  recipients"
         out = [head, "-" * len(head)]
         for p in self.programmes:
             out.append(
-                f"{p.programme:<10}{usd(p.announced_cents):>18}{usd(p.amount_cents):>18}"
-                f"{usd(p.difference_cents):>19}  {p.recipients:,} {p.recipient_kind}"
+                f"{p.programme:<10}{format_cents(p.announced_cents):>18}{format_cents(p.amount_cents):>18}"
+                f"{format_cents(p.difference_cents):>19}  {p.recipients:,} {p.recipient_kind}"
             )
         out.append("-" * len(head))
         out.append(
-            f"{'total':<10}{usd(round(self.announced_total_usd * 100)):>18}"
-            f"{usd(self.total_cents):>18}{usd(self.difference_cents):>19}  "
+            f"{'total':<10}{format_cents(budget_to_cents(self.announced_total_usd)):>18}"
+            f"{format_cents(self.total_cents):>18}{format_cents(self.difference_cents):>19}  "
             f"{self.users_reached:,} users reached by vouchers or depeg"
         )
         out.append("")
@@ -201,7 +210,7 @@ class ProgrammeSummary:
             out.append(f"{p.programme}: {p.source}")
             out += [f"  {n}" for n in p.notes]
         out.append(
-            f"depeg paid per users table: {usd(self.depeg_paid_cents)} USD to "
+            f"depeg paid per users table: {format_cents(self.depeg_paid_cents)} USD to "
             f"{self.depeg_paid_users:,} users; voucher depeg policy: {self.voucher_depeg_policy}"
         )
         out.append("")
@@ -256,8 +265,6 @@ def _check_same_data(manifest: dict[str, Any], data_hashes: dict[str, str], run:
 
 
 def _vouchers_from_run(run: Path, data_hashes: dict[str, str]) -> tuple[_Paid, str]:
-    from allocator.runs.rundir import load_run
-
     # the same verification as audit, explain, report and sensitivity: a damaged or edited run
     # directory (files changed after their hashes were written) is refused, not summed
     loaded = load_run(run)
@@ -288,9 +295,6 @@ def _vouchers_from_run(run: Path, data_hashes: dict[str, str]) -> tuple[_Paid, s
 def _vouchers_computed(
     session: Any, scenario_path: Path | None, scenario: Any, progress: Progress
 ) -> tuple[_Paid, str]:
-    from allocator.settings.scenarios import load_scenario
-    from allocator.vouchers.pipeline import allocate
-
     if scenario is None:
         scenario_path = scenario_path or default_scenario_path(VOUCHER_SCENARIO_FILE)
         scenario = load_scenario(scenario_path)
@@ -311,16 +315,6 @@ def _vouchers_computed(
 
 
 def _loans_from_run(run: Path) -> _Paid:
-    from allocator.loans.applications import INSTITUTION_ID
-    from allocator.loans.fund import (
-        AMOUNT_CENTS,
-        MANIFEST,
-        MANIFEST_KIND,
-        TERM_SHEET_PARQUET,
-        run_solver_status,
-    )
-    from allocator.runs.rundir import read_manifest, read_parquet_file
-
     man = read_manifest(run / MANIFEST)
     if man.get("kind") != MANIFEST_KIND:
         raise InputError(
@@ -360,10 +354,6 @@ def _loans_from_run(run: Path) -> _Paid:
 def _loans_computed(
     scenario_path: Path | None, scenario: Any, applications: pl.DataFrame | None, progress: Progress
 ) -> _Paid:
-    from allocator.loans.applications import INSTITUTION_ID, generate_applications
-    from allocator.loans.fund import AMOUNT_CENTS, allocate_loans
-    from allocator.settings.loans import load_loan_scenario
-
     if scenario is None:
         scenario_path = scenario_path or default_scenario_path(LOAN_SCENARIO_FILE)
         scenario = load_loan_scenario(scenario_path)
@@ -422,21 +412,17 @@ def summarise_programmes(
     applications
         Loan applications for the computed loans (default: the synthetic set).
     depeg_rules
-        :class:`allocator.depeg.compensation.DepegRules` (default rules when omitted).
+        :class:`allocator.settings.depeg.DepegRules` (default rules when omitted).
 
     Raises
     ------
     InputError
         A run directory that is unreadable, of the wrong kind, or (vouchers) made on other data.
     """
-    from allocator.data.inputs import file_sha256, load_inputs
-    from allocator.depeg.compensation import COMPENSATION_CENTS, compute_depeg
-    from allocator.vouchers.pipeline import DataSession
-
     data_dir = Path(data_dir)
     progress(f"loading and validating {data_dir}")
     inputs = load_inputs(data_dir, validate=True)
-    data_hashes = {stem: file_sha256(inputs.paths[stem]) for stem in (N.USERS_FILE, N.EVENTS_FILE)}
+    data_hashes = {stem: sha256_file(inputs.paths[stem]) for stem in (N.USERS_FILE, N.EVENTS_FILE)}
 
     if voucher_run is not None:
         vouchers, policy = _vouchers_from_run(Path(voucher_run), data_hashes)
@@ -458,12 +444,12 @@ def summarise_programmes(
     if loans_run is not None:
         loans = _loans_from_run(Path(loans_run))
     else:
-        path, obj = (
+        loan_path, loan_obj = (
             (Path(loan_scenario), None)
             if isinstance(loan_scenario, (str, Path))
             else (None, loan_scenario)
         )
-        loans = _loans_computed(path, obj, applications, progress)
+        loans = _loans_computed(loan_path, loan_obj, applications, progress)
 
     v_ids = np.unique(vouchers.user_or_institution[vouchers.cents > 0])
     d_ids = np.unique(depeg_users[N.USER_ID].to_numpy())
@@ -491,10 +477,10 @@ def summarise_programmes(
             rec.users_cents,
             int(d_ids.size),
             "users",
-            "computed: allocator.depeg.compensation rules on the data",
+            "computed: allocator.depeg rules on the data",
             (
                 (
-                    f"the users table says {rec.paid_cents / 100:,.2f} USD was paid to "
+                    f"the users table says {format_cents(rec.paid_cents)} USD was paid to "
                     f"{rec.paid_users:,} users; {rec.users_by_status['match']:,} users match the "
                     f"rule to the cent"
                 ),

@@ -1,7 +1,7 @@
 """Depeg compensation: hand-built cases with known answers, invariants, files and the command.
 
 Expected amounts are worked out by hand (or recomputed in plain Python) from the rule as stated
-in allocator/depeg/compensation.py: compensable price = max(reference, floor); a position sold below it gets
+in allocator/depeg/positions.py: compensable price = max(reference, floor); a position sold below it gets
 (compensable - liquidation price in USD) x quantity + fee in USD, rounded half up to the cent.
 """
 
@@ -23,30 +23,24 @@ from allocator import names as N
 from allocator.cli.app import app
 from allocator.data import synthetic
 from allocator.data.inputs import SCHEMAS, file_sha256
-from allocator.depeg.compensation import (
+from allocator.depeg.compensation import compute_depeg
+from allocator.depeg.positions import (
     COMPENSABLE_PRICE,
     COMPENSATION_CENTS,
     COMPENSATION_USD,
     FEE_USD,
     LIQ_PRICE_USD,
-    PAID_CENTS,
     REASON,
     REFERENCE_PRICE,
-    STATUS,
-    STATUSES,
     ZERO_AT_OR_ABOVE_REFERENCE,
     ZERO_NOT_DEPEG_ASSET,
     ZERO_REASONS,
-    DepegRules,
-    compute_depeg,
-    depeg_rules_from_dict,
-    load_depeg_rules,
     positions_columns,
-    run_depeg,
-    users_columns,
-    write_depeg_run,
 )
+from allocator.depeg.reconciliation import PAID_CENTS, STATUS, STATUSES, users_columns
+from allocator.depeg.run import run_depeg, write_depeg_run
 from allocator.errors import InputError, ScenarioError
+from allocator.settings.depeg import DepegRules, depeg_rules_from_dict, load_depeg_rules
 
 UTC = UTC
 

@@ -29,8 +29,12 @@ from typer.testing import CliRunner
 import allocator.cli.cmd_loans  # noqa: F401  (registers `allocator loans`)
 from allocator.cli.app import app
 from allocator.errors import InfeasibleError, InputError, ScenarioError, SolverFailedError
+from allocator.kernel.native import native_stdout_to_stderr
 from allocator.loans import applications as D
-from allocator.loans import fund as L
+from allocator.loans.allocate import LoanResult, allocate_loans
+from allocator.loans.checks import check_loans, run_solver_status
+from allocator.loans.problem import BINDING_STATES, build_loan_problem
+from allocator.loans.run import applications_sha256, write_loan_run
 from allocator.settings import loans as LS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,11 +97,11 @@ def objective(amount: np.ndarray, w: np.ndarray, alpha: float, shift: float) -> 
 
 
 def assert_feasible(
-    res: L.LoanResult | tuple[pl.DataFrame, dict], apps: pl.DataFrame, scn: LS.LoanScenario
+    res: LoanResult | tuple[pl.DataFrame, dict], apps: pl.DataFrame, scn: LS.LoanScenario
 ) -> np.ndarray:
     """Every limit of every loan, the fund, the budget and the minimum ticket, from raw data;
     ``res`` is a result or a (term sheet, manifest totals) pair read from a run directory."""
-    sheet, totals = (res.term_sheet, res.totals) if isinstance(res, L.LoanResult) else res
+    sheet, totals = (res.term_sheet, res.totals) if isinstance(res, LoanResult) else res
     assert sheet["institution_id"].to_list() == sorted(apps["institution_id"].to_list())
     cents = sheet["amount_cents"].to_numpy()
     assert sheet.schema["amount_cents"] == pl.Int64
@@ -296,9 +300,9 @@ def test_amounts_at_the_bound_give_exact_loans_without_warnings(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)
             table = D.validate_applications(table)
-            res = L.allocate_loans(table, s)
-            run = L.write_loan_run(res, tmp_path / f"r{k}", applications=table, source="test")
-            report = L.check_loans(run)
+            res = allocate_loans(table, s)
+            run = write_loan_run(res, tmp_path / f"r{k}", applications=table, source="test")
+            report = check_loans(run)
         assert report.ok, report.failures
         amount = assert_feasible(res, table, s)
         sheet = res.term_sheet
@@ -313,16 +317,16 @@ def test_tier_or_probability_alone_is_completed_from_the_tier_table(tmp_path):
     apps = small(30)
     scn = scarce(apps)
     only_tier = apps.drop("default_probability")
-    P = L.build_loan_problem(only_tier, scn)
+    P = build_loan_problem(only_tier, scn)
     table = {t.name: t.pd for t in scn.pricing.tiers}
     assert np.array_equal(P.pd, [table[t] for t in only_tier.sort("institution_id")["credit_tier"]])
     only_pd = apps.drop("credit_tier")
-    P = L.build_loan_problem(only_pd, scn)
+    P = build_loan_problem(only_pd, scn)
     edges = [(t.name, t.max_pd) for t in scn.pricing.tiers]
     expect = [next(n for n, e in edges if p <= e) for p in pd_of(apps)]
     assert list(P.tier) == expect
     with pytest.raises(InputError, match="credit_tier.*'Z'"):
-        L.build_loan_problem(apps.with_columns(pl.lit("Z").alias("credit_tier")), scn)
+        build_loan_problem(apps.with_columns(pl.lit("Z").alias("credit_tier")), scn)
 
 
 def _alternate_risk_fields(apps: pl.DataFrame) -> pl.DataFrame:
@@ -355,7 +359,7 @@ def test_each_row_may_give_a_tier_or_a_probability(tmp_path):
     loaded = D.load_applications(path)
     assert loaded.equals(apps)  # blank fields stay blank: nothing is filled in at load time
     scn = scarce(apps)
-    P = L.build_loan_problem(loaded, scn)
+    P = build_loan_problem(loaded, scn)
     tiers = scn.pricing.tiers
     for k, row in enumerate(apps.sort("institution_id").iter_rows(named=True)):
         tier, pd_ = row["credit_tier"], row["default_probability"]
@@ -526,7 +530,7 @@ def test_every_loan_within_every_limit(seed, n, alpha, fund_share, el_share, cap
         risk=dict(el_budget_usd=el_share * fund_share * total),
     )
     try:
-        res = L.allocate_loans(apps, scn)
+        res = allocate_loans(apps, scn)
     except InfeasibleError:
         # Only when nobody can receive even the smallest loan, each on their own.
         lim = np.minimum.reduce(list(limits_usd(apps, scn).values()))
@@ -574,7 +578,7 @@ def test_every_loan_within_every_limit(seed, n, alpha, fund_share, el_share, cap
 def test_convex_loans_satisfy_the_optimality_conditions(alpha, el):
     apps = small(50, seed=11)
     scn = scarce(apps, alpha=alpha, el=el, limits=dict(min_ticket_usd=0.0))
-    res = L.allocate_loans(apps, scn)
+    res = allocate_loans(apps, scn)
     amount = assert_feasible(res, apps, scn)
     m = res.multipliers
     lam, mu = m["fund_per_usd"], m["el_budget_per_usd"]
@@ -611,12 +615,12 @@ def test_convex_loans_satisfy_the_optimality_conditions(alpha, el):
 def test_minimum_ticket_model_against_its_relaxation_and_a_heuristic():
     apps = small(60, seed=3)
     scn = scarce(apps, el=0.02, limits=dict(min_ticket_usd=120_000.0))
-    res = L.allocate_loans(apps, scn)
+    res = allocate_loans(apps, scn)
     amount = assert_feasible(res, apps, scn)
     o = res.objective
     w = weights(apps, scn)
     value = objective(amount, w, scn.alpha, scn.shift_usd)
-    relaxed = L.allocate_loans(apps, replace(scn, limits=replace(scn.limits, min_ticket_usd=0.0)))
+    relaxed = allocate_loans(apps, replace(scn, limits=replace(scn.limits, min_ticket_usd=0.0)))
     relax_value = objective(
         relaxed.term_sheet["amount_usd"].to_numpy(), w, scn.alpha, scn.shift_usd
     )
@@ -669,7 +673,7 @@ def test_more_fund_never_lowers_the_total_lent(seed, alpha, f1, f2):
             limits=dict(min_ticket_usd=0.0, concentration_cap=cap_usd / (share * total)),
             risk=dict(el_budget_usd=0.01 * total),
         )
-        lent.append(L.allocate_loans(apps, scn).totals["lent_cents"])
+        lent.append(allocate_loans(apps, scn).totals["lent_cents"])
     # Rounding each loan down can lose up to a cent per applicant.
     assert lent[1] >= lent[0] - apps.height
 
@@ -677,7 +681,7 @@ def test_more_fund_never_lowers_the_total_lent(seed, alpha, f1, f2):
 def test_binding_labels_match_the_amounts():
     apps = small(60, seed=3)
     scn = scarce(apps, el=0.02, limits=dict(min_ticket_usd=120_000.0, concentration_cap=0.05))
-    res = L.allocate_loans(apps, scn)
+    res = allocate_loans(apps, scn)
     amount = res.term_sheet["amount_usd"].to_numpy()
     lim = limits_usd(apps, scn)
     upper = np.minimum.reduce(list(lim.values()))
@@ -717,8 +721,8 @@ def table(*rows: dict) -> pl.DataFrame:
     )
 
 
-def labels(apps: pl.DataFrame, scn: LS.LoanScenario) -> tuple[list[float], list[str], L.LoanResult]:
-    res = L.allocate_loans(apps, scn)
+def labels(apps: pl.DataFrame, scn: LS.LoanScenario) -> tuple[list[float], list[str], LoanResult]:
+    res = allocate_loans(apps, scn)
     return res.term_sheet["amount_usd"].to_list(), res.term_sheet["binding"].to_list(), res
 
 
@@ -819,17 +823,17 @@ def test_default_run_labels_follow_the_rule(default_run):
     for k in np.flatnonzero(below):
         assert zero[k] and lim[b[k]][k] == upper[k]
     assert set(b[zero & ~below]) <= {"min_ticket_excluded", "el_budget", "fund", "fund+el_budget"}
-    assert man["totals"]["binding_counts"] == {s: int((b == s).sum()) for s in L.BINDING_STATES}
+    assert man["totals"]["binding_counts"] == {s: int((b == s).sum()) for s in BINDING_STATES}
 
 
 def test_settings_that_lend_nothing_are_explained_before_solving():
     apps = small(20)
     with pytest.raises(InfeasibleError, match="minimum ticket"):
-        L.allocate_loans(apps, scenario(limits=dict(min_ticket_usd=16_000_000.0)))
+        allocate_loans(apps, scenario(limits=dict(min_ticket_usd=16_000_000.0)))
     with pytest.raises(InfeasibleError, match="collateral"):
-        L.allocate_loans(apps.with_columns(pl.lit(0.0).alias("collateral_usd")), scenario())
+        allocate_loans(apps.with_columns(pl.lit(0.0).alias("collateral_usd")), scenario())
     with pytest.raises(InfeasibleError, match="expected-loss budget"):
-        L.allocate_loans(apps, scenario(risk=dict(el_budget_usd=0.0)))
+        allocate_loans(apps, scenario(risk=dict(el_budget_usd=0.0)))
     # A zero budget still lends to applicants with no default risk, and only to them.
     safe = apps.with_columns(
         pl.when(pl.int_range(pl.len()) < 3)
@@ -837,7 +841,7 @@ def test_settings_that_lend_nothing_are_explained_before_solving():
         .otherwise(pl.col("default_probability"))
         .alias("default_probability")
     )
-    res = L.allocate_loans(
+    res = allocate_loans(
         safe, scenario(risk=dict(el_budget_usd=0.0), limits=dict(min_ticket_usd=0.0))
     )
     funded = res.term_sheet.filter(pl.col("amount_cents") > 0)
@@ -847,7 +851,7 @@ def test_settings_that_lend_nothing_are_explained_before_solving():
 def test_rates_follow_the_tier_schedule():
     apps = small(40)
     scn = scenario()
-    res = L.allocate_loans(apps, scn)
+    res = allocate_loans(apps, scn)
     spread = {t.name: t.spread for t in scn.pricing.tiers}
     expect = [
         min(scn.pricing.base_rate + spread[t], scn.pricing.rate_ceiling)
@@ -878,7 +882,7 @@ def test_default_run_is_feasible_from_its_files_alone(default_run):
         pl.read_csv(default_run / "term_sheet.csv", schema_overrides={"amount_cents": pl.Int64})
     )
     assert_feasible((sheet, man["totals"]), apps, scn)
-    assert man["applications"]["table_sha256"] == L.applications_sha256(apps)
+    assert man["applications"]["table_sha256"] == applications_sha256(apps)
     for name, digest in man["files"].items():
         assert hashlib.sha256((default_run / name).read_bytes()).hexdigest() == digest
     assert man["solver"]["method"] == "milp_pwl" and man["solver"]["status"] == "optimal"
@@ -996,9 +1000,9 @@ def test_reruns_are_byte_identical_and_replace_only_loan_runs(tmp_path):
 
 
 def test_native_output_goes_to_stderr_inside_the_guard(capfd):
-    with L.native_stdout_to_stderr():
+    with native_stdout_to_stderr():
         os.write(1, b"native write\n")
-        with L.native_stdout_to_stderr():  # nested: each level restores what it found
+        with native_stdout_to_stderr():  # nested: each level restores what it found
             os.write(1, b"nested\n")
         if sys.platform != "win32":
             # C stdio buffers fully when stdout is not a terminal; the guard must flush it
@@ -1065,13 +1069,13 @@ def test_a_run_that_hits_the_time_limit_is_refused_not_written(tmp_path):
     assert "solver.mip_rel_gap" in res.output and "Traceback" not in res.output
     assert not out.exists()
     with pytest.raises(SolverFailedError) as info:
-        L.allocate_loans(D.generate_applications(), LS.load_loan_scenario(scen))
+        allocate_loans(D.generate_applications(), LS.load_loan_scenario(scen))
     assert info.value.status == "time_limit"
 
 
 def test_check_verifies_the_solver_status_and_gap(default_run, tmp_path):
     man = json.loads((default_run / "manifest.json").read_text())
-    ok, detail = L.run_solver_status(man)
+    ok, detail = run_solver_status(man)
     assert ok and "'optimal'" in detail
     # A run written by an older version after a time limit, or with a gap above the setting.
     for k, edit in enumerate(
@@ -1091,10 +1095,10 @@ def test_check_verifies_the_solver_status_and_gap(default_run, tmp_path):
         "solver": {"method": "convex", "status": "optimal"},
         "multipliers": {"kkt_violation": 0.0},
     }
-    assert L.run_solver_status(convex)[0]
+    assert run_solver_status(convex)[0]
     convex["multipliers"]["kkt_violation"] = 0.5
-    assert not L.run_solver_status(convex)[0]
-    assert not L.run_solver_status({"solver": {"method": "other"}})[0]
+    assert not run_solver_status(convex)[0]
+    assert not run_solver_status({"solver": {"method": "other"}})[0]
 
 
 def test_an_unmappable_solver_status_is_a_solver_failure(monkeypatch):
@@ -1106,17 +1110,17 @@ def test_an_unmappable_solver_status_is_a_solver_failure(monkeypatch):
     monkeypatch.setattr(cp.Problem, "solve", broken)
     apps = small(12)
     with pytest.raises(SolverFailedError, match="unknown status"):
-        L.allocate_loans(apps, scenario())
+        allocate_loans(apps, scenario())
     # Without a minimum ticket the exact answer comes from the optimality conditions alone,
     # which its certificate proves: the conic failure is reported in the status.
-    res = L.allocate_loans(apps, scenario(limits=dict(min_ticket_usd=0.0)))
+    res = allocate_loans(apps, scenario(limits=dict(min_ticket_usd=0.0)))
     assert res.solver["status"] == "failed: unknown" and res.multipliers["kkt_violation"] <= 0.01
 
 
 def test_requests_below_a_cent_are_named_as_the_reason():
     apps = small(10).with_columns(pl.lit(1e-3).alias("requested_usd"))
     with pytest.raises(InfeasibleError, match="requested less than one cent"):
-        L.allocate_loans(apps, scenario(limits=dict(min_ticket_usd=0.0)))
+        allocate_loans(apps, scenario(limits=dict(min_ticket_usd=0.0)))
 
 
 @pytest.mark.parametrize(

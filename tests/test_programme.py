@@ -16,20 +16,22 @@ import allocator.cli.cmd_programme  # noqa: F401 - registers the command
 from allocator import names as N
 from allocator.cli.app import app
 from allocator.data.synthetic import generate
-from allocator.depeg.compensation import COMPENSATION_CENTS, run_depeg
+from allocator.depeg.positions import COMPENSATION_CENTS
+from allocator.depeg.run import run_depeg
 from allocator.errors import InputError
+from allocator.loans.allocate import allocate_loans
 from allocator.loans.applications import generate_applications
-from allocator.loans.fund import AMOUNT_CENTS, allocate_loans, write_loan_run
+from allocator.loans.run import write_loan_run
+from allocator.loans.terms import AMOUNT_CENTS
 from allocator.programme import (
     ANNOUNCED_USD,
     default_scenario_path,
     summarise_programmes,
 )
-from allocator.runs.rundir import write_run_dir
 from allocator.settings.loans import load_loan_scenario
 from allocator.settings.models import BudgetSpec
 from allocator.settings.scenarios import load_scenario
-from allocator.vouchers.pipeline import DataSession, allocate, manifest
+from allocator.vouchers.pipeline import DataSession, allocate, write_run
 
 BUDGET_USD = 1_000_000.0
 
@@ -45,13 +47,7 @@ def voucher_scenario(policy: str = "exclude"):
 def write_voucher_run(data_dir: Path, out: Path, policy: str) -> Path:
     session = DataSession.open(data_dir)
     run = allocate(session, voucher_scenario(policy))
-    return write_run_dir(
-        out,
-        allocations=run.allocations,
-        excluded=run.eligibility.excluded,
-        payouts=run.payouts,
-        manifest=manifest(session, run, solver_requested="auto"),
-    )
+    return write_run(out, session, run, solver_requested="auto")
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import print_json, progress_printer, resolve_data_dir
 from allocator.errors import ScenarioError
+from allocator.kernel.money import cents_to_usd, format_cents
+
+if TYPE_CHECKING:  # the command imports the rules when it runs, keeping `--help` fast
+    from allocator.settings.depeg import DepegRules
 
 depeg_app = typer.Typer(
     help=(
@@ -50,10 +54,9 @@ def rules_from_options(
     reference: list[str] | None,
     floor: list[str] | None,
     fee_refund: bool | None,
-):
+) -> DepegRules:
     """The rules file's ``[depeg]`` table (or the defaults) with the command-line options applied."""
-    from allocator.depeg.compensation import depeg_rules_from_dict, load_depeg_rules
-    from allocator.settings.depeg import merge_overrides
+    from allocator.settings.depeg import depeg_rules_from_dict, load_depeg_rules, merge_overrides
 
     overrides: dict[str, Any] = {}
     if window_start is not None:
@@ -145,12 +148,9 @@ def compute_cmd(
 
       allocator depeg compute --data data/small --out runs/depeg_par --reference USDe=1 --floor USDe=0.95 --json
     """
-    from allocator.depeg.compensation import (
-        ANNOUNCED_TOTAL_USD,
-        rules_to_dict,
-        run_depeg,
-        write_depeg_run,
-    )
+    from allocator.depeg.compensation import ANNOUNCED_TOTAL_USD
+    from allocator.depeg.run import run_depeg, write_depeg_run
+    from allocator.settings.depeg import rules_to_dict
 
     rules = rules_from_options(rules_file, window_start, window_end, reference, floor, fee_refund)
     progress = progress_printer(quiet or json_out)
@@ -183,12 +183,12 @@ def compute_cmd(
         else f"{r.asset} missing"
         for r in result.references
     )
-    by_asset = ", ".join(f"{a} {c / 100:,.2f}" for a, c in summary["by_asset_cents"].items())
-    total = summary["total_cents"] / 100
+    by_asset = ", ".join(f"{a} {format_cents(c)}" for a, c in summary["by_asset_cents"].items())
+    total = cents_to_usd(summary["total_cents"])
     out_console.print(
         f"compensable prices (USD): {refs}\n"
         f"by asset (USD): {by_asset}\n"
-        f"total {total:,.2f} USD to {summary['users_compensated']:,} users = "
+        f"total {format_cents(summary['total_cents'])} USD to {summary['users_compensated']:,} users = "
         f"{100 * total / ANNOUNCED_TOTAL_USD:.1f}% of the real programme's announced "
         f"{ANNOUNCED_TOTAL_USD / 1e6:,.0f}M\n"
         f"computed in {elapsed:.1f} s; wrote {out}",

@@ -10,6 +10,7 @@ import typer
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import print_json, progress_printer
 from allocator.errors import InputError
+from allocator.kernel.money import format_cents, format_usd
 
 loans_app = typer.Typer(
     help=(
@@ -25,10 +26,6 @@ app.add_typer(loans_app, name="loans")
 #: The synthetic applications used when --applications is not given.
 DEFAULT_N = 400
 DEFAULT_SEED = 20251014
-
-
-def _usd(cents: int) -> str:
-    return f"{cents / 100:,.2f}"
 
 
 @loans_app.command("allocate")
@@ -68,12 +65,13 @@ def allocate_cmd(
       allocator loans allocate -s scenarios/loans_default.toml -a apps.csv --out runs/loans_q4
     """
     from allocator.kernel.native import native_stdout_to_stderr
+    from allocator.loans.allocate import allocate_loans
     from allocator.loans.applications import generate_applications, load_applications
-    from allocator.loans.fund import allocate_loans, write_loan_run
+    from allocator.loans.run import write_loan_run
     from allocator.settings.loans import load_loan_scenario
 
     # stdout carries only the result below: anything native code prints while computing (the
-    # HiGHS banner) goes to stderr, even from code outside allocator.loans.fund.
+    # HiGHS banner) goes to stderr, even from code outside allocator.loans.
     with native_stdout_to_stderr():
         scn = load_loan_scenario(scenario)
         if applications is None:
@@ -116,8 +114,8 @@ def allocate_cmd(
     counts = ", ".join(f"{k} {v}" for k, v in t["binding_counts"].items() if v)
     out_console.print(
         f"scenario {scn.name}: {t['funded']} of {t['applicants']} applicants funded\n"
-        f"lent {_usd(t['lent_cents'])} of {_usd(t['fund_cents'])} USD, "
-        f"expected loss {t['expected_loss_usd']:,.2f} of {t['el_budget_usd']:,.2f} USD\n"
+        f"lent {format_cents(t['lent_cents'])} of {format_cents(t['fund_cents'])} USD, "
+        f"expected loss {format_usd(t['expected_loss_usd'])} of {format_usd(t['el_budget_usd'])} USD\n"
         f"held by: {counts}\n"
         f"solver {sv['method']} ({sv['status']}), objective {o['value']:.10g}, "
         f"optimality gap <= {o['optimality_gap']:.3g}\n"
@@ -143,7 +141,7 @@ def check_cmd(
 
     Example: allocator loans check runs/loans
     """
-    from allocator.loans.fund import check_loans
+    from allocator.loans.checks import check_loans
 
     report = check_loans(run_dir)
     if json_out:
@@ -182,9 +180,9 @@ def generate_cmd(
         raise InputError(f"--out {out} must end in .parquet or .csv.")
     df = generate_applications(n, seed)  # validates n and seed (InputError, exit 2)
     write_applications(df, out)
-    total = df["requested_usd"].sum()
+    total = float(df["requested_usd"].sum())
     out_console.print(
-        f"wrote {df.height} applications (requests USD {total:,.2f}) to {out}",
+        f"wrote {df.height} applications (requests {format_usd(total, currency=True)}) to {out}",
         markup=False,
         highlight=False,
     )

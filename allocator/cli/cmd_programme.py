@@ -81,9 +81,9 @@ def summary_cmd(
 
       allocator programme summary --data data/small --voucher-run runs/baseline --loans-run runs/loans --json
     """
-    from allocator.depeg.compensation import load_depeg_rules
     from allocator.kernel.native import native_stdout_to_stderr
     from allocator.programme import summarise_programmes
+    from allocator.settings.depeg import load_depeg_rules
 
     # stdout carries only the result below: anything native code prints while the three
     # programmes are computed (the HiGHS banner of the loan model) goes to stderr.

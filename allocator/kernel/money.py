@@ -9,6 +9,7 @@ messages write amounts the same way.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal, InvalidOperation
 from numbers import Integral, Real
 
@@ -89,6 +90,32 @@ def budget_to_cents(budget: float | int | Decimal) -> int:
             f"the budget USD {budget!r} is not a whole number of cents; vouchers are paid in cents."
         )
     return int(cents)
+
+
+def floor_cents(usd: float) -> int:
+    r"""A USD amount rounded down to whole cents, :math:`\lfloor 100\,x \rfloor`, with no
+    tolerance (unlike :func:`bounds_in_cents`): a limit a float puts just below a whole cent
+    gives the cent below, the side a limit must err on. The loan fund's limits use it."""
+    return math.floor(usd * CENTS_PER_USD)
+
+
+def ceil_cents(usd: float) -> int:
+    r"""A USD amount rounded up to whole cents, :math:`\lceil 100\,x \rceil` (a minimum that
+    a payment in cents must reach)."""
+    return math.ceil(usd * CENTS_PER_USD)
+
+
+def floor_cents_array(usd: np.ndarray) -> np.ndarray:
+    """:func:`floor_cents` elementwise, as int64."""
+    cents: np.ndarray = np.floor(np.asarray(usd, dtype=np.float64) * CENTS_PER_USD).astype(np.int64)
+    return cents
+
+
+def cents_array_to_usd(cents: np.ndarray) -> np.ndarray:
+    """Cents (integer, or float holding whole cents) as USD floats, elementwise (each division
+    correctly rounded, so ``c / 100`` reads back as ``c`` cents)."""
+    usd: np.ndarray = np.asarray(cents) / float(CENTS_PER_USD)
+    return usd
 
 
 def cents_to_usd(cents: int) -> float:

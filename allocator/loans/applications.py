@@ -23,7 +23,7 @@ column                    type       meaning and rule
 Each row needs a default probability or a credit tier: at least one of the two columns must be
 present, and in each row at least one of the two fields must be filled (a blank or
 whitespace-only tier counts as missing). A missing one is derived from the scenario's tier table
-(see :func:`allocator.loans.fund.build_loan_problem`). When a row gives both, both are used as given
+(see :func:`allocator.loans.problem.build_loan_problem`). When a row gives both, both are used as given
 and need not agree: the probability in the expected-loss budget, the tier for the rate (the
 published spread schedule; a credit committee may have placed the applicant in a tier its
 model probability would not).
