@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allocator import names as N
-from allocator.data.inputs import SCHEMAS, Inputs, file_sha256, load_inputs, validate_inputs
+from allocator.data.inputs import SCHEMAS, Inputs, load_inputs, validate_inputs
 from allocator.errors import InputError
+from allocator.runs.hashing import sha256_file as file_sha256
 
 UTC = UTC
 T = datetime(2025, 10, 10, 21, 15, 0, tzinfo=UTC)

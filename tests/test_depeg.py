@@ -22,7 +22,7 @@ import allocator.cli.cmd_depeg  # noqa: F401 - registers the command
 from allocator import names as N
 from allocator.cli.app import app
 from allocator.data import synthetic
-from allocator.data.inputs import SCHEMAS, file_sha256
+from allocator.data.inputs import SCHEMAS
 from allocator.depeg.compensation import compute_depeg
 from allocator.depeg.positions import (
     COMPENSABLE_PRICE,
@@ -40,6 +40,7 @@ from allocator.depeg.positions import (
 from allocator.depeg.reconciliation import PAID_CENTS, STATUS, STATUSES, users_columns
 from allocator.depeg.run import run_depeg, write_depeg_run
 from allocator.errors import InputError, ScenarioError
+from allocator.runs.hashing import sha256_file as file_sha256
 from allocator.settings.depeg import DepegRules, depeg_rules_from_dict, load_depeg_rules
 
 UTC = UTC

@@ -627,8 +627,8 @@ def test_atomic_directory_swaps_in_or_leaves_the_old_one(tmp_path: Path) -> None
 
 
 def test_one_sha256_and_one_versions_list(tmp_path: Path) -> None:
-    from allocator.data.inputs import file_sha256
     from allocator.runs import hashing, manifest
+    from allocator.runs.hashing import sha256_file as file_sha256
 
     data = os.urandom(3 << 20)
     f = tmp_path / "blob"

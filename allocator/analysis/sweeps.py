@@ -325,7 +325,7 @@ class ModelReuse:
         # A model whose own scaling did not solve this point (it fell back to a rebuilt one, or
         # failed) is not kept: re-using it would repeat a failing attempt at every later point.
         self.model = None
-        allocation = model.solve(tol=DEFAULT_TOL, started=started)
+        allocation: Allocation = model.solve(tol=DEFAULT_TOL, started=started)
         if model.fallback is None:
             self.model = model
         return allocation

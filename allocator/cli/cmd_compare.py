@@ -12,9 +12,6 @@ infeasible or failed run.
 from __future__ import annotations
 
 import math
-import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +40,7 @@ from allocator.cli.common import (
     resolve_data_dir,
 )
 from allocator.errors import AllocatorError, InfeasibleError, SolverFailedError
+from allocator.runs.store import atomic_write_all
 from allocator.settings.scenarios import load_scenario_with
 from allocator.vouchers.pipeline import DataSession, RunResult, allocate
 
@@ -179,34 +177,8 @@ def compare_cmd(
 # ---------------------------------------------------------------------------------------------
 
 
-def _write_all_atomic(outputs: list[tuple[Path, Callable[[Path], None]]]) -> None:
-    """Write every file through a sibling temporary file, then rename them all into place.
-
-    Nothing is renamed until every file has been written, so a failure on one (a disk that fills
-    up, a folder where a file should go) leaves none of them; new files get the permissions of
-    any new file (0666 less the umask, not mkstemp's 0600).
-    """
-    temps: list[tuple[Path, Path]] = []
-    try:
-        for path, write in outputs:
-            if path.is_dir():
-                raise IsADirectoryError(21, "is a folder, not a file", str(path))
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            temps.append((tmp, path))
-            write(tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-        raise
-
-
-def _plot(frame: pl.DataFrame, params: list[str]) -> Callable[[Path], None]:
-    """A writer of the sweep's PNG (drawn now, written when called)."""
+def _plot(frame: pl.DataFrame, params: list[str]) -> bytes:
+    """The sweep's chart as PNG bytes."""
     import io
 
     import matplotlib
@@ -234,11 +206,7 @@ def _plot(frame: pl.DataFrame, params: list[str]) -> Callable[[Path], None]:
         fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
     finally:
         plt.close(fig)
-
-    def write(tmp: Path) -> None:
-        tmp.write_bytes(png.getvalue())
-
-    return write
+    return png.getvalue()
 
 
 @app.command("sweep")
@@ -325,12 +293,8 @@ def sweep_cmd(
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "sweep.csv"
     png_path = out_dir / "sweep.png"
-    _write_all_atomic(
-        [
-            (csv_path, frame.write_csv),
-            (png_path, _plot(frame.filter(pl.col("status") == STATUS_SOLVED), names)),
-        ]
-    )
+    png = _plot(frame.filter(pl.col("status") == STATUS_SOLVED), names)
+    atomic_write_all([(csv_path, frame.write_csv), (png_path, lambda fh: fh.write(png))])
     for k, r in failed:
         err_console.print(
             Text(f"point {k} ({point_label(points[k - 1])}): {r['status']}: {r['reason']}")

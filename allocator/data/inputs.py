@@ -41,7 +41,6 @@ files in :mod:`allocator.data.tables`, CSV text and its error messages in
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from allocator import names as N
@@ -57,7 +56,6 @@ __all__ = [
     "UNIQUE_KEYS",
     "UTC_US",
     "Inputs",
-    "file_sha256",
     "load_inputs",
     "table_path",
     "validate_inputs",
@@ -102,17 +100,3 @@ def load_inputs(data_dir: str | Path, *, validate: bool = True) -> Inputs:
     if validate:
         validate_tables(tables)
     return inputs
-
-
-def file_sha256(path: str | Path, *, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks so that memory stays flat for any size.
-
-    The same digest as :func:`allocator.runs.hashing.sha256_file`, which new code uses; this
-    copy stays only for its current importers, because the data layer sits below the run
-    store and cannot import it. Do not add callers.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()

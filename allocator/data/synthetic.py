@@ -50,9 +50,8 @@ order, so the same ``(users, seed)`` gives byte-identical files.
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import polars as pl
@@ -78,6 +77,7 @@ from allocator.data.synthetic_calibration import (
 from allocator.data.synthetic_events import draw_people, events_table
 from allocator.data.synthetic_prices import price_paths, prices_table
 from allocator.errors import InputError
+from allocator.runs.store import atomic_directory, atomic_write
 
 # The calibration constants stay importable from here, where the tests and notebooks look.
 __all__ = [
@@ -181,46 +181,17 @@ def _check_destination(out_dir: Path, fmt: str) -> None:
         )
 
 
-def _write_table(df: pl.DataFrame, path: Path, fmt: str) -> None:
+def _write_table(df: pl.DataFrame, file: IO[bytes], fmt: str) -> None:
     if fmt == "parquet":
-        df.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+        df.write_parquet(file, compression="zstd", compression_level=1, statistics=True)
     else:
-        df.write_csv(path)
+        df.write_csv(file)
 
 
-def _install(tmp: Path, out_dir: Path, fmt: str) -> None:
-    """Move the tables built in ``tmp`` into ``out_dir``, each file by an atomic rename.
-
-    Only the four table files of format ``fmt`` are replaced; nothing else in ``out_dir`` is
-    touched (:func:`_check_destination` has refused a directory holding the other format).
-    """
-    try:
-        os.rename(tmp, out_dir)
-        return
-    except OSError:
-        if not out_dir.is_dir():
-            raise
+def _write_tables(tables: dict[str, pl.DataFrame], directory: Path, fmt: str) -> None:
     for stem in N.INPUT_TABLES:
-        os.replace(tmp / f"{stem}.{fmt}", out_dir / f"{stem}.{fmt}")
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _build(out_dir: Path, users: int, seed: int, fmt: str) -> Path:
-    """Write every table into a fresh hidden sibling of ``out_dir`` and return it."""
-    if fmt not in FORMATS:
-        raise InputError(f"unknown data format {fmt!r}: use one of {', '.join(FORMATS)}.")
-    tables = generate_tables(users, seed)  # first: bad arguments leave no folder behind
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # A unique hidden sibling, created with the caller's umask (mkdtemp would make it 0700).
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
-        for stem in N.INPUT_TABLES:
-            _write_table(tables.pop(stem), tmp / f"{stem}.{fmt}", fmt)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return tmp
+        with (directory / f"{stem}.{fmt}").open("wb") as file:
+            _write_table(tables.pop(stem), file, fmt)
 
 
 def generate(
@@ -279,12 +250,20 @@ def generate(
     if fmt not in FORMATS:
         raise InputError(f"unknown data format {fmt!r}: use one of {', '.join(FORMATS)}.")
     _check_destination(out_dir, fmt)
-    tmp = _build(out_dir, users, seed, fmt)
-    try:
-        _install(tmp, out_dir, fmt)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    tables = generate_tables(users, seed)  # first: bad arguments leave nothing behind
+    if out_dir.is_dir():
+        # only the four tables of this format are replaced, each atomically; nothing else in
+        # the folder is touched (_check_destination refused one holding the other format)
+        for stem in N.INPUT_TABLES:
+            frame = tables.pop(stem)
+
+            def write(file: IO[bytes], frame: pl.DataFrame = frame) -> None:
+                _write_table(frame, file, fmt)
+
+            atomic_write(out_dir / f"{stem}.{fmt}", write)
+    else:
+        with atomic_directory(out_dir, replace=False) as staging:
+            _write_tables(tables, staging, fmt)
     return {stem: out_dir / f"{stem}.{fmt}" for stem in N.INPUT_TABLES}
 
 
@@ -298,8 +277,8 @@ def default_data_dir(*, users: int = DEFAULT_USERS, seed: int = DEFAULT_SEED) ->
     """The built-in default data directory, generated on first use and cached.
 
     The cache folder is keyed by package version, generator version, size and seed. When two
-    processes race, each builds in its own temporary directory and renames it into place; the
-    loser finds the target taken and uses it.
+    processes race, each builds in its own staging directory and renames it into place
+    (:func:`allocator.runs.store.atomic_directory`); the loser finds the target taken and uses it.
     """
     target = cache_root() / f"data-{__version__}-gen{GENERATOR_VERSION}-u{users}-s{seed}"
     if _complete(target):
@@ -308,15 +287,12 @@ def default_data_dir(*, users: int = DEFAULT_USERS, seed: int = DEFAULT_SEED) ->
         # Not made by us (we only ever rename complete directories in): rebuild its tables.
         generate(target, users=users, seed=seed)
         return target
-    tmp = _build(target, users, seed, "parquet")
     try:
-        os.rename(tmp, target)
-    except OSError:
+        with atomic_directory(target, replace=False) as staging:
+            _write_tables(generate_tables(users, seed), staging, "parquet")
+    except OSError:  # FileExistsError included: another process got there first
         if not _complete(target):
             raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

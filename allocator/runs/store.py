@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -110,42 +110,63 @@ def hidden_sibling(target: str | Path, tag: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Write a file atomically: ``write(fh)`` fills a temporary sibling renamed over ``path``.
-
-    Parameters
-    ----------
-    path
-        The file to create or replace; its parent directories are created.
-    write
-        Called once with a binary file handle open for writing.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _temp_sibling(path: Path) -> tuple[Path, int]:
     while True:
         tmp = path.parent / f".{path.name}.part-{secrets.token_hex(6)}"
         try:
             # O_EXCL: never write through someone else's file; 0o666 less the umask, not 0600.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
+
+
+def atomic_write_all(
+    outputs: Sequence[tuple[str | Path, Callable[[IO[bytes]], object]]],
+) -> list[Path]:
+    """Write several files together or not at all.
+
+    Each ``write(fh)`` fills a temporary sibling of its file; only when every one has been
+    written (and flushed to disk) are they all renamed into place. A failure on any (a full
+    disk, a folder where a file should go) leaves none of them and removes every temporary file.
+
+    Parameters
+    ----------
+    outputs
+        ``(path, write)`` pairs; each ``write`` is called once with a binary file handle.
+
+    Returns
+    -------
+    list of Path
+        The paths written, in order.
+    """
+    temps: list[tuple[Path, Path]] = []
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for target, write in outputs:
+            path = Path(target)
+            if path.is_dir():
+                raise IsADirectoryError(21, "is a folder, not a file", str(path))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp, fd = _temp_sibling(path)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
-    return path
+    for parent in {path.parent for _, path in temps}:
+        fsync_dir(parent)
+    return [path for _, path in temps]
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write a file atomically: ``write(fh)`` fills a temporary sibling renamed over ``path``
+    (its parent directories are created); returns ``path``."""
+    return atomic_write_all([(path, write)])[0]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

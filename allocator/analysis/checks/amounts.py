@@ -13,6 +13,7 @@ import polars as pl
 
 from allocator import names as N
 from allocator.analysis.checks.runfiles import Result, RunFiles, Unavailable, examples
+from allocator.kernel import phase
 from allocator.kernel.money import CENTS_PER_USD, format_cents
 from allocator.runs.rundir import LOWER_CENTS, UPPER_CENTS
 
@@ -140,27 +141,22 @@ def bounds_cents(
     return lo, hi
 
 
-def _ramp(x: np.ndarray, low: float | None, high: float) -> np.ndarray:
-    if low is None:
-        return np.ones_like(x)
-    with np.errstate(invalid="ignore"):
-        ramp = np.clip((x - low) / (high - low), 0.0, 1.0)
-    return np.where(x >= high, 1.0, ramp)
-
-
 def _phase_factor(r: RunFiles) -> np.ndarray | None:
-    """Each user's phase-in factor recomputed from loss, loss ratio and the scenario's bands, or
-    None without a band (the file's ``phase_factor`` column must then match it)."""
+    """Each user's phase-in factor recomputed from loss, loss ratio and the manifest's bands (the
+    one ramp, :func:`allocator.kernel.phase.phase_factor`), or None without a band (the file's
+    ``phase_factor`` column must then match it)."""
     rules = r.section("scenario", "eligibility")
     p_loss, p_ratio = rules.get("phase_in_loss_usd"), rules.get("phase_in_ratio")
     if p_loss is None and p_ratio is None:
         return None
     a = r.allocations
     loss, ratio = a[N.LOSS_USD].to_numpy(), a[N.LOSS_RATIO].to_numpy()
-    phase: np.ndarray = _ramp(loss, p_loss, float(rules["min_loss_usd"])) * _ramp(
-        ratio, p_ratio, float(rules["min_loss_ratio"])
+    return phase.phase_factor(
+        loss,
+        ratio,
+        phase.Band(p_loss, float(rules["min_loss_usd"])),
+        phase.Band(p_ratio, float(rules["min_loss_ratio"])),
     )
-    return phase
 
 
 def _optional_knob(r: RunFiles, key: str) -> float | None:

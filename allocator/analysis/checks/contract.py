@@ -12,7 +12,7 @@ import polars as pl
 
 from allocator import names as N
 from allocator.analysis.checks.runfiles import Result, RunFiles, duplicates, examples
-from allocator.data.inputs import file_sha256
+from allocator.runs.hashing import sha256_file
 from allocator.runs.rundir import ALLOCATIONS_SCHEMA, EXCLUDED_KEY_COLUMNS, OUTPUT_FILES, RUN_FORMAT
 
 #: Sections every manifest must have for the checks to run.
@@ -181,7 +181,7 @@ def check_input_hashes(r: RunFiles) -> Result:
         if not path.is_file():
             problems.append(f"{stem}: {path} not found")
             continue
-        actual = file_sha256(path)
+        actual = sha256_file(path)
         if actual != meta["sha256"]:
             problems.append(
                 f"{stem}: {path} has sha256 {actual[:12]}..., "
@@ -206,7 +206,7 @@ def check_output_hashes(r: RunFiles) -> Result:
             problems.append(f"{name}: no hash in the manifest")
         elif not path.is_file():
             problems.append(f"{name}: file not found")
-        elif file_sha256(path) != outputs[name]:
+        elif sha256_file(path) != outputs[name]:
             problems.append(
                 f"{name}: sha256 differs from the manifest (file changed after the run)"
             )

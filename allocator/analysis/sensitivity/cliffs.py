@@ -25,6 +25,7 @@ from allocator.errors import InputError
 from allocator.jsonsafe import json_safe
 from allocator.kernel.feasibility import InvalidProblemError
 from allocator.kernel.money import CENTS_PER_USD, format_usd
+from allocator.kernel.phase import Band, passes
 from allocator.settings.models import EligibilityRules
 
 
@@ -159,10 +160,8 @@ def _vouchers_usd(allocations: pl.DataFrame) -> np.ndarray:
 
 
 def _passes(x: np.ndarray, threshold: float, band_low: float | None) -> np.ndarray:
-    """The rule of :mod:`allocator.vouchers.eligibility`: ``x >= threshold``, or ``x > band_low`` with a
-    band (NaN, a missing value, never passes)."""
-    with np.errstate(invalid="ignore"):
-        return x >= threshold if band_low is None else x > band_low
+    """The eligibility rule on one number (:func:`allocator.kernel.phase.passes`)."""
+    return passes(x, Band(band_low, threshold))
 
 
 def cliff_analysis(

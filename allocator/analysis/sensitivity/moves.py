@@ -10,9 +10,8 @@ largest changes; :func:`write_moves` writes the list (``--users-out``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import polars as pl
@@ -24,6 +23,7 @@ from allocator.kernel.allocation import Allocation
 from allocator.kernel.problem import AllocationProblem
 from allocator.kernel.rounding import bounds_to_cents, round_to_cents_by_segment
 from allocator.runs.rundir import refuse_output_in_run
+from allocator.runs.store import atomic_write
 from allocator.vouchers.pipeline import bound_labels
 
 #: Columns of :func:`budget_moves` (the ``--users-out`` file), in order.
@@ -191,35 +191,18 @@ def write_moves(moves: pl.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     fmt = moves_format(path)
     refuse_output_in_run(path, "the per-user file")
+
+    def write(fh: IO[bytes]) -> None:
+        if fmt == "parquet":
+            # fixed row groups and compression: the same frame always gives the same bytes
+            moves.rechunk().write_parquet(
+                fh, compression="zstd", compression_level=3, statistics=True, row_group_size=262_144
+            )
+        else:
+            moves.write_csv(fh, line_terminator="\n")
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        atomic_write(path, write)
     except OSError as exc:
         raise InputError(f"cannot write the per-user file {path}: {exc.strerror or exc}.") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if fmt == "parquet":
-                # fixed row groups and compression: the same frame always gives the same bytes
-                moves.rechunk().write_parquet(
-                    fh,
-                    compression="zstd",
-                    compression_level=3,
-                    statistics=True,
-                    row_group_size=262_144,
-                )
-            else:
-                moves.write_csv(fh, line_terminator="\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes the file private; it is an output like any other
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise InputError(f"cannot write the per-user file {path}: {exc.strerror or exc}.") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
