@@ -41,6 +41,7 @@ from allocator.kernel.allocation import Allocation
 from allocator.kernel.certificate import DEFAULT_TOL, Certificate
 from allocator.kernel.fast import fast_reach
 from allocator.kernel.feasibility import check_feasible, validate
+from allocator.kernel.model import FairnessModel
 from allocator.kernel.problem import AllocationProblem
 from allocator.kernel.solve import solve
 from allocator.settings.models import Scenario
@@ -300,9 +301,6 @@ class ModelReuse:
 
         Raises the errors of :func:`allocator.kernel.solve.solve`.
         """
-        # Imported here, as in solvers.solve: cvxpy is slow to import and fast sweeps never need it.
-        from allocator.kernel.model import FairnessModel
-
         started = time.perf_counter()
         # The same checks, in the same order, as solvers.solve: an infeasible point never
         # touches the cached model.

@@ -42,6 +42,7 @@ identical frames give byte-identical files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -127,7 +128,8 @@ def atomic_write_all(
 
     Each ``write(fh)`` fills a temporary sibling of its file; only when every one has been
     written (and flushed to disk) are they all renamed into place. A failure on any (a full
-    disk, a folder where a file should go) leaves none of them and removes every temporary file.
+    disk, a folder where a file should go) leaves none of them, removes every temporary file
+    and every folder it created.
 
     Parameters
     ----------
@@ -140,12 +142,15 @@ def atomic_write_all(
         The paths written, in order.
     """
     temps: list[tuple[Path, Path]] = []
+    made: list[Path] = []  # folders created here, removed again if the write fails
     try:
         for target, write in outputs:
             path = Path(target)
             if path.is_dir():
                 raise IsADirectoryError(21, "is a folder, not a file", str(path))
+            missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
             path.parent.mkdir(parents=True, exist_ok=True)
+            made.extend(missing)
             tmp, fd = _temp_sibling(path)
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as fh:
@@ -157,6 +162,9 @@ def atomic_write_all(
     except BaseException:
         for tmp, _ in temps:
             tmp.unlink(missing_ok=True)
+        for folder in made:  # deepest first: nothing is left behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     for parent in {path.parent for _, path in temps}:
         fsync_dir(parent)

@@ -532,7 +532,7 @@ def test_linear_objective_through_cvxpy_keeps_stdout_strict_json(
 
 
 def test_eligibility_takes_its_rules_from_a_scenario(tmp_path: Path, data_dir: Path) -> None:
-    phase_in = Path(__file__).resolve().parent.parent / "scenarios" / "phase_in.toml"
+    phase_in = Path(__file__).resolve().parents[2] / "scenarios" / "phase_in.toml"
     out = tmp_path / "el"
     result = invoke("eligibility", "--scenario", phase_in, "--data", data_dir, "--out", out, "-q")
     assert result.exit_code == 0, result.output

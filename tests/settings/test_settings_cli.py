@@ -15,7 +15,7 @@ from allocator.settings.files import resolve_file
 from allocator.settings.loans import load_loan_scenario
 from allocator.settings.scenarios import load_scenario
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
 BUDGET_USD = 4_000_000
 SMALL = f"""

@@ -39,7 +39,7 @@ from allocator.settings.scenarios import load_scenario
 
 runner = CliRunner()
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
 def _scaled_baseline() -> str:

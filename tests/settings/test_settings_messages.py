@@ -26,7 +26,7 @@ from allocator.settings.scenarios import (
 )
 from allocator.settings.toml import adapter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
 
 

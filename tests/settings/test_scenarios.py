@@ -35,7 +35,7 @@ from allocator.settings.scenarios import (
     with_overrides,
 )
 
-SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 VOUCHER_FILES = sorted(p for p in SCENARIO_DIR.glob("*.toml") if not p.name.startswith("loans"))
 EXPECTED = {
     "baseline",
@@ -453,7 +453,7 @@ def test_defaults_of_config_are_valid():
 
 
 def test_loan_scenario_given_to_a_voucher_command_says_which_command_to_use():
-    loans = Path(__file__).resolve().parent.parent / "scenarios" / "loans_default.toml"
+    loans = Path(__file__).resolve().parents[2] / "scenarios" / "loans_default.toml"
     with pytest.raises(ScenarioError) as info:
         load_scenario(loans)
     msg = str(info.value)

@@ -37,7 +37,7 @@ from allocator.loans.problem import BINDING_STATES, build_loan_problem
 from allocator.loans.run import applications_sha256, write_loan_run
 from allocator.settings import loans as LS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TOML = ROOT / "scenarios" / "loans_default.toml"
 
 
