@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from allocator import names as N
+from allocator.data.conform import conform
 from allocator.depeg.positions import (
     ASSET,
     COMPENSATION_CENTS,
@@ -22,7 +23,6 @@ from allocator.depeg.positions import (
     PRICE_COLUMNS,
     ReferencePrice,
     check_price_names,
-    conform,
     value_positions,
 )
 from allocator.depeg.reconciliation import (

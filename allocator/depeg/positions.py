@@ -69,6 +69,7 @@ from typing import Any
 import polars as pl
 
 from allocator import names as N
+from allocator.data.conform import table_name
 from allocator.errors import InputError
 from allocator.kernel.money import CENTS_PER_USD
 from allocator.settings.depeg import DepegRules
@@ -177,44 +178,6 @@ def positions_columns() -> list[str]:
     ]
 
 
-def _name(stem: str, source: Mapping[str, Any] | None) -> str:
-    if source and stem in source:
-        return f"{stem} file {source[stem]}"
-    return f"{stem} table"
-
-
-def conform(
-    frame: pl.LazyFrame | pl.DataFrame,
-    columns: Mapping[str, pl.DataType],
-    stem: str,
-    source: Mapping[str, Any] | None,
-) -> pl.LazyFrame:
-    lf = frame.lazy()
-    schema = lf.collect_schema()
-    missing = [c for c in columns if c not in schema]
-    if missing:
-        raise InputError(
-            f"The {_name(stem, source)} has no column {missing[0]!r} "
-            f"(columns: {', '.join(schema.names())})."
-        )
-    exprs = []
-    for col, dtype in columns.items():
-        have = schema[col]
-        if have == dtype:
-            exprs.append(pl.col(col))
-        elif isinstance(dtype, pl.Datetime) and isinstance(have, pl.Datetime) and have.time_zone:
-            exprs.append(pl.col(col).dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
-        elif (have.is_numeric() and dtype.is_numeric()) or have == pl.Null:
-            exprs.append(pl.col(col).cast(dtype))
-        elif dtype == pl.String and isinstance(have, (pl.Categorical, pl.Enum)):
-            exprs.append(pl.col(col).cast(pl.String))
-        else:
-            raise InputError(
-                f"The {_name(stem, source)} has column {col!r} of type {have}; expected {dtype}."
-            )
-    return lf.select(exprs)
-
-
 def _utc_lit(dt: datetime) -> pl.Expr:
     return pl.lit(dt.astimezone(UTC)).cast(_UTC_US)
 
@@ -294,7 +257,7 @@ def check_price_names(prices: pl.DataFrame, source: Mapping[str, Any] | None) ->
     if clash.height:
         both = sorted(clash.item(0, N.ASSET))
         raise InputError(
-            f"The {_name(N.PRICES_FILE, source)}, column {N.ASSET!r}: assets {both[0]!r} and "
+            f"The {table_name(N.PRICES_FILE, source)}, column {N.ASSET!r}: assets {both[0]!r} and "
             f"{both[1]!r} differ only in case; symbols and collateral are matched to assets "
             f"case-insensitively, so which one is meant is ambiguous."
         )
@@ -305,9 +268,9 @@ def _missing_price_error(
 ) -> InputError:
     row = frame.filter(pl.col(col).is_null()).sort(N.TS, N.EVENT_ID).row(0, named=True)
     return InputError(
-        f"The {_name(N.PRICES_FILE, source)} has no USD price for asset {row[asset_col]!r} at or "
+        f"The {table_name(N.PRICES_FILE, source)} has no USD price for asset {row[asset_col]!r} at or "
         f"before {row[N.TS]}, needed to convert the {what} of a depeg position in the "
-        f"{_name(N.EVENTS_FILE, source)}: event_id={row[N.EVENT_ID]}, user_id={row[N.USER_ID]}, "
+        f"{table_name(N.EVENTS_FILE, source)}: event_id={row[N.EVENT_ID]}, user_id={row[N.USER_ID]}, "
         f"symbol={row[N.SYMBOL]!r}, {N.LIQ_PRICE}={row[N.LIQ_PRICE]}, {N.LIQ_FEE}={row[N.LIQ_FEE]}, "
         f"{N.SETTLE_ASSET}={row[N.SETTLE_ASSET]!r}. Add bars for that asset."
     )
@@ -384,7 +347,7 @@ def value_positions(
     if inside[REFERENCE_PRICE].null_count():
         row = inside.filter(pl.col(REFERENCE_PRICE).is_null()).sort(N.EVENT_ID).row(0, named=True)
         raise InputError(
-            f"The {_name(N.PRICES_FILE, source)} has no USD price for asset {row[ASSET]!r} at or "
+            f"The {table_name(N.PRICES_FILE, source)} has no USD price for asset {row[ASSET]!r} at or "
             f"before the reference time {rules.reference_at.isoformat()}, needed for "
             f"{inside.filter(pl.col(ASSET) == row[ASSET]).height} position(s) in the window, e.g. "
             f"event_id={row[N.EVENT_ID]} (symbol {row[N.SYMBOL]!r}).",

@@ -40,12 +40,13 @@ cents arithmetic; they are rejected with the file, column and row.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import polars as pl
 
 from allocator.errors import InputError
+from allocator.runs.store import atomic_write
 from allocator.settings.loans import MAX_AMOUNT_USD
 
 INSTITUTION_ID = "institution_id"
@@ -201,14 +202,14 @@ def write_applications(df: pl.DataFrame, path: str | Path) -> Path:
     """Write an applications table as parquet or CSV (by suffix), atomically."""
     path = Path(path)
     fmt = _format_of(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if fmt == "parquet":
-        df.write_parquet(tmp, statistics=False)
-    else:
-        df.write_csv(tmp)
-    tmp.replace(path)
-    return path
+
+    def write(fh: IO[bytes]) -> None:
+        if fmt == "parquet":
+            df.write_parquet(fh, statistics=False)
+        else:
+            df.write_csv(fh)
+
+    return atomic_write(path, write)
 
 
 def load_applications(path: str | Path) -> pl.DataFrame:

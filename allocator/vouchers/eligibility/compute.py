@@ -9,6 +9,7 @@ from typing import Any, Literal
 import polars as pl
 
 from allocator import names as N
+from allocator.data.conform import conform, table_name
 from allocator.errors import InputError
 from allocator.settings.models import EligibilityRules
 from allocator.vouchers.eligibility.losses import (
@@ -45,10 +46,8 @@ from allocator.vouchers.eligibility.schema import (
     US_PER_DAY,
     USER_COLUMNS,
     UTC_US,
-    conform,
     eligible_columns,
     excluded_columns,
-    table_name,
 )
 
 __all__ = ["EligibilityResult", "compute_eligibility"]

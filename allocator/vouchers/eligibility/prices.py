@@ -10,10 +10,11 @@ from typing import Any
 import polars as pl
 
 from allocator import names as N
+from allocator.data.conform import table_name
 from allocator.errors import InputError
 from allocator.settings.models import EligibilityRules
 from allocator.vouchers.eligibility.losses import MAX_LOSS_USD
-from allocator.vouchers.eligibility.schema import COL_EVENT_LOSS, COL_PRICE, UTC_US, table_name
+from allocator.vouchers.eligibility.schema import COL_EVENT_LOSS, COL_PRICE, UTC_US
 
 __all__ = ["MAX_GRID_CELLS", "check_prices", "priced_events", "raise_bad_event", "utc"]
 
