@@ -62,6 +62,8 @@ class AxiomResult:
     expected: str
     how: str
     worst: list[dict[str, Any]] = field(default_factory=list)
+    #: for split_merge_gain: the gains' summary by kind ("split", "merge")
+    distribution: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

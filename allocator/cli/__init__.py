@@ -5,6 +5,7 @@ Importing this package registers every command module on the shared Typer app.
 
 from allocator.cli import (  # noqa: F401  (imported for their @app.command registrations)
     cmd_allocate,
+    cmd_axioms,
     cmd_check,
     cmd_claims,
     cmd_compare,

@@ -7,7 +7,6 @@ refused with an :class:`~allocator.errors.InputError` before anything is written
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import polars as pl
 from allocator import names as N
 from allocator.analysis.audit import Audit, audit
 from allocator.analysis.checks import CheckReport, check_run_dir
+from allocator.analysis.rerun import open_run_session
 from allocator.errors import AllocatorError, InputError
 from allocator.kernel.money import CENTS_PER_USD
 from allocator.runs.rundir import RunDir, load_run
@@ -77,18 +77,7 @@ def load_report_run(path: Path, labels_taken: set[str]) -> ReportRun:
 def open_session(main: ReportRun) -> tuple[DataSession | None, str | None]:
     """The run's own input data, or ``(None, why not)`` when the data directory no longer
     loads as the run's (its files moved to other paths since :func:`load_report_run`)."""
-    data_dir = main.run.data_dir
-    assert data_dir is not None  # load_report_run verified the inputs
     try:
-        session = DataSession.open(data_dir)
+        return open_run_session(main.run), None
     except AllocatorError as exc:
         return None, f"the run's input data cannot be loaded: {exc}"
-    inputs = main.run.manifest["inputs"]
-    for stem, path in session.inputs.paths.items():
-        meta = inputs.get(stem)
-        if not isinstance(meta, Mapping) or Path(path).resolve() != Path(meta["path"]).resolve():
-            return (
-                None,
-                f"the data directory {data_dir} now reads {stem} from {path}, not the run's file",
-            )
-    return session, None

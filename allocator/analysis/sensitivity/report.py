@@ -4,7 +4,6 @@ the report.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -13,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from allocator import names as N
+from allocator.analysis.rerun import rerun
 from allocator.analysis.sensitivity.budget import (
     BudgetChange,
     BudgetSensitivity,
@@ -30,9 +30,8 @@ from allocator.analysis.sensitivity.weights import WeightSensitivity, weight_sen
 from allocator.errors import InputError
 from allocator.jsonsafe import json_safe
 from allocator.kernel.money import format_cents, format_usd
-from allocator.runs.rundir import RunDir, load_run
+from allocator.runs.rundir import RunDir
 from allocator.vouchers.eligibility import has_phase_in
-from allocator.vouchers.pipeline import DataSession, allocate
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,22 +187,6 @@ def _paid_cents(run: RunDir, user_id: np.ndarray, cents: np.ndarray) -> str | No
     return None
 
 
-def _open_session(run: RunDir) -> DataSession:
-    """The run's data directory, loaded; refused unless it reads the very files the run used."""
-
-    assert run.data_dir is not None  # load_run(inputs=True) verified them
-    session = DataSession.open(run.data_dir)
-    for stem, path in session.inputs.paths.items():
-        used = Path(run.manifest["inputs"][stem]["path"])
-        if Path(path).resolve() != used.resolve():
-            raise InputError(
-                f"the data directory {run.data_dir} now reads the {stem} table from {path}, not "
-                f"from the run's {used}; the inputs changed since the run.",
-                hint="restore the data the run used, or re-run the scenario on the current data.",
-            )
-    return session
-
-
 def run_sensitivity(
     run_dir: str | Path, *, delta_usd: float = 1e6, top: int = TOP_MOVERS
 ) -> SensitivityReport:
@@ -247,14 +230,9 @@ def _run_sensitivity(run_dir: Path, *, delta_usd: float, top: int) -> Sensitivit
 
     if not 0 <= top <= MAX_TOP_MOVERS:
         raise InputError(f"top must be 0 to {MAX_TOP_MOVERS:,} movers, not {top}.")
-    written = load_run(run_dir, inputs=True)
+    again = rerun(run_dir)
+    written, session, run = again.written, again.session, again.result
     scenario = written.scenario
-    session = _open_session(written)
-    solver = written.manifest.get("solver")
-    used = solver.get("used") if isinstance(solver, Mapping) else None
-    run = allocate(
-        session, scenario, solver=used if used in ("fast", "cvxpy") else None, with_payouts=False
-    )
     features = run.eligibility.eligible
     loss = features[N.LOSS_USD].cast(pl.Float64).to_numpy()
     user_id = features[N.USER_ID].to_numpy()

@@ -1,0 +1,75 @@
+"""Re-solving a written run on the very data it used, for the analyses that need its optimum.
+
+A run directory holds the paid cents, not the continuous optimum or its prices; sensitivity,
+the axiom audit and the report's sweeps solve the run's scenario again. They must do it on the
+files the run read: :func:`open_run_session` refuses a data directory that now resolves a table
+to another file, and :func:`rerun` verifies the run directory and its inputs first
+(:func:`allocator.runs.rundir.load_run`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from allocator.errors import InputError
+from allocator.runs.rundir import RunDir, load_run
+from allocator.vouchers.pipeline import DataSession, RunResult, allocate
+
+
+@dataclass(frozen=True, eq=False)
+class Rerun:
+    """A verified run directory, its data session and the re-solved scenario."""
+
+    written: RunDir
+    session: DataSession
+    result: RunResult
+    solver: str | None
+
+
+def open_run_session(run: RunDir) -> DataSession:
+    """The run's data directory, loaded; refused unless it reads the very files the run used.
+
+    Raises
+    ------
+    InputError
+        A table now resolves to another file than the one the run read.
+    """
+    if run.data_dir is None:
+        raise InputError(
+            f"{run.path}: the run's input data were not verified (load it with inputs)."
+        )
+    session = DataSession.open(run.data_dir)
+    for stem, path in session.inputs.paths.items():
+        used = Path(run.manifest["inputs"][stem]["path"])
+        if Path(path).resolve() != used.resolve():
+            raise InputError(
+                f"the data directory {run.data_dir} now reads the {stem} table from {path}, not "
+                f"from the run's {used}; the inputs changed since the run.",
+                hint="restore the data the run used, or re-run the scenario on the current data.",
+            )
+    return session
+
+
+def solver_used(run: RunDir) -> str | None:
+    """The solver to re-solve with: the run's ``"fast"`` when the manifest records it, else
+    ``None`` (the scenario's choice, which picks the fast solver whenever it applies)."""
+    solver = run.manifest.get("solver")
+    used = solver.get("used") if isinstance(solver, Mapping) else None
+    return used if used in ("fast", "cvxpy") else None
+
+
+def rerun(run_dir: str | Path) -> Rerun:
+    """Verify ``run_dir`` and its inputs, then solve its scenario again (no payouts).
+
+    Raises
+    ------
+    InputError
+        The run directory is damaged or changed, or its inputs are gone or changed.
+    """
+    written = load_run(run_dir, inputs=True)
+    session = open_run_session(written)
+    solver = solver_used(written)
+    result = allocate(session, written.scenario, solver=solver, with_payouts=False)
+    return Rerun(written=written, session=session, result=result, solver=solver)
