@@ -294,6 +294,10 @@ def consistency(case: AxiomCase, *, share: float = 0.1, seed: int = 1) -> AxiomR
     gone[_sample(p.n, max(1, int(p.n * share)), seed)] = True
     keep = ~gone
     budget = p.budget - float(case.vouchers[gone].sum())
+    if budget <= 0.0 or not keep.any():  # the removed users held everything: nothing to re-solve
+        return _result(
+            case, "consistency", 0, 0, "nothing left to divide once users are removed", []
+        )
     segments = []
     for seg in p.segments:
         members = np.asarray(seg.members, dtype=bool)
