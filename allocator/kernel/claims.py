@@ -69,6 +69,9 @@ from allocator.kernel.rounding import round_to_cents_report
 _FEASIBLE_RTOL = 1e-12
 #: Breakpoints sampled per step to pick the next pivot (their median splits the rest in about half).
 _PIVOT_SAMPLE = 2048
+#: From this many users on, a strided sample of about _SAMPLE_USERS first brackets the root.
+_SAMPLE_MIN_USERS = 65_536
+_SAMPLE_USERS = 16_384
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,17 +118,34 @@ def affine_clip_root(
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
     moving = b > 0.0
-    rest = float(target) - float(np.clip(a[~moving], lo[~moving], hi[~moving]).sum())
-    # the users still undecided, compressed as the bracket narrows
-    aa, bb, ll, hh = a[moving], b[moving], lo[moving], hi[moving]
+    if moving.all():  # the usual case: no copies
+        rest = float(target)
+        aa, bb, ll, hh = a, b, lo, hi
+    else:
+        rest = float(target) - float(np.clip(a[~moving], lo[~moving], hi[~moving]).sum())
+        # the users still undecided, compressed as the bracket narrows
+        aa, bb, ll, hh = a[moving], b[moving], lo[moving], hi[moving]
     with np.errstate(divide="ignore", invalid="ignore"):
         pp = (ll - aa) / bb  # below pp a user sits at lo
         qq = (hh - aa) / bb  # above qq a user sits at hi
-    left, right = -np.inf, np.inf
+    left, right = _sample_bracket(aa, bb, ll, hh, rest)
     held = 0.0  # users at a bound over the whole bracket
     a_in = 0.0  # users strictly inside over the whole bracket: a_in + k_in * lambda
     k_in = 0.0
     while aa.size:
+        # users whose breakpoints both lie outside the bracket behave linearly on all of it
+        at_hi = qq <= left
+        at_lo = (pp >= right) & ~at_hi
+        inside = (pp <= left) & (qq >= right)
+        settled = at_hi | at_lo | inside
+        if settled.any():
+            held += float(hh[at_hi].sum()) + float(ll[at_lo].sum())
+            a_in += float(aa[inside].sum())
+            k_in += float(bb[inside].sum())
+            keep = ~settled
+            aa, bb, ll, hh, pp, qq = aa[keep], bb[keep], ll[keep], hh[keep], pp[keep], qq[keep]
+        if left == right or not aa.size:
+            break
         # the pivot: the median breakpoint inside the bracket, from a strided sample of them
         step = max(1, aa.size // _PIVOT_SAMPLE)
         cand = np.concatenate((pp[::step], qq[::step]))
@@ -133,33 +153,66 @@ def affine_clip_root(
         if cand.size == 0 and step > 1:
             cand = np.concatenate((pp, qq))
             cand = cand[(cand > left) & (cand < right) & np.isfinite(cand)]
-        if cand.size:
-            pivot = float(np.partition(cand, cand.size // 2)[cand.size // 2])
-            spend = held + a_in + k_in * pivot + float(np.clip(aa + bb * pivot, ll, hh).sum())
-            if spend == rest:
-                left = right = pivot
-            elif spend < rest:
-                left = pivot
-            else:
-                right = pivot
-        # users whose breakpoints both lie outside the bracket behave linearly on all of it
-        at_hi = qq <= left
-        at_lo = (pp >= right) & ~at_hi
-        inside = (pp <= left) & (qq >= right)
-        held += float(hh[at_hi].sum()) + float(ll[at_lo].sum())
-        a_in += float(aa[inside].sum())
-        k_in += float(bb[inside].sum())
-        keep = ~(at_hi | at_lo | inside)
-        aa, bb, ll, hh, pp, qq = aa[keep], bb[keep], ll[keep], hh[keep], pp[keep], qq[keep]
-        if left == right:
-            break
+        if cand.size == 0:
+            break  # unreachable: an unsettled user has a breakpoint inside the bracket
+        pivot = float(np.partition(cand, cand.size // 2)[cand.size // 2])
+        spend = held + a_in + k_in * pivot + _spend(aa, bb, ll, hh, pivot)
+        if spend == rest:
+            left = right = pivot
+        elif spend < rest:
+            left = pivot
+        else:
+            right = pivot
     if left == right:
         lam = left
     elif k_in > 0.0:
         lam = min(max((rest - held - a_in) / k_in, left), right)
     else:  # flat on the bracket: every point pays the target
         lam = left if np.isfinite(left) else (right if np.isfinite(right) else 0.0)
-    return lam, np.clip(a + b * lam, lo, hi)
+    x = b * lam
+    x += a
+    return lam, np.clip(x, lo, hi, out=x)
+
+
+def _spend(aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, lam: float) -> float:
+    x = bb * lam
+    x += aa
+    np.clip(x, ll, hh, out=x)
+    return float(x.sum())
+
+
+def _sample_bracket(
+    aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, rest: float
+) -> tuple[float, float]:
+    """A narrow bracket around the root for many users, or ``(-inf, inf)`` for few.
+
+    The root of a strided sample (its target scaled to the sample) estimates the multiplier;
+    stepping away from it, doubling the step, until the full spend changes sign brackets the
+    root in two or three passes over the users, after which almost every user is settled at
+    once. The bracket is exact whatever the sample says: the sample only decides where to look.
+    """
+    n = aa.size
+    if n < _SAMPLE_MIN_USERS:
+        return -np.inf, np.inf
+    s = slice(None, None, n // _SAMPLE_USERS)
+    share = aa[s].size / n
+    lo_s, hi_s = float(ll[s].sum()), float(hh[s].sum())
+    target = min(max(rest * share, lo_s), hi_s)
+    guess, _ = affine_clip_root(aa[s], bb[s], ll[s], hh[s], target)
+    if not np.isfinite(guess):
+        return -np.inf, np.inf
+    spend = _spend(aa, bb, ll, hh, guess)
+    if spend == rest:
+        return guess, guess
+    direction = 1.0 if spend < rest else -1.0
+    step = max(abs(guess), 1e-12) * 1e-3
+    near = guess
+    for _ in range(64):
+        far = guess + direction * step
+        if (_spend(aa, bb, ll, hh, far) - rest) * direction >= 0.0:
+            return (near, far) if direction > 0 else (far, near)
+        near, step = far, step * 4.0
+    return -np.inf, np.inf
 
 
 # ----------------------------------------------------------------------------- the problem
@@ -178,17 +231,20 @@ def _bounds(
 def _check(claims: np.ndarray, estate: float, lo: np.ndarray, hi: np.ndarray) -> None:
     if claims.ndim != 1:
         raise InvalidProblemError(f"claims must be one list of amounts, got shape {claims.shape}")
-    bad = ~np.isfinite(claims) | (claims < 0.0)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    # one reduction each on the usual path; the element-wise search only to name a bad claim
+    if not (np.isfinite(claims.sum()) and claims.min(initial=0.0) >= 0.0):
+        bad = np.flatnonzero(~np.isfinite(claims) | (claims < 0.0))
+        if bad.size == 0:
+            raise InvalidProblemError("the claims add up to more than a float can hold")
+        i = int(bad[0])
         raise InvalidProblemError(
             f"claim {i + 1} is {claims[i]!r}: every claim must be a finite amount >= 0"
         )
     if not np.isfinite(estate) or estate < 0.0:
         raise InvalidProblemError(f"the estate must be a finite amount >= 0, got {estate!r}")
-    if (lo < 0.0).any() or np.isnan(lo).any() or np.isnan(hi).any():
-        raise InvalidProblemError("floors must be >= 0 and caps must not be NaN")
     most, least = float(hi.sum()), float(lo.sum())
+    if not (lo.min(initial=0.0) >= 0.0) or np.isnan(most):
+        raise InvalidProblemError("floors must be >= 0 and caps must not be NaN")
     slack = _FEASIBLE_RTOL * max(1.0, abs(estate))
     if estate > most + slack:
         raise InfeasibleError(
