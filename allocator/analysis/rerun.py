@@ -4,7 +4,7 @@ A run directory holds the paid cents, not the continuous optimum or its prices; 
 the axiom audit and the report's sweeps solve the run's scenario again. They must do it on the
 files the run read: :func:`open_run_session` refuses a data directory that now resolves a table
 to another file, and :func:`rerun` verifies the run directory and its inputs first
-(:func:`allocator.runs.rundir.load_run`).
+(:func:`allocator.runs.reader.load_run`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allocator.errors import InputError
-from allocator.runs.rundir import RunDir, load_run
+from allocator.runs.contract import RunDir
+from allocator.runs.reader import load_run
 from allocator.vouchers.pipeline import DataSession, RunResult, allocate
 
 

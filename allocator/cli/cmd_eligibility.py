@@ -14,7 +14,7 @@ import typer
 
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import progress_printer, resolve_data_dir
-from allocator.runs.rundir import refuse_output_in_run
+from allocator.runs.reader import refuse_output_in_run
 from allocator.settings.models import EligibilityRules, Scenario
 from allocator.settings.scenarios import load_scenario, validate_scenario
 from allocator.vouchers.eligibility import run_eligibility, write_eligibility

@@ -13,7 +13,7 @@ from allocator.analysis.explain import explain_user
 from allocator.cli.app import app, err_console, guarded, out_console, styled
 from allocator.cli.common import print_json
 from allocator.errors import InputError
-from allocator.runs.rundir import load_run
+from allocator.runs.reader import load_run
 
 #: A user id on the command line: a whole number, negative ones included.
 _USER_ID_RE = re.compile(r"[+-]?[0-9]+")

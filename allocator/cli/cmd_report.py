@@ -17,7 +17,7 @@ from allocator.report import (
     build_report,
     write_report,
 )
-from allocator.runs.rundir import refuse_output_in_run
+from allocator.runs.reader import refuse_output_in_run
 
 
 @app.command("report")

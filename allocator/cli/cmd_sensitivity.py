@@ -18,7 +18,7 @@ from allocator.analysis.sensitivity import (
 from allocator.cli.app import app, err_console, guarded, out_console
 from allocator.cli.common import print_json
 from allocator.errors import InputError
-from allocator.runs.rundir import refuse_output_in_run
+from allocator.runs.reader import refuse_output_in_run
 
 
 @app.command("sensitivity")

@@ -38,7 +38,7 @@ order, the sections below; :func:`render` turns the same :class:`Report` into te
     :func:`allocator.analysis.audit.audit`: Gini, top-decile share, monotonicity and envy pair
     counts, what explains them and what remains unexplained.
 
-Every run directory is read with :func:`allocator.runs.rundir.load_run` (``inputs=True``): a
+Every run directory is read with :func:`allocator.runs.reader.load_run` (``inputs=True``): a
 damaged run directory, one changed since its run, or input files that changed or are gone are
 refused with an :class:`~allocator.errors.InputError` and nothing is written. A run that passes
 those checks but fails a finance check (a hand-edited manifest, a bug) is reported with the
@@ -77,7 +77,7 @@ from allocator.report.sweep_sections import (
     shadow_price_section,
     skipped_section,
 )
-from allocator.runs.rundir import refuse_output_in_run
+from allocator.runs.reader import refuse_output_in_run
 from allocator.runs.store import atomic_write_text
 
 _SWEEP_TITLE = "Alpha sweep"
@@ -112,7 +112,7 @@ def build_report(
     ------
     InputError
         ``sweep_points`` is out of range, or a run directory is missing, damaged or changed since
-        its run, or its input files are (:func:`allocator.runs.rundir.load_run`). A run directory
+        its run, or its input files are (:func:`allocator.runs.reader.load_run`). A run directory
         that passes those checks but fails a finance check (e.g. a hand-edited manifest) is
         reported, with the failures marked.
     """
@@ -183,7 +183,7 @@ def write_report(path: str | Path, report: Report, fmt: str) -> Path:
     ------
     InputError
         ``fmt`` is not a report format, or ``path`` is in a run directory
-        (:func:`allocator.runs.rundir.refuse_output_in_run`); nothing is written.
+        (:func:`allocator.runs.reader.refuse_output_in_run`); nothing is written.
     """
     path = Path(path)
     refuse_output_in_run(path, "the report file")

@@ -1,6 +1,6 @@
 """The runs a report reads: each run directory verified, checked and audited once.
 
-Every run directory is read with :func:`allocator.runs.rundir.load_run` (``inputs=True``): a
+Every run directory is read with :func:`allocator.runs.reader.load_run` (``inputs=True``): a
 damaged run directory, one changed since its run, or input files that changed or are gone are
 refused with an :class:`~allocator.errors.InputError` before anything is written.
 """
@@ -19,7 +19,8 @@ from allocator.analysis.checks import CheckReport, check_run_dir
 from allocator.analysis.rerun import open_run_session
 from allocator.errors import AllocatorError, InputError
 from allocator.kernel.money import CENTS_PER_USD
-from allocator.runs.rundir import RunDir, load_run
+from allocator.runs.contract import RunDir
+from allocator.runs.reader import load_run
 from allocator.settings.models import Scenario
 from allocator.vouchers.pipeline import DataSession
 

@@ -305,7 +305,7 @@ def _payouts_of(run: RunResult) -> Payouts:
 def write_run(
     out_dir: Path, session: DataSession, run: RunResult, *, solver_requested: str
 ) -> Path:
-    """Write ``run`` as a run directory at ``out_dir`` (atomically; see :mod:`allocator.runs.rundir`)."""
+    """Write ``run`` as a run directory at ``out_dir`` (atomically; see :mod:`allocator.runs.writer`)."""
     payouts = _payouts_of(run)
     return write_run_dir(
         out_dir,

@@ -32,7 +32,7 @@ from allocator.errors import InputError
 from allocator.kernel import rounding
 from allocator.kernel.certificate import best_response, utility
 from allocator.kernel.problem import ScalarBounds
-from allocator.runs.rundir import write_run_dir
+from allocator.runs.writer import write_run_dir
 from allocator.settings.models import PayoutSpec
 from allocator.vouchers.payouts import idempotency_key, plan_payouts, write_payouts_csv
 

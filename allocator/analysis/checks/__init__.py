@@ -1,6 +1,6 @@
 r"""Finance's reconciliation of a run directory from its files alone (``allocator check-budget``).
 
-:func:`check_run_dir` reads the four files of a run directory (see :mod:`allocator.runs.rundir` for
+:func:`check_run_dir` reads the four files of a run directory (see :mod:`allocator.runs.contract` for
 the contract) and the liquidations input the manifest names, and runs every check below; each
 check reports on its own, so one broken file yields every failure it causes rather than a
 traceback or the first failure only. A check whose inputs cannot be read fails with

@@ -15,7 +15,7 @@ from allocator import names as N
 from allocator.analysis.checks.runfiles import Result, RunFiles, Unavailable, examples
 from allocator.kernel import phase
 from allocator.kernel.money import CENTS_PER_USD, format_cents
-from allocator.runs.rundir import LOWER_CENTS, UPPER_CENTS
+from allocator.runs.contract import LOWER_CENTS, UPPER_CENTS
 
 #: Cents: a float within this distance of a whole cent is that cent (the project's convention,
 #: :data:`allocator.kernel.rounding.CENT_TOL`).

@@ -12,8 +12,13 @@ import polars as pl
 
 from allocator import names as N
 from allocator.analysis.checks.runfiles import Result, RunFiles, duplicates, examples
+from allocator.runs.contract import (
+    ALLOCATIONS_SCHEMA,
+    EXCLUDED_KEY_COLUMNS,
+    OUTPUT_FILES,
+    RUN_FORMAT,
+)
 from allocator.runs.hashing import sha256_file
-from allocator.runs.rundir import ALLOCATIONS_SCHEMA, EXCLUDED_KEY_COLUMNS, OUTPUT_FILES, RUN_FORMAT
 
 #: Sections every manifest must have for the checks to run.
 MANIFEST_SECTIONS = (

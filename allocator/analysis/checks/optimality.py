@@ -20,7 +20,7 @@ from allocator.analysis.checks.runfiles import (
     manifest_number,
 )
 from allocator.kernel.money import CENTS_PER_USD
-from allocator.runs.rundir import LOWER_CENTS, UPPER_CENTS
+from allocator.runs.contract import LOWER_CENTS, UPPER_CENTS
 
 #: USD: how far a paid voucher may lie from its best response at the manifest's prices. One
 #: cent of rounding plus the solver's 1e-3 USD: the rule allocate's own certificate applies

@@ -22,7 +22,7 @@ from allocator.analysis.checks.runfiles import (
     manifest_number,
 )
 from allocator.kernel.money import format_cents
-from allocator.runs.rundir import AMOUNT_CENTS
+from allocator.runs.contract import AMOUNT_CENTS
 
 #: Keys of one entry of ``manifest["payout_batches"]`` (:meth:`allocator.vouchers.payouts.Batch.to_dict`).
 BATCH_KEYS = ("number", "users", "cents", "scheduled_at", "due_at")

@@ -14,7 +14,8 @@ import polars as pl
 
 from allocator import names as N
 from allocator.errors import InputError
-from allocator.runs.rundir import read_manifest, read_parquet_file, read_payouts_csv
+from allocator.runs.manifest import read_manifest
+from allocator.runs.reader import read_parquet_file, read_payouts_csv
 
 #: Example rows a failing check names.
 EXAMPLES = 3

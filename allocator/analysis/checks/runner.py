@@ -45,7 +45,7 @@ from allocator.analysis.checks.payouts import (
 )
 from allocator.analysis.checks.runfiles import Result, RunFiles, Unavailable
 from allocator.errors import InputError
-from allocator.runs.rundir import OUTPUT_FILES
+from allocator.runs.contract import OUTPUT_FILES
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def check_run_dir(path: str | Path) -> CheckReport:
     Parameters
     ----------
     path
-        A run directory written by :func:`allocator.runs.rundir.write_run_dir`.
+        A run directory written by :func:`allocator.runs.writer.write_run_dir`.
 
     Returns
     -------

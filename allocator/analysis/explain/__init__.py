@@ -2,7 +2,7 @@ r"""Why did a user get this amount? A per-user explanation, from a run directory
 
 :func:`explain_user` reads the run directory and the input files its manifest names, and
 rebuilds the user's case step by step, checking each step against what the run wrote. First,
-:func:`allocator.runs.rundir.load_run` refuses a damaged or changed run directory, and input files
+:func:`allocator.runs.reader.load_run` refuses a damaged or changed run directory, and input files
 whose sha256 is not the manifest's (edited or regenerated since the run). Then:
 
 1. **Liquidations.** The user's events are read from the liquidations file (a lazy scan filtered

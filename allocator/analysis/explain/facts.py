@@ -17,7 +17,8 @@ from allocator.analysis.explain.results import EventGroup
 from allocator.analysis.explain.wording import COUNTED, NOT_COVERED, OUTSIDE_WINDOW, iso
 from allocator.data.inputs import Inputs, load_inputs
 from allocator.errors import InputError
-from allocator.runs.rundir import RunDir, load_run
+from allocator.runs.contract import RunDir
+from allocator.runs.reader import load_run
 from allocator.settings.models import EligibilityRules, Scenario
 from allocator.vouchers.eligibility import NANO_PER_USD, covered_event, in_window_event
 

@@ -236,7 +236,7 @@ def explain_user(
     Raises
     ------
     InputError
-        The run directory is damaged or changed (:func:`allocator.runs.rundir.load_run`), an input
+        The run directory is damaged or changed (:func:`allocator.runs.reader.load_run`), an input
         file is gone or its sha256 is not the manifest's, the user id is outside 64 bits or not
         in the liquidations file, or the recomputed loss, exclusion reason, weight or bound
         differs from what the run wrote.

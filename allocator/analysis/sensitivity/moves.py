@@ -22,7 +22,7 @@ from allocator.errors import InputError
 from allocator.kernel.allocation import Allocation
 from allocator.kernel.problem import AllocationProblem
 from allocator.kernel.rounding import bounds_to_cents, round_to_cents_by_segment
-from allocator.runs.rundir import refuse_output_in_run
+from allocator.runs.reader import refuse_output_in_run
 from allocator.runs.store import atomic_write
 from allocator.vouchers.pipeline import bound_labels
 
@@ -185,7 +185,7 @@ def write_moves(moves: pl.DataFrame, path: str | Path) -> Path:
     ------
     InputError
         The suffix is neither ``.parquet`` nor ``.csv``, the path is in a run directory
-        (:func:`allocator.runs.rundir.refuse_output_in_run`), or the folder cannot be written.
+        (:func:`allocator.runs.reader.refuse_output_in_run`), or the folder cannot be written.
     """
 
     path = Path(path)

@@ -30,7 +30,7 @@ from allocator.analysis.sensitivity.weights import WeightSensitivity, weight_sen
 from allocator.errors import InputError
 from allocator.jsonsafe import json_safe
 from allocator.kernel.money import format_cents, format_usd
-from allocator.runs.rundir import RunDir
+from allocator.runs.contract import RunDir
 from allocator.vouchers.eligibility import has_phase_in
 
 
@@ -198,7 +198,7 @@ def run_sensitivity(
     voucher at :math:`B \pm \delta` is re-solved and rounded to cents (:func:`budget_moves`);
     with a phase-in band the same scenario is also allocated with hard thresholds
     (:func:`phase_in_price`). The run directory and the input files are verified first
-    (:func:`allocator.runs.rundir.load_run`): the re-solve must be on the data the run used.
+    (:func:`allocator.runs.reader.load_run`): the re-solve must be on the data the run used.
 
     Parameters
     ----------
@@ -213,7 +213,7 @@ def run_sensitivity(
     ------
     InputError
         ``top`` is outside 0 to :data:`MAX_TOP_MOVERS`; the run directory is damaged or changed
-        since the run, or its input files are gone or changed (:func:`allocator.runs.rundir.load_run`:
+        since the run, or its input files are gone or changed (:func:`allocator.runs.reader.load_run`:
         a re-solve on other data would not be this run's sensitivities).
     """
     with np.errstate(over="ignore", invalid="ignore"):

@@ -17,17 +17,10 @@ from allocator import names as N
 from allocator.analysis.checks import check_run_dir
 from allocator.errors import InputError
 from allocator.runs import rundir, store, writer
-from allocator.runs.rundir import (
-    ALLOCATIONS_SCHEMA,
-    AMOUNT_CENTS,
-    OUTPUT_FILES,
-    RUN_FILES,
-    dumps_manifest,
-    read_payouts_csv,
-    read_run_dir,
-    versions,
-    write_run_dir,
-)
+from allocator.runs.contract import ALLOCATIONS_SCHEMA, AMOUNT_CENTS, OUTPUT_FILES, RUN_FILES
+from allocator.runs.manifest import dumps_manifest, versions
+from allocator.runs.reader import read_payouts_csv, read_run_dir
+from allocator.runs.writer import write_run_dir
 from allocator.vouchers.payouts import idempotency_key
 
 USERS = [3, 1, 2]  # deliberately unsorted
