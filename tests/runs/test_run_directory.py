@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from allocator import names as N
 from allocator.analysis.checks import check_run_dir
 from allocator.errors import InputError
-from allocator.runs import rundir, store, writer
+from allocator.runs import contract, manifest, reader, store, writer
 from allocator.runs.contract import ALLOCATIONS_SCHEMA, AMOUNT_CENTS, OUTPUT_FILES, RUN_FILES
 from allocator.runs.manifest import dumps_manifest, versions
 from allocator.runs.reader import read_payouts_csv, read_run_dir
@@ -148,7 +148,7 @@ def test_round_trip(tmp_path: Path, liq: Path) -> None:
     assert run.payouts[AMOUNT_CENTS].to_list() == [CENTS[u] for u in USERS]
     assert run.payouts[N.AMOUNT].to_list() == ["6000.00", "4.00", "12.34"]
     assert run.excluded.columns[:3] == [N.USER_ID, N.REASON, N.DETAIL]
-    assert run.manifest["format"] == rundir.RUN_FORMAT
+    assert run.manifest["format"] == contract.RUN_FORMAT
     assert run.manifest["outputs"] == {name: sha(out / name) for name in OUTPUT_FILES}
     # Strict JSON: no NaN/Infinity tokens; sorted keys, indent 2, trailing newline.
     text = (out / N.MANIFEST_FILE).read_text()
@@ -180,7 +180,7 @@ def test_payouts_from_a_writer_callable(tmp_path: Path, liq: Path) -> None:
 
     def writer(path: Path) -> None:
         calls.append(path)
-        rundir.write_payouts_frame(frame, path)
+        contract.write_payouts_frame(frame, path)
 
     out = write_run_dir(tmp_path / "r", payouts=writer, **p)
     assert len(calls) == 1 and calls[0].name == N.PAYOUTS_FILE and calls[0].parent != out
@@ -236,7 +236,7 @@ def test_payouts_cents_round_trip_exactly(
         },
         schema_overrides={AMOUNT_CENTS: pl.Int64},
     )
-    rundir.write_payouts_frame(frame, path)
+    contract.write_payouts_frame(frame, path)
     back = read_payouts_csv(path)
     assert back[AMOUNT_CENTS].to_list() == cents
     assert back[N.AMOUNT].to_list() == [f"{c // 100}.{c % 100:02d}" for c in cents]
@@ -396,17 +396,17 @@ def rehash(run: Path) -> None:
 
 def refused(run: Path, *, inputs: bool = False) -> str:
     with pytest.raises(InputError) as err:
-        rundir.load_run(run, inputs=inputs)
+        reader.load_run(run, inputs=inputs)
     return str(err.value)
 
 
 def test_load_run_reads_a_fresh_run_and_its_scenario(tmp_path: Path, liq: Path) -> None:
     out = write_run_dir(tmp_path / "r", **with_inputs(liq))
-    run = rundir.load_run(out, inputs=True)
+    run = reader.load_run(out, inputs=True)
     assert run.allocations.equals(read_run_dir(out).allocations)
     assert run.scenario.bounds.floor_usd == 4.0 and run.scenario.budget.exhaust is True
     assert run.data_dir == liq.parent
-    assert rundir.load_run(out).data_dir is None  # inputs are only checked when asked
+    assert reader.load_run(out).data_dir is None  # inputs are only checked when asked
 
 
 def _write_manifest_bytes(run: Path, data: bytes) -> None:
@@ -504,7 +504,7 @@ def test_load_run_checks_inputs_only_when_asked(tmp_path: Path, liq: Path) -> No
     out = write_run_dir(tmp_path / "r", **p)
     users = liq.parent / f"{N.USERS_FILE}.parquet"
     users.write_bytes(b"regenerated")
-    rundir.load_run(out)  # audit reads no input: still fine
+    reader.load_run(out)  # audit reads no input: still fine
     message = refused(out, inputs=True)
     assert f"the run's users file {users} changed since the run" in message
     users.unlink()
@@ -519,11 +519,11 @@ def test_read_manifest_never_raises_anything_but_input_errors(tmp_path: Path) ->
     for raw in (b"\xff", b"[" * 100_000, b"{", b"", b'"text"'):
         file.write_bytes(raw)
         with pytest.raises(InputError, match="manifest.json"):
-            rundir.read_manifest(file)
+            manifest.read_manifest(file)
     file.write_text('{"x": NaN}')
-    assert math.isnan(rundir.read_manifest(file)["x"])  # lenient unless strict
+    assert math.isnan(manifest.read_manifest(file)["x"])  # lenient unless strict
     with pytest.raises(InputError, match="NaN is not strict JSON"):
-        rundir.read_manifest(file, strict=True)
+        manifest.read_manifest(file, strict=True)
 
 
 # --- other commands' outputs stay out of run directories --------------------------------------
@@ -532,27 +532,27 @@ def test_read_manifest_never_raises_anything_but_input_errors(tmp_path: Path) ->
 def test_outputs_inside_a_run_directory_are_refused(tmp_path: Path, liq: Path) -> None:
     out = write_run_dir(tmp_path / "runs" / "r", **parts(liq))
     for inside in (out, out / N.MANIFEST_FILE, out / N.ALLOCATIONS_FILE, out / "sub" / "x.html"):
-        assert rundir.run_dir_holding(inside) == out
+        assert reader.run_dir_holding(inside) == out
         with pytest.raises(InputError, match=f"run directory {out}"):
-            rundir.refuse_output_in_run(inside, "--out")
+            reader.refuse_output_in_run(inside, "--out")
     link = tmp_path / "link"
     link.symlink_to(out)
     with pytest.raises(InputError, match="--users-out"):
-        rundir.refuse_output_in_run(link / "moves.parquet", "--users-out")
+        reader.refuse_output_in_run(link / "moves.parquet", "--users-out")
     with pytest.raises(InputError, match="--out is empty"):
-        rundir.refuse_output_in_run("", "--out")
+        reader.refuse_output_in_run("", "--out")
     # beside a run, and in a folder holding runs, is fine
     for outside in (tmp_path / "runs" / "report.html", tmp_path / "runs", tmp_path / "new" / "dir"):
-        assert rundir.run_dir_holding(outside) is None
-        rundir.refuse_output_in_run(outside, "--out")
+        assert reader.run_dir_holding(outside) is None
+        reader.refuse_output_in_run(outside, "--out")
     # a run with a damaged manifest is still a run
     (out / N.MANIFEST_FILE).write_bytes(b"\xff")
-    assert rundir.is_run_dir(out)
+    assert reader.is_run_dir(out)
     # a folder with some other manifest.json is not
     other = tmp_path / "npm"
     other.mkdir()
     (other / N.MANIFEST_FILE).write_text('{"format": "something else"}')
-    assert not rundir.is_run_dir(other)
+    assert not reader.is_run_dir(other)
 
 
 def test_eligibility_refuses_to_write_into_a_run_directory(tmp_path: Path, liq: Path) -> None:
