@@ -55,6 +55,7 @@ Cents
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,6 +73,8 @@ _PIVOT_SAMPLE = 2048
 #: From this many users on, a strided sample of about _SAMPLE_USERS first brackets the root.
 _SAMPLE_MIN_USERS = 65_536
 _SAMPLE_USERS = 16_384
+#: Newton steps the bracketing may take before the breakpoint search carries on alone.
+_BRACKET_STEPS = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,38 +184,55 @@ def _spend(aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, lam: 
     return float(x.sum())
 
 
+def _spend_and_slope(
+    aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, lam: float
+) -> tuple[float, float]:
+    """The total at ``lam`` and its slope there (the users strictly inside their bounds)."""
+    x = bb * lam
+    x += aa
+    inside = (x > ll) & (x < hh)
+    np.clip(x, ll, hh, out=x)
+    return float(x.sum()), float(bb[inside].sum())
+
+
 def _sample_bracket(
     aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, rest: float
 ) -> tuple[float, float]:
     """A narrow bracket around the root for many users, or ``(-inf, inf)`` for few.
 
     The root of a strided sample (its target scaled to the sample) estimates the multiplier;
-    stepping away from it, doubling the step, until the full spend changes sign brackets the
-    root in two or three passes over the users, after which almost every user is settled at
-    once. The bracket is exact whatever the sample says: the sample only decides where to look.
+    Newton steps on the full total (exact on each linear piece, pushed 5% past the predicted
+    root so that the next point lands on the other side) then bracket the root in two or three
+    passes over the users, after which almost every user is settled at once. The bracket is
+    exact whatever the sample says: the sample only decides where to look.
     """
     n = aa.size
     if n < _SAMPLE_MIN_USERS:
         return -np.inf, np.inf
     s = slice(None, None, n // _SAMPLE_USERS)
     share = aa[s].size / n
-    lo_s, hi_s = float(ll[s].sum()), float(hh[s].sum())
-    target = min(max(rest * share, lo_s), hi_s)
-    guess, _ = affine_clip_root(aa[s], bb[s], ll[s], hh[s], target)
-    if not np.isfinite(guess):
-        return -np.inf, np.inf
-    spend = _spend(aa, bb, ll, hh, guess)
-    if spend == rest:
-        return guess, guess
-    direction = 1.0 if spend < rest else -1.0
-    step = max(abs(guess), 1e-12) * 1e-3
-    near = guess
-    for _ in range(64):
-        far = guess + direction * step
-        if (_spend(aa, bb, ll, hh, far) - rest) * direction >= 0.0:
-            return (near, far) if direction > 0 else (far, near)
-        near, step = far, step * 4.0
-    return -np.inf, np.inf
+    target = min(max(rest * share, float(ll[s].sum())), float(hh[s].sum()))
+    lam, _ = affine_clip_root(aa[s], bb[s], ll[s], hh[s], target)
+    left, right = -np.inf, np.inf
+    for _ in range(_BRACKET_STEPS):
+        if not np.isfinite(lam):
+            break
+        spend, slope = _spend_and_slope(aa, bb, ll, hh, lam)
+        if spend == rest:
+            return lam, lam
+        if spend < rest:
+            left = max(left, lam)
+        else:
+            right = min(right, lam)
+        if np.isfinite(left) and np.isfinite(right):
+            break
+        gap = rest - spend
+        step = gap / slope * 1.05 if slope > 0.0 else math.copysign(abs(lam) * 1e-3 + 1e-12, gap)
+        nxt = lam + step
+        if not (left < nxt < right) or nxt == lam:
+            nxt = lam + math.copysign(max(abs(step), abs(lam) * 1e-3, 1e-12), gap) * 2.0
+        lam = nxt
+    return left, right
 
 
 # ----------------------------------------------------------------------------- the problem
@@ -440,9 +460,9 @@ def minimum_payment(
     Awards are :math:`x_i = \operatorname{clip}(\lambda c_i, l_i, u_i)` over the kept claims;
     a kept claim whose award is below :math:`m` is dropped (award 0) and the estate is shared
     again among the rest, until every award is 0 or at least :math:`m`. A dropped claim stays
-    dropped (as in a class action's rounds) and each round drops at least one claim, so there are
-    at most as many rounds as claims; in practice two or three, since every award below
-    :math:`m` goes at once. Floors of at least :math:`m` make the rule proportional.
+    dropped (as in a class action's rounds). Dropping raises :math:`\lambda`, and with it every
+    kept award, so no claim kept in the first round falls below :math:`m` later: the second
+    solve is the last. Floors of at least :math:`m` make the rule proportional.
     """
     if not np.isfinite(minimum) or minimum < 0.0:
         raise InvalidProblemError(
