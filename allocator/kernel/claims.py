@@ -61,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from allocator.errors import InfeasibleError
+from allocator.errors import InfeasibleError, SolverFailedError
 from allocator.kernel.feasibility import InvalidProblemError
 from allocator.kernel.money import CENTS_PER_USD, bounds_in_cents, budget_to_cents, format_usd
 from allocator.kernel.rounding import round_to_cents_report
@@ -157,7 +157,12 @@ def affine_clip_root(
             cand = np.concatenate((pp, qq))
             cand = cand[(cand > left) & (cand < right) & np.isfinite(cand)]
         if cand.size == 0:
-            break  # unreachable: an unsettled user has a breakpoint inside the bracket
+            # an unsettled user has a breakpoint inside the bracket, so this cannot happen; if
+            # it ever did, an answer would be wrong silently, so say so instead
+            raise SolverFailedError(
+                "the claims rule's multiplier search lost its bracket; this is a bug",
+                hint="report the claims and the estate",
+            )
         pivot = float(np.partition(cand, cand.size // 2)[cand.size // 2])
         spend = held + a_in + k_in * pivot + _spend(aa, bb, ll, hh, pivot)
         if spend == rest:
