@@ -9,10 +9,11 @@ from typing import Annotated
 import typer
 
 from allocator.analysis.audit import audit
+from allocator.analysis.axioms_run import run_axioms
 from allocator.analysis.explain import explain_user
 from allocator.cli.app import app, err_console, guarded, out_console, styled
 from allocator.cli.common import print_json
-from allocator.errors import InputError
+from allocator.errors import AllocatorError, InputError
 from allocator.runs.reader import load_run
 
 #: A user id on the command line: a whole number, negative ones included.
@@ -78,6 +79,17 @@ def audit_cmd(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the audit as strict JSON.")
     ] = False,
+    axioms: Annotated[
+        bool,
+        typer.Option(
+            "--axioms",
+            help="Also check the fairness axioms on the run's own problem (solves it again: "
+            "needs the run's input data; see `allocator axioms`).",
+        ),
+    ] = False,
+    sample: Annotated[
+        int, typer.Option("--sample", help="With --axioms: users perturbed, split or merged.")
+    ] = 1000,
 ) -> None:
     """Fairness audit of a run: inequality, coverage by loss band, ordering violations.
 
@@ -85,15 +97,26 @@ def audit_cmd(
 
     The run directory is verified first (manifest, files, columns, the sha256 the manifest recorded): a damaged or changed one is refused (exit 2; allocator check-budget RUN_DIR lists every check).
 
+    With --axioms the audit also checks the fairness axioms on the run's own problem (the table
+    of `allocator axioms`); they do not change the exit code.
+
     Example: allocator audit runs/baseline --json
     """
+    if not 1 <= sample <= 100_000:
+        raise AllocatorError(f"--sample must be 1 to 100,000 users, not {sample}.")
     # refuses a damaged run directory or one changed since the run (exit 2)
     run = load_run(run_dir)
     result = audit(run.allocations, objective=run.scenario.objective)
+    table = run_axioms(run_dir, sample=sample) if axioms else None
     if json_out:
-        print_json(result.to_dict())
+        out = result.to_dict()
+        if table is not None:
+            out["axioms"] = [a.to_dict() for a in table.axioms]
+        print_json(out)
     else:
         out_console.print("\n".join(result.lines()), markup=False)
+        if table is not None:
+            out_console.print("\nfairness axioms\n" + "\n".join(table.lines()[1:]), markup=False)
     if not result.ok:
         err_console.print(
             styled(

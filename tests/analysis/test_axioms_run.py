@@ -112,3 +112,19 @@ def test_text_output_and_bad_options(tmp_path: Path, data: Path) -> None:
     assert "budget_balance" in r.stdout and "expected:" in r.stdout
     assert invoke("axioms", run, "--sample", "0").exit_code == 2
     assert invoke("axioms", tmp_path / "nope").exit_code == 2
+
+
+def test_audit_shows_the_axioms_table_on_request(tmp_path: Path, data: Path) -> None:
+    run = _run(tmp_path, data, "baseline")
+    plain = strict_json(invoke("audit", run, "--json").stdout)
+    assert "axioms" not in plain  # the default audit reads the run's files only
+    r = invoke("audit", run, "--json", "--axioms", "--sample", "100")
+    assert r.exit_code == 0, r.output
+    out = strict_json(r.stdout)
+    assert {k: v for k, v in out.items() if k != "axioms"} == plain
+    names = [a["name"] for a in out["axioms"]]
+    assert names[0] == "budget_balance" and names[-1] == "split_merge_gain"
+    assert out["axioms"][1]["holds"]  # nobody in the baseline is paid more than their loss
+    text = invoke("audit", run, "--axioms", "--sample", "100").stdout
+    assert "fairness axioms" in text and "consistency" in text
+    assert invoke("audit", run, "--axioms", "--sample", "0").exit_code == 2
