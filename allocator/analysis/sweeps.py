@@ -43,6 +43,7 @@ from allocator.kernel.fast import fast_reach
 from allocator.kernel.feasibility import check_feasible, validate
 from allocator.kernel.model import FairnessModel
 from allocator.kernel.problem import AllocationProblem
+from allocator.kernel.rule_certificate import RuleCertificate
 from allocator.kernel.solve import solve
 from allocator.settings.models import Scenario
 from allocator.settings.scenarios import SWEEPABLE, with_overrides
@@ -398,7 +399,7 @@ class PointRun:
     allocation: Allocation
     allocations: pl.DataFrame
     budget_cents: int
-    final_certificate: Certificate
+    final_certificate: Certificate | RuleCertificate
 
 
 def run_point(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,8 +16,30 @@ from allocator.cli.common import (
     resolve_data_dir,
     usd,
 )
+from allocator.kernel.claims import describe
 from allocator.settings.scenarios import load_scenario_with
 from allocator.vouchers.pipeline import DataSession, RunResult, allocate, write_run
+
+
+def _rule_words(run: RunResult) -> str:
+    awards = run.allocation.rule_awards
+    if awards is None:
+        return (
+            f"alpha-fair (alpha {run.scenario.objective.alpha:g}): shadow price "
+            f"{run.allocation.shadow_price:.6g} per USD"
+        )
+    words = describe(
+        awards.rule,
+        awards.parameter,
+        awards.stage,
+        coverage=run.scenario.objective.form == "coverage",
+    )
+    return f"{awards.rule}: {words}"
+
+
+def finite_or_none(x: float) -> float | None:
+    """Strict JSON has no NaN: a rule without an objective says null."""
+    return float(x) if math.isfinite(x) else None
 
 
 def run_summary(run: RunResult, out_dir: Path | None) -> dict[str, Any]:
@@ -37,7 +60,9 @@ def run_summary(run: RunResult, out_dir: Path | None) -> dict[str, Any]:
         "interior": int(by.get("interior", 0)),
         "at_cap": int(by.get("cap", 0)),
         "shadow_price": run.allocation.shadow_price,
-        "objective": run.allocation.objective,
+        "objective": finite_or_none(run.allocation.objective),
+        "rule": run.scenario.objective.rule,
+        "rule_in_words": _rule_words(run),
         "solver": run.allocation.method,
         "status": run.allocation.status,
         "certified": bool(cert.certified),
@@ -98,7 +123,7 @@ def allocate_cmd(
         f"paid {usd(s['paid_cents'] / 100)} of {usd(s['budget_cents'] / 100)} USD, "
         f"unspent {usd(s['unspent_cents'] / 100)}\n"
         f"at floor {s['at_floor']:,}, interior {s['interior']:,}, at cap {s['at_cap']:,}\n"
-        f"shadow price {s['shadow_price']:.6g} per USD, solver {s['solver']} ({s['status']}, "
+        f"{s['rule_in_words']}\nsolver {s['solver']} ({s['status']}, "
         f"{'certified' if s['certified'] else 'NOT certified'})\n"
         f"run directory {out_dir}"
     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from allocator.kernel.certificate import Certificate
+from allocator.kernel.claims import ClaimsAwards
+from allocator.kernel.rule_certificate import RuleCertificate
 
 #: Users within this many USD (plus a relative 1e-9 of the bound) of a bound count as on it.
 BOUND_STATE_TOL_USD = 1e-6
@@ -37,9 +39,12 @@ class Allocation:
     segment_prices
         ``{segment name: (mu_min, mu_max)}``, the multipliers of the share constraints.
     certificate
-        The optimality certificate (always ``certified``).
+        The optimality certificate (always ``certified``); for a claims rule, the
+        :class:`~allocator.kernel.rule_certificate.RuleCertificate` that the awards are the rule's.
     seconds
         Wall time of the solve including checks and certificate.
+    rule_awards
+        For a claims rule: its awards with the path they lie on (``None`` for alpha-fairness).
     """
 
     vouchers: np.ndarray
@@ -49,8 +54,9 @@ class Allocation:
     objective: float
     shadow_price: float
     segment_prices: Mapping[str, tuple[float, float]]
-    certificate: Certificate
+    certificate: Certificate | RuleCertificate
     seconds: float
+    rule_awards: ClaimsAwards | None = None
 
 
 def bound_states(

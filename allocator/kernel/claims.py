@@ -55,6 +55,7 @@ Cents
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,13 @@ class ClaimsAwards:
     parameter: float
     stage: int = 0
     dropped: np.ndarray | None = None
+    #: The path the awards lie on, :math:`x_i = \operatorname{clip}(a_i + b_i \lambda, lo_i,
+    #: hi_i)` as ``(a, b, lo, hi)``, at :math:`\lambda` = ``root`` (the stage that paid the
+    #: estate); :func:`allocator.kernel.rule_certificate.certify_rule` checks awards against it.
+    path: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    root: float = math.nan
+    #: What stage 1 of a two-stage rule can pay at most: stage 2 is right only above it.
+    first_stage_total: float | None = None
 
 
 # ----------------------------------------------------------------------------------- the root
@@ -306,11 +314,12 @@ def _two_stage(
 ) -> ClaimsAwards:
     """Stage 1 pays up to the stage's caps; if the estate is larger, stage 2 starts from them."""
     a1, b1, lo1, hi1 = first
-    if estate <= float(hi1.sum()):
+    first_total = float(hi1.sum())
+    if estate <= first_total:
         lam, x = affine_clip_root(a1, b1, lo1, hi1, estate)
-        return ClaimsAwards(rule, x, lam, stage=1)
+        return ClaimsAwards(rule, x, lam, stage=1, path=first, root=lam)
     lam, x = affine_clip_root(*second, estate)
-    return ClaimsAwards(rule, x, lam, stage=2)
+    return ClaimsAwards(rule, x, lam, stage=2, path=second, root=lam, first_stage_total=first_total)
 
 
 # ------------------------------------------------------------------------------- the rules
@@ -329,8 +338,9 @@ def proportional(
     claims (Ju, Miyagawa and Sakai 2007); self-dual.
     """
     c, e, lo, hi = _prepare(claims, estate, lower, upper)
-    lam, x = affine_clip_root(np.zeros_like(c), c, lo, hi, e)
-    return ClaimsAwards("proportional", x, lam)
+    path = (np.zeros_like(c), c, lo, hi)
+    lam, x = affine_clip_root(*path, e)
+    return ClaimsAwards("proportional", x, lam, path=path, root=lam)
 
 
 def constrained_equal_awards(
@@ -344,8 +354,9 @@ def constrained_equal_awards(
     i.e. :math:`\min(c_i, \lambda)` without bounds: an equal split in which nobody gets more
     than their claim. It is the lexicographic max-min of the awards."""
     c, e, lo, hi = _prepare(claims, estate, lower, upper)
-    lam, x = affine_clip_root(np.zeros_like(c), np.ones_like(c), lo, hi, e)
-    return ClaimsAwards("constrained_equal_awards", x, lam)
+    path = (np.zeros_like(c), np.ones_like(c), lo, hi)
+    lam, x = affine_clip_root(*path, e)
+    return ClaimsAwards("constrained_equal_awards", x, lam, path=path, root=lam)
 
 
 def constrained_equal_losses(
@@ -359,8 +370,9 @@ def constrained_equal_losses(
     i.e. :math:`\max(0, c_i - \lambda)` without bounds: everyone loses the same amount
     :math:`\lambda` (``parameter``), nobody below zero. The dual of CEA."""
     c, e, lo, hi = _prepare(claims, estate, lower, upper)
-    mu, x = affine_clip_root(c, np.ones_like(c), lo, hi, e)
-    return ClaimsAwards("constrained_equal_losses", x, -mu)
+    path = (c, np.ones_like(c), lo, hi)
+    mu, x = affine_clip_root(*path, e)
+    return ClaimsAwards("constrained_equal_losses", x, -mu, path=path, root=mu)
 
 
 def talmud(
@@ -389,7 +401,7 @@ def talmud(
         (c, np.ones_like(c), half, hi),
     )
     if result.stage == 2:
-        return ClaimsAwards(result.rule, result.awards, -result.parameter, stage=2)
+        return dataclasses.replace(result, parameter=-result.parameter)
     return result
 
 
@@ -484,10 +496,13 @@ def minimum_payment(
                 f"remaining claims cannot take the estate {format_usd(e, currency=True)}",
                 hint="lower the minimum payment",
             )
-        lam, x = affine_clip_root(np.zeros_like(c), np.where(kept, c, 0.0), lo_k, hi_k, e)
+        path = (np.zeros_like(c), np.where(kept, c, 0.0), lo_k, hi_k)
+        lam, x = affine_clip_root(*path, e)
         drop = kept & (x < minimum)
         if not drop.any():
-            return ClaimsAwards("minimum_payment", x, lam, dropped=~kept & (c > 0.0))
+            return ClaimsAwards(
+                "minimum_payment", x, lam, dropped=~kept & (c > 0.0), path=path, root=lam
+            )
         kept &= ~drop
 
 
@@ -504,16 +519,36 @@ def lexicographic_max_min(
     :math:`s_i = L_i` the coverage form (equal coverage within the bounds, i.e. proportional to
     the loss). Returns :math:`(\lambda, v)`.
     """
-    lo = np.asarray(lower, dtype=np.float64)
-    hi = np.asarray(upper, dtype=np.float64)
-    s = np.ones_like(lo) if scale is None else np.asarray(scale, dtype=np.float64)
+    s = np.ones_like(np.asarray(lower, dtype=np.float64)) if scale is None else scale
+    result = water_filling(s, budget, lower=lower, upper=upper)
+    return result.root, result.awards
+
+
+def water_filling(
+    scale: np.ndarray,
+    budget: float,
+    *,
+    lower: np.ndarray | float,
+    upper: np.ndarray | float,
+) -> ClaimsAwards:
+    r"""Lexicographic max-min of :math:`v_i / s_i` within the bounds (no claim cap):
+    :math:`v_i = \operatorname{clip}(\lambda s_i, \ell_i, h_i)`, :math:`s_i > 0`.
+
+    The rule ``max_min`` of a voucher scenario (see :func:`lexicographic_max_min`); unlike the
+    claims rules it caps nobody at a claim, only at the bounds.
+    """
+    s = np.asarray(scale, dtype=np.float64)
+    lo = np.broadcast_to(np.asarray(lower, dtype=np.float64), s.shape)
+    hi = np.broadcast_to(np.asarray(upper, dtype=np.float64), s.shape)
     if not float(lo.sum()) <= float(budget) <= float(hi.sum()):
         raise InfeasibleError(
             f"the budget {format_usd(float(budget), currency=True)} is outside what the bounds "
             f"allow ({format_usd(float(lo.sum()), currency=True)} to "
             f"{format_usd(float(hi.sum()), currency=True)})"
         )
-    return affine_clip_root(np.zeros_like(lo), s, lo, hi, float(budget))
+    path = (np.zeros_like(s), s, lo, hi)
+    lam, x = affine_clip_root(*path, float(budget))
+    return ClaimsAwards("max_min", x, lam, path=path, root=lam)
 
 
 # ------------------------------------------------------------------------- catalogue, cents
@@ -571,6 +606,39 @@ def divide(
     if parameter is None:
         raise InvalidProblemError(f"the {full} rule needs its {needs} (an amount in USD)")
     return func(claims, estate, lower=lower, upper=upper, **{needs: float(parameter)})
+
+
+def describe(rule: str, parameter: float, stage: int = 0, *, coverage: bool = True) -> str:
+    """The rule's multiplier in plain words (``parameter`` as :class:`ClaimsAwards` states it;
+    ``coverage`` says whether a ``max_min`` level is a share of the loss or an amount)."""
+    usd = format_usd(parameter, currency=True)
+    share = f"{parameter:.4%}"
+    if rule in ("proportional", "minimum_payment"):
+        return f"every award is {share} of the claim, within the bounds"
+    if rule == "constrained_equal_awards":
+        return f"every award is {usd}, or the claim if smaller, within the bounds"
+    if rule == "constrained_equal_losses":
+        return f"every award is the claim less {usd}, within the bounds"
+    if rule == "talmud":
+        if stage == 2:
+            return f"every award is half the claim and the other half less {usd}, within the bounds"
+        return f"every award is {usd}, or half the claim if smaller, within the bounds"
+    if rule == "base_then_pro_rata":
+        if stage == 2:
+            return f"every award is the base and {share} of the claim above it, within the bounds"
+        return f"the bases are not all paid: every award is {usd}, or the base if smaller"
+    if rule == "convenience_class":
+        if stage == 2:
+            return (
+                f"the convenience class is paid in full; larger claims get {share} of the claim, "
+                "within the bounds"
+            )
+        return f"the convenience class gets {share} of its claims; larger claims get the floor"
+    if rule == "max_min":
+        if coverage:
+            return f"every user recovers {share} of the loss, within the bounds"
+        return f"every voucher is {usd}, within the bounds"
+    return f"multiplier {parameter:.6g}"
 
 
 def awards_to_cents(

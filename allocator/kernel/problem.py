@@ -81,6 +81,12 @@ class AllocationProblem:
 
     ``scalar_bounds``, when given, describes how ``lower`` and ``upper`` were made (they must be
     its :meth:`ScalarBounds.arrays`).
+
+    ``rule`` replaces the alpha-fair objective by a claims rule of
+    :mod:`allocator.kernel.claims` (its full name, or ``"max_min"`` for the exact lexicographic
+    max-min): the weights are then the claims (for ``max_min``, the scale :math:`s_i` of
+    :func:`~allocator.kernel.claims.water_filling`), ``rule_parameter`` the rule's base,
+    threshold or minimum in USD, and ``alpha`` is not used. A rule pays the whole budget.
     """
 
     weights: np.ndarray
@@ -91,6 +97,8 @@ class AllocationProblem:
     exhaust: bool = True
     segments: tuple[Segment, ...] = ()
     scalar_bounds: ScalarBounds | None = None
+    rule: str | None = None
+    rule_parameter: float | None = None
 
     @property
     def n(self) -> int:

@@ -3,6 +3,7 @@ the certificate that every returned allocation carries."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Literal
 
@@ -11,6 +12,7 @@ import numpy as np
 from allocator.errors import NotCertifiedError
 from allocator.kernel.allocation import Allocation, bound_states
 from allocator.kernel.certificate import DEFAULT_TOL, certify
+from allocator.kernel.claims import RULES, ClaimsAwards, divide, water_filling
 from allocator.kernel.fast import fast_reach, fast_solution
 from allocator.kernel.feasibility import (
     InvalidProblemError,
@@ -20,6 +22,7 @@ from allocator.kernel.feasibility import (
 )
 from allocator.kernel.model import FairnessModel
 from allocator.kernel.problem import AllocationProblem
+from allocator.kernel.rule_certificate import certify_rule
 
 Method = Literal["auto", "fast", "cvxpy"]
 
@@ -55,6 +58,8 @@ def solve(
         The solver failed, or its answer does not pass the certificate.
     """
     started = time.perf_counter()
+    if problem.rule is not None:
+        return solve_rule(problem, started=started)
     validate(problem)
     check_feasible(problem)
     if method == "auto":
@@ -96,4 +101,63 @@ def solve(
         segment_prices=dict(sol.segment_prices),
         certificate=cert,
         seconds=time.perf_counter() - started,
+    )
+
+
+#: The rule that is not a claims rule: the exact alpha = infinity limit (water-filling).
+MAX_MIN = "max_min"
+
+
+def rule_awards(problem: AllocationProblem) -> ClaimsAwards:
+    """The awards of ``problem.rule`` on its claims (the weights) within its bounds."""
+    rule = problem.rule
+    if rule is None:
+        raise InvalidProblemError("the problem has no claims rule (it is alpha-fair)")
+    if problem.segments:
+        raise InvalidProblemError(
+            f"the {rule} rule has no segment shares: a claims rule divides the whole budget "
+            "by its own path",
+            hint="remove the segments, or use the alpha-fair objective",
+        )
+    if rule == MAX_MIN:
+        return water_filling(
+            problem.weights, problem.budget, lower=problem.lower, upper=problem.upper
+        )
+    if rule not in RULES:
+        raise InvalidProblemError(f"unknown rule {rule!r}; known: {', '.join([*RULES, MAX_MIN])}")
+    return divide(
+        rule,
+        problem.weights,
+        problem.budget,
+        lower=problem.lower,
+        upper=problem.upper,
+        parameter=problem.rule_parameter,
+    )
+
+
+def solve_rule(problem: AllocationProblem, *, started: float | None = None) -> Allocation:
+    """The certified awards of a claims rule (see :func:`rule_awards`); the budget is spent."""
+    started = time.perf_counter() if started is None else started
+    awards = rule_awards(problem)
+    cert = certify_rule(awards, awards.awards, problem.budget)
+    if not cert.certified:
+        raise NotCertifiedError(
+            f"the {problem.rule} awards did not pass their certificate: "
+            + "; ".join(cert.failures),
+            status="optimal",
+            hint="report the scenario and data: this is a bug",
+        )
+    assert awards.path is not None  # every rule records its path
+    _, _, lower, upper = awards.path
+    return Allocation(
+        vouchers=awards.awards,
+        bound_state=bound_states(awards.awards, lower, upper),
+        method=f"rule:{problem.rule}",
+        status="optimal",
+        objective=math.nan,
+        shadow_price=float(awards.root),
+        segment_prices={},
+        certificate=cert,
+        seconds=time.perf_counter() - started,
+        rule_awards=awards,
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator, with_config
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator, with_config
 
 from allocator import names as N
 from allocator.settings.features import feature_schema, predicate_problem, weight_feature_columns
@@ -65,6 +65,38 @@ MAX_BATCH_SIZE = 10**9
 #: Last year an announcement may fall in: dates past it leave no room for the payout window.
 MAX_ANNOUNCED_YEAR = 9000
 
+#: The objective's rules: the alpha-fair family, its exact max-min limit, and the claims rules
+#: of :mod:`allocator.kernel.claims` that pay the whole budget within the voucher bounds.
+RULE_ALPHA_FAIR = "alpha_fair"
+RULE_MAX_MIN = "max_min"
+VOUCHER_RULES = (
+    RULE_ALPHA_FAIR,
+    RULE_MAX_MIN,
+    "proportional",
+    "constrained_equal_awards",
+    "constrained_equal_losses",
+    "talmud",
+    "base_then_pro_rata",
+    "convenience_class",
+)
+#: Short names a scenario may use for a rule (the full name is what the run records).
+RULE_ALIASES = {
+    "alpha": RULE_ALPHA_FAIR,
+    "alpha-fair": RULE_ALPHA_FAIR,
+    "lexicographic_max_min": RULE_MAX_MIN,
+    "pro": "proportional",
+    "pro_rata": "proportional",
+    "cea": "constrained_equal_awards",
+    "cel": "constrained_equal_losses",
+    "mt_gox": "base_then_pro_rata",
+    "ftx": "convenience_class",
+    "ftx_convenience": "convenience_class",
+}
+#: The parameter (an ``[objective]`` key in USD) each rule needs.
+RULE_PARAMETERS = {"base_then_pro_rata": "base_usd", "convenience_class": "threshold_usd"}
+#: Claims rules: the claim is the user's loss and caps every award (award <= loss).
+CLAIMS_RULES = tuple(r for r in VOUCHER_RULES if r not in (RULE_ALPHA_FAIR, RULE_MAX_MIN))
+
 _SEGMENT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _REGION = re.compile(r"^[A-Z]{2}$")
@@ -97,6 +129,23 @@ def _alpha_not_tiny(value: float) -> float:
             "values underflow the solvers; use 0 for the utilitarian objective)",
         )
     return value
+
+
+def _rule_name(value: object) -> object:
+    if not isinstance(value, str):
+        return value  # the strict string type words the error
+    key = value.strip().lower()
+    if key in ("minimum_payment", "class_action"):
+        raise rule_error(
+            "",
+            "is not offered in a voucher scenario",
+            value=value,
+            allowed="a voucher scenario pays every eligible user at least bounds.floor_usd, so "
+            "an award below a minimum is raised to it, not dropped; dropping it would leave an "
+            "eligible user unpaid without an exclusion reason. Raise bounds.floor_usd for a "
+            "larger minimum, or study the rule with `allocator claims minimum_payment`",
+        )
+    return RULE_ALIASES.get(key, key)
 
 
 def _scenario_name(value: str) -> str:
@@ -251,6 +300,45 @@ class ObjectiveSpec:
     """Coefficient c of each feature column in the weight exp(c x)."""
     form: Literal["voucher", "coverage"] = "voucher"
     """Maximise the utility of the voucher, or of the coverage (voucher / loss)."""
+    rule: Annotated[
+        Literal[
+            "alpha_fair",
+            "max_min",
+            "proportional",
+            "constrained_equal_awards",
+            "constrained_equal_losses",
+            "talmud",
+            "base_then_pro_rata",
+            "convenience_class",
+        ],
+        BeforeValidator(_rule_name),
+    ] = "alpha_fair"
+    """alpha_fair (the weighted objective), max_min (its exact limit) or a claims rule."""
+    base_usd: Annotated[Float, Field(gt=0, le=BUDGET_MAX_USD)] | None = None
+    """base_then_pro_rata: the base amount every user is paid first (up to their loss)."""
+    threshold_usd: Annotated[Float, Field(gt=0, le=BUDGET_MAX_USD)] | None = None
+    """convenience_class: losses up to this amount are paid in full first."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectiveSpec:
+        needed = RULE_PARAMETERS.get(self.rule)
+        for key in ("base_usd", "threshold_usd"):
+            given = getattr(self, key) is not None
+            if key == needed and not given:
+                raise rule_error(
+                    key,
+                    f"is required by rule {self.rule!r}",
+                    allowed="an amount in USD, e.g. 100.0",
+                )
+            if key != needed and given:
+                users = [r for r, k in RULE_PARAMETERS.items() if k == key]
+                raise rule_error(
+                    key,
+                    f"is not used by rule {self.rule!r}",
+                    value=getattr(self, key),
+                    allowed=f"only with rule = {users[0]!r}; remove it",
+                )
+        return self
 
 
 @with_config(SETTINGS_CONFIG)
@@ -396,7 +484,28 @@ class Scenario:
     def _check(self) -> Scenario:
         _check_features(self)
         _check_segments(self)
+        _check_rule(self)
         return self
+
+
+def _check_rule(s: Scenario) -> None:
+    rule = s.objective.rule
+    if rule == RULE_ALPHA_FAIR:
+        return
+    if s.segments:
+        raise rule_error(
+            "objective.rule",
+            f"({rule!r}) cannot be combined with [[segments]]",
+            allowed="a rule divides the whole budget along its own path and has no budget "
+            "shares; remove the segments, or use rule = 'alpha_fair'",
+        )
+    if rule != RULE_MAX_MIN and s.objective.form != "voucher":
+        raise rule_error(
+            "objective.form",
+            f"is only for rule 'alpha_fair' or 'max_min', not {rule!r}",
+            value=s.objective.form,
+            allowed="'voucher' (a claims rule divides vouchers, its claims are the losses)",
+        )
 
 
 def _check_features(s: Scenario) -> None:

@@ -23,6 +23,7 @@ from allocator.kernel.certificate import Certificate, certify
 from allocator.kernel.money import CENTS_PER_USD, budget_to_cents
 from allocator.kernel.problem import AllocationProblem
 from allocator.kernel.rounding import bounds_to_cents, round_to_cents_by_segment
+from allocator.kernel.rule_certificate import RuleCertificate, certify_rule
 from allocator.kernel.solve import solve
 from allocator.runs.contract import LOWER_CENTS, UPPER_CENTS
 from allocator.runs.hashing import sha256_file
@@ -114,7 +115,7 @@ class RunResult:
     upper_cents: np.ndarray
     allocations: pl.DataFrame
     payouts: Payouts | None
-    final_certificate: Certificate
+    final_certificate: Certificate | RuleCertificate
     rounding: dict[str, object]
     timings: dict[str, float]
 
@@ -190,13 +191,19 @@ def allocate(
         segments=problem.segments,
     )
     lo_c, hi_c = bounds_to_cents(problem.lower, problem.upper)
-    final_certificate = certify(
-        problem,
-        cents / CENTS_PER_USD,
-        allocation.shadow_price,
-        allocation.segment_prices,
-        rounded=True,
-    )
+    final_certificate: Certificate | RuleCertificate
+    if allocation.rule_awards is not None:
+        final_certificate = certify_rule(
+            allocation.rule_awards, cents / CENTS_PER_USD, problem.budget, rounded=True
+        )
+    else:
+        final_certificate = certify(
+            problem,
+            cents / CENTS_PER_USD,
+            allocation.shadow_price,
+            allocation.segment_prices,
+            rounded=True,
+        )
     if not final_certificate.certified:
         # The amounts actually paid must stand on their own: within their bounds, the budget and
         # the segment shares, each within a cent of what the optimal prices call for.
@@ -264,8 +271,9 @@ def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> 
             "used": run.allocation.method,
             "status": run.allocation.status,
         },
-        "objective": run.allocation.objective,
-        "objective_rounded": run.final_certificate.objective,
+        "objective": _finite_or_none(run.allocation.objective),
+        "objective_rounded": _finite_or_none(run.final_certificate.objective),
+        "rule": _rule_section(run),
         "shadow_price": run.allocation.shadow_price,
         "segment_prices": {k: list(v) for k, v in run.allocation.segment_prices.items()},
         "certificate": run.allocation.certificate.to_dict(),
@@ -292,6 +300,25 @@ def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> 
             **{k: round(v, 6) for k, v in run.timings.items()},
         },
         "payout_batches": _payouts_of(run).schedule_dicts(),
+    }
+
+
+def _finite_or_none(x: float) -> float | None:
+    """A claims rule has no objective: the manifest says null rather than NaN (strict JSON)."""
+    return float(x) if np.isfinite(x) else None
+
+
+def _rule_section(run: RunResult) -> dict[str, object]:
+    """The rule that made the vouchers: its name, the multiplier on its path and its stage
+    (for alpha-fairness the multiplier is the shadow price)."""
+    awards = run.allocation.rule_awards
+    if awards is None:
+        return {"name": "alpha_fair", "multiplier": run.allocation.shadow_price, "stage": 0}
+    return {
+        "name": awards.rule,
+        "multiplier": float(awards.root),
+        "parameter": float(awards.parameter),
+        "stage": int(awards.stage),
     }
 
 

@@ -42,18 +42,27 @@ When the eligibility rules have a phase-in band, the feature matrix carries ``ph
 .. math::
 
     \log w_i \mathrel{+}= \log \phi_i, \qquad
-    h_i = \lfloor\min(\phi_i c, \kappa L_i)\rfloor_{\text{cent}}, \qquad
-    \ell_i = \min(\lceil f \rceil_{\text{cent}}, h_i),
+    h_i = \max\big(\lfloor\min(\phi_i c, \kappa L_i)\rfloor_{\text{cent}},\;
+        \min(\lceil f \rceil_{\text{cent}}, \kappa L_i)\big), \qquad
+    \ell_i = \lceil f \rceil_{\text{cent}},
 
 so a user 90% of the way through the band counts for 90% of the weight and gets at most 90% of
-the cap. The floor stays, except where it would exceed the phased cap (a factor below
-:math:`f / c`, i.e. very near the lower end): there the floor drops to the phased cap rounded
-down to the cent and the user receives exactly that, so nobody in the band is paid more than
-the phased cap. A phased cap below one cent is raised to one cent: an eligible user is paid. The bounds are then no longer scalar knobs (``scalar_bounds`` is ``None``).
+the cap. The floor stays for everyone: where the phased cap would fall below it (a factor below
+:math:`f / c`, very near the lower end of the band) the cap is raised to the floor and the user
+receives the floor, so nobody is paid a positive amount below the announced minimum. With a
+zero floor the phased cap is at least one cent: an eligible user is paid. The bounds are then
+no longer scalar knobs (``scalar_bounds`` is ``None``).
+
+Rules
+-----
+With ``objective.rule`` other than ``alpha_fair`` the weights are what the rule divides by
+(:func:`rule_weights`): a claims rule's claims are the losses, and its coverage cap is at most 1
+(nobody is paid more than their claim).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -71,7 +80,15 @@ from allocator.kernel.money import (
     whole_cent_bounds,
 )
 from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment
-from allocator.settings.models import BoundsSpec, ObjectiveSpec, Scenario, SegmentSpec
+from allocator.settings.models import (
+    CLAIMS_RULES,
+    RULE_ALPHA_FAIR,
+    RULE_MAX_MIN,
+    BoundsSpec,
+    ObjectiveSpec,
+    Scenario,
+    SegmentSpec,
+)
 
 __all__ = [
     "FACTOR_COVERAGE",
@@ -85,6 +102,7 @@ __all__ = [
     "compute_weights",
     "feature_factor",
     "phase_bounds",
+    "rule_weights",
     "segment_labels",
     "segment_masks",
     "weight_factors",
@@ -352,7 +370,9 @@ def phase_bounds(
     """
     phased = np.minimum(upper, float(cap_usd) * np.asarray(factor, dtype=np.float64))
     _, phased = whole_cent_bounds(phased, phased)
-    phased = np.maximum(phased, np.minimum(upper, 1 / CENTS_PER_USD))
+    # the announced minimum holds in the band too: nobody is paid a positive amount below the
+    # floor (and, with a zero floor, nobody eligible is paid nothing)
+    phased = np.maximum(phased, np.minimum(upper, np.maximum(lower, 1 / CENTS_PER_USD)))
     return np.minimum(lower, phased), phased
 
 
@@ -499,22 +519,44 @@ def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProbl
         Bounds, budget or segment shares cannot all hold (checked in whole cents).
     """
     _check_sorted(features)
-    weights = compute_weights(features, scenario.objective)
-    lower, upper, scalar = compute_bounds(features, scenario.bounds)
+    spec = scenario.objective
+    bounds = scenario.bounds
+    if spec.rule in CLAIMS_RULES:
+        # a claims rule pays nobody more than their claim, the loss: a coverage cap of 1
+        cover = 1.0 if bounds.coverage_cap is None else min(bounds.coverage_cap, 1.0)
+        bounds = dataclasses.replace(bounds, coverage_cap=cover)
+    weights = rule_weights(features, scenario)
+    lower, upper, scalar = compute_bounds(features, bounds)
     scalar_bounds: ScalarBounds | None = scalar
     if N.PHASE_FACTOR in features.columns:
         factor = _column(features, N.PHASE_FACTOR, why="the phase-in factor of the bounds")
-        lower, upper = phase_bounds(lower, upper, scenario.bounds.cap_usd, factor)
+        lower, upper = phase_bounds(lower, upper, bounds.cap_usd, factor)
         scalar_bounds = None
     segments = segment_masks(features, scenario.segments)
     _check_feasible(scenario.budget.total_usd, scenario.budget.exhaust, lower, upper, segments)
+    rule = None if spec.rule == RULE_ALPHA_FAIR else spec.rule
     return AllocationProblem(
         weights=weights,
         lower=lower,
         upper=upper,
         budget=float(scenario.budget.total_usd),
-        alpha=float(scenario.objective.alpha),
+        alpha=float(spec.alpha),
         exhaust=bool(scenario.budget.exhaust),
         segments=segments,
         scalar_bounds=scalar_bounds,
+        rule=rule,
+        rule_parameter=spec.base_usd if spec.base_usd is not None else spec.threshold_usd,
     )
+
+
+def rule_weights(features: pl.DataFrame, scenario: Scenario) -> np.ndarray:
+    r"""What the objective's rule weighs each user by: the alpha-fair weight :math:`w_i`
+    (:func:`compute_weights`), the claim :math:`L_i` of a claims rule, or the scale of the exact
+    max-min (:math:`L_i` in coverage form, 1 in voucher form)."""
+    spec = scenario.objective
+    if spec.rule == RULE_ALPHA_FAIR:
+        return compute_weights(features, spec)
+    if spec.rule == RULE_MAX_MIN and spec.form == "voucher":
+        return np.ones(features.height, dtype=np.float64)
+    loss = _column(features, N.LOSS_USD, why=f"the claims of rule {spec.rule!r}")
+    return np.ascontiguousarray(loss, dtype=np.float64)

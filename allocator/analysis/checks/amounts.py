@@ -29,6 +29,10 @@ MAX_CENTS = 10**12
 _EPS = float(np.finfo(np.float64).eps)
 
 
+#: Rules whose awards are not capped at the claim (the others are claims rules).
+CAP_FREE_RULES = ("alpha_fair", "max_min")
+
+
 def _scenario_budget_cents(r: RunFiles) -> set[int]:
     total = r.section("scenario", "budget", "total_usd")
     if not isinstance(total, (int, float)) or isinstance(total, bool) or not math.isfinite(total):
@@ -124,7 +128,8 @@ def bounds_cents(
     cent is that cent (``0.29 * 100`` is 29 cents), and :math:`M` bounds an infinite cap. These
     are the conventions of :func:`allocator.kernel.rounding.bounds_to_cents`, written out again here so
     that the check does not run the code it audits. With a phase-in band the cap is scaled by the
-    user's phase factor :math:`\varphi_i` and the floor never exceeds the phased cap.
+    user's phase factor :math:`\varphi_i`, but never below the floor (one cent with a zero floor).
+    A claims rule caps every award at the claim: its coverage cap is at most 1.
     """
     loss = np.asarray(loss_usd, dtype=np.float64)
     lower = np.full(loss.shape[0], float(floor_usd)) * 100.0
@@ -137,6 +142,14 @@ def bounds_cents(
     lo = np.ceil(lower - (CENT_TOLERANCE + 4.0 * _EPS * np.abs(lower)))
     hi = np.floor(upper + (CENT_TOLERANCE + 4.0 * _EPS * np.abs(upper)))
     if phase_factor is not None:
+        # the floor holds in the band: a phased cap below it is raised to it (to one cent with
+        # a zero floor), never above the unphased cap
+        unphased = np.full(loss.shape[0], float(cap_usd))
+        if coverage_cap is not None:
+            unphased = np.minimum(unphased, float(coverage_cap) * loss)
+        unphased = np.minimum(unphased * 100.0, float(MAX_CENTS))
+        unphased = np.floor(unphased + (CENT_TOLERANCE + 4.0 * _EPS * np.abs(unphased)))
+        hi = np.maximum(hi, np.minimum(unphased, np.maximum(lo, 1.0)))
         lo = np.minimum(lo, hi)
     return lo, hi
 
@@ -180,6 +193,8 @@ def _knob(r: RunFiles, key: str) -> float:
 def check_bounds(r: RunFiles) -> Result:
     floor, cap = _knob(r, "floor_usd"), _knob(r, "cap_usd")
     cover = _optional_knob(r, "coverage_cap")
+    if r.section("scenario", "objective").get("rule", "alpha_fair") not in CAP_FREE_RULES:
+        cover = 1.0 if cover is None else min(cover, 1.0)  # award <= claim (the loss)
     a = r.allocations
     phase = _phase_factor(r)
     if phase is not None:

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from allocator import names as N
+from allocator.analysis.checks.rules import path_awards, rule_path
 from allocator.analysis.checks.runfiles import (
     Result,
     RunFiles,
@@ -154,7 +155,56 @@ def _price_sign_problems(r: RunFiles, lam: float, mus: dict[str, tuple[float, fl
     return problems
 
 
+def _rule(r: RunFiles) -> str:
+    """The scenario's rule (``alpha_fair`` when the manifest predates rules)."""
+    rule = r.section("scenario", "objective").get("rule", "alpha_fair")
+    if not isinstance(rule, str):
+        raise Unavailable(f"{N.MANIFEST_FILE} scenario.objective.rule is not a name: {rule!r}")
+    return rule
+
+
+def check_rule_awards(r: RunFiles, rule: str) -> Result:
+    """Every paid voucher is within a cent of the rule's award, recomputed by bisection."""
+    a = r.allocations
+    objective = r.section("scenario", "objective")
+    parameter = objective.get("base_usd") or objective.get("threshold_usd")
+    if rule == "max_min" and objective.get("form") == "voucher":
+        claims = np.ones(a.height)
+    else:
+        claims = a[N.LOSS_USD].to_numpy()
+    lo = a[LOWER_CENTS].to_numpy() / CENTS_PER_USD
+    hi = a[UPPER_CENTS].to_numpy() / CENTS_PER_USD
+    budget = r.money("budget_cents") / CENTS_PER_USD
+    try:
+        path = rule_path(rule, claims, lo, hi, budget, parameter)
+    except ValueError as exc:
+        return False, f"{N.MANIFEST_FILE} scenario.objective: {exc}"
+    t, awards = path_awards(path, budget)
+    v = a[N.VOUCHER_CENTS].to_numpy() / CENTS_PER_USD
+    dist = np.abs(v - awards)
+    far = ~(dist <= BEST_RESPONSE_TOL_USD)
+    if far.any():
+        order = np.argsort(-np.where(far, dist, -1.0), kind="stable")[: int(far.sum())]
+        rows = (
+            a[order]
+            .select(N.USER_ID, N.LOSS_USD, N.VOUCHER_CENTS)
+            .with_columns(pl.Series("rule_award_usd", np.round(awards[order], 6)))
+        )
+        return False, (
+            f"{int(far.sum()):,} voucher(s) more than one cent from the {rule} award "
+            f"recomputed from the files (multiplier {t:.12g}), up to "
+            f"{float(dist.max()):.4f} USD, worst first: " + examples(rows)
+        )
+    return True, (
+        f"every voucher within {float(dist.max(initial=0.0)):.4f} USD of the {rule} award "
+        f"recomputed by bisection from the losses and bounds (multiplier {t:.12g})"
+    )
+
+
 def check_optimality(r: RunFiles) -> Result:
+    rule = _rule(r)
+    if rule != "alpha_fair":
+        return check_rule_awards(r, rule)
     a = r.allocations
     alpha = _alpha(r)
     lam = manifest_number(r, "shadow_price")
@@ -261,6 +311,15 @@ def check_objective(r: RunFiles) -> Result:
     check is what limits such a move (each voucher stays within a cent of its best response).
     """
     a = r.allocations
+    rule = _rule(r)
+    if rule != "alpha_fair":
+        stated_value = r.section("objective_rounded")
+        if stated_value is not None:
+            return False, (
+                f"the {rule} rule has no objective, but the manifest states objective_rounded "
+                f"{stated_value!r}"
+            )
+        return True, f"the {rule} rule has no objective to recompute (its awards are checked)"
     alpha = _alpha(r)
     stated = manifest_number(r, "objective_rounded")
     terms = objective_terms(

@@ -1,0 +1,159 @@
+r"""Certificates for a claims rule's awards: they are the rule's, within the bounds, and spend the estate.
+
+Every rule of :mod:`allocator.kernel.claims` pays along a path that is non-decreasing in one
+number :math:`\lambda`,
+
+.. math::
+
+    x_i(\lambda) = \operatorname{clip}(a_i + b_i \lambda,\; lo_i,\; hi_i), \qquad b_i \ge 0,
+
+and its award is the point of the path where :math:`\sum_i x_i(\lambda) = E`. Because each
+:math:`x_i` is non-decreasing in :math:`\lambda`, two multipliers that both spend :math:`E`
+give the same awards: a multiplier that reproduces the awards and spends the estate proves that
+they *are* the rule's. For a two-stage rule (Talmud, base then pro rata, convenience class) the
+second stage is the right one only when the first cannot pay the estate, which is checked too.
+
+:func:`certify_rule` checks, within a tolerance that is one cent for amounts rounded to cents:
+
+* every award lies on the path at the stated multiplier;
+* every award lies within its bounds (the claim is one of them: nobody above their claim);
+* the awards add up to the estate;
+* the second stage, when used, starts above what the first stage can pay.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from allocator.kernel.claims import ClaimsAwards
+from allocator.kernel.money import format_usd
+
+#: USD: the tolerance on unrounded awards (the root is exact up to float error on the sum).
+EXACT_TOL_USD = 1e-6
+#: USD: the tolerance on awards rounded to cents (one cent, as for the alpha-fair certificate).
+ROUNDED_TOL_USD = 0.01 + 1e-6
+
+
+@dataclass(frozen=True)
+class RuleCertificate:
+    """What was checked about a rule's awards and whether it holds.
+
+    ``parameter`` is the multiplier on the rule's path; ``path_max_usd`` the largest distance of
+    an award from the path there. ``objective`` is not a number: a claims rule is defined by
+    its path, not by an objective (it is kept so that a run's manifest has one shape).
+    """
+
+    certified: bool
+    failures: tuple[str, ...]
+    rule: str
+    parameter: float
+    stage: int
+    spent: float
+    budget: float
+    budget_violation: float
+    bound_violation: float
+    path_max_usd: float
+    n_floor: int
+    n_interior: int
+    n_cap: int
+    rounded: bool
+    tol_usd: float
+    n: int = 0
+    objective: float = field(default=math.nan)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (non-finite floats become ``None``; tuples become lists)."""
+        out: dict[str, Any] = {}
+        for key in self.__dataclass_fields__:
+            value = getattr(self, key)
+            if key == "failures":
+                out[key] = list(value)
+            elif isinstance(value, (bool, np.bool_)):
+                out[key] = bool(value)
+            elif isinstance(value, (int, np.integer)):
+                out[key] = int(value)
+            elif isinstance(value, str):
+                out[key] = value
+            else:
+                x = float(value)
+                out[key] = x if math.isfinite(x) else None
+        return out
+
+
+def certify_rule(
+    awards: ClaimsAwards,
+    vouchers: np.ndarray,
+    budget: float,
+    *,
+    rounded: bool = False,
+) -> RuleCertificate:
+    """Check ``vouchers`` (USD) against the rule's path in ``awards`` (see the module docstring).
+
+    ``rounded=True`` allows one cent per voucher and on the total's float sum; the bounds are
+    the path's own (``lo``, ``hi``), which a pipeline rounds to cents before paying.
+    """
+    if awards.path is None:
+        raise ValueError(f"the {awards.rule} awards carry no path to certify against")
+    a, b, lo, hi = awards.path
+    v = np.asarray(vouchers, dtype=np.float64)
+    tol = ROUNDED_TOL_USD if rounded else EXACT_TOL_USD
+    failures: list[str] = []
+    if bool((b < 0.0).any()):
+        failures.append("the rule's path decreases for some users (a negative slope)")
+    on_path = np.clip(a + b * awards.root, lo, hi)
+    dist = np.abs(v - on_path)
+    path_max = float(dist.max(initial=0.0))
+    far = ~(dist <= tol + 1e-9 * np.abs(on_path))
+    if far.any():
+        i = int(np.argmax(np.where(far, dist, -1.0)))
+        failures.append(
+            f"{int(far.sum()):,} award(s) off the {awards.rule} path at its multiplier "
+            f"{awards.root:.12g}, up to {format_usd(path_max, currency=True)} "
+            f"(user {i + 1}: {v[i]!r} instead of {on_path[i]!r})"
+        )
+    # cents can sit a hair outside a bound that is not a whole cent (a cap of 1.914 pays 1.91)
+    below = np.maximum(lo - v, 0.0)
+    above = np.maximum(v - hi, 0.0)
+    bound_violation = float(max(below.max(initial=0.0), above.max(initial=0.0)))
+    if bound_violation > tol:
+        failures.append(
+            f"{int(((below > tol) | (above > tol)).sum()):,} award(s) outside their bounds, "
+            f"by up to {format_usd(bound_violation, currency=True)}"
+        )
+    spent = math.fsum(v.tolist())
+    budget_violation = abs(spent - float(budget))
+    if budget_violation > (0.005 if rounded else 1e-9 * max(1.0, abs(float(budget)))):
+        failures.append(
+            f"the awards add up to {format_usd(spent, currency=True)}, not the estate "
+            f"{format_usd(float(budget), currency=True)}"
+        )
+    if awards.stage == 2 and awards.first_stage_total is not None:
+        if not float(budget) > awards.first_stage_total:
+            failures.append(
+                f"the second stage is used although the first can pay the estate "
+                f"(it pays up to {format_usd(awards.first_stage_total, currency=True)})"
+            )
+    at_floor = v <= lo + tol
+    at_cap = (v >= hi - tol) & ~at_floor
+    return RuleCertificate(
+        certified=not failures,
+        failures=tuple(failures),
+        rule=awards.rule,
+        parameter=float(awards.root),
+        stage=int(awards.stage),
+        spent=spent,
+        budget=float(budget),
+        budget_violation=budget_violation,
+        bound_violation=bound_violation,
+        path_max_usd=path_max,
+        n_floor=int(at_floor.sum()),
+        n_interior=int((~at_floor & ~at_cap).sum()),
+        n_cap=int(at_cap.sum()),
+        rounded=rounded,
+        tol_usd=tol,
+        n=int(v.size),
+    )
