@@ -9,7 +9,7 @@ import typer
 
 from allocator.analysis.axioms_run import run_axioms
 from allocator.cli.app import app, guarded, out_console
-from allocator.cli.common import print_json
+from allocator.cli.common import check_sample, print_json
 from allocator.errors import AllocatorError
 
 
@@ -35,8 +35,7 @@ def axioms_cmd(
 
     Example: allocator axioms runs/baseline
     """
-    if not 1 <= sample <= 100_000:
-        raise AllocatorError(f"--sample must be 1 to 100,000 users, not {sample}.")
+    check_sample(sample)
     if seed < 0:
         raise AllocatorError(f"--seed must be >= 0, not {seed}.")
     report = run_axioms(run_dir, sample=sample, seed=seed)

@@ -22,6 +22,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from allocator.analysis.axioms_run import axioms_of
 from allocator.analysis.metrics import LOSS_BANDS, moved, summary
 from allocator.analysis.sweeps import (
     MAX_SWEEP_POINTS,
@@ -34,6 +35,7 @@ from allocator.analysis.sweeps import (
 )
 from allocator.cli.app import app, err_console, guarded, out_console
 from allocator.cli.common import (
+    check_sample,
     check_solver_option,
     print_json,
     progress_printer,
@@ -113,10 +115,24 @@ def compare_cmd(
             "e.g. --set budget.total_usd=2e8.",
         ),
     ] = None,
+    axioms: Annotated[
+        bool,
+        typer.Option(
+            "--axioms",
+            help="Also measure the fairness axioms of every scenario, side by side (each "
+            "scenario solved again with perturbations: seconds per scenario).",
+        ),
+    ] = False,
+    sample: Annotated[
+        int,
+        typer.Option("--sample", help="With --axioms: users perturbed or split per axiom."),
+    ] = 1000,
 ) -> None:
     """Compare scenarios side by side on the same data.
 
-    Example: allocator compare scenarios/baseline.toml scenarios/pro_rata.toml scenarios/equal_split.toml --json
+    Example: allocator compare scenarios/baseline.toml scenarios/proportional.toml scenarios/cea.toml --json
+
+    Example: allocator compare scenarios/proportional.toml scenarios/cea.toml scenarios/cel.toml scenarios/talmud.toml --axioms
 
     Example: allocator compare scenarios/baseline.toml scenarios/max_min.toml --set budget.total_usd=2e8
     """
@@ -127,6 +143,7 @@ def compare_cmd(
         )
     check_solver_option(solver)
     check_moved_threshold(moved_threshold)
+    check_sample(sample)
     progress = progress_printer(quiet)
     loaded = [load_scenario_with(p, assignments or ()) for p in scenarios]
     data_dir = resolve_data_dir(data)
@@ -143,11 +160,16 @@ def compare_cmd(
             {
                 "scenario": run.scenario.name,
                 "file": str(path),
+                "rule": run.scenario.objective.rule,
                 "solver": run.allocation.method,
                 **scenario_metrics(run),
                 "moved_vs_first": moved(first, run.allocations, threshold_usd=moved_threshold),
             }
         )
+    if axioms:
+        for row, run in zip(rows, runs):
+            progress(f"axioms of {run.scenario.name}")
+            row["axioms"] = [a.to_dict() for a in axioms_of(run, solver=solver, sample=sample)]
     result = {
         "data": str(data_dir),
         "moved_threshold_usd": moved_threshold,
@@ -162,6 +184,7 @@ def compare_cmd(
     table.add_column("metric")
     for row in rows:
         table.add_column(row["scenario"], justify="right")
+    table.add_row("rule", *(r["rule"] for r in rows))
     for key, fmt in TABLE_METRICS:
         table.add_row(key, *(_fmt(r.get(key), fmt) for r in rows))
     for label, _, _ in LOSS_BANDS:
@@ -170,6 +193,26 @@ def compare_cmd(
             *(_fmt(r["median_coverage_by_band"].get(label), "{:.4f}") for r in rows),
         )
     out_console.print(table)
+    if axioms:
+        out_console.print(axioms_table(rows))
+
+
+def axioms_table(rows: list[dict[str, Any]]) -> Table:
+    """Axioms down, scenarios across: "holds" or how many cases fail."""
+    table = Table(title="fairness axioms (allocator axioms RUN_DIR explains each)")
+    table.add_column("axiom")
+    for row in rows:
+        table.add_column(row["scenario"], justify="right")
+    names = [a["name"] for a in rows[0]["axioms"]]
+    for i, name in enumerate(names):
+        cells = []
+        for row in rows:
+            a = row["axioms"][i]
+            cells.append(
+                "holds" if a["holds"] else f"fails {a['violations']:,} of {a['checked']:,}"
+            )
+        table.add_row(name, *cells)
+    return table
 
 
 # ---------------------------------------------------------------------------------------------

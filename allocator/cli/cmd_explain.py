@@ -12,8 +12,8 @@ from allocator.analysis.audit import audit
 from allocator.analysis.axioms_run import run_axioms
 from allocator.analysis.explain import explain_user
 from allocator.cli.app import app, err_console, guarded, out_console, styled
-from allocator.cli.common import print_json
-from allocator.errors import AllocatorError, InputError
+from allocator.cli.common import check_sample, print_json
+from allocator.errors import InputError
 from allocator.runs.reader import load_run
 
 #: A user id on the command line: a whole number, negative ones included.
@@ -102,8 +102,7 @@ def audit_cmd(
 
     Example: allocator audit runs/baseline --json
     """
-    if not 1 <= sample <= 100_000:
-        raise AllocatorError(f"--sample must be 1 to 100,000 users, not {sample}.")
+    check_sample(sample)
     # refuses a damaged run directory or one changed since the run (exit 2)
     run = load_run(run_dir)
     result = audit(run.allocations, objective=run.scenario.objective)

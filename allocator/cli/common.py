@@ -42,6 +42,16 @@ def stage(label: str) -> Iterator[None]:
         yield
 
 
+#: Largest --sample of the axiom checks: each sampled user is a perturbed solve or an account.
+MAX_SAMPLE = 100_000
+
+
+def check_sample(sample: int) -> None:
+    """Refuse an axioms ``--sample`` outside 1 to :data:`MAX_SAMPLE` before any work (exit 2)."""
+    if not 1 <= sample <= MAX_SAMPLE:
+        raise AllocatorError(f"--sample must be 1 to {MAX_SAMPLE:,} users, not {sample}.")
+
+
 def progress_printer(quiet: bool) -> Callable[[str], None]:
     """A progress callback printing each stage on stderr (nothing when ``quiet``)."""
 

@@ -90,7 +90,16 @@ def test_baseline_keeps_what_theory_says_and_reports_split_gains(
 
 
 def test_a_rule_that_overpays_is_caught_with_the_users(tmp_path: Path, data: Path) -> None:
-    run = _run(tmp_path, data, "equal_split")
+    # the baseline's file with every weight 1: an equal split that ignores the losses
+    run = _run(
+        tmp_path,
+        data,
+        "baseline",
+        "--set",
+        "objective.loss_exponent=0",
+        "--set",
+        "objective.ratio_exponent=0",
+    )
     ax = _axioms(run)
     over = ax["award_at_most_claim"]
     assert not over["holds"] and over["violations"] > 0
@@ -106,7 +115,7 @@ def test_a_rule_that_overpays_is_caught_with_the_users(tmp_path: Path, data: Pat
 
 
 def test_text_output_and_bad_options(tmp_path: Path, data: Path) -> None:
-    run = _run(tmp_path, data, "pro_rata")
+    run = _run(tmp_path, data, "proportional")
     r = invoke("axioms", run, "--sample", "50")
     assert r.exit_code == 0, r.output
     assert "budget_balance" in r.stdout and "expected:" in r.stdout

@@ -39,12 +39,16 @@ SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 VOUCHER_FILES = sorted(p for p in SCENARIO_DIR.glob("*.toml") if not p.name.startswith("loans"))
 EXPECTED = {
     "baseline",
-    "pro_rata",
-    "equal_split",
+    "proportional",
+    "cea",
+    "cel",
+    "talmud",
+    "mt_gox",
+    "ftx_convenience",
     "ratio_weighted",
-    "floor_then_pro_rata",
     "retail_first",
     "max_min",
+    "phase_in",
 }
 #: Order of magnitude of the eligible population on the built-in data.
 ELIGIBLE_USERS = 120_000
@@ -107,19 +111,30 @@ def test_baseline_is_the_announced_programme():
 
 def test_comparison_scenarios_encode_their_rules():
     get = {p.stem: load_scenario(p) for p in VOUCHER_FILES}
-    pr, eq, rw = (
-        get["pro_rata"].objective,
-        get["equal_split"].objective,
-        get["ratio_weighted"].objective,
-    )
-    assert (pr.alpha, pr.loss_exponent, pr.ratio_exponent, pr.features) == (1.0, 1.0, 0.0, ())
-    assert (eq.alpha, eq.loss_exponent, eq.ratio_exponent, eq.features) == (1.0, 0.0, 0.0, ())
-    assert rw.loss_exponent == 0.0 and rw.ratio_exponent > 0
-    assert get["floor_then_pro_rata"].bounds.floor_usd > get["baseline"].bounds.floor_usd
+    # each claims-rule scenario names its rule, with the parameter it needs, by a short name
+    rules = {
+        "proportional": ("proportional", None, None),
+        "cea": ("constrained_equal_awards", None, None),
+        "cel": ("constrained_equal_losses", None, None),
+        "talmud": ("talmud", None, None),
+        "mt_gox": ("base_then_pro_rata", 100.0, None),
+        "ftx_convenience": ("convenience_class", None, 1000.0),
+    }
+    for stem, (rule, base, threshold) in rules.items():
+        o = get[stem].objective
+        assert (o.rule, o.base_usd, o.threshold_usd) == (rule, base, threshold), stem
+        assert not get[stem].segments
+    mm = get["max_min"].objective
+    assert mm.rule == "max_min" and mm.form == "coverage"
+    rw = get["ratio_weighted"]
+    assert rw.objective.loss_exponent == 0.0 and rw.objective.ratio_exponent > 0
+    # alpha-fair scenarios that could pay more than the loss cap coverage at the loss
+    assert rw.bounds.coverage_cap == 1.0 and get["retail_first"].bounds.coverage_cap == 1.0
     (retail,) = get["retail_first"].segments
     assert retail.min_share == 0.4 and retail.where.replace(" ", "") == "loss_usd<10000"
-    mm = get["max_min"].objective
-    assert mm.alpha >= 5 and mm.form == "coverage"
+    assert get["retail_first"].objective.loss_exponent < 1.0  # the smooth taper
+    for p in VOUCHER_FILES:  # every alpha-fair file keeps the announced floor and cap
+        assert (get[p.stem].bounds.floor_usd, get[p.stem].bounds.cap_usd) == (4.0, 6000.0)
 
 
 # --- range validation -------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def test_show_json_is_the_manifest_form() -> None:
     shown = strict_json(result.stdout)
     assert shown["segments"][0]["min_share"] == 0.4
     assert shown["eligibility"]["window_end"] == "2025-10-12T00:00:00Z"
-    assert shown["bounds"]["coverage_cap"] is None
+    assert shown["bounds"]["coverage_cap"] == 1.0
+    assert shown["objective"]["rule"] == "alpha_fair" and shown["objective"]["base_usd"] is None
 
 
 def test_show_of_a_bad_file_is_a_usage_error(tmp_path: Path) -> None:

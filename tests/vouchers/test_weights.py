@@ -533,7 +533,7 @@ def test_feasibility_of_generated_ranges(data):
 
 
 @given(st.lists(st.floats(1e-7, 1.0), min_size=1, max_size=40), st.floats(5.0, 1e5))
-def test_phase_factor_scales_weight_and_cap_and_floor_stays_below_the_phased_cap(
+def test_phase_factor_scales_weight_and_cap_and_the_floor_stays(
     factors: list[float], loss: float
 ) -> None:
     n = len(factors)
@@ -556,15 +556,15 @@ def test_phase_factor_scales_weight_and_cap_and_floor_stays_below_the_phased_cap
     lower, upper = phase_bounds(
         np.full(n, 4.0), np.minimum(6000.0, 2.0 * loss) * np.ones(n), 6000.0, phi
     )
-    # the cap scales with the factor, the coverage cap does not; both in whole cents, at least one
+    # the cap scales with the factor, the coverage cap does not; both in whole cents, and never
+    # below the floor (nobody is paid a positive amount below the announced minimum)
     raw = np.minimum(6000.0 * phi, 2.0 * loss)
     lo_c, hi_c = bounds_cents(lower, upper)
     np.testing.assert_array_equal(upper, hi_c / 100.0)
-    assert np.all(hi_c == np.maximum(1, np.floor(raw * 100 + 1e-6)))
+    floor_c = min(400, int(np.floor(2.0 * loss * 100 + 1e-6)))
+    assert np.all(hi_c == np.maximum(floor_c, np.floor(raw * 100 + 1e-6)))
     assert np.all(lo_c <= hi_c)  # always at least one whole-cent voucher
-    keeps = 400 <= hi_c
-    assert np.all(lower[keeps] == 4.0)  # the floor stays wherever the phased cap allows it
-    assert np.all(lower[~keeps] == hi_c[~keeps] / 100.0)
+    assert np.all(lo_c == floor_c)  # the floor stays (unless the unphased cap is below it)
 
 
 def test_build_problem_with_a_phase_factor_drops_scalar_bounds() -> None:
@@ -581,8 +581,9 @@ def test_build_problem_with_a_phase_factor_drops_scalar_bounds() -> None:
     scen = Scenario(name="p", budget=BudgetSpec(total_usd=10_000.0))
     problem = build_problem(features, scen)
     assert problem.scalar_bounds is None
-    np.testing.assert_allclose(problem.upper, 6000.0 * phi)
-    assert problem.lower[4] == 3.0 and np.all(problem.lower[[0, 1, 2, 3, 5]] == 4.0)
+    # user 4's phased cap (USD 3) is below the floor: it is raised to the floor
+    np.testing.assert_allclose(problem.upper, np.maximum(6000.0 * phi, 4.0))
+    assert problem.upper[4] == 4.0 and np.all(problem.lower == 4.0)
     plain = build_problem(features.drop(N.PHASE_FACTOR), scen)
     assert plain.scalar_bounds is not None
     np.testing.assert_allclose(problem.weights, plain.weights * phi, rtol=1e-12)

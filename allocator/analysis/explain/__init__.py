@@ -39,8 +39,8 @@ whose sha256 is not the manifest's (edited or regenerated since the run). Then:
    bounds are the whole cents the problem is posed in (:func:`allocator.kernel.money.whole_cent_bounds`):
    :math:`\ell_i = \lceil f\rceil_{\text{cent}}`, :math:`h_i = \lfloor\min(c, \kappa L_i)
    \rfloor_{\text{cent}}`, and in a phase-in band :math:`h_i = \lfloor\min(\phi_i c, \kappa
-   L_i)\rfloor_{\text{cent}}` (at least one cent) with the floor lowered to it where it would
-   exceed it (:func:`allocator.vouchers.weights.phase_bounds`); both are recomputed and checked against
+   L_i)\rfloor_{\text{cent}}` raised to the floor where it would fall below it (to one cent with a
+   zero floor; :func:`allocator.vouchers.weights.phase_bounds`); both are recomputed and checked against
    ``lower_cents`` / ``upper_cents``. Which bound binds is read from the paid cents: the floor,
    the cap, the phased cap or the coverage cap (``upper_cents`` equal to
    :math:`\lfloor 100\,\kappa L_i\rfloor` below the other caps' cents). A paid user of a

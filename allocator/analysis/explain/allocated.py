@@ -25,7 +25,7 @@ from allocator.analysis.explain.wording import (
 )
 from allocator.errors import InputError
 from allocator.kernel.money import CENTS_PER_USD, bounds_in_cents, cents_to_usd, format_usd
-from allocator.settings.models import EligibilityRules, Scenario
+from allocator.settings.models import CLAIMS_RULES, EligibilityRules, Scenario
 from allocator.vouchers.eligibility import RuleDecision, has_phase_in, loss_band, ratio_band
 from allocator.vouchers.weights import (
     FACTOR_COVERAGE,
@@ -178,7 +178,7 @@ class _Bounds:
     formula: str
     scaled_cap_cents: int  # floor to the cent of cap x phase factor (the cap without a band)
     raised_to_one_cent: bool
-    floor_lowered: bool
+    cap_raised_to_floor: bool
 
 
 def _floor_cents(amount_usd: float) -> int:
@@ -199,13 +199,18 @@ def _bounds(alloc: Mapping[str, Any], run: LoadedRun) -> _Bounds:
     )
     floor_c, cap_c = int(floor_c), int(cap_c)
     kappa = None if b.coverage_cap is None else float(b.coverage_cap)
+    if run.scenario.objective.rule in CLAIMS_RULES:  # award <= claim: coverage cap at most 1
+        kappa = 1.0 if kappa is None else min(kappa, 1.0)
     cov_c = None if kappa is None else _floor_cents(kappa * loss)
     plain_c = cap_c if cov_c is None else min(cap_c, cov_c)
     scaled_c = _floor_cents(float(b.cap_usd) * phase) if phase < 1.0 else cap_c
     upper_c = min(plain_c, scaled_c)
-    # weights.phase_bounds: an eligible user is paid, so a phased cap is at least one cent
-    raised = upper_c < min(plain_c, 1)
-    upper_c = max(upper_c, min(plain_c, 1))
+    # weights.phase_bounds: the floor holds in the band (a phased cap below it is raised to it),
+    # and with a zero floor an eligible user is still paid: a phased cap is at least one cent
+    least = min(plain_c, max(floor_c, 1))
+    raised_floor = upper_c < least and floor_c >= 1
+    raised = upper_c < least and floor_c < 1
+    upper_c = max(upper_c, least)
     lower_c = min(floor_c, upper_c)
     source = (
         "coverage_cap"
@@ -227,6 +232,8 @@ def _bounds(alloc: Mapping[str, Any], run: LoadedRun) -> _Bounds:
         formula = f"floor to the cent of min({inner}) = {cents_text(min(plain_c, scaled_c))}"
         if raised:
             formula += ", raised to one cent (an eligible user is paid)"
+        if raised_floor:
+            formula += f", raised to the floor {cents_text(floor_c)} (nobody is paid less)"
     for what, mine, theirs in (
         ("upper", upper_c, alloc.get("upper_cents")),
         ("lower", lower_c, alloc.get("lower_cents")),
@@ -244,7 +251,7 @@ def _bounds(alloc: Mapping[str, Any], run: LoadedRun) -> _Bounds:
         formula=formula,
         scaled_cap_cents=scaled_c,
         raised_to_one_cent=raised,
-        floor_lowered=lower_c < floor_c,
+        cap_raised_to_floor=raised_floor,
     )
 
 
@@ -293,7 +300,7 @@ def phase_in_of(
         scaled_cap_cents=bounds.scaled_cap_cents,
         upper_cents=bounds.upper_cents,
         raised_to_one_cent=bounds.raised_to_one_cent,
-        floor_lowered=bounds.floor_lowered,
+        cap_raised_to_floor=bounds.cap_raised_to_floor,
     )
 
 
@@ -321,9 +328,9 @@ def amount_derivation(alloc: dict[str, Any], weight: float, run: LoadedRun) -> A
     cents = int(alloc[N.VOUCHER_CENTS])
     bound = str(alloc[N.BOUND])
     binding = {N.BOUND_FLOOR: "floor", N.BOUND_CAP: upper_source}.get(bound, "interior")
-    if bound == N.BOUND_FLOOR and bounds.floor_lowered:
-        # the floor was lowered to the phased cap: that cap is what pins the voucher
-        binding = upper_source
+    if bounds.cap_raised_to_floor:
+        # the phased cap was raised to the floor: the floor is what pins the voucher
+        binding = "floor"
     closed: float | None = None
     continuous: float | None = None
     diff: float | None = None

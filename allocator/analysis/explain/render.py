@@ -59,15 +59,15 @@ def _phase_lines(p: PhaseIn) -> list[str]:
         f"in the {' and '.join(where)} phase-in band ({'; '.join(bands)})",
         f"phase factor = {p.formula}",
         f"it multiplies the weight (factor 'phase' below) and the cap: upper bound = floor to the "
-        f"cent of min(cap {usd(p.cap_usd)} x {p.factor:.4g}{cov}), at least one cent = "
+        f"cent of min(cap {usd(p.cap_usd)} x {p.factor:.4g}{cov}), at least the floor = "
         f"{cents_text(p.upper_cents)} USD",
     ]
     if p.raised_to_one_cent:
         out.append("the scaled cap is below one cent, so it is raised to one cent")
-    if p.floor_lowered:
+    if p.cap_raised_to_floor:
         out.append(
-            "the floor would exceed this scaled cap, so it is lowered to it: the user is paid "
-            "exactly the scaled cap"
+            "this scaled cap is below the floor, so it is raised to the floor: nobody is paid "
+            "a positive amount below the announced minimum"
         )
     return out
 

@@ -107,7 +107,7 @@ class PhaseIn:
     ``(x - p) / (m - p)`` inside its band ``(p, m)`` and 1 past it (or without that band). It
     multiplies the weight (the ``phase`` factor of :class:`WeightBreakdown`) and the cap:
     ``upper_cents`` is :math:`\lfloor\min(\phi_i c, \kappa L_i)\rfloor_{\text{cent}}`, at
-    least one cent; ``floor_lowered`` when the floor exceeded it and was lowered to it.
+    least one cent; ``cap_raised_to_floor`` when it fell below the floor and was raised to it.
     """
 
     factor: float
@@ -123,7 +123,7 @@ class PhaseIn:
     scaled_cap_cents: int  # floor to the cent of cap x factor (before the coverage cap)
     upper_cents: int
     raised_to_one_cent: bool
-    floor_lowered: bool
+    cap_raised_to_floor: bool
 
     @property
     def in_band(self) -> bool:
