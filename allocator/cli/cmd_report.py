@@ -11,8 +11,10 @@ from allocator.cli.app import app, err_console, guarded, styled
 from allocator.cli.common import stage
 from allocator.errors import InputError
 from allocator.report import (
+    DEFAULT_AXIOMS_SAMPLE,
     DEFAULT_SWEEP_POINTS,
     FORMATS,
+    MAX_AXIOMS_SAMPLE,
     MAX_SWEEP_POINTS,
     build_report,
     write_report,
@@ -44,6 +46,16 @@ def report_cmd(
             ),
         ),
     ] = DEFAULT_SWEEP_POINTS,
+    axioms_sample: Annotated[
+        int,
+        typer.Option(
+            "--axioms-sample",
+            help=(
+                "Users perturbed, split or merged per fairness axiom (each run solved again): "
+                f"0 (skip the axioms) to {MAX_AXIOMS_SAMPLE:,}."
+            ),
+        ),
+    ] = DEFAULT_AXIOMS_SAMPLE,
 ) -> None:
     """Write a report of a run: summary, finance checks, charts, sweeps, cliff and fairness audit.
 
@@ -55,7 +67,10 @@ def report_cmd(
     changed since the run is refused (exit 2, nothing written; `allocator check-budget RUN_DIR`
     lists every check), and so is an --out inside a run directory.
 
-    Example: allocator report runs/baseline --compare runs/pro_rata --out runs/baseline-report.html
+    The fairness axioms of every run are measured side by side (`allocator axioms` explains
+    each); --axioms-sample 0 skips them.
+
+    Example: allocator report runs/baseline --compare runs/proportional --out runs/baseline-report.html
     """
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
@@ -64,6 +79,11 @@ def report_cmd(
             f"--sweep-points must be 0 (skip the sweeps) to {MAX_SWEEP_POINTS}, not "
             f"{sweep_points}: each point re-solves the run twice."
         )
+    if not 0 <= axioms_sample <= MAX_AXIOMS_SAMPLE:
+        raise InputError(
+            f"--axioms-sample must be 0 (skip the axioms) to {MAX_AXIOMS_SAMPLE:,} users, not "
+            f"{axioms_sample}."
+        )
     # before any work: the report must not land in (and damage) a run directory
     refuse_output_in_run(out, "--out")
     if out.is_dir():
@@ -71,7 +91,12 @@ def report_cmd(
             f"--out {out} is a directory; give the report's file name, e.g. report.html."
         )
     with stage("building the report"):
-        report = build_report(run_dir, compare=tuple(compare), sweep_points=sweep_points)
+        report = build_report(
+            run_dir,
+            compare=tuple(compare),
+            sweep_points=sweep_points,
+            axioms_sample=axioms_sample,
+        )
     path = write_report(out, report, fmt)
     err_console.print(f"wrote {path}", markup=False, highlight=False)
     if not report.ok:

@@ -16,8 +16,10 @@ as text and :func:`write_report` to a file. The parts:
 
 from allocator.report.build import build_report, render, write_report
 from allocator.report.model import (
+    DEFAULT_AXIOMS_SAMPLE,
     DEFAULT_SWEEP_POINTS,
     FORMATS,
+    MAX_AXIOMS_SAMPLE,
     MAX_SWEEP_POINTS,
     SECTION_IDS,
     Report,
@@ -25,8 +27,10 @@ from allocator.report.model import (
 )
 
 __all__ = [
+    "DEFAULT_AXIOMS_SAMPLE",
     "DEFAULT_SWEEP_POINTS",
     "FORMATS",
+    "MAX_AXIOMS_SAMPLE",
     "MAX_SWEEP_POINTS",
     "SECTION_IDS",
     "Report",

@@ -37,6 +37,10 @@ order, the sections below; :func:`render` turns the same :class:`Report` into te
 ``fairness``
     :func:`allocator.analysis.audit.audit`: Gini, top-decile share, monotonicity and envy pair
     counts, what explains them and what remains unexplained.
+``axioms``
+    :func:`allocator.analysis.axioms_run.run_axioms` of every run, side by side (rules compared
+    axiom by axiom), and what theory expects of the main run's rule; ``axioms_sample`` 0 skips
+    it.
 
 Every run directory is read with :func:`allocator.runs.reader.load_run` (``inputs=True``): a
 damaged run directory, one changed since its run, or input files that changed or are gone are
@@ -61,8 +65,17 @@ from allocator.report.html import render_html
 from allocator.report.inputs import load_report_run, open_session
 from allocator.report.jsonout import render_json
 from allocator.report.markdown import render_md
-from allocator.report.model import DEFAULT_SWEEP_POINTS, FORMATS, MAX_SWEEP_POINTS, Report, Section
+from allocator.report.model import (
+    DEFAULT_AXIOMS_SAMPLE,
+    DEFAULT_SWEEP_POINTS,
+    FORMATS,
+    MAX_AXIOMS_SAMPLE,
+    MAX_SWEEP_POINTS,
+    Report,
+    Section,
+)
 from allocator.report.sections import (
+    axioms_section,
     cliff_section,
     coverage_section,
     fairness_section,
@@ -89,6 +102,7 @@ def build_report(
     *,
     compare: Sequence[str | Path] = (),
     sweep_points: int = DEFAULT_SWEEP_POINTS,
+    axioms_sample: int = DEFAULT_AXIOMS_SAMPLE,
 ) -> Report:
     """Gather every section of the report of ``run_dir`` (and the runs compared with it).
 
@@ -101,6 +115,9 @@ def build_report(
     sweep_points
         Points of the alpha and budget sweeps (re-solved on the run's input data), 0 (skip) to
         :data:`~allocator.report.model.MAX_SWEEP_POINTS`.
+    axioms_sample
+        Users sampled per perturbed axiom, 0 (skip the section) to
+        :data:`~allocator.report.model.MAX_AXIOMS_SAMPLE`.
 
     Returns
     -------
@@ -120,6 +137,10 @@ def build_report(
         raise InputError(
             f"sweep points must be 0 (skip) to {MAX_SWEEP_POINTS}, not {sweep_points}."
         )
+    if not 0 <= axioms_sample <= MAX_AXIOMS_SAMPLE:
+        raise InputError(
+            f"axioms sample must be 0 (skip) to {MAX_AXIOMS_SAMPLE:,} users, not {axioms_sample}."
+        )
     taken: set[str] = set()
     main = load_report_run(Path(run_dir), taken)
     others = [load_report_run(Path(p), taken) for p in compare]
@@ -132,10 +153,22 @@ def build_report(
         lorenz_section(runs),
         coverage_section(runs),
     ]
+    rule = main.scenario.objective.rule
     if sweep_points == 0:
         why = "sweeps turned off (0 points)"
         sections.append(skipped_section("sweep", _SWEEP_TITLE, why))
         sections.append(skipped_section("shadow-price", _SHADOW_TITLE, why))
+    elif rule != "alpha_fair":
+        sections.append(
+            skipped_section("sweep", _SWEEP_TITLE, f"the {rule} rule has no alpha to sweep")
+        )
+        sections.append(
+            skipped_section(
+                "shadow-price",
+                _SHADOW_TITLE,
+                f"the {rule} rule is not an optimisation: it has no shadow price",
+            )
+        )
     else:
         session, reason = open_session(main)
         if session is None:
@@ -147,6 +180,10 @@ def build_report(
             sections.append(shadow_price_section(main, session, sweep_points))
     sections.append(cliff_section(main))
     sections.append(fairness_section(runs))
+    if axioms_sample == 0:
+        sections.append(skipped_section("axioms", "Fairness axioms", "axioms turned off (0 users)"))
+    else:
+        sections.append(axioms_section(runs, axioms_sample))
     failures = tuple(f"{r.label}: {c.name}" for r in runs for c in r.checks.failures)
     return Report(
         title=f"Allocation report: {main.label}",

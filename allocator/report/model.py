@@ -28,6 +28,7 @@ SECTION_IDS = (
     "shadow-price",
     "cliff",
     "fairness",
+    "axioms",
 )
 FORMATS = ("html", "json", "md")
 #: Points of each re-solved sweep (alpha, budget) unless told otherwise.
@@ -36,6 +37,10 @@ DEFAULT_SWEEP_POINTS = 6
 #: 200,000-user default size, ten times that at the stress size), and the charts gain nothing
 #: from more.
 MAX_SWEEP_POINTS = 50
+#: Users sampled per perturbed axiom unless told otherwise (0 skips the section).
+DEFAULT_AXIOMS_SAMPLE = 200
+#: Most users sampled per axiom in a report.
+MAX_AXIOMS_SAMPLE = 100_000
 #: Alpha values of the sweep are spaced geometrically over this range.
 ALPHA_RANGE = (0.25, 8.0)
 #: Budgets of the shadow-price sweep, as multiples of the run's budget.

@@ -16,8 +16,10 @@ import polars as pl
 
 from allocator import names as N
 from allocator.analysis import metrics
+from allocator.analysis.axioms_run import run_axioms, verdict
 from allocator.analysis.sensitivity import cliff_analysis
 from allocator.jsonsafe import json_safe
+from allocator.kernel.claims import describe
 from allocator.kernel.money import format_usd
 from allocator.report import charts
 from allocator.report.cells import count, num, pass_fail, pct, usd, usd_cents, yes_no
@@ -48,6 +50,21 @@ def _certified(man: Mapping[str, Any], key: str) -> bool | None:
     return None
 
 
+def rule_in_words(r: ReportRun) -> str:
+    """The run's rule and its multiplier in plain words (from the manifest's ``rule`` section)."""
+    objective = r.scenario.objective
+    if objective.rule == "alpha_fair":
+        return f"alpha-fair, alpha {objective.alpha:g}"
+    section = r.run.manifest.get("rule") or {}
+    parameter, stage = section.get("parameter"), section.get("stage", 0)
+    if not isinstance(parameter, (int, float)):
+        return objective.rule
+    words = describe(
+        objective.rule, float(parameter), int(stage), coverage=objective.form == "coverage"
+    )
+    return f"{objective.rule}: {words}"
+
+
 def summary_data(r: ReportRun) -> dict[str, Any]:
     """The headline numbers of one run, read from its manifest."""
     man = r.run.manifest
@@ -71,6 +88,8 @@ def summary_data(r: ReportRun) -> dict[str, Any]:
         "interior": counts.get("interior"),
         "cap": counts.get("cap"),
         "shadow_price": man.get("shadow_price"),
+        "rule": r.scenario.objective.rule,
+        "rule_in_words": rule_in_words(r),
         "solver_requested": solver.get("requested"),
         "solver_used": solver.get("used"),
         "solver_status": solver.get("status"),
@@ -92,7 +111,11 @@ _SUMMARY_ROWS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (
     ("at floor", lambda d: count(d["floor"])),
     ("interior", lambda d: count(d["interior"])),
     ("at cap", lambda d: count(d["cap"])),
-    ("shadow price (per USD)", lambda d: num(d["shadow_price"])),
+    ("rule", lambda d: str(d["rule_in_words"])),
+    (
+        "shadow price (per USD)",
+        lambda d: num(d["shadow_price"]) if d["rule"] == "alpha_fair" else "- (a claims rule)",
+    ),
     ("solver", lambda d: f"{d['solver_used']} ({d['solver_status']})"),
     ("certificate holds", lambda d: yes_no(d["certified"])),
     ("certificate holds after rounding", lambda d: yes_no(d["certified_rounded"])),
@@ -454,4 +477,44 @@ def cliff_section(main: ReportRun) -> Section:
         data={"source": "allocator.analysis.sensitivity.cliff_analysis", **data},
         tables=tuple(tables),
         charts=(charts.cliff_chart(sides, label=main.label),),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# fairness axioms
+# --------------------------------------------------------------------------------------------
+
+
+def axioms_section(runs: Sequence[ReportRun], sample: int) -> Section:
+    """:func:`allocator.analysis.axioms_run.run_axioms` of every run, side by side: which axioms
+    hold, how many cases fail, and what theory expects of the main run's rule."""
+    reports = [run_axioms(r.run.path, sample=sample) for r in runs]
+    names = [a.name for a in reports[0].axioms]
+    rows = tuple(
+        (name, *(verdict(rep.axioms[i]) for rep in reports)) for i, name in enumerate(names)
+    )
+    main = reports[0]
+    expected = tuple((a.name, a.expected) for a in main.axioms)
+    notes = tuple(
+        f"{runs[0].label}: {a.name} fails, e.g. {a.worst[0]}"
+        for a in main.axioms
+        if not a.holds and a.worst
+    )
+    return Section(
+        id="axioms",
+        title="Fairness axioms",
+        data={"sample": sample, "runs": [rep.to_dict() for rep in reports]},
+        tables=(
+            Table(
+                columns=("axiom", *(r.label for r in runs)),
+                rows=rows,
+                caption=f"measured on each run's own problem at full size ({sample:,} users "
+                "sampled for the perturbations; `allocator axioms RUN_DIR` explains each)",
+            ),
+            Table(
+                columns=("axiom", f"what theory expects of {runs[0].scenario.objective.rule}"),
+                rows=expected,
+            ),
+        ),
+        notes=notes,
     )

@@ -49,8 +49,18 @@ def rule_path(
     upper: np.ndarray,
     estate: float,
     parameter: float | None,
+    *,
+    stage: int | None = None,
 ) -> Path:
-    """``(a, b, lo, hi)`` of the rule's path that pays ``estate`` (see the module docstring)."""
+    """``(a, b, lo, hi)`` of the rule's path that pays ``estate`` (see the module docstring).
+
+    ``stage`` (1 or 2) picks a two-stage rule's stage instead of comparing ``estate`` with what
+    the first stage can pay: one user's path, when the stage is known from the run.
+    """
+
+    def first(capacity: np.ndarray) -> bool:
+        return stage == 1 if stage is not None else estate <= float(capacity.sum())
+
     c = np.asarray(claims, dtype=np.float64)
     lo = np.asarray(lower, dtype=np.float64)
     hi = np.asarray(upper, dtype=np.float64)
@@ -63,14 +73,14 @@ def rule_path(
         return c, one, lo, hi
     if rule == "talmud":
         half = np.minimum(np.maximum(c / 2.0, lo), hi)
-        if estate <= float(half.sum()):
+        if first(half):
             return zero, one, lo, half
         return c, one, half, hi
     if rule == "base_then_pro_rata":
         if parameter is None:
             raise ValueError("base_then_pro_rata needs its base")
         base = np.minimum(np.maximum(np.minimum(c, parameter), lo), hi)
-        if estate <= float(base.sum()):
+        if first(base):
             return zero, one, lo, base
         return base, hi - base, base, hi
     if rule == "convenience_class":
@@ -78,7 +88,7 @@ def rule_path(
             raise ValueError("convenience_class needs its threshold")
         small = c <= parameter
         first_hi = np.where(small, hi, lo)
-        if estate <= float(first_hi.sum()):
+        if first(first_hi):
             return zero, np.where(small, c, 0.0), lo, first_hi
         return zero, np.where(small, 0.0, c), first_hi, hi
     raise ValueError(f"unknown rule {rule!r}")

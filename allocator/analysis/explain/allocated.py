@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from allocator import names as N
+from allocator.analysis.checks.rules import rule_path
 from allocator.analysis.explain.facts import LoadedRun, changed, row_of
 from allocator.analysis.explain.results import AmountDerivation, Factor, PhaseIn, WeightBreakdown
 from allocator.analysis.explain.wording import (
@@ -116,6 +117,22 @@ def _factor_formula(
     name = column[len(FEATURE_FACTOR_PREFIX) :]
     coef = dict(o.features).get(name, 0.0)
     return f"feature:{name}", f"{num(coef)} x {name} ({feats.get(name)})"
+
+
+def claim_of(alloc: Mapping[str, Any], run: LoadedRun) -> float:
+    """A claims rule's claim for the user (the loss; 1 for max-min of the vouchers), checked
+    against the run's ``weight`` column, which holds it."""
+    objective = run.scenario.objective
+    loss = float(alloc[N.LOSS_USD])
+    claim = 1.0 if objective.rule == "max_min" and objective.form == "voucher" else loss
+    written = float(alloc[N.WEIGHT])
+    if not math.isclose(claim, written, rel_tol=WEIGHT_RTOL):
+        raise changed(
+            f"user {alloc[N.USER_ID]}'s claim under the {objective.rule} rule is {claim!r}, but "
+            f"{N.ALLOCATIONS_FILE} has the weight {written!r}",
+            run,
+        )
+    return claim
 
 
 def weight_breakdown(
@@ -335,7 +352,13 @@ def amount_derivation(alloc: dict[str, Any], weight: float, run: LoadedRun) -> A
     continuous: float | None = None
     diff: float | None = None
     ok: bool | None = None
-    if alpha > 0:
+    rule_formula: str | None = None
+    if s.objective.rule != "alpha_fair":
+        closed, rule_formula = _rule_point(alloc, run, lower, upper)
+        continuous = min(max(closed, lower), upper)
+        diff = cents_to_usd(cents) - continuous
+        ok = abs(diff) <= CENT_USD + SLACK * max(1.0, continuous)
+    elif alpha > 0:
         if price <= 0:
             unclipped = math.inf  # the budget does not bind: everyone at the cap
         else:
@@ -367,4 +390,41 @@ def amount_derivation(alloc: dict[str, Any], weight: float, run: LoadedRun) -> A
         difference_usd=diff,
         reproduces_within_cent=ok,
         run_max_difference_usd=None if not isinstance(run_max, (int, float)) else float(run_max),
+        rule=s.objective.rule,
+        rule_formula=rule_formula,
     )
+
+
+def _rule_point(
+    alloc: Mapping[str, Any], run: LoadedRun, lower: float, upper: float
+) -> tuple[float, str]:
+    """The user's point on the rule's path at the run's multiplier (before the bounds), and how
+    it is computed, in words: the rule written out per user by
+    :func:`allocator.analysis.checks.rules.rule_path`, in the stage the run's manifest states."""
+    objective = run.scenario.objective
+    section = run.run.manifest.get("rule") or {}
+    t, stage = section.get("multiplier"), section.get("stage")
+    if not isinstance(t, (int, float)) or not isinstance(stage, int):
+        raise InputError(f"{run.run.path / N.MANIFEST_FILE}: no numeric 'rule.multiplier'.")
+    loss = float(alloc[N.LOSS_USD])
+    claim = 1.0 if objective.rule == "max_min" and objective.form == "voucher" else loss
+    parameter = objective.base_usd if objective.base_usd is not None else objective.threshold_usd
+    a, b, lo, hi = rule_path(
+        objective.rule,
+        np.array([claim]),
+        np.array([lower]),
+        np.array([upper]),
+        0.0,
+        parameter,
+        stage=stage or None,
+    )
+    point = float(a[0] + b[0] * float(t))
+    # the stage's own bounds (a half-claim, a base) clip first, then the user's bounds
+    point = min(max(point, float(lo[0])), float(hi[0]))
+    stage_text = f", stage {stage}" if stage else ""
+    formula = (
+        f"{objective.rule}{stage_text}: clip({format_usd(float(a[0]), decimals=4)} + "
+        f"{float(b[0]):.6g} x multiplier {float(t):.6g}, {format_usd(float(lo[0]), decimals=2)}, "
+        f"{format_usd(float(hi[0]), decimals=2)}) = {format_usd(point, decimals=4)} USD"
+    )
+    return point, formula

@@ -131,17 +131,17 @@ def render_lines(e: Explanation) -> list[str]:
             if a.segments
             else ""
         )
-        out += [
-            "",
-            "amount:",
-            f"  price: shadow price {a.shadow_price:.6g}{seg} = {a.effective_price:.6g}",
-        ]
-        if a.closed_form_usd is not None and e.weight is not None:
+        out += ["", "amount:"]
+        if a.rule_formula is not None:
+            out.append(f"  rule {a.rule_formula}")
+        else:
+            out.append(f"  price: shadow price {a.shadow_price:.6g}{seg} = {a.effective_price:.6g}")
+        if a.rule_formula is None and a.closed_form_usd is not None and e.weight is not None:
             out.append(
                 f"  closed form (w / price)^(1/alpha) = ({e.weight.weight:,.6g} / {a.effective_price:.6g})"
                 f"^(1/{num(a.alpha)}) = {format_usd(a.closed_form_usd, decimals=4)} USD"
             )
-        else:
+        elif a.rule_formula is None:
             out.append(
                 "  alpha = 0 (linear utility): users whose weight is above the price get their upper "
                 "bound, below it their floor; users at the price share what is left"
@@ -165,9 +165,10 @@ def render_lines(e: Explanation) -> list[str]:
                 if a.reproduces_within_cent
                 else "is more than a cent away (see the note)"
             )
+            what = "the rule" if a.rule_formula is not None else "the closed form"
             out.append(
                 f"  clipped {format_usd(a.continuous_usd, decimals=4)} USD; paid {cents_text(a.voucher_cents)} USD "
-                f"(difference {a.difference_usd:+.4f}): the closed form {verdict}"
+                f"(difference {a.difference_usd:+.4f}): {what} {verdict}"
             )
     if e.other_scenarios is not None:
         out += ["", "under the other shipped scenarios (same data, this run's budget):"]

@@ -85,6 +85,10 @@ class AmountDerivation:
     #: manifest): above a cent when bounds that are not whole cents (a coverage cap) left cents
     #: for the rounding to place further away.
     run_max_difference_usd: float | None = None
+    #: The scenario's rule; for a claims rule the "closed form" is the user's point on the
+    #: rule's path, ``rule_formula`` says how (and the shadow price is the path's multiplier).
+    rule: str = "alpha_fair"
+    rule_formula: str | None = None
 
 
 @dataclass(frozen=True)

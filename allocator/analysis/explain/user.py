@@ -15,6 +15,7 @@ from allocator import names as N
 from allocator.analysis.explain.allocated import (
     SLACK,
     amount_derivation,
+    claim_of,
     phase_in_of,
     weight_breakdown,
 )
@@ -31,7 +32,7 @@ from allocator.analysis.explain.facts import (
     valued_events,
 )
 from allocator.analysis.explain.others import OtherScenarios
-from allocator.analysis.explain.results import Explanation
+from allocator.analysis.explain.results import Explanation, WeightBreakdown
 from allocator.analysis.explain.wording import COUNTED, cents_text
 from allocator.data.inputs import Inputs
 from allocator.errors import InputError
@@ -159,10 +160,15 @@ def _explain_one(
     if ref_features is None or not _loss_matches(ref_features[N.LOSS_USD], ref_row[N.LOSS_USD]):
         raise changed(f"the reference user {ref}'s eligibility or loss differs from the run", run)
     features = elig.eligible.filter(pl.col(N.USER_ID).is_in([uid, ref]))
-    weight = weight_breakdown(
-        features, uid, ref, run, float(alloc[N.WEIGHT]), float(ref_row[N.WEIGHT]), decision
-    )
-    amount = amount_derivation(alloc, weight.weight, run)
+    weight: WeightBreakdown | None = None
+    if run.scenario.objective.rule == "alpha_fair":
+        weight = weight_breakdown(
+            features, uid, ref, run, float(alloc[N.WEIGHT]), float(ref_row[N.WEIGHT]), decision
+        )
+        w = weight.weight
+    else:  # a claims rule weighs by the claim: the loss (1 for max-min of the vouchers)
+        w = claim_of(alloc, run)
+    amount = amount_derivation(alloc, w, run)
     phase_in = phase_in_of(alloc, row_of(features, uid) or {}, run, decision)
     if amount.reproduces_within_cent is False:
         assert amount.difference_usd is not None

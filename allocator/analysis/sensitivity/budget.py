@@ -24,6 +24,14 @@ Budget (``alpha = 0``)
     interior ones, tied at the marginal weight) absorb :math:`\tau_g` in proportion to their room
     :math:`h_i - \ell_i`, as the fast solver shares it.
 
+Budget (a claims rule)
+    A rule pays along its path :math:`x_i = \operatorname{clip}(a_i + b_i t, lo_i, hi_i)`
+    (:mod:`allocator.kernel.claims`). The users strictly inside their bounds move with
+    :math:`t`, so :math:`\mathrm{d}t/\mathrm{d}B = 1 / \sum_{i\,\text{inside}} b_i` and
+    :math:`\mathrm{d}v_i/\mathrm{d}B = b_i / \sum_{j\,\text{inside}} b_j` for them (0 for the
+    others). A rule has no objective, so it has no value of the budget (reported as NaN); a
+    two-stage rule whose budget crosses its stage changes path, which the exact re-solves show.
+
 The value of the budget (envelope theorem) is
 :math:`\mathrm{d}P^\star/\mathrm{d}B = \lambda + \sum_s (\mu_s^{\max} M_s - \mu_s^{\min} m_s)`.
 """
@@ -236,6 +244,14 @@ def budget_derivatives(
     problem: AllocationProblem, allocation: Allocation
 ) -> tuple[np.ndarray, float, dict[str, float], bool]:
     """``(dv_dB, dlambda_dB, {segment: dlambda_s_dB}, degenerate)`` (see the module docstring)."""
+    if allocation.rule_awards is not None and allocation.rule_awards.path is not None:
+        a, b, lo, hi = allocation.rule_awards.path
+        x = a + b * allocation.rule_awards.root
+        inside = (x > lo) & (x < hi) & (b > 0.0)
+        slope = float(b[inside].sum())
+        if not slope > 0.0:
+            return np.zeros(problem.n), math.nan, {}, True
+        return np.where(inside, b / slope, 0.0), 1.0 / slope, {}, False
     group, tau = groups(problem, allocation)
     k = len(problem.segments)
     v = np.asarray(allocation.vouchers, dtype=np.float64)
@@ -294,7 +310,7 @@ def budget_sensitivity(
         loss = np.asarray(problem.scalar_bounds.loss, dtype=np.float64)
     dv, dlam, seg_dlam, degenerate = budget_derivatives(problem, allocation)
     lam = float(allocation.shadow_price)
-    value = lam
+    value = lam if allocation.rule_awards is None else math.nan
     for s in problem.segments:
         mu_min, mu_max = allocation.segment_prices.get(s.name, (0.0, 0.0))
         value += mu_max * (s.max_share or 0.0) - mu_min * (s.min_share or 0.0)

@@ -53,6 +53,8 @@ class SensitivityReport:
     phase_in_price: PhaseInPrice | None = None
     notes: tuple[str, ...] = ()
     top: int = TOP_MOVERS
+    #: The scenario's rule; a claims rule has no weights (their section is empty).
+    rule: str = "alpha_fair"
 
     def top_movers(self) -> pl.DataFrame | None:
         return None if self.moves is None else top_movers(self.moves, self.top)
@@ -65,6 +67,7 @@ class SensitivityReport:
                 {
                     "run_dir": self.run_dir,
                     "scenario": self.scenario,
+                    "rule": self.rule,
                     "eligible": self.eligible,
                     "budget": self.budget.to_dict(),
                     "top_movers": None if movers is None else movers.to_dicts(),
@@ -92,17 +95,30 @@ class SensitivityReport:
                 f"prediction error at most {c.max_prediction_error_usd:,.4f} USD"
             )
 
+        if self.rule == "alpha_fair":
+            price = (
+                f"shadow price {b.shadow_price:.6g}; value of one more USD "
+                f"{b.value_of_budget:.6g}; d price / d budget {b.dprice_dbudget:.6g}"
+            )
+        else:
+            price = (
+                f"rule {self.rule}: multiplier {b.shadow_price:.6g} on its path; d multiplier / "
+                f"d budget {b.dprice_dbudget:.6g} (a rule has no objective, so no value of the "
+                "budget)"
+            )
         out = [
             f"run {self.run_dir} (scenario {self.scenario}, {self.eligible:,} eligible users)",
-            f"shadow price {b.shadow_price:.6g}; value of one more USD {b.value_of_budget:.6g}; "
-            f"d price / d budget {b.dprice_dbudget:.6g}",
+            price,
             f"users whose voucher grows with the budget: {int(np.count_nonzero(b.dv_dbudget)):,}"
             + (" (degenerate active set)" if b.degenerate else ""),
             change(b.up),
             change(b.down),
         ]
         out += _movers_lines(self.top_movers(), b.delta_usd)
-        out.append("weights (d metric / d parameter, finite differences):")
+        if self.rule != "alpha_fair":
+            out.append(f"weights: not used by the {self.rule} rule (its claims are the losses)")
+        else:
+            out.append("weights (d metric / d parameter, finite differences):")
         for p in self.weights.parameters:
             m = ", ".join(f"{k} {'-' if v is None else f'{v:+.4g}'}" for k, v in p.metrics.items())
             out.append(
@@ -240,13 +256,17 @@ def _run_sensitivity(run_dir: Path, *, delta_usd: float, top: int) -> Sensitivit
     moves = budget_moves(
         run.problem, run.allocation, budget, user_id=user_id, loss=loss, cents=run.cents
     )
-    logs, values = _features_log(features, scenario)
-    omega = None
-    if scenario.objective.form == "coverage" and np.all(loss > 0):
-        omega = np.log(loss)
-    weights = weight_sensitivity(
-        run.problem, run.allocation, logs, values=values, alpha_log_weight=omega, loss=loss
-    )
+    rule = scenario.objective.rule
+    if rule == "alpha_fair":
+        logs, values = _features_log(features, scenario)
+        omega = None
+        if scenario.objective.form == "coverage" and np.all(loss > 0):
+            omega = np.log(loss)
+        weights = weight_sensitivity(
+            run.problem, run.allocation, logs, values=values, alpha_log_weight=omega, loss=loss
+        )
+    else:  # no weight coefficients and no alpha to move
+        weights = WeightSensitivity(parameters=(), base_metrics={})
     cliff = cliff_analysis(run.eligibility.excluded, run.allocations, scenario.eligibility)
     price = None
     if has_phase_in(scenario.eligibility):
@@ -263,4 +283,5 @@ def _run_sensitivity(run_dir: Path, *, delta_usd: float, top: int) -> Sensitivit
         phase_in_price=price,
         notes=() if note is None else (note,),
         top=top,
+        rule=rule,
     )
