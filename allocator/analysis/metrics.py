@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from allocator import names as N
+from allocator.kernel.allocation import Allocation
 from allocator.kernel.money import CENTS_PER_USD, cents_to_usd
 
 #: Loss bands (label, lower USD inclusive, upper USD exclusive) for coverage by loss size.
@@ -102,6 +103,16 @@ def _median(x: np.ndarray) -> float | None:
     return float(np.median(x)) if x.size else None
 
 
+def budget_price(allocation: Allocation) -> float | None:
+    """The budget's shadow price of an alpha-fair solve; ``None`` for a claims rule.
+
+    A rule's root is a recovery rate, a common award or a common loss (its parameter on the
+    rule's path), not objective gained per USD: printed under "shadow price" beside alpha-fair
+    runs it would be read as one.
+    """
+    return None if allocation.rule_awards is not None else allocation.shadow_price
+
+
 def summary(
     allocations: pl.DataFrame, *, budget_cents: int, shadow_price: float | None
 ) -> dict[str, Any]:
@@ -114,7 +125,8 @@ def summary(
     budget_cents
         The budget, in cents, for the unspent amount.
     shadow_price
-        The solver's budget multiplier, passed through.
+        The solver's budget multiplier, passed through (:func:`budget_price`: ``None`` for a
+        claims rule).
 
     Returns
     -------

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from allocator import names as N
-from allocator.analysis.metrics import LOSS_BANDS, moved, summary
+from allocator.analysis.metrics import LOSS_BANDS, budget_price, moved, summary
 from allocator.errors import (
     AllocatorError,
     InfeasibleError,
@@ -45,7 +45,7 @@ from allocator.kernel.model import FairnessModel
 from allocator.kernel.problem import AllocationProblem
 from allocator.kernel.rule_certificate import RuleCertificate
 from allocator.kernel.solve import solve
-from allocator.settings.models import Scenario
+from allocator.settings.models import RULE_ALPHA_FAIR, Scenario
 from allocator.settings.scenarios import SWEEPABLE, with_overrides
 from allocator.vouchers.pipeline import DataSession, allocate
 
@@ -102,6 +102,15 @@ CSV_METRICS: tuple[str, ...] = (
     "moved_vs_first",
 )
 
+
+#: Parameters that shape alpha-fairness or its weight, idle under a claims rule.
+WEIGHT_PARAMETER_PREFIXES = (
+    "objective.alpha",
+    "objective.loss_exponent",
+    "objective.ratio_exponent",
+    "objective.ratio_cap",
+    "objective.features.",
+)
 
 #: The ``--param`` forms, for messages.
 PARAM_FORMS = (
@@ -252,6 +261,18 @@ def sweep_grid(
             f"the --param grid has {sizes} = {total:,} points; a sweep evaluates at most "
             f"{MAX_SWEEP_POINTS} points in total."
         )
+    if base.objective.rule != RULE_ALPHA_FAIR:
+        # a claims rule divides by the losses: the weight's knobs would give identical points
+        idle = [n for n in names if n.startswith(WEIGHT_PARAMETER_PREFIXES)]
+        if idle:
+            raise ScenarioError(
+                f"--param {idle[0]}: scenario {base.name!r} uses the claims rule "
+                f"{base.objective.rule!r}, whose claims are the losses; alpha and the weight do "
+                "not change its vouchers.",
+                hint="sweep budget.total_usd, bounds.floor_usd, bounds.cap_usd, an eligibility "
+                "threshold or the rule's own parameter (objective.base_usd, "
+                "objective.threshold_usd) instead",
+            )
     points = [
         dict(zip(names, (float(v) for v in values)))
         for values in itertools.product(*(g[1] for g in grids))
@@ -493,7 +514,7 @@ def run_sweep(
             )
             continue
         metrics = summary(
-            run.allocations, budget_cents=run.budget_cents, shadow_price=run.allocation.shadow_price
+            run.allocations, budget_cents=run.budget_cents, shadow_price=budget_price(run.allocation)
         )
         metric_keys = metric_keys or list(metrics)
         cents = run.allocations.select(N.USER_ID, N.VOUCHER_CENTS)

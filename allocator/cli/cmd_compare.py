@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from allocator.analysis.axioms_run import axioms_of
-from allocator.analysis.metrics import LOSS_BANDS, moved, summary
+from allocator.analysis.metrics import LOSS_BANDS, budget_price, moved, summary
 from allocator.analysis.sweeps import (
     MAX_SWEEP_POINTS,
     STATUS_INFEASIBLE,
@@ -85,7 +85,7 @@ def check_moved_threshold(threshold: float) -> None:
 def scenario_metrics(run: RunResult) -> dict[str, Any]:
     """The compare/sweep metrics of one :class:`~allocator.vouchers.pipeline.RunResult` (without moves)."""
     return summary(
-        run.allocations, budget_cents=run.budget_cents, shadow_price=run.allocation.shadow_price
+        run.allocations, budget_cents=run.budget_cents, shadow_price=budget_price(run.allocation)
     )
 
 

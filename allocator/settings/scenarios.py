@@ -65,6 +65,8 @@ SWEEPABLE: dict[str, str] = {
     "objective.ratio_exponent": "exponent b of the capped loss ratio in the weight min(r, cap)^b",
     "objective.ratio_cap": "loss ratio above which the ratio stops raising the weight",
     "objective.features.<name>": "coefficient c of a feature column in the weight exp(c x)",
+    "objective.base_usd": "base amount paid first under the base_then_pro_rata (mt_gox) rule",
+    "objective.threshold_usd": "claims up to this are paid in full first (convenience_class rule)",
     "budget.total_usd": "total budget in USD (whole cents)",
     "bounds.floor_usd": "smallest voucher in USD",
     "bounds.cap_usd": "largest voucher in USD",

@@ -361,8 +361,8 @@ def phase_bounds(
     lower: np.ndarray, upper: np.ndarray, cap_usd: float, factor: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Bounds of a phase-in band: the cap scaled by ``factor`` and rounded down to the cent, but
-    never below one cent (or the unphased cap, if smaller); the floor kept unless it would
-    exceed the phased cap, where it becomes that cap (module docstring).
+    never below the floor (or one cent with a zero floor), nor above the unphased cap; the floor
+    is kept (module docstring).
 
     The one-cent minimum matters only for users a hair past the lower end of the band (a factor
     below 1 / (100 c)): they are eligible, so they are paid, and a zero voucher would make the
