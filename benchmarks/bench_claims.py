@@ -2,7 +2,8 @@
 r"""Every claims rule at a million claims, beside the one-pass numpy limit measured in the same run.
 
 The problem: a million lognormal losses above USD 50 (the solver benchmark's), an estate of USD
-300M, each award within USD 4 and USD 6,000 and never above its loss. For each rule: the median
+300 per claim (USD 300M), each award within USD 4 and USD 6,000 and never above its loss, and
+the exact max-min of coverage of a voucher scenario (water-filling). For each rule: the median
 time of the exact awards (the rule's one multiplier), of the cents that sum to the estate, and
 the ratio to one pass of numpy over the same arrays (``clip`` then ``sum``), which no exact
 method can beat.
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     loss = 50.0 + np.random.default_rng(2025).lognormal(6.5, 1.7, args.n)
-    estate = 300_000_000.0
+    estate = 300.0 * args.n  # USD 300M at a million claims, the same per claim at any size
     limit = _median_seconds(lambda: float(np.clip(loss, 4.0, 6000.0).sum()), args.repeats)
     rows = []
     for rule in K.RULES:
@@ -74,6 +75,27 @@ def main() -> None:
                 "x_numpy_pass": seconds / limit,
             }
         )
+    # the exact max-min of a voucher scenario: water-filling of coverage (v / loss) within the bounds
+    upper = np.minimum(6000.0, np.floor(loss * 100.0) / 100.0)
+
+    def level() -> K.ClaimsAwards:
+        return K.water_filling(loss, estate, lower=4.0, upper=upper)
+
+    seconds = _median_seconds(level, args.repeats)
+    awards = level()
+    cents_s = _median_seconds(
+        lambda a=awards: K.awards_to_cents(a, loss, estate, lower=4.0, upper=upper), 3
+    )
+    cents = K.awards_to_cents(awards, loss, estate, lower=4.0, upper=upper)
+    assert int(cents.sum()) == round(estate * 100)
+    rows.append(
+        {
+            "rule": "max_min (coverage)",
+            "seconds": seconds,
+            "cents_seconds": cents_s,
+            "x_numpy_pass": seconds / limit,
+        }
+    )
     print(f"claims rules at {args.n:,} claims ({platform.processor() or platform.machine()}):")
     print(f"one numpy pass (clip + sum): {limit * 1000:.1f} ms")
     print(f"{'rule':<28}{'awards':>10}{'cents':>10}{'x numpy':>10}")

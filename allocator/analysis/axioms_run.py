@@ -19,6 +19,7 @@ cap and the phase-in factor exactly as eligibility would.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,17 +319,25 @@ def _describe(gain: np.ndarray) -> dict[str, float]:
     }
 
 
-def run_axioms(run_dir: str | Path, *, sample: int = 1000, seed: int = 0) -> AxiomsReport:
-    """Every axiom on a run directory's own problem (see the module docstrings).
+def run_axioms(
+    run_dir: str | Path,
+    *,
+    sample: int = 1000,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> AxiomsReport:
+    """Every axiom on a run directory's own problem (see the module docstrings); ``progress`` is
+    called with each stage (the re-solve, then each axiom).
 
     Raises
     ------
     InputError
         The run directory or its inputs are damaged or changed since the run.
     """
+    progress(f"re-solving {run_dir} on its input data")
     again = rerun(run_dir)
     run, scenario = again.result, again.written.scenario
-    results = axioms_of(run, solver=again.solver, sample=sample, seed=seed)
+    results = axioms_of(run, solver=again.solver, sample=sample, seed=seed, progress=progress)
     return AxiomsReport(
         run_dir=str(run_dir),
         scenario=scenario.name,
@@ -338,7 +347,12 @@ def run_axioms(run_dir: str | Path, *, sample: int = 1000, seed: int = 0) -> Axi
 
 
 def axioms_of(
-    run: RunResult, *, solver: str | None = None, sample: int = 1000, seed: int = 0
+    run: RunResult,
+    *,
+    solver: str | None = None,
+    sample: int = 1000,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> list[AxiomResult]:
     """Every axiom on an allocated (not necessarily written) run: what ``compare --axioms`` and
     ``report --axioms`` show for each scenario."""
@@ -356,7 +370,8 @@ def axioms_of(
         expected=expected_for(scenario),
     )
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        results = check_axioms(case, sample=sample, seed=seed)
+        results = check_axioms(case, sample=sample, seed=seed, progress=progress)
+        progress("axiom split_merge_gain")
         results.append(
             split_merge_gain(
                 variants,

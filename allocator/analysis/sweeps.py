@@ -514,7 +514,9 @@ def run_sweep(
             )
             continue
         metrics = summary(
-            run.allocations, budget_cents=run.budget_cents, shadow_price=budget_price(run.allocation)
+            run.allocations,
+            budget_cents=run.budget_cents,
+            shadow_price=budget_price(run.allocation),
         )
         metric_keys = metric_keys or list(metrics)
         cents = run.allocations.select(N.USER_ID, N.VOUCHER_CENTS)

@@ -9,7 +9,7 @@ import typer
 
 from allocator.analysis.axioms_run import run_axioms
 from allocator.cli.app import app, guarded, out_console
-from allocator.cli.common import check_sample, print_json
+from allocator.cli.common import check_sample, print_json, progress_printer
 from allocator.errors import AllocatorError
 
 
@@ -24,6 +24,7 @@ def axioms_cmd(
     json_out: Annotated[
         bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
     ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Check the fairness axioms on the run's own problem at full size.
 
@@ -38,7 +39,7 @@ def axioms_cmd(
     check_sample(sample)
     if seed < 0:
         raise AllocatorError(f"--seed must be >= 0, not {seed}.")
-    report = run_axioms(run_dir, sample=sample, seed=seed)
+    report = run_axioms(run_dir, sample=sample, seed=seed, progress=progress_printer(quiet))
     if json_out:
         print_json(
             {

@@ -119,6 +119,15 @@ def test_text_output_and_bad_options(tmp_path: Path, data: Path) -> None:
     r = invoke("axioms", run, "--sample", "50")
     assert r.exit_code == 0, r.output
     assert "budget_balance" in r.stdout and "expected:" in r.stdout
+    # each slow stage is announced on stderr, in order, and -q silences them; stdout stays clean
+    stages = [line for line in r.stderr.splitlines() if line.startswith("· ")]
+    assert stages[0].startswith("· re-solving") and len(stages) == 10
+    assert stages[-1] == "· axiom split_merge_gain" and "re-solving" not in r.stdout
+    quiet = invoke("axioms", run, "--sample", "50", "--json", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert [a["name"] for a in strict_json(quiet.stdout)["axioms"]] == [
+        line.removeprefix("· axiom ") for line in stages[1:]
+    ]
     assert invoke("axioms", run, "--sample", "0").exit_code == 2
     assert invoke("axioms", tmp_path / "nope").exit_code == 2
 

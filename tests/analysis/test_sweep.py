@@ -31,7 +31,7 @@ from allocator.analysis.sweeps import (
 )
 from allocator.data.synthetic import generate
 from allocator.errors import NotCertifiedError, SolverFailedError
-from allocator.settings.scenarios import load_scenario
+from allocator.settings.scenarios import load_scenario, with_overrides
 from allocator.vouchers import pipeline
 from allocator.vouchers.pipeline import DataSession, allocate
 
@@ -667,3 +667,51 @@ def test_a_file_that_cannot_be_written_leaves_neither_file(
     assert result.exit_code == 2, result.output
     assert "Nothing was written" in result.stderr and "Traceback" not in result.output
     assert sorted(p.name for p in out.iterdir()) == ["sweep.png"]
+
+
+# ------------------------------------------------------------------ 10. claims rules
+
+MT_GOX = SMALL.replace('"small"', '"mtgox"').replace(
+    "alpha = 1.0\nloss_exponent = 1.0\nratio_exponent = 0.5\n",
+    'rule = "mt_gox"\nbase_usd = 100.0\n',
+)
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "objective.alpha=1,2",
+        "objective.loss_exponent=0.5,1",
+        "objective.ratio_exponent=0,1",
+        "objective.features.vip_tier=-0.1,0.1",
+    ],
+)
+def test_a_weight_knob_on_a_rule_scenario_is_refused(
+    tmp_path: Path, scen_dir: Path, param: str
+) -> None:
+    # identical points would read as "alpha does not matter here"; say why instead
+    path = scenario(scen_dir, "mtgox", MT_GOX)
+    result = invoke("sweep", "--scenario", path, "--data", tmp_path / "no-data", "--param", param)
+    assert result.exit_code == 2, result.output
+    name = param.partition("=")[0]
+    assert name in result.stderr and "base_then_pro_rata" in result.stderr
+    assert "budget.total_usd" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_rule_sweep_of_its_parameter_matches_each_point_allocated(
+    data_dir: Path, scen_dir: Path, session: DataSession
+) -> None:
+    path = scenario(scen_dir, "mtgox", MT_GOX)
+    out = sweep_json("--scenario", path, "--data", data_dir, "--param", "objective.base_usd=50,400")
+    points = out["points"]
+    assert [p["objective.base_usd"] for p in points] == [50.0, 400.0]
+    for point in points:
+        assert point["status"] == "solved" and point["shadow_price"] is None
+        assert point["solver"] == "rule:base_then_pro_rata"
+        base = {"objective.base_usd": point["objective.base_usd"]}
+        run = allocate(session, with_overrides(load_scenario(path), base), with_payouts=False)
+        cents = run.allocations[N.VOUCHER_CENTS]
+        assert point["paid_cents"] == int(cents.sum()) == BUDGET_USD * 100
+        assert point["median_voucher"] == pytest.approx(float(cents.median()) / 100)
+    # a larger base moves money to small losses: more users are paid their whole loss
+    assert points[1]["n_cap"] > points[0]["n_cap"]
