@@ -540,7 +540,10 @@ def water_filling(
     s = np.asarray(scale, dtype=np.float64)
     lo = np.broadcast_to(np.asarray(lower, dtype=np.float64), s.shape)
     hi = np.broadcast_to(np.asarray(upper, dtype=np.float64), s.shape)
-    if not float(lo.sum()) <= float(budget) <= float(hi.sum()):
+    # the claims rules' slack: a budget equal to the floors' (or caps') total, summed in another
+    # order, is feasible
+    slack = _FEASIBLE_RTOL * max(1.0, abs(float(budget)))
+    if not float(lo.sum()) - slack <= float(budget) <= float(hi.sum()) + slack:
         raise InfeasibleError(
             f"the budget {format_usd(float(budget), currency=True)} is outside what the bounds "
             f"allow ({format_usd(float(lo.sum()), currency=True)} to "

@@ -90,11 +90,16 @@ def certify_rule(
     budget: float,
     *,
     rounded: bool = False,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RuleCertificate:
     """Check ``vouchers`` (USD) against the rule's path in ``awards`` (see the module docstring).
 
-    ``rounded=True`` allows one cent per voucher and on the total's float sum; the bounds are
-    the path's own (``lo``, ``hi``), which a pipeline rounds to cents before paying.
+    ``rounded=True`` allows one cent per voucher and on the total's float sum; the bounds
+    checked are the path's own (``lo``, ``hi``), which a pipeline rounds to cents before paying.
+    ``bounds`` are the users' own floor and cap (the cap at most the claim), by which
+    ``n_floor``, ``n_interior`` and ``n_cap`` are counted, as for the run; without them the
+    counts are at the path's bounds, which in a stage can differ (a Talmud award at half its
+    claim is at the first stage's cap, not at the user's).
     """
     if awards.path is None:
         raise ValueError(f"the {awards.rule} awards carry no path to certify against")
@@ -137,8 +142,9 @@ def certify_rule(
                 f"the second stage is used although the first can pay the estate "
                 f"(it pays up to {format_usd(awards.first_stage_total, currency=True)})"
             )
-    at_floor = v <= lo + tol
-    at_cap = (v >= hi - tol) & ~at_floor
+    floor, cap = (lo, hi) if bounds is None else bounds
+    at_floor = v <= floor + tol
+    at_cap = (v >= cap - tol) & ~at_floor
     return RuleCertificate(
         certified=not failures,
         failures=tuple(failures),

@@ -135,11 +135,22 @@ def rule_awards(problem: AllocationProblem) -> ClaimsAwards:
     )
 
 
+def user_caps(problem: AllocationProblem) -> np.ndarray:
+    """Each user's own cap under the problem's rule: for a claims rule at most the claim (the
+    weight). At a floor or cap means these bounds, not a stage's: a Talmud award at half its
+    claim is not at a cap."""
+    if problem.rule is None or problem.rule == MAX_MIN:
+        return np.asarray(problem.upper, dtype=np.float64)
+    return np.minimum(problem.upper, problem.weights)
+
+
 def solve_rule(problem: AllocationProblem, *, started: float | None = None) -> Allocation:
     """The certified awards of a claims rule (see :func:`rule_awards`); the budget is spent."""
     started = time.perf_counter() if started is None else started
     awards = rule_awards(problem)
-    cert = certify_rule(awards, awards.awards, problem.budget)
+    cert = certify_rule(
+        awards, awards.awards, problem.budget, bounds=(problem.lower, user_caps(problem))
+    )
     if not cert.certified:
         raise NotCertifiedError(
             f"the {problem.rule} awards did not pass their certificate: "
@@ -147,11 +158,9 @@ def solve_rule(problem: AllocationProblem, *, started: float | None = None) -> A
             status="optimal",
             hint="report the scenario and data: this is a bug",
         )
-    assert awards.path is not None  # every rule records its path
-    _, _, lower, upper = awards.path
     return Allocation(
         vouchers=awards.awards,
-        bound_state=bound_states(awards.awards, lower, upper),
+        bound_state=bound_states(awards.awards, problem.lower, user_caps(problem)),
         method=f"rule:{problem.rule}",
         status="optimal",
         objective=math.nan,

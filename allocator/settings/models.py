@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator, with_config
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    WithJsonSchema,
+    model_validator,
+    with_config,
+)
 
 from allocator import names as N
 from allocator.settings.features import feature_schema, predicate_problem, weight_feature_columns
@@ -131,11 +138,19 @@ def _alpha_not_tiny(value: float) -> float:
     return value
 
 
+def rule_full_name(value: str) -> str:
+    """The full name of a rule as a scenario may spell it (any case, hyphens, a short name);
+    an unknown name comes back normalised, for the validator to refuse."""
+    key = value.strip().lower().replace("-", "_")
+    return RULE_ALIASES.get(key, key)
+
+
 def _rule_name(value: object) -> object:
     if not isinstance(value, str):
         return value  # the strict string type words the error
-    key = value.strip().lower()
-    if key in ("minimum_payment", "class_action"):
+    # the kernel's spelling too: case, surrounding spaces and hyphens do not matter
+    full = rule_full_name(value)
+    if full in ("minimum_payment", "class_action"):
         raise rule_error(
             "",
             "is not offered in a voucher scenario",
@@ -145,7 +160,8 @@ def _rule_name(value: object) -> object:
             "eligible user unpaid without an exclusion reason. Raise bounds.floor_usd for a "
             "larger minimum, or study the rule with `allocator claims minimum_payment`",
         )
-    return RULE_ALIASES.get(key, key)
+    # an unknown rule goes to the Literal check as written, so the message quotes the file
+    return full if full in VOUCHER_RULES else value
 
 
 def _scenario_name(value: str) -> str:
@@ -312,6 +328,15 @@ class ObjectiveSpec:
             "convenience_class",
         ],
         BeforeValidator(_rule_name),
+        # editors validate files against the schema: the short names the loader takes are valid
+        WithJsonSchema(
+            {
+                "type": "string",
+                "enum": [*VOUCHER_RULES, *RULE_ALIASES],
+                "default": RULE_ALPHA_FAIR,
+                "title": "Rule",
+            }
+        ),
     ] = "alpha_fair"
     """alpha_fair (the weighted objective), max_min (its exact limit) or a claims rule."""
     base_usd: Annotated[Float, Field(gt=0, le=BUDGET_MAX_USD)] | None = None

@@ -34,7 +34,9 @@ from allocator.settings.models import (
     ALPHA_MAX,
     BUDGET_MAX_USD,
     EXPONENT_LIMIT,
+    RULE_PARAMETERS,
     Scenario,
+    rule_full_name,
 )
 from allocator.settings.toml import build, load_toml, to_dict
 
@@ -160,6 +162,13 @@ def with_overrides(
     data = copy.deepcopy(scenario_to_dict(s))
     for path, value in overrides.items():
         _set_path(data, path, value, label)
+    if "objective.rule" in overrides and isinstance(overrides["objective.rule"], str):
+        # a new rule replaces the old one with its parameter (a base or threshold cannot be
+        # unset from the command line, TOML having no null); one given alongside still counts
+        wanted = RULE_PARAMETERS.get(rule_full_name(overrides["objective.rule"]))
+        for key in set(RULE_PARAMETERS.values()) - {wanted}:
+            if f"objective.{key}" not in overrides:
+                data["objective"].pop(key, None)
     return parse_scenario(data, file=label)
 
 

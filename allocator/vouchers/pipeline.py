@@ -194,7 +194,11 @@ def allocate(
     final_certificate: Certificate | RuleCertificate
     if allocation.rule_awards is not None:
         final_certificate = certify_rule(
-            allocation.rule_awards, cents / CENTS_PER_USD, problem.budget, rounded=True
+            allocation.rule_awards,
+            cents / CENTS_PER_USD,
+            problem.budget,
+            rounded=True,
+            bounds=(lo_c / CENTS_PER_USD, hi_c / CENTS_PER_USD),
         )
     else:
         final_certificate = certify(

@@ -437,7 +437,12 @@ def test_every_sweepable_parameter_is_accepted(retail):
             "budget.total_usd": 1e8,
             "segments.retail.max_share": 0.9,
         }.get(path, 0.5)
-        new = with_overrides(retail, {path: value})
+        # a rule's own parameter belongs to a scenario with that rule
+        base = {
+            "objective.base_usd": load_scenario(SCENARIO_DIR / "mt_gox.toml"),
+            "objective.threshold_usd": load_scenario(SCENARIO_DIR / "ftx_convenience.toml"),
+        }.get(path, retail)
+        new = with_overrides(base, {path: value})
         assert _leaves(scenario_to_dict(new))[path] == value
 
 
