@@ -18,6 +18,7 @@ from allocator.cli import (  # noqa: F401  (imported for their @app.command regi
     cmd_report,
     cmd_scenario,
     cmd_sensitivity,
+    cmd_studio,
 )
 from allocator.cli.app import app
 

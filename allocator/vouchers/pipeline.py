@@ -31,7 +31,13 @@ from allocator.runs.manifest import versions
 from allocator.runs.writer import write_run_dir
 from allocator.settings.models import EligibilityRules, Scenario
 from allocator.settings.scenarios import scenario_to_dict
-from allocator.vouchers.eligibility import EligibilityResult, compute_eligibility
+from allocator.vouchers.eligibility import (
+    EligibilityResult,
+    UserTable,
+    decide_users,
+    event_rules,
+    user_table,
+)
 from allocator.vouchers.payouts import Payouts, plan_payouts, write_payouts_csv
 from allocator.vouchers.weights import build_problem, segment_labels
 
@@ -47,6 +53,8 @@ def _quiet(_: str) -> None:
 
 #: Eligibility results a :class:`DataSession` keeps (distinct rule sets, most recent first).
 ELIGIBILITY_CACHE_SIZE = 4
+#: Passes over the events a :class:`DataSession` keeps (distinct windows, products and fees).
+USER_TABLE_CACHE_SIZE = 2
 
 
 @dataclass
@@ -66,6 +74,7 @@ class DataSession:
     _eligibility: dict[EligibilityRules, tuple[EligibilityResult, float]] = field(
         default_factory=dict
     )
+    _user_tables: dict[tuple[object, ...], UserTable] = field(default_factory=dict)
 
     @classmethod
     def open(cls, data_dir: str | Path) -> DataSession:
@@ -78,15 +87,7 @@ class DataSession:
         """The eligibility result for ``rules`` and the seconds it took when first computed."""
         if rules not in self._eligibility:
             t0 = time.perf_counter()
-            inp = self.inputs
-            result = compute_eligibility(
-                inp.events,
-                inp.prices,
-                inp.snapshot,
-                inp.users,
-                rules,
-                source={stem: str(path) for stem, path in inp.paths.items()},
-            )
+            result = decide_users(self.user_table(rules), rules)
             result.reconciliation.check()
             self._eligibility[rules] = (result, time.perf_counter() - t0)
             while len(self._eligibility) > ELIGIBILITY_CACHE_SIZE:
@@ -94,6 +95,27 @@ class DataSession:
         else:
             self._eligibility[rules] = self._eligibility.pop(rules)  # now the most recent
         return self._eligibility[rules]
+
+    def user_table(self, rules: EligibilityRules) -> UserTable:
+        """The pass over the events for the event rules of ``rules`` (window, products, fees),
+        kept for the last :data:`USER_TABLE_CACHE_SIZE` of them: a threshold, region, KYC,
+        depeg or phase-in change needs only the per-user rules (a fraction of the time)."""
+        key = event_rules(rules)
+        if key not in self._user_tables:
+            inp = self.inputs
+            self._user_tables[key] = user_table(
+                inp.events,
+                inp.prices,
+                inp.snapshot,
+                inp.users,
+                rules,
+                source={stem: str(path) for stem, path in inp.paths.items()},
+            )
+            while len(self._user_tables) > USER_TABLE_CACHE_SIZE:
+                del self._user_tables[next(iter(self._user_tables))]
+        else:
+            self._user_tables[key] = self._user_tables.pop(key)
+        return self._user_tables[key]
 
     def input_manifest(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
@@ -134,6 +156,16 @@ def bound_labels(cents: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray) -> np.nd
     labels[cents >= hi_c] = N.BOUND_CAP
     labels[cents <= lo_c] = N.BOUND_FLOOR
     return labels
+
+
+def bound_column(cents: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray) -> pl.Series:
+    """:func:`bound_labels` as the ``bound`` string column, built from small integer codes (a
+    million Python strings would cost more than the rest of the rounding)."""
+    codes = np.ones(cents.shape[0], dtype=np.int8)
+    codes[cents >= hi_c] = 2
+    codes[cents <= lo_c] = 0
+    names = pl.Series([N.BOUND_FLOOR, N.BOUND_INTERIOR, N.BOUND_CAP], dtype=pl.String)
+    return names.gather(pl.Series(codes, dtype=pl.Int8).cast(pl.UInt32)).alias(N.BOUND)
 
 
 def allocate(
@@ -226,7 +258,7 @@ def allocate(
             N.LOSS_USD: features[N.LOSS_USD],
             N.LOSS_RATIO: features[N.LOSS_RATIO],
             N.WEIGHT: pl.Series(problem.weights, dtype=pl.Float64),
-            N.BOUND: pl.Series(bound_labels(cents, lo_c, hi_c).tolist(), dtype=pl.String),
+            N.BOUND: bound_column(cents, lo_c, hi_c),
             N.SEGMENT: segment_labels(features, scenario.segments),
         }
     )

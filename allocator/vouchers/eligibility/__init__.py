@@ -98,7 +98,14 @@ their details), :mod:`~allocator.vouchers.eligibility.reconciliation`,
 :mod:`~allocator.vouchers.eligibility.files` (reading a data directory, writing the outputs).
 """
 
-from allocator.vouchers.eligibility.compute import EligibilityResult, compute_eligibility
+from allocator.vouchers.eligibility.compute import (
+    EligibilityResult,
+    UserTable,
+    compute_eligibility,
+    decide_users,
+    event_rules,
+    user_table,
+)
 from allocator.vouchers.eligibility.files import (
     RECONCILIATION_FILE,
     ROW_GROUP_ROWS,
@@ -122,14 +129,18 @@ __all__ = [
     "EligibilityResult",
     "Reconciliation",
     "RuleDecision",
+    "UserTable",
     "compute_eligibility",
     "covered_event",
+    "decide_users",
     "eligible_columns",
+    "event_rules",
     "excluded_columns",
     "has_phase_in",
     "in_window_event",
     "loss_band",
     "ratio_band",
     "run_eligibility",
+    "user_table",
     "write_eligibility",
 ]

@@ -1,0 +1,489 @@
+"""What the studio shows of an allocation, in plain words and dollars.
+
+Each function takes a run (and the pinned reference run, when there is one) and returns plain
+data: a headline of labelled numbers, tables as Polars frames with column names in words, and
+Vega-Lite charts (Altair) with dollar axes. Charts draw binned data, never a point per user, so
+that a million users cost the browser what a thousand do.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import altair as alt
+import numpy as np
+import polars as pl
+
+from allocator import names as N
+from allocator.analysis.axioms import AxiomResult
+from allocator.analysis.axioms_run import verdict
+from allocator.analysis.metrics import LOSS_BANDS, lorenz
+from allocator.analysis.sensitivity.budget import budget_derivatives
+from allocator.analysis.sensitivity.cliffs import cliff_analysis
+from allocator.kernel.claims import describe
+from allocator.kernel.money import CENTS_PER_USD
+from allocator.vouchers.pipeline import RunResult
+
+__all__ = [
+    "CURRENT",
+    "PINNED",
+    "HeadlineItem",
+    "axioms_table",
+    "budget_in_words",
+    "cliffs",
+    "coverage_by_band",
+    "headline",
+    "histogram",
+    "lorenz_chart",
+    "moved",
+    "usd",
+    "voucher_against_loss",
+]
+
+#: How the two runs are named on the page.
+CURRENT, PINNED = "this setting", "pinned reference"
+_COLOURS = alt.Scale(domain=[CURRENT, PINNED], range=["#1f6feb", "#9a6700"])
+#: Loss bins of the voucher-against-loss chart (USD), readable edges.
+LOSS_EDGES = (0, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+              1_000_000, math.inf)  # fmt: skip
+#: Largest moves listed against the pinned reference.
+TOP_MOVES = 10
+
+
+def usd(x: float, *, cents: bool = False) -> str:
+    """``USD 1,234`` (``USD 1,234.56`` with ``cents``); a minus sign before the currency."""
+    sign = "-" if x < 0 else ""
+    body = f"{abs(x):,.2f}" if cents else f"{abs(x):,.0f}"
+    return f"{sign}USD {body}"
+
+
+def _short_usd(x: float) -> str:
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= size:
+            return f"USD {x / size:g}{suffix}"
+    return f"USD {x:g}"
+
+
+def _vouchers(run: RunResult) -> np.ndarray:
+    return np.asarray(run.cents, dtype=np.float64) / CENTS_PER_USD
+
+
+# The pinned run is drawn again beside every new setting, and users' losses stay put while only
+# vouchers move: what depends on a run alone is kept per run, and the loss bins per eligibility.
+_PER_RUN: weakref.WeakKeyDictionary[RunResult, dict[str, Any]] = weakref.WeakKeyDictionary()
+_PER_ELIGIBILITY: weakref.WeakKeyDictionary[Any, dict[tuple[float, ...], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _memo(run: RunResult, kind: str, compute: Any) -> Any:
+    store = _PER_RUN.setdefault(run, {})
+    if kind not in store:
+        store[kind] = compute()
+    return store[kind]
+
+
+def _loss_bins(run: RunResult, inner_edges: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, bounds)``: the users sorted by loss bin, and where each bin starts and ends in
+    that order (bin k holds losses in [edge k, edge k+1) of ``[0, *inner_edges, inf]``)."""
+    store = _PER_ELIGIBILITY.setdefault(run.eligibility, {})
+    if inner_edges not in store:
+        loss = run.allocations[N.LOSS_USD].to_numpy()
+        index = np.searchsorted(np.asarray(inner_edges), loss, "right")
+        order = np.argsort(index, kind="stable")
+        bounds = np.searchsorted(index[order], np.arange(len(inner_edges) + 2))
+        store[inner_edges] = (order, bounds)
+    result: tuple[np.ndarray, np.ndarray] = store[inner_edges]
+    return result
+
+
+def _per_bin(
+    run: RunResult, inner_edges: tuple[float, ...], values: np.ndarray, stat: Any
+) -> list[tuple[int, int, Any]]:
+    """``(bin, users, stat(values in the bin))`` of every non-empty loss bin, in bin order."""
+    order, bounds = _loss_bins(run, inner_edges)
+    ordered = values[order]
+    return [
+        (k, int(bounds[k + 1] - bounds[k]), stat(ordered[bounds[k] : bounds[k + 1]]))
+        for k in range(len(bounds) - 1)
+        if bounds[k + 1] > bounds[k]
+    ]
+
+
+@dataclass(frozen=True)
+class HeadlineItem:
+    """One headline number: its label, its value as shown, and the pinned run's."""
+
+    label: str
+    value: str
+    pinned: str | None = None
+
+
+def headline(run: RunResult, pinned: RunResult | None = None) -> list[HeadlineItem]:
+    """Eligible, paid, unspent, at the floor, at the cap and the median share repaid."""
+
+    def items(r: RunResult) -> list[tuple[str, str]]:
+        a = r.allocations
+        bound = a[N.BOUND]
+        coverage = (a[N.VOUCHER_CENTS] / CENTS_PER_USD / a[N.LOSS_USD]).median()
+        floor, cap = r.scenario.bounds.floor_usd, r.scenario.bounds.cap_usd
+        return [
+            ("Eligible users", f"{a.height:,}"),
+            ("Paid", usd(r.paid_cents / CENTS_PER_USD, cents=True)),
+            ("Unspent", usd((r.budget_cents - r.paid_cents) / CENTS_PER_USD, cents=True)),
+            (f"Paid the smallest voucher ({usd(floor)})", f"{int((bound == N.BOUND_FLOOR).sum()):,}"),
+            (f"Paid their largest voucher (at most {usd(cap)})", f"{int((bound == N.BOUND_CAP).sum()):,}"),
+            ("Median share of the loss repaid", "-" if coverage is None else f"{float(coverage):.1%}"),  # type: ignore[arg-type]
+        ]  # fmt: skip
+
+    now = items(run)
+    ref = dict(items(pinned)) if pinned is not None else {}
+    return [HeadlineItem(label, value, ref.get(label)) for label, value in now]
+
+
+def _runs(run: RunResult, pinned: RunResult | None) -> list[tuple[str, RunResult]]:
+    return [(CURRENT, run)] + ([(PINNED, pinned)] if pinned is not None else [])
+
+
+def histogram(run: RunResult, pinned: RunResult | None = None) -> Any:
+    """How many users receive how much: USD bins from 0 to the largest voucher, linear."""
+    top = max(float(_vouchers(r).max(initial=0.0)) for _, r in _runs(run, pinned))
+    width = max(1.0, _nice_step(top / 24))
+    edges = np.arange(0.0, top + width, width)
+    rows = []
+    for name, r in _runs(run, pinned):
+        # the cents divided by the bin width in cents: the same bins as np.histogram, one pass
+        index = np.minimum(r.cents // round(width * CENTS_PER_USD), edges.size - 2)
+        counts = np.bincount(index, minlength=edges.size - 1)
+        rows += [
+            {"from": float(lo), "to": float(hi), "users": int(c), "run": name}
+            for lo, hi, c in zip(edges[:-1], edges[1:], counts)
+        ]
+    data = pl.DataFrame(rows)
+    return (
+        alt.Chart(data, title="How large the vouchers are")
+        .mark_bar(opacity=0.7)
+        .encode(
+            x=alt.X("from:Q", bin="binned", title="Voucher (USD)", axis=alt.Axis(format=",.0f")),
+            x2="to:Q",
+            y=alt.Y("users:Q", title="Users", stack=None, axis=alt.Axis(format=",d")),
+            color=alt.Color("run:N", scale=_COLOURS, title=None),
+            tooltip=[
+                alt.Tooltip("from:Q", title="From (USD)", format=",.0f"),
+                alt.Tooltip("to:Q", title="To (USD)", format=",.0f"),
+                alt.Tooltip("users:Q", title="Users", format=","),
+                alt.Tooltip("run:N", title="Run"),
+            ],
+        )
+        .properties(width="container", height=220)
+    )
+
+
+def _nice_step(x: float) -> float:
+    if x <= 0:
+        return 1.0
+    exp = 10 ** math.floor(math.log10(x))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * exp >= x:
+            return float(m * exp)
+    return float(10 * exp)
+
+
+def coverage_by_band(run: RunResult, pinned: RunResult | None = None) -> Any:
+    """The median share of the loss repaid, by size of the loss."""
+    rows = []
+    edges = tuple(lo for _, lo, _ in LOSS_BANDS[1:])
+    for name, r in _runs(run, pinned):
+
+        def medians(r: RunResult = r) -> list[tuple[int, int, Any]]:
+            share = _vouchers(r) / r.allocations[N.LOSS_USD].to_numpy()
+            return _per_bin(r, edges, share, np.median)
+
+        for k, users, share in _memo(r, "coverage_by_band", medians):
+            label, lo, _ = LOSS_BANDS[k]
+            rows.append(
+                {"band": _band_words(label), "order": lo, "share": float(share),
+                 "users": users, "run": name}
+            )  # fmt: skip
+    data = pl.DataFrame(rows)
+    return (
+        alt.Chart(data, title="Share of the loss repaid, by size of the loss (median)")
+        .mark_bar()
+        .encode(
+            x=alt.X("band:N", title="Loss", sort=alt.SortField("order")),
+            xOffset=alt.XOffset("run:N"),
+            y=alt.Y("share:Q", title="Median share repaid", axis=alt.Axis(format="%")),
+            color=alt.Color("run:N", scale=_COLOURS, title=None),
+            tooltip=[
+                alt.Tooltip("band:N", title="Loss"),
+                alt.Tooltip("share:Q", title="Median share repaid", format=".1%"),
+                alt.Tooltip("users:Q", title="Users", format=","),
+                alt.Tooltip("run:N", title="Run"),
+            ],
+        )
+        .properties(width="container", height=220)
+    )
+
+
+def _band_words(label: str) -> str:
+    words = {
+        "<100": "under USD 100",
+        "100-1k": "USD 100 to 1,000",
+        "1k-10k": "USD 1,000 to 10,000",
+        "10k-100k": "USD 10,000 to 100,000",
+        ">=100k": "USD 100,000 and more",
+    }
+    return words.get(label, label)
+
+
+def voucher_against_loss(run: RunResult, pinned: RunResult | None = None) -> Any:
+    """The median voucher (and the middle 80% of users) in bins of loss."""
+    rows = []
+    edges = tuple(float(e) for e in LOSS_EDGES[1:-1])
+    for name, r in _runs(run, pinned):
+
+        def quantiles(r: RunResult = r) -> list[tuple[int, int, Any]]:
+            return _per_bin(r, edges, _vouchers(r), lambda x: np.percentile(x, [10, 50, 90]))
+
+        for k, users, (p10, p50, p90) in _memo(r, "voucher_against_loss", quantiles):
+            lo, hi = LOSS_EDGES[k], LOSS_EDGES[k + 1]
+            rows.append(
+                {
+                    "loss": f"{_short_usd(lo)} to {_short_usd(hi)}" if hi < math.inf
+                    else f"{_short_usd(lo)} and more",
+                    "order": lo, "median": float(p50), "low": float(p10), "high": float(p90),
+                    "users": int(users), "run": name,
+                }
+            )  # fmt: skip
+    data = pl.DataFrame(rows)
+    base = alt.Chart(data, title="Voucher against loss (median, and the middle 80% of users)")
+    x = alt.X("loss:N", title="Loss", sort=alt.SortField("order"), axis=alt.Axis(labelAngle=-30))
+    band = base.mark_area(opacity=0.2).encode(
+        x=x,
+        y=alt.Y("low:Q", title="Voucher (USD)", axis=alt.Axis(format=",.0f")),
+        y2="high:Q",
+        color=alt.Color("run:N", scale=_COLOURS, title=None),
+    )
+    line = base.mark_line(point=True).encode(
+        x=x,
+        y="median:Q",
+        color=alt.Color("run:N", scale=_COLOURS, title=None),
+        tooltip=[
+            alt.Tooltip("loss:N", title="Loss"),
+            alt.Tooltip("median:Q", title="Median voucher (USD)", format=",.2f"),
+            alt.Tooltip("low:Q", title="10% of users below (USD)", format=",.2f"),
+            alt.Tooltip("high:Q", title="10% of users above (USD)", format=",.2f"),
+            alt.Tooltip("users:Q", title="Users", format=","),
+        ],
+    )
+    return (band + line).properties(width="container", height=240)
+
+
+def lorenz_chart(run: RunResult, pinned: RunResult | None = None) -> Any:
+    """The share of the money received by the x% of users with the smallest vouchers."""
+    grid = np.linspace(0.0, 1.0, 101)
+    rows = []
+    for name, r in _runs(run, pinned):
+
+        def curve(r: RunResult = r) -> np.ndarray:
+            pop, share = lorenz(_vouchers(r))
+            return np.asarray(np.interp(grid, pop, share))
+
+        rows += [
+            {"users": float(g), "money": float(m), "run": name}
+            for g, m in zip(grid, _memo(r, "lorenz", curve))
+        ]
+    rows += [{"users": float(g), "money": float(g), "run": "everyone the same"} for g in (0.0, 1.0)]
+    data = pl.DataFrame(rows)
+    scale = alt.Scale(
+        domain=[CURRENT, PINNED, "everyone the same"], range=["#1f6feb", "#9a6700", "#8c959f"]
+    )
+    return (
+        alt.Chart(data, title="Who gets the money (Lorenz curve)")
+        .mark_line()
+        .encode(
+            x=alt.X("users:Q", title="Users, smallest vouchers first", axis=alt.Axis(format="%")),
+            y=alt.Y("money:Q", title="Share of the money", axis=alt.Axis(format="%")),
+            color=alt.Color("run:N", scale=scale, title=None),
+        )
+        .properties(width="container", height=240)
+    )
+
+
+@dataclass(frozen=True)
+class Moves:
+    """Users whose voucher moves by more than a dollar against the pinned reference."""
+
+    users: int
+    gained_usd: float
+    lost_usd: float
+    newly_paid: int
+    no_longer_paid: int
+    largest: pl.DataFrame
+
+    def words(self) -> str:
+        return (
+            f"{self.users:,} users' vouchers move by more than USD 1: USD "
+            f"{self.gained_usd:,.2f} more to some, USD {self.lost_usd:,.2f} less to others; "
+            f"{self.newly_paid:,} newly paid, {self.no_longer_paid:,} no longer paid."
+        )
+
+
+def moved(run: RunResult, pinned: RunResult) -> Moves:
+    """Who gains and who loses against the pinned reference (a user paid in only one of the two
+    counts as receiving 0 in the other)."""
+    now = run.allocations.select(N.USER_ID, N.LOSS_USD, pl.col(N.VOUCHER_CENTS).alias("now"))
+    ref_ids = pinned.allocations[N.USER_ID]
+    if ref_ids.len() == now.height and ref_ids.equals(now[N.USER_ID]):
+        # the same users (a knob that left eligibility alone): no join needed, rows line up
+        both = now.with_columns(pinned.allocations[N.VOUCHER_CENTS].alias("ref"))
+    else:
+        ref = pinned.allocations.select(
+            N.USER_ID, pl.col(N.LOSS_USD).alias("ref_loss"), pl.col(N.VOUCHER_CENTS).alias("ref")
+        )
+        both = now.join(ref, on=N.USER_ID, how="full", coalesce=True).with_columns(
+            pl.col("now").fill_null(0),
+            pl.col("ref").fill_null(0),
+            pl.coalesce(N.LOSS_USD, "ref_loss").alias(N.LOSS_USD),
+        )
+    now_c, ref_c = both["now"].to_numpy(), both["ref"].to_numpy()
+    change = (now_c - ref_c).astype(np.int64)  # cents
+    big = np.flatnonzero(np.abs(change) > CENTS_PER_USD)
+    # the largest moves: a partial sort of the moved users only, ties by the smaller user id
+    ids = both[N.USER_ID].to_numpy()
+    keep = big
+    if big.size > TOP_MOVES:
+        keep = big[np.argpartition(-np.abs(change[big]), TOP_MOVES - 1)[:TOP_MOVES]]
+        cut = np.abs(change[keep]).min()
+        keep = big[np.abs(change[big]) >= cut]  # every tie at the cut, then order and trim
+    order = keep[np.lexsort((ids[keep], -np.abs(change[keep])))][:TOP_MOVES]
+    largest = pl.DataFrame(
+        {
+            "User": ids[order],
+            "Loss (USD)": np.round(both[N.LOSS_USD].to_numpy()[order], 2),
+            "Pinned (USD)": ref_c[order] / CENTS_PER_USD,
+            "Now (USD)": now_c[order] / CENTS_PER_USD,
+            "Change (USD)": change[order] / CENTS_PER_USD,
+        }
+    )
+    return Moves(
+        users=int(big.size),
+        gained_usd=float(change[change > 0].sum()) / CENTS_PER_USD,
+        lost_usd=float(-change[change < 0].sum()) / CENTS_PER_USD,
+        newly_paid=int(((ref_c == 0) & (now_c > 0)).sum()),
+        no_longer_paid=int(((ref_c > 0) & (now_c == 0)).sum()),
+        largest=largest,
+    )
+
+
+def budget_in_words(run: RunResult) -> str:
+    """What one million USD more would do, from the derivative of every voucher in the budget."""
+    allocation = run.allocation
+    if allocation.rule_awards is not None:
+        awards = allocation.rule_awards
+        rule = describe(awards.rule, awards.parameter, awards.stage)
+    else:
+        rule = None
+    dv, _, _, degenerate = budget_derivatives(run.problem, allocation)
+    moving = dv > 1e-12
+    if degenerate or not moving.any():
+        text = (
+            "Every voucher sits at a bound: USD 1M more could not be paid out under these "
+            "bounds (raise the largest voucher), and USD 1M less would come from the floor users."
+        )
+    else:
+        per = 1e6 * dv[moving]
+        text = (
+            f"USD 1M more would add about {usd(float(np.median(per)), cents=True)} to each of "
+            f"{int(moving.sum()):,} users (the median; from {usd(float(per.min()), cents=True)} "
+            f"to {usd(float(per.max()), cents=True)}): those between the smallest and the "
+            "largest voucher. The others stay where they are."
+        )
+    return text if rule is None else f"{rule[0].upper()}{rule[1:]}. {text}"
+
+
+def cliffs(run: RunResult) -> tuple[list[str], Any]:
+    """Who sits just below the loss and ratio thresholds, in words, and a chart of the users
+    on either side of each threshold (paid, or left out by it)."""
+    c = cliff_analysis(run.eligibility.excluded, run.allocations, run.scenario.eligibility)
+
+    def median(x: float | None) -> str:
+        return "nobody" if x is None else usd(x, cents=True)
+
+    words = [
+        f"{c.below_loss_users:,} users lost between {usd(c.min_loss_usd - c.loss_band_usd)} and "
+        f"{usd(c.min_loss_usd)} and are left out by the minimum loss "
+        f"({usd(c.below_loss_total_usd)} of losses); just above it the median voucher is "
+        f"{median(c.voucher_above_loss_usd)}.",
+        f"{c.below_ratio_users:,} users lost between {c.min_loss_ratio - c.ratio_band:.0%} and "
+        f"{c.min_loss_ratio:.0%} of their net assets and are left out by the minimum loss ratio "
+        f"({usd(c.below_ratio_total_usd)} of losses); just above it the median voucher is "
+        f"{median(c.voucher_above_ratio_usd)}.",
+    ]
+    rows = []
+    for rule, hist, fmt in (
+        ("Loss (USD)", c.loss_hist, "{:,.0f}"),
+        ("Loss ratio", c.ratio_hist, "{:.1%}"),
+    ):
+        edges = list(hist["edges"])
+        for k, (paid, out) in enumerate(zip(hist["eligible"], hist["excluded"])):
+            mid = (float(edges[k]) + float(edges[k + 1])) / 2
+            for status, n in (("paid", paid), ("left out by this threshold", out)):
+                rows.append(
+                    {"threshold": rule, "at": mid, "label": fmt.format(edges[k]),
+                     "users": int(n), "status": status}
+                )  # fmt: skip
+    chart = (
+        alt.Chart(pl.DataFrame(rows), title="Users on either side of each threshold")
+        .mark_bar()
+        .encode(
+            x=alt.X("label:N", title=None, sort=None, axis=alt.Axis(labelAngle=-45)),
+            y=alt.Y("users:Q", title="Users", axis=alt.Axis(format=",d")),
+            color=alt.Color(
+                "status:N",
+                scale=alt.Scale(range=["#1f6feb", "#cf222e"]),
+                title=None,
+            ),
+            column=alt.Column("threshold:N", title=None),
+            tooltip=[
+                alt.Tooltip("label:N", title="From"),
+                alt.Tooltip("users:Q", title="Users", format=","),
+                alt.Tooltip("status:N", title="Status"),
+            ],
+        )
+        .resolve_scale(x="independent", y="independent")
+        .properties(width=260, height=180)
+    )
+    return words, chart
+
+
+def axioms_table(results: list[AxiomResult]) -> pl.DataFrame:
+    """The fairness axioms in words: holds, users checked, exceptions, what theory expects."""
+    words = {
+        "budget_balance": "The whole budget is paid",
+        "award_at_most_claim": "Nobody is paid more than their loss",
+        "equal_treatment_of_equals": "Equal losses, equal vouchers",
+        "order_preservation": "A larger loss never gets less (nor keeps less unpaid)",
+        "claims_monotonicity": "A larger loss of one's own never lowers one's voucher",
+        "resource_monotonicity": "A larger budget lowers nobody's voucher",
+        "consistency": "Removing users with their vouchers changes nobody else's",
+        "composition": "Paying in two rounds equals paying at once",
+        "split_merge_gain": "Splitting or merging accounts gains nothing",
+    }
+    return pl.DataFrame(
+        {
+            "Property": [words.get(r.name, r.name) for r in results],
+            "Verdict": [verdict(r) for r in results],
+            "Users checked": [f"{r.checked:,}" for r in results],
+            "Exceptions": [f"{r.violations:,}" for r in results],
+            "What theory says": [r.expected for r in results],
+        }
+    )
+
+
+def as_dict(items: list[HeadlineItem]) -> dict[str, Any]:
+    """The headline as ``{label: value}`` (for tests and the page's data attributes)."""
+    return {i.label: i.value for i in items}

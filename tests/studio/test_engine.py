@@ -1,0 +1,268 @@
+"""The studio's engine and views, without a browser: every number recomputed from the run.
+
+Covers: the knobs are exactly the scenario keys the settings accept; a setting is the base
+scenario with the moved knobs (bad values get the settings' message); an evaluation is the
+allocation ``allocate`` makes, cent for cent; a threshold change re-uses the pass over the
+events and still equals a fresh eligibility computation for every rule; a saved scenario reads
+back as the setting and allocates the same cents; and every view's numbers are recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from allocator import names as N
+from allocator.analysis.metrics import LOSS_BANDS, lorenz
+from allocator.data.synthetic import generate
+from allocator.settings.models import EligibilityRules
+from allocator.settings.scenarios import load_scenario, with_overrides
+from allocator.studio import views as V
+from allocator.studio.engine import Studio, StudioError
+from allocator.studio.knobs import KNOBS, knob_values, knobs_for
+from allocator.vouchers.eligibility import compute_eligibility
+from allocator.vouchers.pipeline import DataSession, allocate
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGET = 3_000_000.0  # the 3,000-user data set's scale
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("studio-data") / "data"
+    generate(out, users=3000, seed=7)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base():
+    return with_overrides(
+        load_scenario(ROOT / "scenarios" / "baseline.toml"), {"budget.total_usd": BUDGET}
+    )
+
+
+@pytest.fixture(scope="module")
+def studio(data: Path, base) -> Studio:
+    s = Studio(DataSession.open(data), base)
+    yield s
+    s.close()
+
+
+def _moved(knob) -> object:
+    """A value of ``knob`` different from the baseline's and inside its range."""
+    return {
+        "objective.rule": "talmud",
+        "objective.form": "coverage",
+        "objective.base_usd": 100.0,
+        "objective.threshold_usd": 500.0,
+        "bounds.coverage_cap": 1.0,
+        "budget.total_usd": 2_000_000.0,
+        "budget.exhaust": False,
+        "eligibility.phase_in_loss_usd": 25.0,
+        "eligibility.phase_in_ratio": 0.2,
+        "eligibility.depeg_policy": "net",
+        "eligibility.restricted_regions": "US, CU",
+        "eligibility.require_kyc": False,
+        "bounds.cap_usd": 5000.0,
+        "bounds.floor_usd": 5.0,
+        "objective.features.vip_tier": 0.25,
+    }.get(knob.key, knob.low + (knob.step or 1.0) if knob.low is not None else None)
+
+
+def test_every_knob_is_a_scenario_key_and_the_start_is_the_base(studio: Studio, base) -> None:
+    assert studio.scenario(studio.values()) is base
+    assert set(knob_values(base)) == {k.key for k in knobs_for(base)}
+    assert set(KNOBS) < set(knobs_for(base))  # and a coefficient per offered feature
+    for knob in knobs_for(base):
+        value = _moved(knob)
+        values = {**studio.values(), knob.key: value}
+        if knob.key == "objective.base_usd":
+            values["objective.rule"] = "mt_gox"
+        if knob.key == "objective.threshold_usd":
+            values["objective.rule"] = "ftx"
+        if knob.key == "objective.form":
+            values["objective.rule"] = "max_min"
+        moved = studio.scenario(values)
+        got = knob_values(moved)[knob.key]
+        want = value
+        if knob.key == "eligibility.restricted_regions":
+            want = "US, CU"
+        assert got == want, knob.key
+        # nothing else moved but what the knob (and its rule) implies
+        others = {k for k, v in knob_values(moved).items() if v != studio.values()[k]}
+        assert others <= {knob.key, "objective.rule"}, knob.key
+
+
+def test_a_feature_coefficient_moves_the_weights(studio: Studio) -> None:
+    values = {**studio.values(), "objective.features.vip_tier": 0.25}
+    scenario = studio.scenario(values)
+    assert dict(scenario.objective.features) == {"vip_tier": 0.25}
+    run = studio.evaluate(scenario).run
+    base = studio.evaluate(studio.base).run
+    tier = run.eligibility.eligible["vip_tier"].to_numpy()
+    ratio = run.allocations[N.WEIGHT].to_numpy() / base.allocations[N.WEIGHT].to_numpy()
+    assert ratio == pytest.approx(np.exp(0.25 * tier))
+
+
+def test_a_rule_parameter_counts_only_under_its_rule(studio: Studio) -> None:
+    values = {**studio.values(), "objective.base_usd": 100.0}
+    assert studio.scenario(values).objective.base_usd is None  # alpha-fair: the box is ignored
+    with pytest.raises(StudioError, match=r"objective.base_usd is required by rule"):
+        studio.scenario({**studio.values(), "objective.rule": "mt_gox"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("bounds.floor_usd", -1.0, "bounds.floor_usd = -1.0 is out of range"),
+        ("objective.alpha", 1e9, "objective.alpha"),
+        ("eligibility.restricted_regions", "usa", "is not a region code"),
+    ],
+)
+def test_a_bad_value_gets_the_settings_message(
+    studio: Studio, key: str, value: object, named: str
+) -> None:
+    with pytest.raises(StudioError, match=named):
+        studio.scenario({**studio.values(), key: value})
+
+
+def test_an_evaluation_is_what_allocate_pays_and_is_kept(studio: Studio, data: Path) -> None:
+    scenario = studio.scenario({**studio.values(), "objective.alpha": 1.5})
+    result = studio.evaluate(scenario)
+    fresh = allocate(DataSession.open(data), scenario, with_payouts=False)
+    assert result.run.allocations.equals(fresh.allocations)
+    assert result.run.paid_cents == round(BUDGET * 100)
+    assert studio.evaluate(scenario) is result
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"min_loss_usd": 80.0},
+        {"min_loss_ratio": 0.5},
+        {"restricted_regions": ("US",)},
+        {"require_kyc": False},
+        {"depeg_policy": "net"},
+        {"depeg_policy": "ignore"},
+        {"nonpositive_net_assets": "exclude"},
+        {"phase_in_loss_usd": 25.0, "phase_in_ratio": 0.2},
+        {"include_fees": False},
+        {"products": ("usdm_futures", "cross_margin")},
+        {"window_end": EligibilityRules().window_end - timedelta(hours=30)},
+        {"snapshot_at": EligibilityRules().snapshot_at - timedelta(days=1)},
+    ],
+    ids=lambda c: ",".join(c),
+)
+def test_a_cached_pass_over_the_events_decides_like_a_fresh_one(
+    data: Path, base, change: dict
+) -> None:
+    """The pass over the events is kept per window, products and fees; any other rule is
+    applied to the kept per-user table. If a rule the pass reads were missing from that key, a
+    session that saw the base rules first would answer with stale losses."""
+    session = DataSession.open(data)
+    session.eligibility(base.eligibility)
+    rules = dataclasses.replace(base.eligibility, **change)
+    cached, _ = session.eligibility(rules)
+    inp = session.inputs
+    fresh = compute_eligibility(inp.events, inp.prices, inp.snapshot, inp.users, rules)
+    assert cached.eligible.equals(fresh.eligible)
+    assert cached.excluded.equals(fresh.excluded)
+    assert cached.reconciliation == fresh.reconciliation
+    assert cached.eligible.height != session.eligibility(base.eligibility)[0].eligible.height or (
+        change.keys() <= {"snapshot_at", "include_fees", "nonpositive_net_assets"}
+    )
+
+
+def test_saving_writes_a_scenario_that_allocates_the_same_cents(
+    studio: Studio, data: Path, tmp_path: Path
+) -> None:
+    scenario = studio.scenario(
+        {**studio.values(), "objective.alpha": 2.0, "eligibility.min_loss_usd": 70.0}
+    )
+    result = studio.evaluate(scenario)
+    path = studio.save(scenario, tmp_path / "my_policy.toml")
+    saved = load_scenario(path)
+    assert saved.name == "my_policy" and "objective.alpha = 2.0" in saved.description
+    again = allocate(DataSession.open(data), saved, with_payouts=False)
+    assert again.allocations[N.VOUCHER_CENTS].equals(result.run.allocations[N.VOUCHER_CENTS])
+    assert again.allocations[N.USER_ID].equals(result.run.allocations[N.USER_ID])
+    with pytest.raises(StudioError, match="exists"):
+        studio.save(scenario, path)
+    assert studio.save(scenario, path, overwrite=True) == path
+    with pytest.raises(StudioError, match=r"ends in \.toml"):
+        studio.save(scenario, tmp_path / "my_policy.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_policy.toml"]  # nothing left over
+
+
+def test_the_views_numbers_are_the_runs(studio: Studio) -> None:
+    ref = studio.evaluate(studio.base).run
+    run = studio.evaluate(studio.scenario({**studio.values(), "objective.alpha": 3.0})).run
+    a = run.allocations
+    head = V.as_dict(V.headline(run, ref))
+    assert head["Eligible users"] == f"{a.height:,}"
+    assert head["Paid"] == f"USD {run.paid_cents / 100:,.2f}"
+    cov = (a[N.VOUCHER_CENTS] / 100 / a[N.LOSS_USD]).median()
+    assert head["Median share of the loss repaid"] == f"{cov:.1%}"
+    at_cap = int((a[N.BOUND] == N.BOUND_CAP).sum())
+    assert head["Paid their largest voucher (at most USD 6,000)"] == f"{at_cap:,}"
+    assert all(i.pinned is not None for i in V.headline(run, ref))
+
+    hist = pl.DataFrame(V.histogram(run, ref).data)
+    for name, r in ((V.CURRENT, run), (V.PINNED, ref)):
+        rows = hist.filter(pl.col("run") == name)
+        assert rows["users"].sum() == r.allocations.height
+        assert (rows["to"] - rows["from"]).n_unique() == 1  # linear bins, one width
+
+    bands = pl.DataFrame(V.coverage_by_band(run).data)
+    loss = a[N.LOSS_USD].to_numpy()
+    share = (a[N.VOUCHER_CENTS] / 100 / a[N.LOSS_USD]).to_numpy()
+    for (_, lo, hi), row in zip(LOSS_BANDS, bands.iter_rows(named=True)):
+        inside = (loss >= lo) & (loss < hi)
+        assert row["users"] == int(inside.sum())
+        assert row["share"] == pytest.approx(float(np.median(share[inside])))
+
+    curve = pl.DataFrame(V.lorenz_chart(run).data).filter(pl.col("run") == V.CURRENT)
+    pop, money = lorenz(a[N.VOUCHER_CENTS].to_numpy() / 100)
+    assert curve["money"].to_numpy() == pytest.approx(
+        np.interp(curve["users"].to_numpy(), pop, money)
+    )
+
+    moves = V.moved(run, ref)
+    diff = (a[N.VOUCHER_CENTS] - ref.allocations[N.VOUCHER_CENTS]).to_numpy() / 100
+    assert moves.users == int((np.abs(diff) > 1.0).sum())
+    assert moves.gained_usd == pytest.approx(diff[diff > 0].sum())
+    # the same budget paid in full both times: what some gain, others lose, to the cent
+    assert round(moves.gained_usd * 100) == round(moves.lost_usd * 100)
+    assert moves.largest.height == min(V.TOP_MOVES, moves.users)
+    assert abs(moves.largest["Change (USD)"][0]) == pytest.approx(np.abs(diff).max(), abs=0.01)
+
+    words = V.budget_in_words(run)
+    interior = int((a[N.BOUND] == N.BOUND_INTERIOR).sum())
+    assert f"each of {interior:,} users" in words
+
+
+def test_a_rule_in_words_and_the_cliffs(studio: Studio) -> None:
+    run = studio.evaluate(studio.scenario({**studio.values(), "objective.rule": "cea"})).run
+    words = V.budget_in_words(run)
+    assert words.startswith("Every award is USD ") and "USD 1M more" in words
+    lines, chart = V.cliffs(run)
+    excluded = run.eligibility.excluded
+    below = excluded.filter(
+        (pl.col(N.REASON) == "below_min_loss") & (pl.col(N.LOSS_USD) >= 40)
+    ).height
+    assert lines[0].startswith(f"{below:,} users lost between USD 40 and USD 50")
+    assert chart.to_dict()["title"] == "Users on either side of each threshold"
+
+
+def test_the_axioms_table_is_in_words(studio: Studio) -> None:
+    result = studio.evaluate(studio.scenario({**studio.values(), "objective.rule": "proportional"}))
+    table = V.axioms_table(studio.axioms(result, sample=30))
+    assert table.height == 9 and table.columns[0] == "Property"
+    assert "Nobody is paid more than their loss" in table["Property"].to_list()
+    assert not any("_" in p for p in table["Property"])
+    assert studio.axioms(result, sample=30) is studio.axioms(result)  # kept per setting
