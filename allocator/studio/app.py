@@ -178,7 +178,18 @@ def _(V, mo, ref, result):
                 mo.md("### Against the pinned reference"),
                 mo.md("Pin a setting to compare with it.")
                 if moves is None
-                else mo.vstack([mo.md(moves.words()), mo.ui.table(moves.largest, selection=None)]),
+                else mo.vstack(
+                    [
+                        mo.md(moves.words()),
+                        mo.ui.table(
+                            moves.largest,
+                            selection=None,
+                            show_data_types=False,
+                            format_mapping={"User": str},
+                            show_column_summaries=False,
+                        ),
+                    ]
+                ),
                 mo.md("### The thresholds' cliffs"),
                 mo.md("\n\n".join(cliff_words)),
                 cliff_chart,
@@ -202,7 +213,13 @@ def _(mo):
 def _(AllocatorError, V, axioms_button, mo, result, studio):
     if result is not None and axioms_button.value:
         try:
-            axioms_view = mo.ui.table(V.axioms_table(studio.axioms(result)), selection=None)
+            axioms_view = mo.ui.table(
+                V.axioms_table(studio.axioms(result)),
+                selection=None,
+                show_data_types=False,
+                show_column_summaries=False,
+                wrapped_columns=["What theory says"],
+            )
         except AllocatorError as exc:
             axioms_view = mo.callout(exc.message, kind="danger")
     else:
@@ -276,7 +293,7 @@ def _(
             saved,
         ]
     )
-    mo.hstack([panel, mo.vstack([top, charts, tools])], widths=[1, 3], gap=2)
+    mo.hstack([panel, mo.vstack([top, charts, tools])], widths=[1, 3], gap=2, align="start")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,14 @@ __all__ = [
 
 #: How the two runs are named on the page.
 CURRENT, PINNED = "this setting", "pinned reference"
-_COLOURS = alt.Scale(domain=[CURRENT, PINNED], range=["#1f6feb", "#9a6700"])
+_RUN_COLOURS = {CURRENT: "#1f6feb", PINNED: "#9a6700", "everyone the same": "#8c959f"}
+
+
+def _colours(*names: str) -> alt.Scale:
+    """The colour of each run drawn (a legend lists only what is on the chart)."""
+    return alt.Scale(domain=list(names), range=[_RUN_COLOURS[n] for n in names])
+
+
 #: Loss bins of the voucher-against-loss chart (USD), readable edges.
 LOSS_EDGES = (0, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
               1_000_000, math.inf)  # fmt: skip
@@ -60,11 +67,12 @@ def usd(x: float, *, cents: bool = False) -> str:
     return f"{sign}USD {body}"
 
 
-def _short_usd(x: float) -> str:
+def _short(x: float) -> str:
+    """``250``, ``2.5k``, ``1M``: a loss bin's edge, short enough for an axis label."""
     for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= size:
-            return f"USD {x / size:g}{suffix}"
-    return f"USD {x:g}"
+            return f"{x / size:g}{suffix}"
+    return f"{x:g}"
 
 
 def _vouchers(run: RunResult) -> np.ndarray:
@@ -164,13 +172,20 @@ def histogram(run: RunResult, pinned: RunResult | None = None) -> Any:
         ]
     data = pl.DataFrame(rows)
     return (
-        alt.Chart(data, title="How large the vouchers are")
+        alt.Chart(data, title=alt.Title("How large the vouchers are", anchor="start"))
         .mark_bar(opacity=0.7)
         .encode(
-            x=alt.X("from:Q", bin="binned", title="Voucher (USD)", axis=alt.Axis(format=",.0f")),
+            x=alt.X(
+                "from:Q",
+                bin="binned",
+                title="Voucher (USD)",
+                axis=alt.Axis(format=",.0f", labelOverlap="greedy", tickCount=6),
+            ),
             x2="to:Q",
             y=alt.Y("users:Q", title="Users", stack=None, axis=alt.Axis(format=",d")),
-            color=alt.Color("run:N", scale=_COLOURS, title=None),
+            color=alt.Color(
+                "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
+            ),
             tooltip=[
                 alt.Tooltip("from:Q", title="From (USD)", format=",.0f"),
                 alt.Tooltip("to:Q", title="To (USD)", format=",.0f"),
@@ -210,13 +225,20 @@ def coverage_by_band(run: RunResult, pinned: RunResult | None = None) -> Any:
             )  # fmt: skip
     data = pl.DataFrame(rows)
     return (
-        alt.Chart(data, title="Share of the loss repaid, by size of the loss (median)")
+        alt.Chart(
+            data,
+            title=alt.Title(
+                "Share of the loss repaid, by size of the loss (median)", anchor="start"
+            ),
+        )
         .mark_bar()
         .encode(
             x=alt.X("band:N", title="Loss", sort=alt.SortField("order")),
             xOffset=alt.XOffset("run:N"),
             y=alt.Y("share:Q", title="Median share repaid", axis=alt.Axis(format="%")),
-            color=alt.Color("run:N", scale=_COLOURS, title=None),
+            color=alt.Color(
+                "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
+            ),
             tooltip=[
                 alt.Tooltip("band:N", title="Loss"),
                 alt.Tooltip("share:Q", title="Median share repaid", format=".1%"),
@@ -252,25 +274,36 @@ def voucher_against_loss(run: RunResult, pinned: RunResult | None = None) -> Any
             lo, hi = LOSS_EDGES[k], LOSS_EDGES[k + 1]
             rows.append(
                 {
-                    "loss": f"{_short_usd(lo)} to {_short_usd(hi)}" if hi < math.inf
-                    else f"{_short_usd(lo)} and more",
+                    "loss": f"{_short(lo)}-{_short(hi)}" if hi < math.inf
+                    else f"{_short(lo)}+",
                     "order": lo, "median": float(p50), "low": float(p10), "high": float(p90),
                     "users": int(users), "run": name,
                 }
             )  # fmt: skip
     data = pl.DataFrame(rows)
-    base = alt.Chart(data, title="Voucher against loss (median, and the middle 80% of users)")
-    x = alt.X("loss:N", title="Loss", sort=alt.SortField("order"), axis=alt.Axis(labelAngle=-30))
+    base = alt.Chart(
+        data,
+        title=alt.Title(
+            "Voucher against loss (median, and the middle 80% of users)", anchor="start"
+        ),
+    )
+    x = alt.X(
+        "loss:N", title="Loss (USD)", sort=alt.SortField("order"), axis=alt.Axis(labelAngle=-45)
+    )
     band = base.mark_area(opacity=0.2).encode(
         x=x,
         y=alt.Y("low:Q", title="Voucher (USD)", axis=alt.Axis(format=",.0f")),
         y2="high:Q",
-        color=alt.Color("run:N", scale=_COLOURS, title=None),
+        color=alt.Color(
+            "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
+        ),
     )
     line = base.mark_line(point=True).encode(
         x=x,
         y="median:Q",
-        color=alt.Color("run:N", scale=_COLOURS, title=None),
+        color=alt.Color(
+            "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
+        ),
         tooltip=[
             alt.Tooltip("loss:N", title="Loss"),
             alt.Tooltip("median:Q", title="Median voucher (USD)", format=",.2f"),
@@ -298,11 +331,9 @@ def lorenz_chart(run: RunResult, pinned: RunResult | None = None) -> Any:
         ]
     rows += [{"users": float(g), "money": float(g), "run": "everyone the same"} for g in (0.0, 1.0)]
     data = pl.DataFrame(rows)
-    scale = alt.Scale(
-        domain=[CURRENT, PINNED, "everyone the same"], range=["#1f6feb", "#9a6700", "#8c959f"]
-    )
+    scale = _colours(*(name for name, _ in _runs(run, pinned)), "everyone the same")
     return (
-        alt.Chart(data, title="Who gets the money (Lorenz curve)")
+        alt.Chart(data, title=alt.Title("Who gets the money (Lorenz curve)", anchor="start"))
         .mark_line()
         .encode(
             x=alt.X("users:Q", title="Users, smallest vouchers first", axis=alt.Axis(format="%")),
@@ -437,7 +468,10 @@ def cliffs(run: RunResult) -> tuple[list[str], Any]:
                      "users": int(n), "status": status}
                 )  # fmt: skip
     chart = (
-        alt.Chart(pl.DataFrame(rows), title="Users on either side of each threshold")
+        alt.Chart(
+            pl.DataFrame(rows),
+            title=alt.Title("Users on either side of each threshold", anchor="start"),
+        )
         .mark_bar()
         .encode(
             x=alt.X("label:N", title=None, sort=None, axis=alt.Axis(labelAngle=-45)),

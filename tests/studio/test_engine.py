@@ -256,7 +256,7 @@ def test_a_rule_in_words_and_the_cliffs(studio: Studio) -> None:
         (pl.col(N.REASON) == "below_min_loss") & (pl.col(N.LOSS_USD) >= 40)
     ).height
     assert lines[0].startswith(f"{below:,} users lost between USD 40 and USD 50")
-    assert chart.to_dict()["title"] == "Users on either side of each threshold"
+    assert chart.to_dict()["title"]["text"] == "Users on either side of each threshold"
 
 
 def test_the_axioms_table_is_in_words(studio: Studio) -> None:
