@@ -57,6 +57,14 @@ def studio_cmd(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Do not open a browser; just print the address.")
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Load and check everything, make the first allocation, print the address and "
+            "exit without serving (to check a setup).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Serve the policy studio: move the knobs, see the allocation, pin, compare and save.
@@ -67,6 +75,8 @@ def studio_cmd(
     Example: allocator studio
 
     Example: allocator studio --scenario scenarios/retail_first.toml --port 2720 --no-browser
+
+    Example: allocator studio --dry-run
     """
     import uvicorn
 
@@ -81,6 +91,15 @@ def studio_cmd(
     progress("eligibility and the first allocation")
     studio.evaluate(studio.base)
     url = f"http://{host}:{port}/"
+    if dry_run:
+        first = studio.evaluate(studio.base)
+        err_console.print(
+            f"ready: {first.run.allocations.height:,} eligible users, the first allocation in "
+            f"{first.seconds:.2f} s; would serve {url}"
+        )
+        print(url, flush=True)
+        studio.close()
+        return
     err_console.print(f"allocator studio at {url} (Ctrl-C stops it)")
     print(url, flush=True)
     if not no_browser:

@@ -5,18 +5,20 @@ order, the sections below; :func:`render` turns the same :class:`Report` into te
 :func:`write_report` writes it atomically. Each section has a stable ``id``.
 
 ``summary``
-    Scenario, liquidated / eligible / excluded users, budget, paid and unspent (cents, from the
-    manifest), users at the floor, interior and at the cap, the budget's shadow price, the solver
-    and whether the certificate (before and after rounding to cents) holds.
+    Scenario, the rule in words, liquidated / eligible / excluded users (and why), budget, paid
+    and unspent (cents, from the manifest), the smallest and largest voucher allowed, users at
+    the floor, interior and at the cap, the budget's shadow price, the solver and whether the
+    certificate (before and after rounding to cents) holds.
 ``reconciliation``
     Every finance check of :func:`allocator.analysis.checks.check_run_dir`, PASS or FAIL, for
-    each run.
+    the reported run; one line per compared run (all checks passed, or the failures).
 ``voucher-histogram``
-    Vouchers on logarithmic bins from the floor to the largest voucher.
+    The reported run's vouchers in equal steps of a round amount from USD 0 (USD 250 up to a
+    USD 6,000 cap), split into users at the floor, interior and at the cap.
 ``voucher-vs-loss``
-    Voucher against loss on log-log axes, coloured by the binding bound. Above
-    :data:`~allocator.report.model.SCATTER_MAX_POINTS` users a fixed-seed subsample is drawn, so
-    the picture is reproducible.
+    For every run, one chart: users grouped by loss in 1-2-5 steps (the same groups for every
+    run), the median voucher of each group and its 10th to 90th percentile, on a logarithmic
+    loss axis labelled in dollars at each power of ten.
 ``lorenz``
     Lorenz curves :math:`L(k/n)` of every run (:func:`allocator.analysis.metrics.lorenz`) with
     their Gini.
@@ -28,12 +30,13 @@ order, the sections below; :func:`render` turns the same :class:`Report` into te
     each point.
 ``shadow-price``
     The same scenario along the budget, from 0.5x to 1.5x the run's budget (rounded to the cent):
-    the shadow price :math:`\lambda(B)` of the budget constraint :math:`\sum_i v_i \le B` and the
-    number of users paid at their cap. Points the model cannot meet are listed with the reason.
+    users paid at the floor and at their cap, median coverage, and the shadow price
+    :math:`\lambda(B)` of the budget constraint :math:`\sum_i v_i \le B` over the run's own.
+    Points the model cannot meet are listed with the reason.
 ``cliff``
     Users excluded just below the loss and ratio thresholds and the median voucher just above
     them (:func:`allocator.analysis.sensitivity.cliff_analysis`), thresholds from the run's
-    scenario.
+    scenario: a chart of the users either side of each threshold and a two-row summary.
 ``fairness``
     :func:`allocator.analysis.audit.audit`: Gini, top-decile share, monotonicity and envy pair
     counts, what explains them and what remains unexplained.
@@ -48,6 +51,10 @@ refused with an :class:`~allocator.errors.InputError` and nothing is written. A 
 those checks but fails a finance check (a hand-edited manifest, a bug) is reported with the
 failures marked, and ``report.ok`` is False. The sweeps have at most
 :data:`~allocator.report.model.MAX_SWEEP_POINTS` points each.
+
+Titles, headings and chart axes are in words and dollars for policy designers and the public
+(:mod:`allocator.report.words`); the JSON format keeps the machine names in each section's
+``data``.
 
 Determinism: charts are PNG images drawn with Matplotlib's Agg renderer without a ``Software``
 or date entry, numbers are formatted with fixed precision and nothing depends on the clock, so
@@ -82,19 +89,19 @@ from allocator.report.sections import (
     histogram_section,
     lorenz_section,
     reconciliation_section,
-    scatter_section,
     summary_section,
+    voucher_by_loss_section,
 )
 from allocator.report.sweep_sections import (
+    BUDGET_TITLE,
+    SWEEP_TITLE,
     alpha_sweep_section,
-    shadow_price_section,
+    budget_section,
     skipped_section,
 )
+from allocator.report.words import rule_title
 from allocator.runs.reader import refuse_output_in_run
 from allocator.runs.store import atomic_write_text
-
-_SWEEP_TITLE = "Alpha sweep"
-_SHADOW_TITLE = "Shadow price against the budget"
 
 
 def build_report(
@@ -111,7 +118,8 @@ def build_report(
     run_dir
         The run directory reported on.
     compare
-        Further run directories shown beside it (Lorenz curves, coverage, checks, audit).
+        Further run directories shown beside it (voucher against loss, Lorenz curves, coverage,
+        a line of finance checks each, audit, axioms).
     sweep_points
         Points of the alpha and budget sweeps (re-solved on the run's input data), 0 (skip) to
         :data:`~allocator.report.model.MAX_SWEEP_POINTS`.
@@ -149,35 +157,37 @@ def build_report(
         summary_section(runs),
         reconciliation_section(runs),
         histogram_section(main),
-        scatter_section(main),
+        voucher_by_loss_section(runs),
         lorenz_section(runs),
         coverage_section(runs),
     ]
     rule = main.scenario.objective.rule
+    named = rule_title(rule)
     if sweep_points == 0:
         why = "sweeps turned off (0 points)"
-        sections.append(skipped_section("sweep", _SWEEP_TITLE, why))
-        sections.append(skipped_section("shadow-price", _SHADOW_TITLE, why))
+        sections.append(skipped_section("sweep", SWEEP_TITLE, why))
+        sections.append(skipped_section("shadow-price", BUDGET_TITLE, why))
     elif rule != "alpha_fair":
         sections.append(
-            skipped_section("sweep", _SWEEP_TITLE, f"the {rule} rule has no alpha to sweep")
+            skipped_section("sweep", SWEEP_TITLE, f"the {named} rule has no alpha to sweep")
         )
         sections.append(
             skipped_section(
                 "shadow-price",
-                _SHADOW_TITLE,
-                f"the {rule} rule is not an optimisation: it has no shadow price",
+                BUDGET_TITLE,
+                f"the {named} rule is not an optimisation: it has no shadow price to sweep the "
+                "budget by",
             )
         )
     else:
         session, reason = open_session(main)
         if session is None:
             why = reason or "no data"
-            sections.append(skipped_section("sweep", _SWEEP_TITLE, why))
-            sections.append(skipped_section("shadow-price", _SHADOW_TITLE, why))
+            sections.append(skipped_section("sweep", SWEEP_TITLE, why))
+            sections.append(skipped_section("shadow-price", BUDGET_TITLE, why))
         else:
             sections.append(alpha_sweep_section(main, session, sweep_points))
-            sections.append(shadow_price_section(main, session, sweep_points))
+            sections.append(budget_section(main, session, sweep_points))
     sections.append(cliff_section(main))
     sections.append(fairness_section(runs))
     if axioms_sample == 0:

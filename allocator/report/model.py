@@ -45,14 +45,13 @@ MAX_AXIOMS_SAMPLE = 100_000
 ALPHA_RANGE = (0.25, 8.0)
 #: Budgets of the shadow-price sweep, as multiples of the run's budget.
 BUDGET_RANGE = (0.5, 1.5)
-#: Scatter plots draw at most this many users (a fixed-seed subsample beyond it).
-SCATTER_MAX_POINTS = 20_000
-SCATTER_SEED = 20251010
 #: Width of the "just below" bands of the cliff section.
 LOSS_BAND_USD = 10.0
 RATIO_BAND = 0.05
 LORENZ_POINTS = 101
-HIST_BINS = 40
+#: Most bins of the voucher histogram; the bins are equal steps of a round amount (USD 250 for
+#: vouchers up to USD 6,000), so there are between half this and this many.
+HIST_MAX_BINS = 25
 
 
 @dataclass(frozen=True)

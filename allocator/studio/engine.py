@@ -65,7 +65,10 @@ class Studio:
     """
 
     def __init__(self, session: DataSession, base: Scenario) -> None:
-        self.session = session
+        # the page counts the excluded users but writes no run: no detail sentences, except
+        # in the run written to explain one user (a sibling session with them)
+        self.session = session.sibling(details=False)
+        self._writing = session.sibling(details=True)
         self.base = base
         self._results: OrderedDict[Scenario, Evaluation] = OrderedDict()
         self.pinned: Evaluation | None = None
@@ -153,9 +156,9 @@ class Studio:
         the explanation is the command's, checked step by step against the files.
         """
         if result._run_dir is None:
-            full = allocate(self.session, result.scenario, with_payouts=True)
+            full = allocate(self._writing, result.scenario, with_payouts=True)
             out = Path(self._tmp.name) / f"run-{len(os.listdir(self._tmp.name))}"
-            result._run_dir = write_run(out, self.session, full, solver_requested="auto")
+            result._run_dir = write_run(out, self._writing, full, solver_requested="auto")
         try:
             return render_lines(explain_user(result._run_dir, int(user_id), other_scenarios=False))
         except InputError as exc:

@@ -75,6 +75,9 @@ class DataSession:
         default_factory=dict
     )
     _user_tables: dict[tuple[object, ...], UserTable] = field(default_factory=dict)
+    #: Write each excluded user's ``detail`` sentence (a run directory needs it; a page that
+    #: only counts the excluded does not, and it is half the time of a threshold change).
+    details: bool = True
 
     @classmethod
     def open(cls, data_dir: str | Path) -> DataSession:
@@ -87,7 +90,7 @@ class DataSession:
         """The eligibility result for ``rules`` and the seconds it took when first computed."""
         if rules not in self._eligibility:
             t0 = time.perf_counter()
-            result = decide_users(self.user_table(rules), rules)
+            result = decide_users(self.user_table(rules), rules, details=self.details)
             result.reconciliation.check()
             self._eligibility[rules] = (result, time.perf_counter() - t0)
             while len(self._eligibility) > ELIGIBILITY_CACHE_SIZE:
@@ -116,6 +119,17 @@ class DataSession:
         else:
             self._user_tables[key] = self._user_tables.pop(key)
         return self._user_tables[key]
+
+    def sibling(self, *, details: bool) -> DataSession:
+        """The same loaded inputs and passes over the events, with or without the excluded
+        users' details (its own eligibility cache)."""
+        return DataSession(
+            data_dir=self.data_dir,
+            inputs=self.inputs,
+            load_seconds=self.load_seconds,
+            _user_tables=self._user_tables,
+            details=details,
+        )
 
     def input_manifest(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}

@@ -3,13 +3,17 @@
 Two small runs (3,000 generated users, budget USD 3M) are written with ``allocator allocate``;
 the report of the first, compared with the second, is rendered as HTML, JSON and Markdown through
 the CLI, and its contents are checked against the run directory, ``check_run_dir`` and
-independent recomputations (Lorenz curve, Gini, coverage medians, cliff counts).
+independent recomputations (Lorenz curve, Gini, coverage medians, cliff counts, vouchers by
+loss). The charts are checked on the Matplotlib figures the report draws: linear dollar axes
+for amounts, dollar tick labels on the loss axis, no scientific notation and no variable name
+in any text a reader sees.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import html as html_lib
 import json
 import re
 import shutil
@@ -31,26 +35,47 @@ from allocator.analysis.sweeps import run_sweep
 from allocator.cli.app import app
 from allocator.data.synthetic import generate
 from allocator.errors import InputError
-from allocator.report import MAX_SWEEP_POINTS, SECTION_IDS, build_report, write_report
+from allocator.report import MAX_SWEEP_POINTS, SECTION_IDS, build_report, charts, write_report
 from allocator.report.cells import usd_cents
 from allocator.report.inputs import load_report_run, open_session
-from allocator.report.model import SCATTER_MAX_POINTS
-from allocator.report.sections import subsample
+from allocator.report.sections import linear_edges, loss_edges
 from allocator.report.sweep_sections import POINT_METRICS, solve_points
+from allocator.report.words import percent, plain_number, usd_amount
 from allocator.settings.scenarios import with_overrides
 
 runner = CliRunner()
 SWEEP_POINTS = 3
-#: Sections that draw exactly one chart.
-CHART_SECTIONS = (
-    "voucher-histogram",
-    "voucher-vs-loss",
-    "lorenz",
-    "coverage",
-    "sweep",
-    "shadow-price",
-    "cliff",
+#: Charts each section draws for a report of two runs: voucher against loss once per run.
+CHARTS_PER_SECTION = {
+    "voucher-histogram": 1,
+    "voucher-vs-loss": 2,
+    "lorenz": 1,
+    "coverage": 1,
+    "sweep": 1,
+    "shadow-price": 1,
+    "cliff": 1,
+}
+LABELS = ("small-baseline", "small-equal")
+#: Machine names that must not reach a reader of the HTML report (the JSON keeps them).
+MACHINE_NAMES = (
+    "n_floor",
+    "n_cap",
+    "median_coverage",
+    "shadow_price",
+    "top_decile_share",
+    "below_min_loss",
+    "below_loss_ratio",
+    "depeg_compensated",
+    "kyc_not_verified",
+    "rounding_tie",
+    "alpha_fair",
+    "loss_usd",
+    "voucher_usd",
 )
+#: Scientific notation as Matplotlib or Python write it: 1e+03, 4.5e-10, 3x10^1, $10^{3}$.
+SCIENTIFIC = re.compile(r"\d(\.\d+)?[eE][+-]?\d|×\s*10|\\times|10\^|\$")
+#: A variable name: lower-case words joined by underscores.
+SNAKE = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
 
 BASELINE = """
 name = "small-baseline"
@@ -163,13 +188,13 @@ def test_every_section_present_with_a_heading(rendered):
 def test_every_chart_is_an_embedded_png(rendered):
     html = html_text(rendered)
     uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(uris) == html.count("<img") == len(CHART_SECTIONS)
+    assert len(uris) == html.count("<img") == sum(CHARTS_PER_SECTION.values())
     for b64 in uris:
         png = base64.b64decode(b64, validate=True)
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         assert b"Software" not in png  # no tool name or version: reruns stay identical
-    for sid in CHART_SECTIONS:
-        assert section_html(html, sid).count("<img") == 1, sid
+    for sid, n in CHARTS_PER_SECTION.items():
+        assert section_html(html, sid).count("<img") == n, sid
 
 
 def test_no_external_reference(rendered):
@@ -181,14 +206,32 @@ def test_no_external_reference(rendered):
 
 
 def test_reconciliation_rows_equal_check_run_dir(runs, rendered):
+    # every check of the reported run, once; the compared run in one line
     body = section_html(html_text(rendered), "reconciliation")
     rows = re.findall(r'<tr><td class="(pass|fail)">(PASS|FAIL)</td><td>([^<]*)</td>', body)
-    expected = []
-    for run in (runs["base"], runs["equal"]):
-        expected += [("PASS" if c.ok else "FAIL", c.name) for c in check_run_dir(run).checks]
+    checks = check_run_dir(runs["base"]).checks
+    expected = [("PASS" if c.ok else "FAIL", c.name) for c in checks]
     assert [(status, name.replace("&#x27;", "'")) for _, status, name in rows] == expected
     assert all(cls == status.lower() for cls, status, _ in rows)
-    assert all(s == "PASS" for s, _ in expected)
+    assert all(s == "PASS" for s, _ in expected) and len(expected) == 28
+    compared = check_run_dir(runs["equal"])
+    assert compared.ok
+    line = re.findall(r"<tr><td>small-equal \([^<]*\)</td>(.*?)</tr>", body)
+    assert line == [
+        f'<td class="pass">PASS</td><td>all {len(compared.checks)} checks passed</td><td>-</td>'
+    ]
+
+
+def test_checks_table_appears_once(runs, rendered):
+    html = html_text(rendered)
+    assert html.count("<th>check</th>") == 1
+    names = [c.name for c in check_run_dir(runs["base"]).checks]
+    for name in names:
+        cell = f"<td>{name}</td>".replace("'", "&#x27;")
+        assert html.count(cell) == 1, name
+    md = rendered["md"].decode("utf-8")
+    assert md.count("| status | check | detail |") == 1
+    assert md.count(f"| PASS | {names[0]} |") == 1
 
 
 def test_summary_numbers_equal_the_manifest(runs, rendered):
@@ -220,6 +263,219 @@ def test_output_written_atomically(rendered):
     assert names == ["again.html", "r.html", "r.json", "r.md"]  # no temporary leftovers
 
 
+def visible_text(html_fragment: str) -> str:
+    """What a reader sees of an HTML fragment: no tags, no style, entities decoded (alt texts and
+    image titles are seen too, by screen readers and on hover)."""
+    shown = re.sub(r"<style>.*?</style>", " ", html_fragment, flags=re.DOTALL)
+    attrs = " ".join(re.findall(r'(?:alt|title)="([^"]*)"', shown))
+    shown = re.sub(r"<[^>]+>", " ", shown)
+    return html_lib.unescape(shown + " " + attrs)
+
+
+def without_checks(html: str) -> str:
+    """The page without the finance checks, which are check-budget's own words (its check
+    names, such as ``voucher_usd``, and details such as a difference of ``7.6e-06``)."""
+    return re.sub(r'<section id="reconciliation".*?</section>', "", html, count=1, flags=re.DOTALL)
+
+
+def test_no_variable_name_reaches_the_reader(rendered):
+    html = html_text(rendered)
+    seen = visible_text(without_checks(html))
+    for name in MACHINE_NAMES:
+        assert name not in seen, name
+    # every section in words, but the finance checks (check-budget's own wording, with file
+    # and column names) and the axioms (named as `allocator axioms` names them)
+    for sid in SECTION_IDS:
+        if sid in ("reconciliation", "axioms"):
+            continue
+        names = SNAKE.findall(visible_text(section_html(html, sid)))
+        assert names == [], (sid, names)
+    # the JSON keeps the machine names
+    doc = report_json(rendered)
+    assert "n_cap" in json_section(doc, "sweep")["data"]["points"][0]
+    assert "shadow_price" in json_section(doc, "shadow-price")["data"]["points"][0]
+
+
+def test_no_log_scale_or_scientific_text_in_the_html(rendered):
+    html = html_text(rendered)
+    assert "log scale" not in visible_text(html) and "logarithmic" not in visible_text(html)
+    found = SCIENTIFIC.search(visible_text(without_checks(html)))
+    assert found is None, found
+
+
+def test_voucher_against_loss_for_every_run(runs, rendered):
+    body = section_html(html_text(rendered), "voucher-vs-loss")
+    alts = re.findall(r'<img src="[^"]*" alt="([^"]*)"', body)
+    assert len(alts) == len(LABELS)
+    for label, alt in zip(LABELS, alts):
+        assert alt.startswith(f"{label}: median voucher"), alt
+    data = json_section(report_json(rendered), "voucher-vs-loss")["data"]
+    edges = np.asarray(data["loss_edges_usd"])
+    assert [r["label"] for r in data["runs"]] == list(LABELS)
+    for run, entry in zip((runs["base"], runs["equal"]), data["runs"]):
+        alloc = pl.read_parquet(run / N.ALLOCATIONS_FILE)
+        loss = alloc[N.LOSS_USD].to_numpy()
+        usd = alloc[N.VOUCHER_CENTS].to_numpy() / 100.0
+        assert edges[0] <= loss.min() and edges[-1] > loss.max()
+        assert sum(b["users"] for b in entry["bins"]) == entry["users"] == alloc.height
+        for b in entry["bins"]:
+            sel = (loss >= b["low_usd"]) & (loss < b["high_usd"])
+            assert b["users"] == int(sel.sum())
+            if sel.any():
+                p10, med, p90 = np.percentile(usd[sel], [10, 50, 90])
+                assert (b["p10_usd"], b["median_usd"], b["p90_usd"]) == pytest.approx(
+                    (p10, med, p90), rel=1e-12
+                )
+            else:
+                assert b["median_usd"] is None
+
+
+def test_cliff_is_a_chart_and_a_short_table(rendered):
+    body = section_html(html_text(rendered), "cliff")
+    assert body.count("<img") == 1
+    assert body.count("<table>") == 1
+    assert len(re.findall(r"<tr><td>", body)) == 2  # the loss rule and the loss-share rule
+    cliff = json_section(report_json(rendered), "cliff")
+    assert len(cliff["tables"]) == 1
+    # the bins behind the chart stay in the JSON report
+    assert len(cliff["data"]["loss_hist"]["edges"]) == 21
+
+
+def test_a_failing_compared_run_is_one_line_with_its_failures(runs, tmp_path):
+    bad = tmp_path / "tampered"
+    shutil.copytree(runs["equal"], bad)
+    man = manifest(bad)
+    man["money"]["paid_cents"] += 1
+    (bad / N.MANIFEST_FILE).write_text(json.dumps(man))
+    out = tmp_path / "r.html"
+    res = invoke("report", runs["base"], "--compare", bad, "--out", out, "--sweep-points", "0")
+    assert res.exit_code == 1
+    html = out.read_text()
+    body = section_html(html, "reconciliation")
+    assert html.count("<th>check</th>") == 1
+    main_rows = re.findall(r'<tr><td class="(?:pass|fail)">(PASS|FAIL)</td><td>', body)
+    assert main_rows == ["PASS"] * len(check_run_dir(runs["base"]).checks)
+    report = check_run_dir(bad)
+    failed = [c.name for c in report.failures]
+    assert "paid" in failed
+    (line,) = re.findall(r"<tr><td>small-equal \([^<]*\)</td>(.*?)</tr>", body)
+    assert line.startswith('<td class="fail">FAIL</td>')
+    assert f"{len(failed)} of {len(report.checks)} checks FAILED" in line
+    for name in failed:
+        assert f"{name}: " in line
+    assert 'class="banner fail"' in html
+
+
+# ------------------------------------------------------------------------------------ charts
+
+
+@pytest.fixture(scope="module")
+def figures(runs):
+    """Every Matplotlib figure of the report of ``base`` compared with ``equal``, with its
+    chart's title and alt text, as drawn (tick labels are set when a figure is saved)."""
+    drawn = []
+    real = charts.to_chart
+
+    def keep(fig, title, alt):
+        chart = real(fig, title, alt)
+        drawn.append((fig, title, alt))
+        return chart
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(charts, "to_chart", keep)
+        report = build_report(
+            runs["base"], compare=[runs["equal"]], sweep_points=SWEEP_POINTS, axioms_sample=0
+        )
+    assert len(drawn) == report.n_charts == sum(CHARTS_PER_SECTION.values())
+    return drawn
+
+
+def figure_texts(fig) -> list[str]:
+    """Every piece of text on a drawn figure: titles, axis labels, tick labels (major and minor),
+    offset texts (where Matplotlib writes ``1e8``), legends and annotations."""
+    out = [fig.get_suptitle(), *(t.get_text() for t in fig.texts)]
+    for ax in fig.axes:
+        out += [ax.get_title(loc) for loc in ("left", "center", "right")]
+        out += [ax.get_xlabel(), ax.get_ylabel(), *(t.get_text() for t in ax.texts)]
+        for axis in (ax.xaxis, ax.yaxis):
+            out += [t.get_text() for t in axis.get_ticklabels(which="both")]
+            out.append(axis.get_offset_text().get_text())
+        legend = ax.get_legend()
+        if legend is not None:
+            out += [legend.get_title().get_text(), *(t.get_text() for t in legend.get_texts())]
+    return [t for t in out if t]
+
+
+def shown_ticks(axis) -> list[str]:
+    """The labels of the major ticks inside the axis's view."""
+    lo, hi = sorted(axis.get_view_interval())
+    return [
+        t.get_text()
+        for t, v in zip(axis.get_ticklabels(), axis.get_majorticklocs())
+        if lo - 1e-9 * abs(lo) <= v <= hi + 1e-9 * abs(hi)
+    ]
+
+
+def figure_of(figures, title: str):
+    found = [fig for fig, t, _ in figures if t.startswith(title)]
+    assert found, title
+    return found
+
+
+def test_no_chart_text_is_scientific_or_a_variable_name(figures):
+    for fig, title, alt in figures:
+        texts = figure_texts(fig)
+        assert texts, title
+        for text in [*texts, title, alt]:
+            assert not SCIENTIFIC.search(text), (title, text)
+            assert not SNAKE.search(text), (title, text)
+            assert "log scale" not in text and "logarithmic" not in text, (title, text)
+
+
+def test_histogram_is_linear_in_dollars(figures):
+    (fig,) = figure_of(figures, "How large the vouchers are")
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "linear" and ax.get_yscale() == "linear"
+    ticks = shown_ticks(ax.xaxis)
+    assert ticks[0] == "USD 0" and len(ticks) >= 4
+    assert all(re.fullmatch(r"USD \d{1,3}(,\d{3})*", t) for t in ticks), ticks
+    # the bars: equal widths from USD 0
+    lefts = sorted({round(p.get_path().vertices[:, 0].min(), 6) for p in ax.patches})
+    assert lefts[0] == 0
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})*", t) for t in shown_ticks(ax.yaxis))
+    assert ax.get_title().startswith("How large the vouchers are")
+
+
+def test_voucher_against_loss_has_dollar_ticks_on_a_log_loss_axis(figures):
+    found = figure_of(figures, "Voucher against loss")
+    assert len(found) == len(LABELS)
+    for fig, label in zip(found, LABELS):
+        (ax,) = fig.axes
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "linear"
+        ticks = shown_ticks(ax.xaxis)
+        assert ticks and all(re.fullmatch(r"USD 1(0{0,2}|k|0k|00k|M|0M|00M)", t) for t in ticks)
+        assert all(t.get_text() == "" for t in ax.xaxis.get_ticklabels(which="minor"))
+        assert all(t.startswith("USD ") for t in shown_ticks(ax.yaxis))
+        # a binned summary, not a point per user
+        assert len(ax.collections) <= 2 and all(len(line.get_xdata()) <= 40 for line in ax.lines)
+        assert label in ax.get_title()
+    assert len({tuple(fig.axes[0].get_xlim()) for fig in found}) == 1  # same axes for every run
+
+
+def test_amount_and_share_axes_are_linear(figures):
+    (coverage,) = figure_of(figures, "Share of the loss repaid")
+    assert coverage.axes[0].get_yscale() == "linear"
+    assert all(t.endswith("%") for t in shown_ticks(coverage.axes[0].yaxis))
+    (budget,) = figure_of(figures, "A bigger or smaller budget")
+    for ax in budget.axes:
+        assert ax.get_xscale() == ax.get_yscale() == "linear"
+        assert all(re.fullmatch(r"USD \d+(\.\d+)?M", t) for t in shown_ticks(ax.xaxis))
+    (cliff,) = figure_of(figures, "Who just misses out")
+    loss_ax, ratio_ax = cliff.axes
+    assert all(t.startswith("USD ") for t in shown_ticks(loss_ax.xaxis))
+    assert all(t.endswith("%") for t in shown_ticks(ratio_ax.xaxis))
+
+
 # ------------------------------------------------------------------------------------ JSON, MD
 
 
@@ -244,7 +500,7 @@ def test_markdown_has_the_tables(runs, rendered):
         assert f"## {s['title']}" in md
         assert f'<a id="{s["id"]}"></a>' in md
     assert "data:image" not in md
-    assert md.count("chart(s) omitted") == len(CHART_SECTIONS)
+    assert md.count("chart(s) omitted") == len(CHARTS_PER_SECTION)
 
 
 # ------------------------------------------------------------------------------------ numbers
@@ -284,13 +540,23 @@ def test_coverage_medians_recomputed(runs, rendered):
                 assert band["median"] == pytest.approx(float(np.median(cov[sel])), rel=1e-12)
 
 
-def test_histogram_counts_every_voucher(runs, rendered):
+def test_histogram_counts_every_voucher_in_equal_dollar_steps(runs, rendered):
     data = json_section(report_json(rendered), "voucher-histogram")["data"]
     alloc = pl.read_parquet(runs["base"] / N.ALLOCATIONS_FILE)
     usd = alloc[N.VOUCHER_CENTS].to_numpy() / 100.0
-    assert sum(data["counts"]) + data["zero_vouchers"] == alloc.height
-    assert data["bin_edges_usd"][0] == pytest.approx(usd[usd > 0].min())
-    assert data["bin_edges_usd"][-1] == pytest.approx(usd.max())
+    edges = np.asarray(data["bin_edges_usd"])
+    # linear bins from USD 0 in one round step (the old report used logarithmic bins)
+    assert edges[0] == 0 and edges[-1] >= usd.max() > edges[-2]
+    widths = np.diff(edges)
+    assert np.allclose(widths, data["bin_width_usd"], rtol=0, atol=1e-9)
+    assert data["bin_width_usd"] / 10 ** np.floor(np.log10(data["bin_width_usd"])) in (1, 2, 2.5, 5)
+    assert 12 <= widths.size <= 25
+    assert data["counts"] == np.histogram(usd, bins=edges)[0].tolist()
+    assert sum(data["counts"]) == alloc.height
+    bound = alloc[N.BOUND].to_numpy()
+    for state, counts in data["counts_by_bound"].items():
+        assert counts == np.histogram(usd[bound == state], bins=edges)[0].tolist(), state
+    assert np.sum(list(data["counts_by_bound"].values()), axis=0).tolist() == data["counts"]
 
 
 def test_shadow_price_sweep_meets_the_run_at_its_own_budget(runs, rendered):
@@ -523,14 +789,67 @@ def test_usd_cents_text_round_trips(cents):
     assert sign * (int(whole) * 100 + int(frac)) == cents
 
 
-def test_scatter_subsample_is_fixed():
-    small = subsample(10)
-    assert small.tolist() == list(range(10))
-    big = subsample(SCATTER_MAX_POINTS * 3)
-    assert big.size == SCATTER_MAX_POINTS == np.unique(big).size
-    assert np.array_equal(big, np.sort(big)) and np.array_equal(
-        big, subsample(SCATTER_MAX_POINTS * 3)
-    )
+@given(st.floats(min_value=0.01, max_value=1e9, allow_nan=False))
+def test_linear_edges_are_round_steps_that_cover_the_top(top):
+    edges = linear_edges(top)
+    width = edges[1] - edges[0]
+    assert edges[0] == 0 and edges[-1] >= top and edges[-2] < top
+    assert np.allclose(np.diff(edges), width, rtol=1e-12, atol=0)
+    assert edges.size - 1 <= 25
+    mantissa = width / 10 ** np.floor(np.log10(width))
+    assert min(abs(mantissa - m) for m in (1, 2, 2.5, 5, 10)) < 1e-9
+
+
+@given(
+    st.floats(min_value=0.01, max_value=1e9, allow_nan=False),
+    st.floats(min_value=1, max_value=1e6, allow_nan=False),
+)
+def test_loss_edges_are_one_two_five_steps_around_the_losses(lo, spread):
+    hi = lo * spread
+    edges = loss_edges(lo, hi)
+    assert edges[0] <= lo and edges[-1] > hi and edges.size >= 2
+    assert edges[1] > lo and edges[-2] <= hi  # no empty bin at either end
+    ratios = edges[1:] / edges[:-1]
+    assert all(any(abs(r - q) < 1e-9 for q in (2.0, 2.5)) for r in ratios)
+
+
+@pytest.mark.parametrize(
+    ("amount", "short", "text"),
+    [
+        (0, False, "USD 0"),
+        (4, False, "USD 4"),
+        (18.93, False, "USD 18.93"),
+        (250, False, "USD 250"),
+        (1000, False, "USD 1,000"),
+        (6000, False, "USD 6,000"),
+        (10_000, False, "USD 10k"),
+        (12_500, False, "USD 12.5k"),
+        (1_000_000, False, "USD 1M"),
+        (300_000_000, False, "USD 300M"),
+        (1_500_000_000, False, "USD 1.5B"),
+        (100, True, "USD 100"),
+        (1000, True, "USD 1k"),
+        (100_000, True, "USD 100k"),
+        (-5, False, "-USD 5"),
+    ],
+)
+def test_usd_amount_as_a_reader_says_it(amount, short, text):
+    assert usd_amount(amount, short=short) == text
+
+
+@given(st.floats(min_value=-1e15, max_value=1e15, allow_nan=False), st.booleans())
+def test_usd_amount_is_never_scientific(amount, short):
+    text = usd_amount(amount, short=short)
+    assert re.fullmatch(r"-?USD \d{1,3}(,\d{3})*(\.\d{1,2})?[kMB]?", text), text
+    assert not SCIENTIFIC.search(text)
+
+
+@given(st.floats(min_value=1e-30, max_value=1e15, allow_nan=False))
+def test_plain_number_is_positional(x):
+    text = plain_number(x)
+    assert not SCIENTIFIC.search(text) and "e" not in text
+    assert float(text.replace(",", "")) == pytest.approx(x, rel=1e-3)
+    assert percent(0.3) == "30%" and percent(0.255) == "25.5%"
 
 
 def test_phase_in_cliff_sits_at_the_band_and_includes_its_lower_end(runs, tmp_path):
@@ -546,8 +865,11 @@ def test_phase_in_cliff_sits_at_the_band_and_includes_its_lower_end(runs, tmp_pa
     assert res.exit_code == 0, res.output
     cliff = json_section(strict_json(out.read_text()), "cliff")
     rows = {r[0]: r for r in cliff["tables"][0]["rows"]}
-    assert rows[N.REASON_BELOW_MIN_LOSS][1] == "loss in [15, 25] USD"
-    assert rows[N.REASON_BELOW_LOSS_RATIO][1] == "ratio in [0.15, 0.2]"
+    assert rows["loss of USD 25 or less"][1] == "loss from USD 15 up to and including USD 25"
+    assert (
+        rows["loss 20% of net assets or less"][1]
+        == "loss from 15% up to and including 20% of net assets"
+    )
     exc = pl.read_parquet(run / N.EXCLUDED_FILE)
     below = exc.filter(
         (pl.col(N.REASON) == N.REASON_BELOW_MIN_LOSS) & pl.col(N.LOSS_USD).is_between(15, 25)

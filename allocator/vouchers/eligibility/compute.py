@@ -259,12 +259,18 @@ def user_table(
 
 
 def decide_users(
-    users: UserTable, rules: EligibilityRules, *, decisions: bool = False
+    users: UserTable,
+    rules: EligibilityRules,
+    *,
+    decisions: bool = False,
+    details: bool = True,
 ) -> EligibilityResult:
     """Stage 2: every per-user rule of ``rules`` (losses net of depeg compensation, the loss
     ratio, the thresholds, regions, KYC, phase-in bands) on a :class:`UserTable`.
 
     A policy designer moving a threshold re-runs only this (no pass over the events).
+    ``details=False`` leaves the excluded users' ``detail`` text null: half the time of this
+    stage goes into writing those sentences, which only a written run needs.
 
     Raises
     ------
@@ -307,9 +313,13 @@ def decide_users(
     t, rows = users.totals, users.rows
     table = decide(table, rules)
     eligible = table.filter(pl.col(N.REASON).is_null()).select(eligible_columns(rules))
-    excluded = with_detail(table.filter(pl.col(N.REASON).is_not_null()), rules).select(
-        excluded_columns()
+    out = table.filter(pl.col(N.REASON).is_not_null())
+    out = (
+        with_detail(out, rules)
+        if details
+        else out.with_columns(pl.lit(None, dtype=pl.String).alias(N.DETAIL))
     )
+    excluded = out.select(excluded_columns())
     # One chunk each: the chunk layout of a parallel collect varies from run to run, and the
     # parquet row groups written from it would too.
     eligible, excluded = eligible.rechunk(), excluded.rechunk()
