@@ -8,6 +8,7 @@ that a million users cost the browser what a thousand do.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from allocator.analysis.axioms import AxiomResult
 from allocator.analysis.axioms_run import verdict
 from allocator.analysis.metrics import LOSS_BANDS, lorenz
 from allocator.analysis.sensitivity.budget import budget_derivatives
-from allocator.analysis.sensitivity.cliffs import cliff_analysis
+from allocator.analysis.sensitivity.cliffs import CliffAnalysis, cliff_analysis
 from allocator.kernel.claims import describe
 from allocator.kernel.money import CENTS_PER_USD
 from allocator.vouchers.pipeline import RunResult
@@ -82,9 +83,7 @@ def _vouchers(run: RunResult) -> np.ndarray:
 # The pinned run is drawn again beside every new setting, and users' losses stay put while only
 # vouchers move: what depends on a run alone is kept per run, and the loss bins per eligibility.
 _PER_RUN: weakref.WeakKeyDictionary[RunResult, dict[str, Any]] = weakref.WeakKeyDictionary()
-_PER_ELIGIBILITY: weakref.WeakKeyDictionary[Any, dict[tuple[float, ...], Any]] = (
-    weakref.WeakKeyDictionary()
-)
+_PER_ELIGIBILITY: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
 def _memo(run: RunResult, kind: str, compute: Any) -> Any:
@@ -436,10 +435,42 @@ def budget_in_words(run: RunResult) -> str:
     return text if rule is None else f"{rule[0].upper()}{rule[1:]}. {text}"
 
 
+#: Fields of a cliff analysis that read only the excluded users (the same for every run that
+#: shares an eligibility result).
+_EXCLUDED_SIDE = (
+    "below_loss_users",
+    "below_loss_total_usd",
+    "below_loss_only_users",
+    "below_loss_only_total_usd",
+    "below_ratio_users",
+    "below_ratio_total_usd",
+)
+
+
+def cliff_of(run: RunResult) -> CliffAnalysis:
+    """:func:`~allocator.analysis.sensitivity.cliffs.cliff_analysis` of ``run``; the excluded
+    users' side is computed once per eligibility (most of the time: excluded users outnumber
+    the paid ones near the thresholds), the paid users' side for every run."""
+    rules = run.scenario.eligibility
+    store = _PER_ELIGIBILITY.setdefault(run.eligibility, {})
+    if "cliffs" not in store:
+        store["cliffs"] = cliff_analysis(run.eligibility.excluded, run.allocations, rules)
+        full: CliffAnalysis = store["cliffs"]
+        return full
+    known: CliffAnalysis = store["cliffs"]
+    fresh = cliff_analysis(run.eligibility.excluded.head(0), run.allocations, rules)
+    return dataclasses.replace(
+        fresh,
+        **{name: getattr(known, name) for name in _EXCLUDED_SIDE},
+        loss_hist={**fresh.loss_hist, "excluded": known.loss_hist["excluded"]},
+        ratio_hist={**fresh.ratio_hist, "excluded": known.ratio_hist["excluded"]},
+    )
+
+
 def cliffs(run: RunResult) -> tuple[list[str], Any]:
     """Who sits just below the loss and ratio thresholds, in words, and a chart of the users
     on either side of each threshold (paid, or left out by it)."""
-    c = cliff_analysis(run.eligibility.excluded, run.allocations, run.scenario.eligibility)
+    c = cliff_of(run)
 
     def median(x: float | None) -> str:
         return "nobody" if x is None else usd(x, cents=True)

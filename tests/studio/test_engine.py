@@ -266,3 +266,20 @@ def test_the_axioms_table_is_in_words(studio: Studio) -> None:
     assert "Nobody is paid more than their loss" in table["Property"].to_list()
     assert not any("_" in p for p in table["Property"])
     assert studio.axioms(result, sample=30) is studio.axioms(result)  # kept per setting
+
+
+@pytest.mark.parametrize("extra", [{}, {"eligibility.phase_in_loss_usd": 25.0}])
+def test_cliffs_sharing_the_excluded_side_equal_a_full_analysis(studio: Studio, extra) -> None:
+    """The excluded users' side of the cliffs is kept per eligibility; for every later run the
+    whole analysis must still be the one computed from scratch."""
+    from allocator.analysis.sensitivity.cliffs import cliff_analysis
+
+    first = studio.evaluate(studio.scenario({**studio.values(), **extra})).run
+    V.cliff_of(first)
+    for alpha in (0.5, 2.5):
+        run = studio.evaluate(
+            studio.scenario({**studio.values(), **extra, "objective.alpha": alpha})
+        ).run
+        assert run.eligibility is first.eligibility  # the kept side applies
+        full = cliff_analysis(run.eligibility.excluded, run.allocations, run.scenario.eligibility)
+        assert V.cliff_of(run).to_dict() == full.to_dict()
