@@ -16,9 +16,11 @@ from allocator.cli.common import (
     resolve_data_dir,
     usd,
 )
+from allocator.errors import AllocatorError
 from allocator.kernel.claims import describe
+from allocator.runs.writer import refuse_existing
 from allocator.settings.scenarios import load_scenario_with
-from allocator.vouchers.pipeline import DataSession, RunResult, allocate, write_run
+from allocator.vouchers.pipeline import DataSession, RunResult, allocate, provenance, write_run
 
 
 def _rule_words(run: RunResult) -> str:
@@ -95,23 +97,46 @@ def allocate_cmd(
             "e.g. --set objective.alpha=2 --set budget.exhaust=false.",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a run already at --out (refused otherwise).")
+    ] = False,
+    operator: Annotated[
+        str | None,
+        typer.Option("--operator", help="Who makes the run, for the manifest (default: login)."),
+    ] = None,
 ) -> None:
     """Run eligibility, allocation and cent rounding for one scenario; write a run directory.
 
     Example: allocator allocate --scenario scenarios/baseline.toml --out runs/baseline
 
     Example: allocator allocate -s scenarios/baseline.toml --set objective.alpha=2 --out runs/a2
+
+    An existing run at --out is replaced only with --force; two allocate runs cannot write one
+    directory at once.
     """
     check_solver_option(solver)
     scen = load_scenario_with(scenario, assignments or ())
+    out_dir = out if out is not None else Path("runs") / scen.name
+    if not force:
+        refuse_existing(out_dir)  # before any work; checked again under the writer's lock
+    if operator is not None and not operator.strip():
+        raise AllocatorError(
+            "--operator must name someone (e.g. --operator 'j.doe'), not be empty."
+        )
     progress = progress_printer(quiet)
     data_dir = resolve_data_dir(data)
     progress(f"loading and validating {data_dir}")
     session = DataSession.open(data_dir)
     run = allocate(session, scen, solver=solver, progress=progress)
-    out_dir = out if out is not None else Path("runs") / scen.name
     progress(f"writing {out_dir}")
-    write_run(out_dir, session, run, solver_requested=solver or scen.solver.name)
+    write_run(
+        out_dir,
+        session,
+        run,
+        solver_requested=solver or scen.solver.name,
+        replace=force,
+        made_by=provenance(scenario_file=scenario, operator=operator),
+    )
     summary = run_summary(run, out_dir)
     if json_out:
         print_json(summary)

@@ -25,9 +25,12 @@ is (its ``timings_s`` differ between reruns).
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,73 @@ def check_replaceable(out_dir: Path) -> None:
         )
 
 
+def existing_run(out_dir: Path) -> str | None:
+    """A description of the run at ``out_dir`` (its scenario and when it was made), or ``None``
+    when there is none (nothing there, or an empty directory)."""
+    if not os.path.lexists(out_dir) or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return None
+    try:
+        man = json.loads((out_dir / N.MANIFEST_FILE).read_text(encoding="utf-8"))
+        scenario = man["scenario"]["name"]
+        made = man.get("created_at")
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{out_dir} (a run directory whose manifest cannot be read)"
+    return f"{out_dir}, a run of scenario {scenario!r}" + (f" made {made}" if made else "")
+
+
+def refuse_existing(out_dir: str | Path) -> None:
+    """Refuse an ``--out`` that already holds a run (exit 2), naming the run and its scenario."""
+    target = Path(os.path.abspath(out_dir))
+    check_replaceable(target)
+    held = existing_run(target)
+    if held is not None:
+        raise InputError(
+            f"--out {out_dir} already holds {held}; refusing to replace it.",
+            hint="choose another --out, or add --force to replace that run",
+        )
+
+
+@contextmanager
+def writer_lock(out_dir: str | Path) -> Iterator[None]:
+    """Keep two writers of the same run directory apart: an exclusive lock on a hidden sibling
+    file, released when the writer finishes or dies (so it never goes stale).
+
+    Raises
+    ------
+    InputError
+        Another process is writing ``out_dir`` now.
+    """
+    target = Path(os.path.abspath(out_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.with_name(f".{target.name}.lock")
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(
+                f"another process is writing {out_dir} (it holds {path.name}); two runs cannot "
+                "be written to one directory at once.",
+                hint="wait for it to finish, or choose another --out",
+            ) from None
+        try:
+            # the holder before us removes the file when done: a lock on a removed file
+            # guards nothing, so lock the file that is there now
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        # removed while still held, so nobody can lock this file after us (no leftover)
+        path.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def write_run_dir(
     out_dir: str | Path,
     *,
@@ -89,6 +159,7 @@ def write_run_dir(
     excluded: pl.DataFrame,
     payouts: PayoutsSource,
     manifest: Mapping[str, Any],
+    replace: bool = True,
 ) -> Path:
     """Write a complete run directory atomically (see the module docstring) and return its path.
 
@@ -104,13 +175,30 @@ def write_run_dir(
         payout plan understood by ``allocator.vouchers.payouts.write_payouts_csv``.
     manifest
         The manifest without ``outputs``; the caller's mapping is not modified.
+    replace
+        Replace an earlier run at ``out_dir``; with ``False`` one is refused (checked again
+        under the writer lock, so that of two writers racing for one directory one fails).
 
     Raises
     ------
     InputError
-        ``out_dir`` exists and is not a run directory.
+        ``out_dir`` exists and is not a run directory, holds a run and ``replace`` is false, or
+        another process is writing it.
     """
     target = Path(os.path.abspath(out_dir))
+    with writer_lock(target):
+        if not replace:
+            refuse_existing(out_dir)
+        return _write_locked(target, allocations, excluded, payouts, manifest)
+
+
+def _write_locked(
+    target: Path,
+    allocations: pl.DataFrame,
+    excluded: pl.DataFrame,
+    payouts: PayoutsSource,
+    manifest: Mapping[str, Any],
+) -> Path:
     check_replaceable(target)
     allocations = canonical_allocations(allocations)
     excluded = canonical_excluded(excluded)

@@ -7,9 +7,11 @@ optimisation core (:mod:`allocator.kernel.fast`, :mod:`allocator.kernel.rounding
 
 from __future__ import annotations
 
+import getpass
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -379,15 +381,51 @@ def _payouts_of(run: RunResult) -> Payouts:
     return run.payouts
 
 
+def provenance(
+    *, scenario_file: str | Path | None = None, operator: str | None = None
+) -> dict[str, object]:
+    """Who made a run, when, and from which scenario file: the manifest's ``created_at`` (UTC,
+    to the second), ``operator`` (the given name, else the login name) and ``scenario_file``
+    (its path and sha256). The allocations, exclusions and payouts stay byte-identical across
+    reruns; the manifest records each one."""
+    if operator is None:
+        try:
+            operator = getpass.getuser()
+        except (KeyError, OSError):  # no login name (a container without a passwd entry)
+            operator = "unknown"
+    out: dict[str, object] = {
+        "created_at": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "operator": operator,
+    }
+    if scenario_file is not None:
+        path = Path(scenario_file)
+        out["scenario_file"] = {"path": str(path.resolve()), "sha256": sha256_file(path)}
+    return out
+
+
 def write_run(
-    out_dir: Path, session: DataSession, run: RunResult, *, solver_requested: str
+    out_dir: Path,
+    session: DataSession,
+    run: RunResult,
+    *,
+    solver_requested: str,
+    replace: bool = True,
+    made_by: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write ``run`` as a run directory at ``out_dir`` (atomically; see :mod:`allocator.runs.writer`)."""
+    """Write ``run`` as a run directory at ``out_dir`` (atomically; see :mod:`allocator.runs.writer`).
+
+    ``replace=False`` refuses a directory that already holds a run; ``made_by`` is the
+    :func:`provenance` recorded in the manifest (default: now, by the login name).
+    """
     payouts = _payouts_of(run)
     return write_run_dir(
         out_dir,
         allocations=run.allocations,
         excluded=run.eligibility.excluded,
         payouts=lambda path: write_payouts_csv(payouts, path),
-        manifest=manifest(session, run, solver_requested=solver_requested),
+        manifest={
+            **manifest(session, run, solver_requested=solver_requested),
+            **(provenance() if made_by is None else made_by),
+        },
+        replace=replace,
     )
