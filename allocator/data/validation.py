@@ -26,6 +26,8 @@ from allocator.data.tables import (
 )
 from allocator.errors import InputError
 
+#: Control characters (C0, DEL and C1): never part of a product, symbol, asset, region or code.
+_CONTROL_RE = r"[\x00-\x1f\x7f-\x9f]"
 # An ISO 8601 date or date-time without any offset: valid text, but a naive instant.
 _NAIVE_RE = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?$"
 _ROW = "__row"
@@ -122,6 +124,21 @@ def _checks(table: Table) -> list[_Check]:
                     raw.is_null(),
                     lambda n: (
                         f"a value is required on every row, but {n} row(s) have none (null or empty)"
+                    ),
+                )
+            )
+        if target == pl.String:
+            # a NUL or other control character inside a name or code is damage, not data: it
+            # would be written on into run files and payout instructions
+            control = t[col].str.contains(_CONTROL_RE).fill_null(False)
+            out.append(
+                _Check(
+                    f"control:{col}",
+                    col,
+                    control,
+                    lambda n: (
+                        f"text values must not hold control characters (a NUL byte, a tab, a "
+                        f"line break...), but {n} row(s) do"
                     ),
                 )
             )

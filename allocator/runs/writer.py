@@ -207,17 +207,40 @@ def _write_locked(
     dumps_manifest(man)  # fail on an unserialisable manifest before touching the disk
 
     started = time.perf_counter()
-    with atomic_directory(target) as staging:
-        write_parquet(allocations, staging / N.ALLOCATIONS_FILE)
-        write_parquet(excluded, staging / N.EXCLUDED_FILE)
-        _write_payouts(payouts, staging / N.PAYOUTS_FILE)
-        man["outputs"] = {name: sha256_file(staging / name) for name in OUTPUT_FILES}
-        if isinstance(man.get("timings_s"), Mapping):
-            # Writing the outputs is a stage too; the manifest itself is written after this.
-            man["timings_s"] = {
-                **man["timings_s"],
-                "write": round(time.perf_counter() - started, 6),
-            }
-        # manifest.json appears complete or not at all, even inside the staging directory.
-        write_manifest(staging, man)
+    try:
+        with atomic_directory(target) as staging:
+            _write_files(staging, allocations, excluded, payouts, man, started)
+    except OSError as exc:
+        raise _write_error(target, exc.filename or target, exc.strerror or str(exc)) from None
+    except pl.exceptions.PolarsError as exc:
+        # Polars reports a failed write (a full disk) with the OS's words and no path
+        raise _write_error(target, target, str(exc).splitlines()[0] if str(exc) else "") from None
     return target
+
+
+def _write_error(target: Path, where: object, why: str) -> InputError:
+    return InputError(
+        f"cannot write the run directory {target} ({where}: {why}); nothing was written and "
+        "any earlier run there is unchanged.",
+        hint="free some space or choose another --out",
+    )
+
+
+def _write_files(
+    staging: Path,
+    allocations: pl.DataFrame,
+    excluded: pl.DataFrame,
+    payouts: PayoutsSource,
+    man: dict[str, Any],
+    started: float,
+) -> None:
+    """The run's files, into the staging directory; ``manifest.json`` last."""
+    write_parquet(allocations, staging / N.ALLOCATIONS_FILE)
+    write_parquet(excluded, staging / N.EXCLUDED_FILE)
+    _write_payouts(payouts, staging / N.PAYOUTS_FILE)
+    man["outputs"] = {name: sha256_file(staging / name) for name in OUTPUT_FILES}
+    if isinstance(man.get("timings_s"), Mapping):
+        # Writing the outputs is a stage too; the manifest itself is written after this.
+        man["timings_s"] = {**man["timings_s"], "write": round(time.perf_counter() - started, 6)}
+    # manifest.json appears complete or not at all, even inside the staging directory.
+    write_manifest(staging, man)

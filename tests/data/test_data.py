@@ -637,6 +637,22 @@ def test_csv_bad_value_names_its_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("char", [b"\x00", b"\x07", b"\t"])
+def test_a_control_character_in_a_text_value_is_refused(tmp_path: Path, char: bytes) -> None:
+    """A NUL byte inside a symbol was accepted and written on into the run's files."""
+    symbol = list(SCHEMAS[N.EVENTS_FILE]).index(N.SYMBOL)
+
+    def edit(line: bytes) -> bytes:
+        fields = line.split(b",")
+        fields[symbol] = fields[symbol][:2] + char + fields[symbol][2:]
+        return b",".join(fields)
+
+    d = csv_dir(tmp_path, {N.EVENTS_FILE: on_line(3, edit)})
+    assert char in (d / f"{N.EVENTS_FILE}.csv").read_bytes()  # the edit took
+    msg = csv_error(d)
+    assert "column 'symbol'" in msg and "control characters" in msg and "1 row(s) do" in msg
+
+
 def test_csv_extra_columns_are_accepted_and_ignored_in_any_order(tmp_path: Path) -> None:
     def extra(data: bytes) -> bytes:
         lines = data.rstrip(b"\n").split(b"\n")

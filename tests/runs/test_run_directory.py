@@ -299,7 +299,8 @@ def test_crash_in_a_parquet_write_keeps_the_old_run(
         real(frame, path)
 
     monkeypatch.setattr(writer, "write_parquet", failing)
-    with pytest.raises(OSError):
+    # the typed error names the run directory and keeps the OS's words
+    with pytest.raises(InputError, match=r"cannot write the run directory .*I/O error"):
         write_run_dir(out, **parts(liq, bump=1))
     assert snapshot(out) == before and hidden_siblings(out) == []
 
@@ -366,7 +367,7 @@ def test_failed_swap_puts_the_old_run_back(
         real_rename(src, dst)
 
     monkeypatch.setattr(store.os, "rename", second_rename_fails)
-    with pytest.raises(PermissionError):
+    with pytest.raises(InputError, match="rename refused"):
         write_run_dir(out, **parts(liq, bump=1))
     monkeypatch.undo()
     assert snapshot(out) == before and check_run_dir(out).ok and hidden_siblings(out) == []

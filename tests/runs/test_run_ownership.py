@@ -112,3 +112,33 @@ def test_a_writer_that_died_holds_no_lock(data: Path, tmp_path: Path) -> None:
     assert (tmp_path / ".run.lock").exists()  # the dead writer's file is still there...
     assert _allocate(data, run).exit_code == 0  # ...but it locks nothing
     assert invoke("check-budget", run).exit_code == 0
+
+
+@pytest.mark.parametrize("how", ["oserror", "polars"])
+def test_a_full_disk_names_the_run_and_leaves_nothing(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A full disk used to be reported in the OS's words with no path."""
+    import errno
+
+    import polars as pl
+
+    from allocator.runs import writer
+
+    def full(frame: pl.DataFrame, path: Path) -> None:
+        if how == "oserror":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        raise pl.exceptions.ComputeError("No space left on device (os error 28)")
+
+    run = tmp_path / "run"
+    assert _allocate(data, run).exit_code == 0
+    before = _digest(run)
+    monkeypatch.setattr(writer, "write_parquet", full)
+    r = _allocate(data, run, "--force")
+    assert r.exit_code == 2, r.output
+    assert f"cannot write the run directory {run}" in r.stderr
+    assert "No space left on device" in r.stderr and "Traceback" not in r.output
+    if how == "oserror":
+        assert "allocations.parquet" in r.stderr  # the file that could not be written
+    assert _digest(run) == before  # the earlier run is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging left behind

@@ -6,6 +6,7 @@ import bisect
 import dataclasses
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from allocator.errors import CheckFailedError, InputError, ScenarioError
 from allocator.kernel.phase import Band, band_factor, passes, phase_factor
 from allocator.settings.models import EligibilityRules
 from allocator.vouchers.eligibility import (
+    MAX_LOSS_USD,
     RECONCILIATION_FILE,
     EligibilityResult,
     compute_eligibility,
@@ -839,6 +841,25 @@ def test_an_unusable_loss_amount_is_an_input_error(bad_loss: float) -> None:
     d = Data()
     d.user(1).event(1, 100.0).event(1, bad_loss, ts=AFTER_WINDOW)
     assert reasons(d.run()) == {1: None}
+
+
+def test_huge_event_losses_of_one_user_cannot_wrap_their_sum_around() -> None:
+    """Two events each below the old per-event limit (1.7e29 USD) summed past Int128 and came
+    out as a negative loss: the user was excluded as below the minimum loss. Each event is now
+    held to MAX_LOSS_USD, so that no user's sum can overflow."""
+    d = Data()
+    d.user(1).event(1, 100.0)
+    d.user(2).event(2, 1e29).event(2, 1e29, ts=at(2025, 10, 10, 5))
+    with pytest.raises(
+        InputError, match=re.escape(f"not a finite number below {MAX_LOSS_USD:.3g}")
+    ) as err:
+        d.run()
+    assert "user_id=2" in str(err.value)
+    # up to the limit, many events of one user still add up exactly
+    d = Data()
+    d.user(1).event(1, MAX_LOSS_USD).event(1, MAX_LOSS_USD, ts=at(2025, 10, 10, 5))
+    (loss,) = d.run().eligible[N.GROSS_LOSS_USD].to_list()
+    assert loss == 2 * MAX_LOSS_USD > 0
 
 
 # ---------------------------------------------------------------- phase-in band

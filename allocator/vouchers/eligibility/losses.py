@@ -32,16 +32,23 @@ __all__ = [
 
 #: Event losses are rounded to whole nano-dollars and summed exactly as Int128 (module doc).
 NANO_PER_USD = 1_000_000_000
-#: Largest USD loss of one event that the nano-dollar sums can hold.
-MAX_LOSS_USD = (2**127 - 1) / NANO_PER_USD
-#: Width of one packed per-user count (see ``aggregate_per_user``).
+#: Width of one packed per-user count (see ``aggregate_per_user``); also the most events read.
 FIELD = 1 << 31
+#: Largest USD amount of one event: a user's Int128 nano-dollar sum over up to :data:`FIELD`
+#: events of this size cannot overflow (with the range of one event alone, two huge events of
+#: one user wrapped around to a negative loss and the user was excluded as below the minimum).
+MAX_LOSS_USD = 1e19
+assert MAX_LOSS_USD * NANO_PER_USD * FIELD < 2**127 / 4  # room to spare for float rounding
 
 
 def nano(usd: pl.Expr) -> pl.Expr:
     """USD as whole nano-dollars (Int128): ``usd * 1e9`` in floats, rounded half to even; null
-    beyond its range."""
-    return (usd * NANO_PER_USD).round().cast(pl.Int128, strict=False)
+    beyond :data:`MAX_LOSS_USD` in size (or not finite)."""
+    return (
+        pl.when(usd.abs() <= MAX_LOSS_USD)
+        .then((usd * NANO_PER_USD).round().cast(pl.Int128, strict=False))
+        .otherwise(None)
+    )
 
 
 def nano_to_usd(nano: pl.Series) -> pl.Series:
