@@ -18,6 +18,7 @@ from allocator.cli.common import (
 )
 from allocator.errors import AllocatorError
 from allocator.kernel.claims import describe
+from allocator.runs.signing import load_private_key, signature_of
 from allocator.runs.writer import refuse_existing
 from allocator.settings.scenarios import load_scenario_with
 from allocator.vouchers.pipeline import DataSession, RunResult, allocate, provenance, write_run
@@ -104,6 +105,13 @@ def allocate_cmd(
         str | None,
         typer.Option("--operator", help="Who makes the run, for the manifest (default: login)."),
     ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-key",
+            help="Ed25519 private key (allocator keys new): sign the manifest (manifest.sig).",
+        ),
+    ] = None,
 ) -> None:
     """Run eligibility, allocation and cent rounding for one scenario; write a run directory.
 
@@ -123,6 +131,7 @@ def allocate_cmd(
         raise AllocatorError(
             "--operator must name someone (e.g. --operator 'j.doe'), not be empty."
         )
+    key = load_private_key(sign_key) if sign_key is not None else None  # before any work
     progress = progress_printer(quiet)
     data_dir = resolve_data_dir(data)
     progress(f"loading and validating {data_dir}")
@@ -136,6 +145,7 @@ def allocate_cmd(
         solver_requested=solver or scen.solver.name,
         replace=force,
         made_by=provenance(scenario_file=scenario, operator=operator),
+        sign=None if key is None else (lambda manifest: signature_of(manifest, key)),
     )
     summary = run_summary(run, out_dir)
     if json_out:

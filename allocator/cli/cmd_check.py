@@ -19,14 +19,23 @@ def check_budget_cmd(
     json_out: Annotated[
         bool, typer.Option("--json", help="Strict JSON on stdout, nothing else.")
     ] = False,
+    verify_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--verify-key",
+            help="Ed25519 public key (allocator keys new): also check the manifest's signature.",
+        ),
+    ] = None,
 ) -> None:
     """Check a run directory: exact total, bounds, nobody paid twice or lost, keys, optimality.
 
     Exact total, bounds, nobody paid twice or lost, payout keys, batches and schedule, every voucher within a cent of its best response at the manifest's prices, the manifest's objective, hashes. Exits 0 only if every check holds; otherwise lists every failure and exits 1. A RUN_DIR that does not exist or is not a directory is an input error (exit 2).
 
     Example: allocator check-budget runs/baseline
+
+    Example: allocator check-budget runs/signed --verify-key keys/allocator-signing.pub
     """
-    report = check_run_dir(run_dir)
+    report = check_run_dir(run_dir, verify_key=verify_key)
     if json_out:
         print_json(report.to_dict())
     else:

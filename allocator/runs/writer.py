@@ -48,6 +48,7 @@ from allocator.runs.contract import (
 )
 from allocator.runs.hashing import sha256_file
 from allocator.runs.manifest import dumps_manifest, write_manifest
+from allocator.runs.signing import SIGNATURE_FILE
 from allocator.runs.store import atomic_directory, write_parquet
 
 #: How payouts.csv is written: a frame in the payouts layout, or a callable given the file path.
@@ -76,7 +77,9 @@ def check_replaceable(out_dir: Path) -> None:
             f"{out_dir} exists and is not a directory; refusing to replace it with a run directory.",
             hint="choose another --out.",
         )
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in RUN_FILES)
+    foreign = sorted(
+        p.name for p in out_dir.iterdir() if p.name not in (*RUN_FILES, SIGNATURE_FILE)
+    )
     if foreign:
         raise InputError(
             f"{out_dir} exists and holds files that are not part of a run directory "
@@ -160,6 +163,7 @@ def write_run_dir(
     payouts: PayoutsSource,
     manifest: Mapping[str, Any],
     replace: bool = True,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> Path:
     """Write a complete run directory atomically (see the module docstring) and return its path.
 
@@ -178,6 +182,9 @@ def write_run_dir(
     replace
         Replace an earlier run at ``out_dir``; with ``False`` one is refused (checked again
         under the writer lock, so that of two writers racing for one directory one fails).
+    sign
+        Given the exact bytes of ``manifest.json``, the ``manifest.sig`` document
+        (:func:`allocator.runs.signing.signature_of`); written inside the same atomic swap.
 
     Raises
     ------
@@ -189,7 +196,7 @@ def write_run_dir(
     with writer_lock(target):
         if not replace:
             refuse_existing(out_dir)
-        return _write_locked(target, allocations, excluded, payouts, manifest)
+        return _write_locked(target, allocations, excluded, payouts, manifest, sign)
 
 
 def _write_locked(
@@ -198,6 +205,7 @@ def _write_locked(
     excluded: pl.DataFrame,
     payouts: PayoutsSource,
     manifest: Mapping[str, Any],
+    sign: Callable[[bytes], bytes] | None,
 ) -> Path:
     check_replaceable(target)
     allocations = canonical_allocations(allocations)
@@ -209,7 +217,7 @@ def _write_locked(
     started = time.perf_counter()
     try:
         with atomic_directory(target) as staging:
-            _write_files(staging, allocations, excluded, payouts, man, started)
+            _write_files(staging, allocations, excluded, payouts, man, started, sign)
     except OSError as exc:
         raise _write_error(target, exc.filename or target, exc.strerror or str(exc)) from None
     except pl.exceptions.PolarsError as exc:
@@ -233,8 +241,9 @@ def _write_files(
     payouts: PayoutsSource,
     man: dict[str, Any],
     started: float,
+    sign: Callable[[bytes], bytes] | None,
 ) -> None:
-    """The run's files, into the staging directory; ``manifest.json`` last."""
+    """The run's files, into the staging directory; ``manifest.json`` (and its signature) last."""
     write_parquet(allocations, staging / N.ALLOCATIONS_FILE)
     write_parquet(excluded, staging / N.EXCLUDED_FILE)
     _write_payouts(payouts, staging / N.PAYOUTS_FILE)
@@ -244,3 +253,5 @@ def _write_files(
         man["timings_s"] = {**man["timings_s"], "write": round(time.perf_counter() - started, 6)}
     # manifest.json appears complete or not at all, even inside the staging directory.
     write_manifest(staging, man)
+    if sign is not None:
+        (staging / SIGNATURE_FILE).write_bytes(sign((staging / N.MANIFEST_FILE).read_bytes()))

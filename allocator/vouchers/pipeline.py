@@ -411,11 +411,13 @@ def write_run(
     solver_requested: str,
     replace: bool = True,
     made_by: Mapping[str, object] | None = None,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> Path:
     """Write ``run`` as a run directory at ``out_dir`` (atomically; see :mod:`allocator.runs.writer`).
 
     ``replace=False`` refuses a directory that already holds a run; ``made_by`` is the
-    :func:`provenance` recorded in the manifest (default: now, by the login name).
+    :func:`provenance` recorded in the manifest (default: now, by the login name); ``sign``
+    makes ``manifest.sig`` from the manifest's bytes (:mod:`allocator.runs.signing`).
     """
     payouts = _payouts_of(run)
     return write_run_dir(
@@ -428,4 +430,5 @@ def write_run(
             **(provenance() if made_by is None else made_by),
         },
         replace=replace,
+        sign=sign,
     )

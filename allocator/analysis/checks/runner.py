@@ -46,6 +46,7 @@ from allocator.analysis.checks.payouts import (
 from allocator.analysis.checks.runfiles import Result, RunFiles, Unavailable
 from allocator.errors import InputError
 from allocator.runs.contract import OUTPUT_FILES
+from allocator.runs.signing import load_public_key, verify_signature
 
 
 @dataclass(frozen=True)
@@ -136,13 +137,17 @@ CHECKS: tuple[tuple[str, Callable[[RunFiles], Result]], ...] = (
 CHECK_NAMES = tuple(name for name, _ in CHECKS)
 
 
-def check_run_dir(path: str | Path) -> CheckReport:
+def check_run_dir(path: str | Path, *, verify_key: str | Path | None = None) -> CheckReport:
     """Run every finance check on a run directory and report each one; never raises for bad files.
 
     Parameters
     ----------
     path
         A run directory written by :func:`allocator.runs.writer.write_run_dir`.
+    verify_key
+        An Ed25519 public key (``allocator keys new``): one more check, ``signature``, that the
+        manifest carries a valid signature by that key. The other checks then tie every file
+        to the signed manifest, so nobody without the private key can edit a run unseen.
 
     Returns
     -------
@@ -156,6 +161,7 @@ def check_run_dir(path: str | Path) -> CheckReport:
         check failing would only hide the mistaken path.
     """
     path = Path(path)
+    key = load_public_key(verify_key) if verify_key is not None else None  # a bad key: exit 2
     if not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
         raise InputError(
@@ -172,4 +178,7 @@ def check_run_dir(path: str | Path) -> CheckReport:
         except Exception as exc:  # a malformed file must be reported, never a traceback
             ok, detail = False, f"could not check ({type(exc).__name__}: {exc})"
         results.append(Check(name=name, ok=bool(ok), detail=detail))
+    if key is not None:
+        ok, detail = verify_signature(path, key)
+        results.append(Check(name="signature", ok=ok, detail=detail))
     return CheckReport(path=str(path), checks=tuple(results))
