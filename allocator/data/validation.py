@@ -26,8 +26,9 @@ from allocator.data.tables import (
 )
 from allocator.errors import InputError
 
-#: Control characters (C0, DEL and C1): never part of a product, symbol, asset, region or code.
-_CONTROL_RE = r"[\x00-\x1f\x7f-\x9f]"
+#: Control characters (C0 but tab and line breaks, which a quoted CSV value may hold; DEL; C1):
+#: never part of a product, symbol, asset, region or code.
+_CONTROL_RE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 # An ISO 8601 date or date-time without any offset: valid text, but a naive instant.
 _NAIVE_RE = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?$"
 _ROW = "__row"
@@ -137,8 +138,8 @@ def _checks(table: Table) -> list[_Check]:
                     col,
                     control,
                     lambda n: (
-                        f"text values must not hold control characters (a NUL byte, a tab, a "
-                        f"line break...), but {n} row(s) do"
+                        f"text values must not hold control characters (a NUL byte, an "
+                        f"escape...), but {n} row(s) do"
                     ),
                 )
             )

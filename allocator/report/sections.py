@@ -316,7 +316,8 @@ def histogram_section(main: ReportRun) -> Section:
 def loss_edges(lo: float, hi: float) -> np.ndarray:
     """Loss bin edges in steps of 1, 2 and 5 times a power of ten (50, 100, 200, 500, 1,000,
     ...), from the step at or below ``lo`` to the first step above ``hi`` (``0 < lo <= hi``)."""
-    first, last = math.floor(math.log10(lo)), math.floor(math.log10(hi)) + 1
+    # one decade of margin each way: log10 rounds (log10(999999999.9999999) is 9.0)
+    first, last = math.floor(math.log10(lo)) - 1, math.floor(math.log10(hi)) + 1
     steps = [m * 10.0**e for e in range(first, last + 1) for m in (1.0, 2.0, 5.0)]
     start = max(v for v in steps if v <= lo)
     stop = min(v for v in steps if v > hi)

@@ -637,7 +637,7 @@ def test_csv_bad_value_names_its_line(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("char", [b"\x00", b"\x07", b"\t"])
+@pytest.mark.parametrize("char", [b"\x00", b"\x07", b"\x1b", b"\x7f"])
 def test_a_control_character_in_a_text_value_is_refused(tmp_path: Path, char: bytes) -> None:
     """A NUL byte inside a symbol was accepted and written on into the run's files."""
     symbol = list(SCHEMAS[N.EVENTS_FILE]).index(N.SYMBOL)
