@@ -75,6 +75,19 @@ EXCLUDED_KEY_COLUMNS: dict[str, pl.DataType] = {
     N.REASON: pl.String(),
     N.DETAIL: pl.String(),
 }
+#: Every column excluded.parquet may hold, in order (an extra one is a tampering).
+EXCLUDED_COLUMNS = (
+    N.USER_ID,
+    N.REASON,
+    N.DETAIL,
+    N.LOSS_USD,
+    N.GROSS_LOSS_USD,
+    N.NET_ASSETS_USD,
+    N.LOSS_RATIO,
+    N.N_EVENTS,
+)
+#: Columns allocations.parquet may hold besides :data:`ALLOCATIONS_SCHEMA` (with a phase-in band).
+ALLOCATIONS_OPTIONAL = (N.PHASE_FACTOR,)
 PAYOUTS_COLUMNS = (N.USER_ID, N.AMOUNT, N.BATCH, N.IDEMPOTENCY_KEY)
 #: Data files of a run directory, hashed into ``manifest["outputs"]``.
 OUTPUT_FILES = (N.ALLOCATIONS_FILE, N.EXCLUDED_FILE, N.PAYOUTS_FILE)

@@ -118,6 +118,10 @@ def read_manifest(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
     """
     path = Path(path)
     file = path / N.MANIFEST_FILE if path.is_dir() else path
+    if file.is_symlink():
+        raise InputError(
+            f"{file}: a symbolic link, not a file; a run directory holds its own files."
+        )
     try:
         raw = file.read_bytes()
     except FileNotFoundError:

@@ -57,8 +57,18 @@ from allocator.settings.scenarios import parse_scenario
 # --------------------------------------------------------------------------------------------
 
 
+def own_file(file: Path) -> None:
+    """Refuse a file of a run directory that is a link: the run must hold its own bytes (a link
+    could point the checker at another run's file, or change after the check)."""
+    if file.is_symlink():
+        raise InputError(
+            f"{file}: a symbolic link, not a file; a run directory holds its own files."
+        )
+
+
 def read_parquet_file(file: Path) -> pl.DataFrame:
     """Read a parquet file of a run directory; InputError naming it when missing or unreadable."""
+    own_file(file)
     if not file.is_file():
         raise InputError(f"{file}: file not found; a run directory must hold {file.name}.")
     try:
@@ -76,6 +86,7 @@ def read_payouts_csv(file: str | Path) -> pl.DataFrame:
     is a whole number, else String), ``idempotency_key`` String and ``amount_cents`` Int64.
     """
     file = Path(file)
+    own_file(file)
     if not file.is_file():
         raise InputError(f"{file}: file not found; a run directory must hold {file.name}.")
     try:
@@ -90,11 +101,19 @@ def read_payouts_csv(file: str | Path) -> pl.DataFrame:
             f"{file}: missing column(s) {', '.join(missing)}; expected {', '.join(PAYOUTS_COLUMNS)}, "
             f"found {', '.join(raw.columns) or 'none'}."
         )
+    extra = [c for c in raw.columns if c not in PAYOUTS_COLUMNS]
+    if extra:
+        raise InputError(
+            f"{file}: unexpected column(s) {', '.join(extra)}; the file holds exactly "
+            f"{', '.join(PAYOUTS_COLUMNS)}."
+        )
     user_id = raw[N.USER_ID].cast(pl.Int64, strict=False)
-    bad = raw.filter(user_id.is_null())
+    # one spelling per id: '010000582' or '+10000582' would pay the same user under another key
+    bad = raw.filter(user_id.is_null() | (user_id.cast(pl.String) != raw[N.USER_ID]))
     if bad.height:
         raise InputError(
-            f"{file}: column {N.USER_ID} must be a whole number; {bad.height} row(s) are not, "
+            f"{file}: column {N.USER_ID} must be a whole number written plainly (e.g. 10000582, "
+            f"no sign, leading zero or space); {bad.height} row(s) are not, "
             f"e.g. {bad.row(0, named=True)}."
         )
     cents = usd_to_cents(raw[N.AMOUNT])

@@ -47,7 +47,8 @@ PUBLIC_KEY_FILE = "allocator-signing.pub"
 
 
 def _public_bytes(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw: bytes = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return raw
 
 
 def new_key_pair(out_dir: str | Path, *, force: bool = False) -> tuple[Path, Path]:

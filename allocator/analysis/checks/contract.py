@@ -13,7 +13,9 @@ import polars as pl
 from allocator import names as N
 from allocator.analysis.checks.runfiles import Result, RunFiles, duplicates, examples
 from allocator.runs.contract import (
+    ALLOCATIONS_OPTIONAL,
     ALLOCATIONS_SCHEMA,
+    EXCLUDED_COLUMNS,
     EXCLUDED_KEY_COLUMNS,
     OUTPUT_FILES,
     RUN_FORMAT,
@@ -82,10 +84,16 @@ def _schema_problems(
     return problems
 
 
+def _extra_columns(frame: pl.DataFrame, allowed: tuple[str, ...]) -> list[str]:
+    extra = [c for c in frame.columns if c not in allowed]
+    return [f"unexpected column(s) {', '.join(extra)}"] if extra else []
+
+
 def check_allocations_file(r: RunFiles) -> Result:
     a = r.allocations
     required = tuple(c for c in ALLOCATIONS_SCHEMA if c != N.SEGMENT)
     problems = _schema_problems(a, ALLOCATIONS_SCHEMA, required)
+    problems += _extra_columns(a, (*ALLOCATIONS_SCHEMA, *ALLOCATIONS_OPTIONAL))
     if N.BOUND in a.columns and a.schema[N.BOUND] == pl.String:
         bad = a.filter(~pl.col(N.BOUND).is_in(list(N.BOUND_STATES)))
         if bad.height:
@@ -98,6 +106,7 @@ def check_allocations_file(r: RunFiles) -> Result:
 def check_excluded_file(r: RunFiles) -> Result:
     e = r.excluded
     problems = _schema_problems(e, EXCLUDED_KEY_COLUMNS, (N.USER_ID, N.REASON))
+    problems += _extra_columns(e, EXCLUDED_COLUMNS)
     if problems:
         return False, f"{N.EXCLUDED_FILE}: " + "; ".join(problems)
     return True, f"{N.EXCLUDED_FILE}: {e.height:,} rows, contract columns and types, sorted"

@@ -58,7 +58,8 @@ class RunFiles:
 
     @cached_property
     def _manifest(self) -> dict[str, Any] | Unavailable:
-        return self._load(lambda: read_manifest(self.path / N.MANIFEST_FILE))
+        # strict: a NaN or Infinity in a number the checks compare is refused, not compared
+        return self._load(lambda: read_manifest(self.path / N.MANIFEST_FILE, strict=True))
 
     @cached_property
     def _allocations(self) -> pl.DataFrame | Unavailable:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from allocator import names as N
+from allocator.runs.contract import EXCLUDED_COLUMNS
 from allocator.settings.models import EligibilityRules
 from allocator.vouchers.eligibility.rules import has_phase_in, products
 
@@ -82,14 +83,6 @@ def eligible_columns(rules: EligibilityRules) -> list[str]:
 
 
 def excluded_columns() -> list[str]:
-    """Columns of ``excluded.parquet``, in order."""
-    return [
-        N.USER_ID,
-        N.REASON,
-        N.DETAIL,
-        N.LOSS_USD,
-        N.GROSS_LOSS_USD,
-        N.NET_ASSETS_USD,
-        N.LOSS_RATIO,
-        N.N_EVENTS,
-    ]
+    """Columns of ``excluded.parquet``, in order (the run contract's, which check-budget holds
+    every run to)."""
+    return list(EXCLUDED_COLUMNS)
