@@ -98,8 +98,8 @@ def existing_run(out_dir: Path) -> str | None:
         scenario = man["scenario"]["name"]
         made = man.get("created_at")
     except (OSError, ValueError, KeyError, TypeError):
-        return f"{out_dir} (a run directory whose manifest cannot be read)"
-    return f"{out_dir}, a run of scenario {scenario!r}" + (f" made {made}" if made else "")
+        return "a run directory whose manifest cannot be read"
+    return f"a run of scenario {scenario!r}" + (f" made {made}" if made else "")
 
 
 def refuse_existing(out_dir: str | Path) -> None:

@@ -13,6 +13,8 @@ app = marimo.App(width="full", app_title="Allocator studio")
 
 @app.cell
 def _():
+    import html
+
     import marimo as mo
 
     from allocator.errors import AllocatorError
@@ -24,7 +26,7 @@ def _():
     # `-- --data DIR --scenario FILE`
     args = {k: str(v) for k, v in mo.cli_args().items() if v is not None}
     studio = shared_studio(args.get("data"), args.get("scenario"))
-    return AllocatorError, RULE_LABELS, SECTIONS, V, knobs_for, mo, studio
+    return AllocatorError, RULE_LABELS, SECTIONS, V, html, knobs_for, mo, studio
 
 
 @app.cell
@@ -82,7 +84,7 @@ def _(RULE_LABELS, SECTIONS, knobs_for, mo, studio):
 
 
 @app.cell
-def _(AllocatorError, controls, knobs, mo, studio):
+def _(AllocatorError, controls, html, knobs, mo, studio):
     def parse(knob, value):
         if knob.kind == "optional_number":
             text = str(value).strip().replace(",", "")
@@ -102,8 +104,8 @@ def _(AllocatorError, controls, knobs, mo, studio):
         result = studio.evaluate(studio.scenario(setting))
     except AllocatorError as exc:
         problem = mo.callout(
-            mo.md(f"**This setting cannot be paid.** {exc.message}"
-                  + (f" *{exc.hint}*" if exc.hint else "")),
+            mo.md(f"**This setting cannot be paid.** {html.escape(exc.message)}"
+                  + (f" *{html.escape(exc.hint)}*" if exc.hint else "")),
             kind="danger",
         )  # fmt: skip
     return problem, result
@@ -228,7 +230,7 @@ def _(AllocatorError, V, axioms_button, mo, result, studio):
 
 
 @app.cell
-def _(AllocatorError, lookup, lookup_button, mo, result, studio):
+def _(AllocatorError, html, lookup, lookup_button, mo, result, studio):
     explanation = mo.md("")
     if result is not None and lookup_button.value:
         text = lookup.value.strip()
@@ -236,18 +238,20 @@ def _(AllocatorError, lookup, lookup_button, mo, result, studio):
             lines = studio.explain(result, int(text))
             explanation = mo.Html(
                 "<pre class='explanation' style='font-size:0.8rem;white-space:pre-wrap'>"
-                + mo.Html("\n".join(lines)).text.replace("<", "&lt;")
+                + html.escape("\n".join(lines))
                 + "</pre>"
             )
         except ValueError:
-            explanation = mo.callout(f"{text!r} is not a user id (a whole number)", kind="warn")
+            explanation = mo.callout(
+                mo.md(html.escape(f"{text!r} is not a user id (a whole number)")), kind="warn"
+            )
         except AllocatorError as exc:
-            explanation = mo.callout(exc.message, kind="warn")
+            explanation = mo.callout(mo.md(html.escape(exc.message)), kind="warn")
     return (explanation,)
 
 
 @app.cell
-def _(AllocatorError, mo, result, save_button, save_path, save_replace, studio):
+def _(AllocatorError, html, mo, result, save_button, save_path, save_replace, studio):
     saved = mo.md("")
     if result is not None and save_button.value:
         try:
@@ -260,7 +264,7 @@ def _(AllocatorError, mo, result, save_button, save_path, save_replace, studio):
                 kind="success",
             )  # fmt: skip
         except AllocatorError as exc:
-            saved = mo.callout(exc.message, kind="danger")
+            saved = mo.callout(mo.md(html.escape(exc.message)), kind="danger")
     return (saved,)
 
 

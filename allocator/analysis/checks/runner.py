@@ -43,6 +43,10 @@ from allocator.analysis.checks.payouts import (
     check_payout_rows,
     check_payout_schedule,
 )
+from allocator.analysis.checks.recompute import (
+    check_eligibility_recomputed,
+    check_weights_recomputed,
+)
 from allocator.analysis.checks.runfiles import Result, RunFiles, Unavailable
 from allocator.errors import InputError
 from allocator.runs.contract import OUTPUT_FILES
@@ -130,6 +134,8 @@ CHECKS: tuple[tuple[str, Callable[[RunFiles], Result]], ...] = (
     ("counts", check_counts),
     ("optimality", check_optimality),
     ("objective", check_objective),
+    ("eligibility recomputed", check_eligibility_recomputed),
+    ("weights recomputed", check_weights_recomputed),
 )
 
 
