@@ -65,12 +65,22 @@ then rewrites ``manifest["outputs"]`` still has to satisfy them.
 ``objective``
     The manifest's ``objective_rounded`` is :math:`\sum_i w_i u_\alpha(v_i)` of the paid
     vouchers, to the float error of the sum (see :func:`objective_tolerance`).
+``eligibility recomputed``
+    From the four input tables the manifest names and its resolved scenario, every liquidated
+    user's counted loss, loss ratio and decision (eligible, or the first failing rule) are
+    recomputed without the allocating code: the allocated users are exactly the eligible, each
+    excluded user has the recomputed reason, and the losses, ratios (and phase factors) in the
+    files are the recomputed ones (see :mod:`~allocator.analysis.checks.recompute`).
+``weights recomputed``
+    Every allocated user's weight is the one the scenario's objective gives from the recomputed
+    features (alpha-fair weight, a claims rule's claim, or the max-min scale), to 1e-9 relative.
 
 Modules, by concern: :mod:`~allocator.analysis.checks.runfiles` (lazy reads of the run
 directory), :mod:`~allocator.analysis.checks.contract` (manifest, file contract, membership,
 counts, hashes), :mod:`~allocator.analysis.checks.amounts` (budget, bounds, segment shares),
 :mod:`~allocator.analysis.checks.payouts` (rows, keys, batches, schedule),
-:mod:`~allocator.analysis.checks.optimality` (best responses and the objective) and
+:mod:`~allocator.analysis.checks.optimality` (best responses and the objective),
+:mod:`~allocator.analysis.checks.recompute` (eligibility and weights from the inputs) and
 :mod:`~allocator.analysis.checks.runner` (the table of checks and :func:`check_run_dir`). None of
 them imports the allocating path (the voucher programme, the solvers): the checks recompute what
 they need from the files and the documented conventions.
