@@ -12,7 +12,7 @@ Tables
     One row per item, its label in words: programme, scenario, rule, run directory, when and by
     whom the run was made (when the manifest records it), budget, paid and unspent (USD),
     liquidated, eligible, paid, excluded users, users at the floor and at the cap, payout
-    batches, the result of ``allocator check-budget`` (``all 28 checks passed``, or how many
+    batches, the result of ``allocator check-budget`` (``all 30 checks passed``, or how many
     failed and which, each failure on a row of its own with what was found), the sha256 of
     ``manifest.json`` (of its bytes), of each input file (with its path) and of each data file
     of the run. Paid is the sum of ``payouts.csv``; budget is the manifest's.

@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 import allocator.cli.cmd_report  # noqa: F401  (registers the report command)
 from allocator import names as N
-from allocator.analysis.checks import check_run_dir
+from allocator.analysis.checks import CHECK_NAMES, check_run_dir
 from allocator.analysis.sweeps import run_sweep
 from allocator.cli.app import app
 from allocator.data.synthetic import generate
@@ -213,7 +213,7 @@ def test_reconciliation_rows_equal_check_run_dir(runs, rendered):
     expected = [("PASS" if c.ok else "FAIL", c.name) for c in checks]
     assert [(status, name.replace("&#x27;", "'")) for _, status, name in rows] == expected
     assert all(cls == status.lower() for cls, status, _ in rows)
-    assert all(s == "PASS" for s, _ in expected) and len(expected) == 28
+    assert all(s == "PASS" for s, _ in expected) and len(expected) == len(CHECK_NAMES)
     compared = check_run_dir(runs["equal"])
     assert compared.ok
     line = re.findall(r"<tr><td>small-equal \([^<]*\)</td>(.*?)</tr>", body)
