@@ -75,6 +75,12 @@ EXCLUDED_KEY_COLUMNS: dict[str, pl.DataType] = {
     N.REASON: pl.String(),
     N.DETAIL: pl.String(),
 }
+#: Each known programme's public announcement, from which its payout schedule is measured: a
+#: run's manifest cannot move it (shifting the announcement and every batch together would
+#: otherwise keep the schedule's windows intact).
+PROGRAMME_ANNOUNCEMENTS: dict[str, str] = {
+    "together-initiative-vouchers-2025": "2025-10-14T00:00:00+00:00",
+}
 #: Every column excluded.parquet may hold, in order (an extra one is a tampering).
 EXCLUDED_COLUMNS = (
     N.USER_ID,

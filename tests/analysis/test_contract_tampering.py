@@ -114,3 +114,41 @@ def test_a_file_replaced_by_a_link_is_refused(run: Path, tmp_path: Path, name: s
     assert failed, "a run holding a link must not pass"
     r = invoke("check-budget", run)
     assert "symbolic link" in r.stdout
+
+
+def test_the_shipped_scenarios_announce_on_the_programmes_date() -> None:
+    from datetime import datetime
+
+    from allocator.runs.contract import PROGRAMME_ANNOUNCEMENTS
+    from allocator.settings.scenarios import load_scenario
+    from allocator.vouchers.pipeline import PROGRAMME
+
+    published = datetime.fromisoformat(PROGRAMME_ANNOUNCEMENTS[PROGRAMME])
+    for path in sorted((ROOT / "scenarios").glob("*.toml")):
+        if not path.stem.startswith("loans"):
+            assert load_scenario(path).payouts.announced_at == published, path.name
+
+
+@pytest.mark.parametrize("hours", [24, -48])
+def test_a_schedule_shifted_with_its_announcement_is_refused(run: Path, hours: int) -> None:
+    """Moving announced_at and every batch together kept every window intact: the schedule is
+    now measured from the programme's own announcement."""
+    from datetime import datetime, timedelta
+
+    path = run / N.MANIFEST_FILE
+    man = json.loads(path.read_text())
+
+    def shift(text: str) -> str:
+        moved = datetime.fromisoformat(text.replace("Z", "+00:00")) + timedelta(hours=hours)
+        return moved.isoformat()
+
+    payouts = man["scenario"]["payouts"]
+    payouts["announced_at"] = shift(payouts["announced_at"])
+    for batch in man["payout_batches"]:
+        for key in ("scheduled_at", "due_at"):
+            batch[key] = shift(batch[key])
+    path.write_text(json.dumps(man, sort_keys=True, indent=2) + "\n")
+    failed = _failed(run)
+    assert "payout schedule" in failed
+    r = invoke("check-budget", run)
+    assert "not the announcement of programme" in r.stdout

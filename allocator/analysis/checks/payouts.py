@@ -22,7 +22,7 @@ from allocator.analysis.checks.runfiles import (
     manifest_number,
 )
 from allocator.kernel.money import format_cents
-from allocator.runs.contract import AMOUNT_CENTS
+from allocator.runs.contract import AMOUNT_CENTS, PROGRAMME_ANNOUNCEMENTS
 
 #: Keys of one entry of ``manifest["payout_batches"]`` (:meth:`allocator.vouchers.payouts.Batch.to_dict`).
 BATCH_KEYS = ("number", "users", "cents", "scheduled_at", "due_at")
@@ -259,6 +259,13 @@ def check_payout_schedule(r: RunFiles) -> Result:
         if not math.isfinite(h) or h < 0:
             raise Unavailable(f"{N.MANIFEST_FILE} scenario.payouts.{key} is not >= 0: {h!r}")
         hours[key] = h
+    published = PROGRAMME_ANNOUNCEMENTS.get(str(r.manifest.get("programme")))
+    if published is not None and announced != datetime.fromisoformat(published):
+        return False, (
+            f"scenario.payouts.announced_at is {announced.isoformat()}, not the announcement of "
+            f"programme {r.manifest['programme']!r} ({published}): the schedule is measured "
+            "from the programme's public announcement"
+        )
     start_by = announced + timedelta(hours=hours["start_within_hours"])
     finish_by = announced + timedelta(hours=hours["finish_within_hours"])
     if not batches:
