@@ -64,6 +64,7 @@ from typing import IO, Any
 import polars as pl
 
 from allocator import names as N
+from allocator.analysis.sensitivity.moves import moves_format
 from allocator.errors import InputError
 from allocator.kernel.money import cents_to_usd, format_cents
 from allocator.runs.contract import LOWER_CENTS, UPPER_CENTS, RunDir
@@ -105,8 +106,6 @@ DIFF_COLUMNS = (N.USER_ID, OLD_CENTS, NEW_CENTS, DELTA_CENTS, OLD_STATUS, NEW_ST
 #: The per-user detail :func:`user_diff` keeps beside :data:`DIFF_COLUMNS` (for the largest moves).
 _DETAIL_FIELDS = (N.BOUND, LOWER_CENTS, UPPER_CENTS, N.WEIGHT)
 
-#: Suffixes of the per-user file.
-DIFF_FORMATS = (".parquet", ".csv")
 #: Largest moves listed by default, and at most.
 TOP_MOVES = 10
 MAX_TOP_MOVES = 1_000_000
@@ -495,21 +494,10 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> RunDiff:
 # --------------------------------------------------------------------------------------------
 
 
-def diff_format(path: str | Path) -> str:
-    """``"parquet"`` or ``"csv"`` from the file name; an :class:`InputError` for anything else."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in DIFF_FORMATS:
-        raise InputError(
-            f"the per-user file {path} must end in {' or '.join(DIFF_FORMATS)} (its format is "
-            f"taken from the name), not {suffix or 'no suffix'!r}."
-        )
-    return suffix[1:]
-
-
 def check_diff_out(path: str | Path, *, force: bool = False) -> None:
     """Refuse a per-user file path before any work: a wrong suffix, a path in a run directory,
     or an existing file without ``force`` (:class:`InputError`, exit 2, naming it)."""
-    diff_format(path)
+    moves_format(path)
     refuse_output_in_run(path, "--out")
     p = Path(path)
     if p.is_dir():
@@ -536,7 +524,7 @@ def write_diff(diff: RunDiff, path: str | Path, *, force: bool = False) -> Path:
     """
     path = Path(path)
     check_diff_out(path, force=force)
-    fmt = diff_format(path)
+    fmt = moves_format(path)
     frame = diff.table()
 
     def write(fh: IO[bytes]) -> None:

@@ -10,11 +10,13 @@ import typer
 
 from allocator.analysis.proofs import (
     SECRET_FILE,
+    verify,
+)
+from allocator.analysis.proofs_files import (
     build_proofs_dir,
     read_proof_file,
     read_proof_from_dir,
     read_root_file,
-    verify,
     write_proof_file,
 )
 from allocator.cli.app import app, guarded, out_console

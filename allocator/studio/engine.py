@@ -187,10 +187,11 @@ class Studio:
             raise StudioError(
                 f"{path} exists; choose another name, or tick 'replace' to overwrite it"
             )
+        start = self.values()
         changed = [
             f"{key} = {value}"
             for key, value in knob_values(scenario).items()
-            if knob_values(self.base).get(key) != value
+            if start.get(key) != value
         ]
         named = replace(
             scenario,

@@ -3,14 +3,13 @@ and without the manifest's hashes rewritten to match."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
-from clihelp import invoke, strict_json
+from clihelp import invoke, rehash_outputs, strict_json
 
 from allocator import names as N
 from allocator.data.synthetic import generate
@@ -40,13 +39,6 @@ def run(pristine: Path, tmp_path: Path) -> Path:
     return out
 
 
-def _rehash(run: Path) -> None:
-    man = json.loads((run / N.MANIFEST_FILE).read_text())
-    for name in man["outputs"]:
-        man["outputs"][name] = hashlib.sha256((run / name).read_bytes()).hexdigest()
-    (run / N.MANIFEST_FILE).write_text(json.dumps(man, sort_keys=True, indent=2) + "\n")
-
-
 def _failed(run: Path) -> set[str]:
     r = invoke("check-budget", run, "--json")
     assert r.exit_code in (0, 1), r.output
@@ -66,7 +58,7 @@ def test_an_extra_column_is_refused(run: Path, rehash: bool) -> None:
     path = run / N.ALLOCATIONS_FILE
     pl.read_parquet(path).with_columns(pl.lit(1).alias("note")).write_parquet(path)
     if rehash:
-        _rehash(run)
+        rehash_outputs(run)
     assert "allocations file" in _failed(run)
 
 
@@ -76,7 +68,7 @@ def test_an_extra_payouts_column_is_refused(run: Path, rehash: bool) -> None:
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0] + ",note"] + [ln + ",x" for ln in lines[1:]]) + "\n")
     if rehash:
-        _rehash(run)
+        rehash_outputs(run)
     failed = _failed(run)
     assert "payouts file" in failed and "payout rows" in failed
 
@@ -89,7 +81,7 @@ def test_a_user_id_spelt_otherwise_is_refused(run: Path, spelling: str) -> None:
     first[0] = spelling.format(first[0])
     lines[1] = ",".join(first)
     path.write_text("\n".join(lines) + "\n")
-    _rehash(run)
+    rehash_outputs(run)
     assert "payouts file" in _failed(run)
 
 

@@ -28,11 +28,13 @@ from allocator.analysis.proofs import (
     build_tree,
     derive_nonce,
     node_hash,
+    tree_depth,
+    verify,
+)
+from allocator.analysis.proofs_files import (
     open_tree,
     proof_text,
     root_text,
-    tree_depth,
-    verify,
 )
 from allocator.data.synthetic import generate
 

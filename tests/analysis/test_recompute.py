@@ -3,14 +3,13 @@ with its manifest (hashes and counts rewritten to match) still fails."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
-from clihelp import invoke, strict_json
+from clihelp import invoke, rehash_outputs, strict_json
 
 from allocator import names as N
 from allocator.analysis.checks import CHECK_NAMES, check_run_dir
@@ -46,13 +45,6 @@ def run(pristine: Path, tmp_path: Path) -> Path:
     out = tmp_path / "run"
     shutil.copytree(pristine, out)
     return out
-
-
-def _rehash(run: Path) -> None:
-    man = json.loads((run / N.MANIFEST_FILE).read_text())
-    for name in man["outputs"]:
-        man["outputs"][name] = hashlib.sha256((run / name).read_bytes()).hexdigest()
-    (run / N.MANIFEST_FILE).write_text(json.dumps(man, sort_keys=True, indent=2) + "\n")
 
 
 def _failed(run: Path) -> set[str]:
@@ -101,7 +93,7 @@ def test_an_excluded_user_moved_into_the_allocations_is_caught(run: Path) -> Non
     counts["excluded_by_reason"][N.REASON_BELOW_LOSS_RATIO] -= 1
     counts[row[N.BOUND][0]] += 1
     (run / N.MANIFEST_FILE).write_text(json.dumps(man, sort_keys=True, indent=2) + "\n")
-    _rehash(run)
+    rehash_outputs(run)
     report = check_run_dir(run)
     check = next(c for c in report.checks if c.name == "eligibility recomputed")
     assert not check.ok
@@ -120,7 +112,7 @@ def test_an_edited_loss_is_caught(run: Path) -> None:
         .otherwise(pl.col(N.LOSS_USD))
         .alias(N.LOSS_USD)
     ).write_parquet(path)
-    _rehash(run)
+    rehash_outputs(run)
     failed = _failed(run)
     assert "eligibility recomputed" in failed
     assert "output hashes" not in failed
@@ -138,7 +130,7 @@ def test_an_edited_excluded_reason_is_caught(run: Path) -> None:
         .otherwise(pl.col(N.REASON))
         .alias(N.REASON)
     ).write_parquet(path)
-    _rehash(run)
+    rehash_outputs(run)
     assert "eligibility recomputed" in _failed(run)
 
 
@@ -152,7 +144,7 @@ def test_an_edited_weight_is_caught(run: Path) -> None:
         .otherwise(pl.col(N.WEIGHT))
         .alias(N.WEIGHT)
     ).write_parquet(path)
-    _rehash(run)
+    rehash_outputs(run)
     failed = _failed(run)
     assert "weights recomputed" in failed
     assert "eligibility recomputed" not in failed

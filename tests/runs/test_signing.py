@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from clihelp import invoke, strict_json
+from clihelp import invoke, rehash_outputs, strict_json
 
 from allocator import names as N
 from allocator.data.synthetic import generate
@@ -73,14 +73,6 @@ def test_a_signed_run_verifies(data: Path, keys: Path, tmp_path: Path) -> None:
     ]
 
 
-def _rehash(run: Path) -> None:
-    """Rewrite the manifest's output hashes to match the files: what an insider would do."""
-    man = json.loads((run / N.MANIFEST_FILE).read_text())
-    for name in man["outputs"]:
-        man["outputs"][name] = hashlib.sha256((run / name).read_bytes()).hexdigest()
-    (run / N.MANIFEST_FILE).write_text(json.dumps(man, sort_keys=True, indent=2) + "\n")
-
-
 @pytest.mark.parametrize("rehash", [False, True], ids=["plain", "rehashed"])
 def test_an_edit_without_the_key_fails(
     data: Path, keys: Path, tmp_path: Path, rehash: bool
@@ -95,7 +87,7 @@ def test_an_edit_without_the_key_fails(
     lines[1] = ",".join(first)
     path.write_text("\n".join(lines) + "\n")
     if rehash:
-        _rehash(run)
+        rehash_outputs(run)
     checks = _verify(run, keys / PUBLIC_KEY_FILE)
     failed = {name for name, c in checks.items() if not c["ok"]}
     assert ("signature" in failed) == rehash  # re-hashing the manifest breaks the signature...
