@@ -68,7 +68,7 @@ def run_summary(run: RunResult, out_dir: Path | None) -> dict[str, Any]:
         "rule_in_words": _rule_words(run),
         "solver": run.allocation.method,
         "status": run.allocation.status,
-        "certified": bool(cert.certified),
+        "certified": cert is not None and bool(cert.certified),
     }
 
 

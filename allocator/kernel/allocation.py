@@ -41,6 +41,8 @@ class Allocation:
     certificate
         The optimality certificate (always ``certified``); for a claims rule, the
         :class:`~allocator.kernel.rule_certificate.RuleCertificate` that the awards are the rule's.
+        ``None`` only when the caller asked :func:`~allocator.kernel.solve.solve` not to
+        certify the continuous vouchers because it certifies the cents it pays instead.
     seconds
         Wall time of the solve including checks and certificate.
     rule_awards
@@ -54,7 +56,7 @@ class Allocation:
     objective: float
     shadow_price: float
     segment_prices: Mapping[str, tuple[float, float]]
-    certificate: Certificate | RuleCertificate
+    certificate: Certificate | RuleCertificate | None
     seconds: float
     rule_awards: ClaimsAwards | None = None
 

@@ -258,6 +258,9 @@ def _utility_difference(
 # Relative deviations below this use exact low-order series instead of exp/log: the neglected
 # terms are below 1e-15 of the kept ones, and at a million users most deviations are this small.
 _SERIES = 1e-5
+# When more than one user in this many needs the closed form, it is computed for everyone and
+# selected: gathering and scattering that many users costs more than the arithmetic.
+_DENSE = 8
 
 
 def _marginal_ratio(
@@ -326,11 +329,24 @@ def _best_response_from_ratio(
             raw *= z
             raw += 1.0
             raw *= v
-            # users on a bound that pushes the right way keep it: no power needed for them
-            settled = ((v <= lo) & (ratio <= 1.0)) | ((v >= hi) & (ratio >= 1.0))
-            raw[settled] = v[settled]
-            far = ~(np.abs(z) < _SERIES) & ~settled
-            if far.any():
+            far = ~(np.abs(z) < _SERIES)
+            n_far = int(np.count_nonzero(far))
+            if n_far > raw.shape[0] // _DENSE:
+                # many users far from their best response (vouchers rounded to cents): the
+                # power for everyone and a select cost less than gathering and scattering them
+                # (a user on a bound gets the exact best response, which the clip below puts
+                # on that bound)
+                exact = np.log(ratio)
+                exact *= k
+                exact += np.log(v) if logv is None else logv
+                np.exp(exact, out=exact)
+                raw = np.where(far, exact, raw)
+            elif n_far:
+                # users on a bound that pushes the right way keep it: no power needed for
+                # them (and the series, far from 1, is no approximation of it)
+                settled = ((v <= lo) & (ratio <= 1.0)) | ((v >= hi) & (ratio >= 1.0))
+                raw[settled] = v[settled]
+                far &= ~settled
                 log_v = np.log(v[far]) if logv is None else logv[far]
                 raw[far] = np.exp(log_v + np.log(ratio[far]) * k)
         raw[~(prices > 0.0)] = np.inf
@@ -344,6 +360,40 @@ def _utility_from_log(v: np.ndarray, logv: np.ndarray | None, alpha: float) -> n
         return utility(v, alpha)
     with np.errstate(over="ignore"):
         return np.exp((1.0 - alpha) * logv) / (1.0 - alpha)
+
+
+def _gap_closed_form(
+    w: np.ndarray,
+    v: np.ndarray,
+    v_star: np.ndarray,
+    d: np.ndarray,
+    x: np.ndarray,
+    prices: np.ndarray,
+    ratio: np.ndarray,
+    alpha: float,
+) -> np.ndarray:
+    r"""Every user's :math:`w(u(v^\star) - u(v)) - \lambda_i d`, :math:`d = v^\star - v`, in
+    closed form.
+
+    For a general ``alpha`` with all prices positive, :math:`w v^{1-\alpha} = r \lambda_i v`
+    (the marginal ratio :math:`r = w v^{-\alpha}/\lambda_i`, already at hand), so the term is
+    :math:`\lambda_i \big(r v \operatorname{expm1}((1-\alpha)\log(1 + d/v))/(1-\alpha)
+    - d\big)`: no power of :math:`v`, which would cost as much as the rest of the certificate.
+    """
+    if alpha in (0.0, 0.5, 1.0, 2.0) or not prices.min(initial=1.0) > 0.0:
+        exact = _utility_difference(w, v_star, v, alpha)
+        exact -= prices * d
+        return exact
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        exact = np.log1p(x)
+        exact *= 1.0 - alpha
+        np.expm1(exact, out=exact)
+        exact *= ratio
+        exact *= v
+        exact /= 1.0 - alpha
+        exact -= d
+        exact *= prices
+    return exact
 
 
 def _gap_terms(
@@ -373,12 +423,17 @@ def _gap_terms(
         terms -= 1.0
         terms *= d
         terms *= prices
-        far = ~(np.abs(x) < _SERIES) & (d != 0.0)
-        if far.any():
+        still = d == 0.0
+        far = ~(np.abs(x) < _SERIES) & ~still
+        n_far = int(np.count_nonzero(far))
+        if n_far > terms.shape[0] // _DENSE:
+            exact = _gap_closed_form(w, v, v_star, d, x, prices, ratio, alpha)
+            terms = np.where(far, exact, terms)
+        elif n_far:
             terms[far] = (
                 _utility_difference(w[far], v_star[far], v[far], alpha) - prices[far] * d[far]
             )
-        terms[d == 0.0] = 0.0
+        terms = np.where(still, 0.0, terms)
     return terms
 
 

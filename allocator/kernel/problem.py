@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from allocator.kernel.money import whole_cent_bounds
+from allocator.kernel.money import bounds_in_cents, whole_cent_bounds
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,3 +103,16 @@ class AllocationProblem:
     @property
     def n(self) -> int:
         return int(self.weights.shape[0])
+
+    def bounds_in_cents(self) -> tuple[np.ndarray, np.ndarray]:
+        """The bounds in whole cents (:func:`~allocator.kernel.money.bounds_in_cents`: floors
+        rounded up, caps down), computed once per problem and read-only: the feasibility
+        checks, the rounding and the run's files all read them, at a million users."""
+        cached: tuple[np.ndarray, np.ndarray] | None = self.__dict__.get("_bounds_in_cents")
+        if cached is None:
+            lo_c, hi_c = bounds_in_cents(self.lower, self.upper)
+            lo_c.flags.writeable = False
+            hi_c.flags.writeable = False
+            cached = (lo_c, hi_c)
+            object.__setattr__(self, "_bounds_in_cents", cached)  # a cache, not a field
+        return cached

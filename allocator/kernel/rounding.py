@@ -90,7 +90,11 @@ def _tol(x: np.ndarray) -> np.ndarray:
 
 
 def bounds_to_cents(
-    lower: np.ndarray, upper: np.ndarray, *, user_id: np.ndarray | None = None
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    user_id: np.ndarray | None = None,
+    in_cents: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Per-user floors and caps in whole cents.
 
@@ -110,6 +114,10 @@ def bounds_to_cents(
         Floors and caps in USD, one per user.
     user_id
         Optional ids, only used to name an example user in error messages.
+    in_cents
+        The bounds already in cents by :func:`~allocator.kernel.money.bounds_in_cents` (a
+        problem's :meth:`~allocator.kernel.problem.AllocationProblem.bounds_in_cents`): only
+        checked, not computed again.
 
     Returns
     -------
@@ -135,15 +143,19 @@ def bounds_to_cents(
         who = f"user_id {int(user_id[i])}" if user_id is not None else f"user at position {i}"
         return f"{who}: floor USD {lower[i]!r}, cap USD {upper[i]!r}"
 
-    bad = ~np.isfinite(lower) | (lower < 0) | np.isnan(upper)
-    if bad.any():
+    # the mask is only built when the cheap reductions find something to report
+    clean = lower.size == 0 or (
+        bool(np.isfinite(lower).all()) and lower.min() >= 0 and not np.isnan(upper).any()
+    )
+    bad = None if clean else ~np.isfinite(lower) | (lower < 0) | np.isnan(upper)
+    if bad is not None and bad.any():
         raise ScenarioError(
             f"{int(bad.sum())} users have a floor that is negative or not a number, or a cap that "
             f"is not a number (e.g. {example(bad)}). Floors must be finite and >= 0."
         )
-    lo_c, hi_c = bounds_in_cents(lower, upper)
-    empty = lo_c > hi_c
-    if empty.any():
+    lo_c, hi_c = bounds_in_cents(lower, upper) if in_cents is None else in_cents
+    if lo_c.size and bool(np.any(lo_c > hi_c)):
+        empty = lo_c > hi_c
         raise InfeasibleError(
             f"{int(empty.sum())} users have no whole-cent voucher between their floor and cap "
             f"(e.g. {example(empty)}); no payment in cents can respect their bounds.",
@@ -253,20 +265,22 @@ def _validate(
     if not np.issubdtype(user_id.dtype, np.integer):
         raise InputError(f"column {N.USER_ID} must hold integers, got dtype {user_id.dtype}.")
     user_id = user_id.astype(np.int64, copy=False)
-    bad = ~np.isfinite(v)
-    if bad.any():
+    if not np.isfinite(v).all():
+        bad = ~np.isfinite(v)
         i = int(np.flatnonzero(bad)[0])
         raise SolverError(
             f"the solver returned {int(bad.sum())} vouchers that are not finite numbers "
             f"(e.g. user_id {int(user_id[i])}: {v[i]!r}); they cannot be paid."
         )
-    bad = np.isnan(loss)
-    if bad.any():
+    if np.isnan(loss).any():
+        bad = np.isnan(loss)
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
             f"column {N.LOSS_USD} has {int(bad.sum())} missing values (e.g. user_id {int(user_id[i])}); "
             "the loss orders ties when cents are rounded."
         )
+    if n > 1 and bool(np.all(user_id[1:] > user_id[:-1])):
+        return v, lower, upper, loss, user_id  # strictly increasing (the pipeline's order): unique
     s = np.sort(user_id)
     dup = s[1:] == s[:-1]
     if dup.any():
@@ -275,6 +289,26 @@ def _validate(
             "each user must appear once to be paid once."
         )
     return v, lower, upper, loss, user_id
+
+
+def _snap_band(bound: np.ndarray, side: float, snap_rtol: float) -> np.ndarray:
+    r"""The edge of a bound's snapping band in cents, :math:`b \pm (\text{snap} \cdot
+    \max(|b|, 1) + \tau(b))` with :math:`b = 100\,\ell_i` (``side = 1``) or
+    :math:`\min(100\,h_i, M)` (``side = -1``), evaluated in the same order as written."""
+    b = bound * 100.0
+    if side < 0:
+        np.minimum(b, float(MAX_CENTS), out=b)
+    a = np.abs(b)
+    band = np.maximum(a, 1.0)
+    band *= snap_rtol
+    a *= 4.0 * _EPS
+    a += CENT_TOL
+    band += a
+    if side > 0:
+        band += b
+    else:
+        np.subtract(b, band, out=band)
+    return band
 
 
 def round_to_cents_report(
@@ -287,6 +321,7 @@ def round_to_cents_report(
     loss: np.ndarray,
     user_id: np.ndarray,
     snap_rtol: float = SNAP_RTOL,
+    in_cents: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, RoundingReport]:
     r"""Round vouchers to integer cents by largest remainder; also return a :class:`RoundingReport`.
 
@@ -361,6 +396,8 @@ def round_to_cents_report(
         Unique int64 user ids (last tie-break: smaller first).
     snap_rtol
         Relative distance from a bound under which a voucher counts as on it.
+    in_cents
+        ``lower`` and ``upper`` already in cents (see :func:`bounds_to_cents`).
 
     Raises
     ------
@@ -374,7 +411,7 @@ def round_to_cents_report(
     """
     v, lower, upper, loss, user_id = _validate(v, lower, upper, loss, user_id)
     n = v.shape[0]
-    lo_c, hi_c = bounds_to_cents(lower, upper, user_id=user_id)
+    lo_c, hi_c = bounds_to_cents(lower, upper, user_id=user_id, in_cents=in_cents)
     budget_c = budget_to_cents(budget)
     sum_lo, sum_hi = int(lo_c.sum()), int(hi_c.sum())
     if sum_lo > budget_c:
@@ -396,21 +433,32 @@ def round_to_cents_report(
         target = min(budget_c, int(np.rint(x.sum())), sum_hi)
         target = max(target, sum_lo)
 
-    # Rounded-down / rounded-up amounts inside the bounds (see the docstring).
-    lo_x = lower * 100.0
-    hi_x = np.minimum(upper * 100.0, float(MAX_CENTS))
-    at_lo = x <= lo_x + (snap_rtol * np.maximum(np.abs(lo_x), 1.0) + _tol(lo_x))
-    at_hi = x >= hi_x - (snap_rtol * np.maximum(np.abs(hi_x), 1.0) + _tol(hi_x))
-    whole = np.rint(x)
-    near = np.abs(x - whole) <= _tol(x)
-    f = np.clip(np.where(near, whole, np.floor(x)), lo_c, hi_c).astype(np.int64)
-    g = np.clip(np.where(near, whole, np.ceil(x)), lo_c, hi_c).astype(np.int64)
-    # Both bands hold only when floor and cap are less than a cent apart, i.e. lo_c == hi_c, so
-    # the order of these two overrides does not matter.
-    f = np.where(at_hi, hi_c, f)
-    g = np.where(at_hi, hi_c, g)
-    f = np.where(at_lo, lo_c, f)
-    g = np.where(at_lo, lo_c, g)
+    # Rounded-down / rounded-up amounts inside the bounds (see the docstring). The arithmetic is
+    # done in place on a few buffers: at a million users each fresh temporary costs as much as
+    # the operation that fills it.
+    at_lo = x <= _snap_band(lower, 1.0, snap_rtol)
+    at_hi = x >= _snap_band(upper, -1.0, snap_rtol)
+    # A voucher in a bound's band is that bound (a whole number of cents, so both of its
+    # roundings are the bound); the floor's band wins when floor and cap are less than a cent
+    # apart (then lo_c == hi_c and it does not matter).
+    xs = np.where(at_lo, lo_c, np.where(at_hi, hi_c, x))
+    del at_lo, at_hi
+    whole = np.rint(xs)
+    off = xs - whole
+    tol = np.abs(xs)
+    tol *= 4.0 * _EPS
+    tol += CENT_TOL
+    near = np.abs(off) <= tol
+    del tol
+    # floor and ceil, except that a value within the tolerance of a whole cent is that cent:
+    # floor(xs) is that cent minus one when xs lies just below it, ceil(xs) plus one just above
+    f = np.floor(xs)
+    f += near & (off < 0.0)
+    g = np.ceil(xs)
+    g -= near & (off > 0.0)
+    del xs, whole, off, near
+    f = np.minimum(np.maximum(f, lo_c, out=f), hi_c, out=f).astype(np.int64)
+    g = np.minimum(np.maximum(g, lo_c, out=g), hi_c, out=g).astype(np.int64)
 
     sum_f, sum_g = int(f.sum()), int(g.sum())
     neg_uid = ~user_id  # smaller id first; bitwise not cannot overflow, unlike -id
@@ -430,19 +478,21 @@ def round_to_cents_report(
         cents = g + _spread(hi_c - g, target - sum_g, keys)
 
     diff = cents - f
-    up = diff > 0
-    down = diff < 0
+    cents_up = int(np.maximum(diff, 0).sum())
+    total = int(cents.sum())
+    dev = cents - x
+    np.abs(dev, out=dev)
     report = RoundingReport(
         n_users=n,
         budget_cents=budget_c,
         target_cents=target,
-        total_cents=int(cents.sum()),
+        total_cents=total,
         start_cents=sum_f,
-        cents_up=int(diff[up].sum()),
-        cents_down=int(-diff[down].sum()),
-        users_up=int(up.sum()),
-        users_down=int(down.sum()),
-        max_deviation_cents=float(np.abs(cents - x).max()) if n else 0.0,
+        cents_up=cents_up,
+        cents_down=cents_up - (total - sum_f),
+        users_up=int(np.count_nonzero(diff > 0)),
+        users_down=int(np.count_nonzero(diff < 0)),
+        max_deviation_cents=float(dev.max()) if n else 0.0,
         mode=mode,
     )
     return cents, report
@@ -488,6 +538,7 @@ def round_to_cents_by_segment(
     loss: np.ndarray,
     user_id: np.ndarray,
     segments: tuple[Segment, ...] = (),
+    in_cents: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, object]]:
     r"""Round to cents so that segment budget shares hold exactly in cents, not just the total.
 
@@ -509,6 +560,7 @@ def round_to_cents_by_segment(
     reach) are rounded as one group and their shares are checked afterwards.
 
     Returns the cents and a JSON-safe report (per-group targets, largest deviation in cents).
+    ``in_cents``: the bounds already in cents (see :func:`bounds_to_cents`).
     """
     v = np.asarray(v, dtype=np.float64)
     n = v.shape[0]
@@ -517,7 +569,7 @@ def round_to_cents_by_segment(
     overlapping = bool(members) and bool((np.sum(members, axis=0) > 1).any())
     if not segments or overlapping:
         cents, rep = round_to_cents_report(
-            v, lower, upper, budget, exhaust=exhaust, loss=loss, user_id=user_id
+            v, lower, upper, budget, exhaust=exhaust, loss=loss, user_id=user_id, in_cents=in_cents
         )
         report: dict[str, object] = {"groups": "one", **rep.to_dict()}
         for seg, mask in zip(segments, members):
@@ -533,7 +585,7 @@ def round_to_cents_by_segment(
                 )
         return cents, report
 
-    lo_c, hi_c = bounds_to_cents(lower, upper, user_id=user_id)
+    lo_c, hi_c = bounds_to_cents(lower, upper, user_id=user_id, in_cents=in_cents)
     label = np.full(n, len(segments), dtype=np.int64)
     for k, mask in enumerate(members):
         label[mask] = k

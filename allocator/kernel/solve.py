@@ -11,7 +11,7 @@ import numpy as np
 
 from allocator.errors import NotCertifiedError
 from allocator.kernel.allocation import Allocation, bound_states
-from allocator.kernel.certificate import DEFAULT_TOL, certify
+from allocator.kernel.certificate import DEFAULT_TOL, certify, utility
 from allocator.kernel.claims import RULES, ClaimsAwards, divide, water_filling
 from allocator.kernel.fast import fast_reach, fast_solution
 from allocator.kernel.feasibility import (
@@ -33,6 +33,7 @@ def solve(
     method: Method | str = "auto",
     cvxpy_solver: str = "CLARABEL",
     tol: float = DEFAULT_TOL,
+    certify_solution: bool = True,
 ) -> Allocation:
     """Solve ``problem`` and return a certified :class:`Allocation`.
 
@@ -47,6 +48,13 @@ def solve(
         CLARABEL, ECOS or SCS (cvxpy method only).
     tol
         Relative tolerance of the optimality certificate.
+    certify_solution
+        Certify the fast solver's continuous vouchers (default). ``False`` leaves
+        :attr:`Allocation.certificate` ``None``: for a caller that certifies the amounts it pays
+        instead (the studio certifies the cents it shows, each within a cent of its best
+        response at the solver's prices, and a run written to disk always carries both). The
+        cvxpy model and the claims rules are always certified: that is how their answers are
+        accepted.
 
     Raises
     ------
@@ -83,6 +91,18 @@ def solve(
             hint="use method 'cvxpy' (or 'auto'), or a larger alpha",
         )
     sol = fast_solution(problem)
+    if not certify_solution:
+        return Allocation(
+            vouchers=sol.vouchers,
+            bound_state=bound_states(sol.vouchers, problem.lower, problem.upper),
+            method="fast",
+            status="optimal",
+            objective=float(np.dot(problem.weights, utility(sol.vouchers, problem.alpha))),
+            shadow_price=sol.shadow_price,
+            segment_prices=dict(sol.segment_prices),
+            certificate=None,
+            seconds=time.perf_counter() - started,
+        )
     cert = certify(problem, sol.vouchers, sol.shadow_price, sol.segment_prices, tol=tol)
     if not cert.certified:
         raise NotCertifiedError(

@@ -173,9 +173,19 @@ def _(V, mo, ref, result):
         charts = mo.vstack(
             [
                 mo.md(f"**One million dollars more.** {words}"),
-                mo.hstack([V.histogram(run, ref), V.coverage_by_band(run, ref)], widths="equal"),
                 mo.hstack(
-                    [V.voucher_against_loss(run, ref), V.lorenz_chart(run, ref)], widths="equal"
+                    [
+                        V.page_chart(V.histogram(run, ref)),
+                        V.page_chart(V.coverage_by_band(run, ref)),
+                    ],
+                    widths="equal",
+                ),
+                mo.hstack(
+                    [
+                        V.page_chart(V.voucher_against_loss(run, ref)),
+                        V.page_chart(V.lorenz_chart(run, ref)),
+                    ],
+                    widths="equal",
                 ),
                 mo.md("### Against the pinned reference"),
                 mo.md("Pin a setting to compare with it.")
@@ -194,7 +204,7 @@ def _(V, mo, ref, result):
                 ),
                 mo.md("### The thresholds' cliffs"),
                 mo.md("\n\n".join(cliff_words)),
-                cliff_chart,
+                V.page_chart(cliff_chart),
             ]
         )
     return (charts,)

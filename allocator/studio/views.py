@@ -8,7 +8,6 @@ that a million users cost the browser what a thousand do.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import weakref
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ import polars as pl
 from allocator import names as N
 from allocator.analysis.axioms import AxiomResult
 from allocator.analysis.axioms_run import verdict
-from allocator.analysis.metrics import LOSS_BANDS, lorenz
+from allocator.analysis.metrics import LOSS_BANDS
 from allocator.analysis.sensitivity.budget import budget_derivatives
-from allocator.analysis.sensitivity.cliffs import CliffAnalysis, cliff_analysis
+from allocator.analysis.sensitivity.cliffs import CliffAnalysis, CliffSides, cliff_sides
 from allocator.kernel.claims import describe
 from allocator.kernel.money import CENTS_PER_USD
 from allocator.vouchers.pipeline import RunResult
@@ -32,6 +31,7 @@ __all__ = [
     "CURRENT",
     "PINNED",
     "HeadlineItem",
+    "PageChart",
     "axioms_table",
     "budget_in_words",
     "cliffs",
@@ -40,9 +40,34 @@ __all__ = [
     "histogram",
     "lorenz_chart",
     "moved",
+    "page_chart",
     "usd",
     "voucher_against_loss",
 ]
+
+#: The media type of a Vega-Lite chart, as the page's renderer knows it.
+VEGA_LITE_MEDIA_TYPE = f"application/vnd.vegalite.v{alt.SCHEMA_VERSION[1:].split('.')[0]}+json"
+
+
+@dataclass(frozen=True, eq=False)
+class PageChart:
+    """A chart as the page sends it: its Vega-Lite JSON.
+
+    Every chart here is built from the same code on every setting, and the tests check each
+    one against the Vega-Lite schema; checking it again on every knob move would cost the page
+    more than computing the chart's numbers.
+    """
+
+    chart: Any
+
+    def _mime_(self) -> tuple[str, str]:
+        return VEGA_LITE_MEDIA_TYPE, self.chart.to_json(validate=False)
+
+
+def page_chart(chart: Any) -> PageChart:
+    """``chart`` ready for the page (see :class:`PageChart`)."""
+    return PageChart(chart)
+
 
 #: How the two runs are named on the page.
 CURRENT, PINNED = "this setting", "pinned reference"
@@ -77,7 +102,16 @@ def _short(x: float) -> str:
 
 
 def _vouchers(run: RunResult) -> np.ndarray:
-    return np.asarray(run.cents, dtype=np.float64) / CENTS_PER_USD
+    usd_: np.ndarray = _memo(run, "usd", lambda: np.asarray(run.cents, np.float64) / CENTS_PER_USD)
+    return usd_
+
+
+def _shares(run: RunResult) -> np.ndarray:
+    """Each user's voucher as a share of their loss."""
+    share: np.ndarray = _memo(
+        run, "share", lambda: _vouchers(run) / run.allocations[N.LOSS_USD].to_numpy()
+    )
+    return share
 
 
 # The pinned run is drawn again beside every new setting, and users' losses stay put while only
@@ -86,7 +120,7 @@ _PER_RUN: weakref.WeakKeyDictionary[RunResult, dict[str, Any]] = weakref.WeakKey
 _PER_ELIGIBILITY: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
-def _memo(run: RunResult, kind: str, compute: Any) -> Any:
+def _memo(run: RunResult, kind: Any, compute: Any) -> Any:
     store = _PER_RUN.setdefault(run, {})
     if kind not in store:
         store[kind] = compute()
@@ -110,14 +144,35 @@ def _loss_bins(run: RunResult, inner_edges: tuple[float, ...]) -> tuple[np.ndarr
 def _per_bin(
     run: RunResult, inner_edges: tuple[float, ...], values: np.ndarray, stat: Any
 ) -> list[tuple[int, int, Any]]:
-    """``(bin, users, stat(values in the bin))`` of every non-empty loss bin, in bin order."""
+    """``(bin, users, stat(sorted values in the bin))`` of every non-empty loss bin, in bin
+    order; ``stat`` gets each bin's values sorted (see :func:`_quantile`)."""
     order, bounds = _loss_bins(run, inner_edges)
     ordered = values[order]
-    return [
-        (k, int(bounds[k + 1] - bounds[k]), stat(ordered[bounds[k] : bounds[k + 1]]))
-        for k in range(len(bounds) - 1)
-        if bounds[k + 1] > bounds[k]
-    ]
+    out = []
+    for k in range(len(bounds) - 1):
+        if bounds[k + 1] > bounds[k]:
+            part = ordered[bounds[k] : bounds[k + 1]]
+            part.sort()  # in place: one sort of every user in pieces, then any quantile is free
+            out.append((k, int(part.shape[0]), stat(part)))
+    return out
+
+
+def _quantile(ordered: np.ndarray, q: float) -> float:
+    """``np.quantile(x, q)`` (linear interpolation, numpy's default) of ``x`` sorted as
+    ``ordered``, without sorting it again."""
+    h = (ordered.shape[0] - 1) * q
+    lo = math.floor(h)
+    a, b, t = float(ordered[lo]), float(ordered[min(lo + 1, ordered.shape[0] - 1)]), h - lo
+    # numpy's lerp: from the nearer end, so that t = 0 and t = 1 give the end points exactly
+    return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
+
+
+def _median(ordered: np.ndarray) -> float:
+    """``np.median`` of sorted values."""
+    m = ordered.shape[0]
+    if m % 2:
+        return float(ordered[m // 2])
+    return float((ordered[m // 2 - 1] + ordered[m // 2]) / 2.0)
 
 
 @dataclass(frozen=True)
@@ -133,21 +188,23 @@ def headline(run: RunResult, pinned: RunResult | None = None) -> list[HeadlineIt
     """Eligible, paid, unspent, at the floor, at the cap and the median share repaid."""
 
     def items(r: RunResult) -> list[tuple[str, str]]:
-        a = r.allocations
-        bound = a[N.BOUND]
-        coverage = (a[N.VOUCHER_CENTS] / CENTS_PER_USD / a[N.LOSS_USD]).median()
+        n = r.cents.shape[0]
+        # the bound column's rule (pipeline.bound_labels), on the cents: the floor wins a tie
+        at_floor = int(np.count_nonzero(r.cents <= r.lower_cents))
+        at_cap = int(np.count_nonzero((r.cents >= r.upper_cents) & (r.cents > r.lower_cents)))
+        coverage = f"{float(np.median(_shares(r))):.1%}" if n else "-"
         floor, cap = r.scenario.bounds.floor_usd, r.scenario.bounds.cap_usd
         return [
-            ("Eligible users", f"{a.height:,}"),
+            ("Eligible users", f"{n:,}"),
             ("Paid", usd(r.paid_cents / CENTS_PER_USD, cents=True)),
             ("Unspent", usd((r.budget_cents - r.paid_cents) / CENTS_PER_USD, cents=True)),
-            (f"Paid the smallest voucher ({usd(floor)})", f"{int((bound == N.BOUND_FLOOR).sum()):,}"),
-            (f"Paid their largest voucher (at most {usd(cap)})", f"{int((bound == N.BOUND_CAP).sum()):,}"),
-            ("Median share of the loss repaid", "-" if coverage is None else f"{float(coverage):.1%}"),  # type: ignore[arg-type]
+            (f"Paid the smallest voucher ({usd(floor)})", f"{at_floor:,}"),
+            (f"Paid their largest voucher (at most {usd(cap)})", f"{at_cap:,}"),
+            ("Median share of the loss repaid", coverage),
         ]  # fmt: skip
 
-    now = items(run)
-    ref = dict(items(pinned)) if pinned is not None else {}
+    now = _memo(run, "headline", lambda: items(run))
+    ref = dict(_memo(pinned, "headline", lambda: items(pinned))) if pinned is not None else {}
     return [HeadlineItem(label, value, ref.get(label)) for label, value in now]
 
 
@@ -157,14 +214,20 @@ def _runs(run: RunResult, pinned: RunResult | None) -> list[tuple[str, RunResult
 
 def histogram(run: RunResult, pinned: RunResult | None = None) -> Any:
     """How many users receive how much: USD bins from 0 to the largest voucher, linear."""
-    top = max(float(_vouchers(r).max(initial=0.0)) for _, r in _runs(run, pinned))
-    width = max(1.0, _nice_step(top / 24))
-    edges = np.arange(0.0, top + width, width)
+    top = max(
+        _memo(r, "top", lambda r=r: int(r.cents.max(initial=0))) for _, r in _runs(run, pinned)
+    )
+    width = max(1.0, _nice_step(top / CENTS_PER_USD / 24))
+    edges = np.arange(0.0, top / CENTS_PER_USD + width, width)
     rows = []
     for name, r in _runs(run, pinned):
-        # the cents divided by the bin width in cents: the same bins as np.histogram, one pass
-        index = np.minimum(r.cents // round(width * CENTS_PER_USD), edges.size - 2)
-        counts = np.bincount(index, minlength=edges.size - 1)
+
+        def count(r: RunResult = r) -> np.ndarray:
+            # the cents divided by the bin width in cents: the same bins as np.histogram
+            index = np.minimum(r.cents // round(width * CENTS_PER_USD), edges.size - 2)
+            return np.bincount(index, minlength=edges.size - 1)
+
+        counts = _memo(r, ("histogram", width, edges.size), count)
         rows += [
             {"from": float(lo), "to": float(hi), "users": int(c), "run": name}
             for lo, hi, c in zip(edges[:-1], edges[1:], counts)
@@ -213,8 +276,7 @@ def coverage_by_band(run: RunResult, pinned: RunResult | None = None) -> Any:
     for name, r in _runs(run, pinned):
 
         def medians(r: RunResult = r) -> list[tuple[int, int, Any]]:
-            share = _vouchers(r) / r.allocations[N.LOSS_USD].to_numpy()
-            return _per_bin(r, edges, share, np.median)
+            return _per_bin(r, edges, _shares(r), _median)
 
         for k, users, share in _memo(r, "coverage_by_band", medians):
             label, lo, _ = LOSS_BANDS[k]
@@ -267,7 +329,9 @@ def voucher_against_loss(run: RunResult, pinned: RunResult | None = None) -> Any
     for name, r in _runs(run, pinned):
 
         def quantiles(r: RunResult = r) -> list[tuple[int, int, Any]]:
-            return _per_bin(r, edges, _vouchers(r), lambda x: np.percentile(x, [10, 50, 90]))
+            return _per_bin(
+                r, edges, _vouchers(r), lambda x: (_quantile(x, 0.1), _median(x), _quantile(x, 0.9))
+            )
 
         for k, users, (p10, p50, p90) in _memo(r, "voucher_against_loss", quantiles):
             lo, hi = LOSS_EDGES[k], LOSS_EDGES[k + 1]
@@ -314,6 +378,24 @@ def voucher_against_loss(run: RunResult, pinned: RunResult | None = None) -> Any
     return (band + line).properties(width="container", height=240)
 
 
+def _lorenz_at(cents: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The Lorenz curve of ``cents`` (:func:`~allocator.analysis.metrics.lorenz`) at the
+    population shares ``grid``: integer cents sorted and summed exactly, then read off by linear
+    interpolation between the users either side of each grid point."""
+    n = cents.shape[0]
+    if n == 0:
+        return np.asarray(grid, dtype=np.float64)
+    cum = np.empty(n + 1, dtype=np.int64)
+    cum[0] = 0
+    np.cumsum(np.sort(cents), out=cum[1:])
+    if cum[-1] == 0:
+        return np.asarray(grid, dtype=np.float64)
+    at = np.asarray(grid, dtype=np.float64) * n
+    lo = np.minimum(np.floor(at).astype(np.int64), n - 1)
+    share = cum / float(cum[-1])
+    return np.asarray(share[lo] + (at - lo) * (share[lo + 1] - share[lo]))
+
+
 def lorenz_chart(run: RunResult, pinned: RunResult | None = None) -> Any:
     """The share of the money received by the x% of users with the smallest vouchers."""
     grid = np.linspace(0.0, 1.0, 101)
@@ -321,8 +403,7 @@ def lorenz_chart(run: RunResult, pinned: RunResult | None = None) -> Any:
     for name, r in _runs(run, pinned):
 
         def curve(r: RunResult = r) -> np.ndarray:
-            pop, share = lorenz(_vouchers(r))
-            return np.asarray(np.interp(grid, pop, share))
+            return _lorenz_at(r.cents, grid)
 
         rows += [
             {"users": float(g), "money": float(m), "run": name}
@@ -365,12 +446,13 @@ class Moves:
 def moved(run: RunResult, pinned: RunResult) -> Moves:
     """Who gains and who loses against the pinned reference (a user paid in only one of the two
     counts as receiving 0 in the other)."""
-    now = run.allocations.select(N.USER_ID, N.LOSS_USD, pl.col(N.VOUCHER_CENTS).alias("now"))
-    ref_ids = pinned.allocations[N.USER_ID]
-    if ref_ids.len() == now.height and ref_ids.equals(now[N.USER_ID]):
-        # the same users (a knob that left eligibility alone): no join needed, rows line up
-        both = now.with_columns(pinned.allocations[N.VOUCHER_CENTS].alias("ref"))
+    if run.eligibility is pinned.eligibility:
+        # the same users in the same order (a knob that left eligibility alone): rows line up
+        ids = run.allocations[N.USER_ID].to_numpy()
+        now_c, ref_c = run.cents, pinned.cents
+        loss = run.allocations[N.LOSS_USD].to_numpy()
     else:
+        now = run.allocations.select(N.USER_ID, N.LOSS_USD, pl.col(N.VOUCHER_CENTS).alias("now"))
         ref = pinned.allocations.select(
             N.USER_ID, pl.col(N.LOSS_USD).alias("ref_loss"), pl.col(N.VOUCHER_CENTS).alias("ref")
         )
@@ -379,11 +461,11 @@ def moved(run: RunResult, pinned: RunResult) -> Moves:
             pl.col("ref").fill_null(0),
             pl.coalesce(N.LOSS_USD, "ref_loss").alias(N.LOSS_USD),
         )
-    now_c, ref_c = both["now"].to_numpy(), both["ref"].to_numpy()
+        now_c, ref_c = both["now"].to_numpy(), both["ref"].to_numpy()
+        ids, loss = both[N.USER_ID].to_numpy(), both[N.LOSS_USD].to_numpy()
     change = (now_c - ref_c).astype(np.int64)  # cents
     big = np.flatnonzero(np.abs(change) > CENTS_PER_USD)
     # the largest moves: a partial sort of the moved users only, ties by the smaller user id
-    ids = both[N.USER_ID].to_numpy()
     keep = big
     if big.size > TOP_MOVES:
         keep = big[np.argpartition(-np.abs(change[big]), TOP_MOVES - 1)[:TOP_MOVES]]
@@ -393,7 +475,7 @@ def moved(run: RunResult, pinned: RunResult) -> Moves:
     largest = pl.DataFrame(
         {
             "User": ids[order],
-            "Loss (USD)": np.round(both[N.LOSS_USD].to_numpy()[order], 2),
+            "Loss (USD)": np.round(loss[order], 2),
             "Pinned (USD)": ref_c[order] / CENTS_PER_USD,
             "Now (USD)": now_c[order] / CENTS_PER_USD,
             "Change (USD)": change[order] / CENTS_PER_USD,
@@ -401,8 +483,8 @@ def moved(run: RunResult, pinned: RunResult) -> Moves:
     )
     return Moves(
         users=int(big.size),
-        gained_usd=float(change[change > 0].sum()) / CENTS_PER_USD,
-        lost_usd=float(-change[change < 0].sum()) / CENTS_PER_USD,
+        gained_usd=float(np.maximum(change, 0).sum()) / CENTS_PER_USD,
+        lost_usd=float(-np.minimum(change, 0).sum()) / CENTS_PER_USD,
         newly_paid=int(((ref_c == 0) & (now_c > 0)).sum()),
         no_longer_paid=int(((ref_c > 0) & (now_c == 0)).sum()),
         largest=largest,
@@ -435,36 +517,17 @@ def budget_in_words(run: RunResult) -> str:
     return text if rule is None else f"{rule[0].upper()}{rule[1:]}. {text}"
 
 
-#: Fields of a cliff analysis that read only the excluded users (the same for every run that
-#: shares an eligibility result).
-_EXCLUDED_SIDE = (
-    "below_loss_users",
-    "below_loss_total_usd",
-    "below_loss_only_users",
-    "below_loss_only_total_usd",
-    "below_ratio_users",
-    "below_ratio_total_usd",
-)
-
-
 def cliff_of(run: RunResult) -> CliffAnalysis:
-    """:func:`~allocator.analysis.sensitivity.cliffs.cliff_analysis` of ``run``; the excluded
-    users' side is computed once per eligibility (most of the time: excluded users outnumber
-    the paid ones near the thresholds), the paid users' side for every run."""
-    rules = run.scenario.eligibility
+    """:func:`~allocator.analysis.sensitivity.cliffs.cliff_analysis` of ``run``: who sits on
+    either side of each threshold is the same for every run of the same eligible users, so it
+    is computed once per eligibility, and only the vouchers paid above the cliffs per run."""
     store = _PER_ELIGIBILITY.setdefault(run.eligibility, {})
     if "cliffs" not in store:
-        store["cliffs"] = cliff_analysis(run.eligibility.excluded, run.allocations, rules)
-        full: CliffAnalysis = store["cliffs"]
-        return full
-    known: CliffAnalysis = store["cliffs"]
-    fresh = cliff_analysis(run.eligibility.excluded.head(0), run.allocations, rules)
-    return dataclasses.replace(
-        fresh,
-        **{name: getattr(known, name) for name in _EXCLUDED_SIDE},
-        loss_hist={**fresh.loss_hist, "excluded": known.loss_hist["excluded"]},
-        ratio_hist={**fresh.ratio_hist, "excluded": known.ratio_hist["excluded"]},
-    )
+        store["cliffs"] = cliff_sides(
+            run.eligibility.excluded, run.allocations, run.scenario.eligibility
+        )
+    sides: CliffSides = store["cliffs"]
+    return sides.with_vouchers(_vouchers(run))
 
 
 def cliffs(run: RunResult) -> tuple[list[str], Any]:

@@ -24,7 +24,7 @@ from allocator.kernel.allocation import Allocation
 from allocator.kernel.certificate import Certificate, certify
 from allocator.kernel.money import CENTS_PER_USD, budget_to_cents
 from allocator.kernel.problem import AllocationProblem
-from allocator.kernel.rounding import bounds_to_cents, round_to_cents_by_segment
+from allocator.kernel.rounding import round_to_cents_by_segment
 from allocator.kernel.rule_certificate import RuleCertificate, certify_rule
 from allocator.kernel.solve import solve
 from allocator.runs.contract import LOWER_CENTS, UPPER_CENTS
@@ -177,9 +177,7 @@ def bound_labels(cents: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray) -> np.nd
 def bound_column(cents: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray) -> pl.Series:
     """:func:`bound_labels` as the ``bound`` string column, built from small integer codes (a
     million Python strings would cost more than the rest of the rounding)."""
-    codes = np.ones(cents.shape[0], dtype=np.int8)
-    codes[cents >= hi_c] = 2
-    codes[cents <= lo_c] = 0
+    codes = np.where(cents <= lo_c, np.int8(0), np.where(cents >= hi_c, np.int8(2), np.int8(1)))
     names = pl.Series([N.BOUND_FLOOR, N.BOUND_INTERIOR, N.BOUND_CAP], dtype=pl.String)
     return names.gather(pl.Series(codes, dtype=pl.Int8).cast(pl.UInt32)).alias(N.BOUND)
 
@@ -237,8 +235,9 @@ def allocate(
         loss=loss,
         user_id=user_id,
         segments=problem.segments,
+        in_cents=problem.bounds_in_cents(),
     )
-    lo_c, hi_c = bounds_to_cents(problem.lower, problem.upper)
+    lo_c, hi_c = problem.bounds_in_cents()
     final_certificate: Certificate | RuleCertificate
     if allocation.rule_awards is not None:
         final_certificate = certify_rule(
@@ -275,7 +274,7 @@ def allocate(
             N.LOSS_RATIO: features[N.LOSS_RATIO],
             N.WEIGHT: pl.Series(problem.weights, dtype=pl.Float64),
             N.BOUND: bound_column(cents, lo_c, hi_c),
-            N.SEGMENT: segment_labels(features, scenario.segments),
+            N.SEGMENT: segment_labels(features, scenario.segments, masks=problem.segments),
         }
     )
     if N.PHASE_FACTOR in features.columns:
@@ -301,6 +300,9 @@ def allocate(
 
 def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> dict[str, object]:
     """The run's manifest (the writer adds the ``outputs`` hashes)."""
+    if run.allocation.certificate is None:
+        # a run on disk carries both certificates; only the studio's page skips the first
+        raise ValueError("a run is written only with its continuous vouchers certified")
     rec = run.eligibility.reconciliation
     bounds = run.allocations[N.BOUND]
     budget_cents = run.budget_cents

@@ -336,10 +336,12 @@ def compute_bounds(
         whole_cents=True,
     )
     lower, upper = scalar.arrays()
+    if spec.coverage_cap is None:
+        # every user has the floor and the cap checked above: nothing per user to check
+        return lower, upper, scalar
     lo_c, hi_c = bounds_cents(lower, upper)
     bad = hi_c < lo_c
     if bad.any():  # only the coverage cap can do this once floor and cap leave a cent between
-        assert spec.coverage_cap is not None
         rows = np.flatnonzero(bad)
         smallest = rows[np.argmin(loss[rows])]
         uid = _user_ids(features)[smallest]
@@ -413,12 +415,23 @@ def segment_masks(features: pl.DataFrame, segments: Sequence[SegmentSpec]) -> tu
     )
 
 
-def segment_labels(features: pl.DataFrame, segments: Sequence[SegmentSpec]) -> pl.Series:
+def segment_labels(
+    features: pl.DataFrame,
+    segments: Sequence[SegmentSpec],
+    *,
+    masks: tuple[Segment, ...] | None = None,
+) -> pl.Series:
     """Per user, the name of the segment it belongs to, names joined by ``+`` for users in several
-    (in scenario order), or null for users in none."""
-    masks = segment_masks(features, segments)
+    (in scenario order), or null for users in none.
+
+    ``masks`` are the segments' members already evaluated on ``features`` (a built problem's
+    :attr:`~allocator.kernel.problem.AllocationProblem.segments`), so the predicates need not
+    run twice.
+    """
+    if masks is None:
+        masks = segment_masks(features, segments)
     if not masks:
-        return pl.Series(N.SEGMENT, [None] * features.height, dtype=pl.String)
+        return pl.repeat(None, features.height, dtype=pl.String, eager=True).alias(N.SEGMENT)
     frame = pl.DataFrame({f"_m{k}": seg.members for k, seg in enumerate(masks)})
     joined = pl.concat_str(
         [pl.when(pl.col(f"_m{k}")).then(pl.lit(seg.name)) for k, seg in enumerate(masks)],
@@ -449,18 +462,13 @@ def _check_sorted(features: pl.DataFrame) -> None:
             )
 
 
-def _check_feasible(
-    budget_usd: float,
-    exhaust: bool,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    segments: tuple[Segment, ...],
-) -> None:
+def _check_feasible(problem: AllocationProblem) -> None:
     """Infeasibility visible before solving, judged in whole cents."""
     # the budget is whole cents (scenario validation; the rounding refuses anything else too)
-    budget_c = budget_to_cents(budget_usd)
-    lo_c, hi_c = bounds_cents(lower, upper)
-    n = lower.shape[0]
+    budget_c = budget_to_cents(problem.budget)
+    exhaust, segments = problem.exhaust, problem.segments
+    lo_c, hi_c = problem.bounds_in_cents()
+    n = problem.n
     if n == 0 and exhaust:
         raise InfeasibleError(
             "no liquidated user passes the eligibility rules, so there is nobody to pay and the "
@@ -533,9 +541,8 @@ def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProbl
         lower, upper = phase_bounds(lower, upper, bounds.cap_usd, factor)
         scalar_bounds = None
     segments = segment_masks(features, scenario.segments)
-    _check_feasible(scenario.budget.total_usd, scenario.budget.exhaust, lower, upper, segments)
     rule = None if spec.rule == RULE_ALPHA_FAIR else spec.rule
-    return AllocationProblem(
+    problem = AllocationProblem(
         weights=weights,
         lower=lower,
         upper=upper,
@@ -547,6 +554,8 @@ def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProbl
         rule=rule,
         rule_parameter=spec.base_usd if spec.base_usd is not None else spec.threshold_usd,
     )
+    _check_feasible(problem)
+    return problem
 
 
 def rule_weights(features: pl.DataFrame, scenario: Scenario) -> np.ndarray:

@@ -12,6 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from allocator.kernel.certificate import certify, effective_prices, objective_value, utility
 from allocator.kernel.fast import fast_solution
@@ -259,3 +261,39 @@ def test_the_largest_allowed_alpha_certifies(alpha: float) -> None:
     v[inside[1]] -= v[inside[0]] - alloc.vouchers[inside[0]]
     bad = certify(problem, v, alloc.shadow_price, alloc.segment_prices)
     assert not bad.certified and "stationarity" in " ".join(bad.failures)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    alpha=st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.7]),
+    moved=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_best_response_and_gap_are_recomputed_from_first_principles(
+    alpha: float, moved: float, seed: int
+) -> None:
+    # Any share of the users pushed off the optimum, by cents or by dollars, some past their
+    # bounds' side: the certificate's best response and duality gap must equal the textbook
+    # formulas computed user by user (it switches between a gather and a dense closed form
+    # with the number of users far from their best response, and uses a series near it).
+    rng = np.random.default_rng(seed)
+    p = _problem(alpha, n=300, seed=seed % 7)
+    # some users capped far below what their weight asks for: their marginal ratio is far
+    # above 1, where no series around the optimum holds
+    tight = rng.random(p.n) < 0.05
+    p = replace(p, upper=np.where(tight, 5.0, p.upper))
+    p = replace(p, budget=min(p.budget, 0.9 * float(p.upper.sum())))
+    sol = fast_solution(p)
+    v = sol.vouchers.copy()
+    pick = rng.random(p.n) < moved
+    v[pick] *= np.exp(rng.normal(0.0, 0.5, int(pick.sum())))
+    v = np.clip(v, p.lower, p.upper)
+    cert = certify(p, v, sol.shadow_price, sol.segment_prices)
+    lam = sol.shadow_price
+    best = np.clip((p.weights / lam) ** (1.0 / alpha), p.lower, p.upper)
+    assert cert.best_response_max_usd == pytest.approx(np.abs(v - best).max(), rel=1e-9, abs=1e-9)
+    terms = [
+        w * (_u(b, alpha) - _u(x, alpha)) - lam * (b - x) for w, b, x in zip(p.weights, best, v)
+    ]
+    gap = math.fsum(terms) + lam * (p.budget - math.fsum(v))
+    assert cert.duality_gap == pytest.approx(gap, rel=1e-6, abs=1e-9 * abs(lam) * p.budget)

@@ -13,8 +13,9 @@ the budget is paid in full (:mod:`allocator.analysis.sensitivity.phase_in`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -199,11 +200,63 @@ def cliff_analysis(
         phase-in band, the eligible users inside it (:class:`PhaseInBand`). The cliff is the
         threshold, or the band's lower end (see :class:`CliffAnalysis`).
     """
+    sides = cliff_sides(
+        excluded, allocations, rules, loss_band_usd=loss_band_usd, ratio_band=ratio_band, bins=bins
+    )
+    return sides.with_vouchers(_vouchers_usd(allocations))
+
+
+@dataclass(frozen=True, eq=False)
+class CliffSides:
+    """Everything of a :class:`CliffAnalysis` that does not read the vouchers: it depends on
+    who is eligible and who is not, so every allocation of the same users shares it, and
+    :meth:`with_vouchers` completes it for one allocation."""
+
+    analysis: CliffAnalysis
+    above_loss: np.ndarray
+    above_ratio: np.ndarray
+    inside: Mapping[str, np.ndarray]
+
+    def with_vouchers(self, voucher: np.ndarray) -> CliffAnalysis:
+        """The analysis of the allocation paying ``voucher`` (USD, one per eligible user in the
+        order of the allocations frame the sides were made from)."""
+
+        def median(mask: np.ndarray) -> float | None:
+            return float(np.median(voucher[mask])) if mask.any() else None
+
+        bands = {}
+        for rule, band in (
+            ("loss", self.analysis.loss_phase_in),
+            ("ratio", self.analysis.ratio_phase_in),
+        ):
+            if band is not None:
+                mask = self.inside[rule]
+                bands[f"{rule}_phase_in"] = replace(
+                    band, paid_usd=float(voucher[mask].sum()), median_voucher_usd=median(mask)
+                )
+        return replace(
+            self.analysis,
+            voucher_above_loss_usd=median(self.above_loss),
+            voucher_above_ratio_usd=median(self.above_ratio),
+            **bands,
+        )
+
+
+def cliff_sides(
+    excluded: pl.DataFrame,
+    allocations: pl.DataFrame,
+    rules: EligibilityRules,
+    *,
+    loss_band_usd: float = 10.0,
+    ratio_band: float = 0.05,
+    bins: int = 10,
+) -> CliffSides:
+    """:func:`cliff_analysis` up to the vouchers (the same parameters; ``allocations`` needs no
+    voucher column)."""
     if not (loss_band_usd > 0 and ratio_band > 0 and bins >= 1):
         raise InvalidProblemError("loss_band_usd and ratio_band must be positive, bins >= 1")
     need_columns(excluded, (N.REASON, N.LOSS_USD, N.LOSS_RATIO), "excluded")
     need_columns(allocations, (N.LOSS_USD, N.LOSS_RATIO), "allocations")
-    voucher = _vouchers_usd(allocations)
     p_loss, p_ratio = rules.phase_in_loss_usd, rules.phase_in_ratio
     if (p_loss is not None or p_ratio is not None) and allocations.height:
         need_columns(allocations, (N.PHASE_FACTOR,), "allocations")
@@ -227,41 +280,39 @@ def cliff_analysis(
         above_loss = _passes(e_loss, c_loss, p_loss) & (e_loss < c_loss + loss_band_usd)
         above_ratio = _passes(e_ratio, c_ratio, p_ratio) & (e_ratio < c_ratio + ratio_band)
 
-    def median(mask: np.ndarray) -> float | None:
-        return float(np.median(voucher[mask])) if mask.any() else None
-
     bands: dict[str, PhaseInBand | None] = {"loss": None, "ratio": None}
+    inside: dict[str, np.ndarray] = {}
     if p_loss is not None or p_ratio is not None:
         phi = (
             allocations[N.PHASE_FACTOR].cast(pl.Float64).to_numpy()
             if N.PHASE_FACTOR in allocations.columns
             else np.ones(allocations.height)  # only when there is nobody to pay
         )
-        inside = {
-            "loss": (e_loss < rules.min_loss_usd) if p_loss is not None else None,
-            "ratio": (e_ratio < rules.min_loss_ratio) if p_ratio is not None else None,
-        }
+        if p_loss is not None:
+            inside["loss"] = e_loss < rules.min_loss_usd
+        if p_ratio is not None:
+            inside["ratio"] = e_ratio < rules.min_loss_ratio
         for rule, low, high in (
             ("loss", p_loss, rules.min_loss_usd),
             ("ratio", p_ratio, rules.min_loss_ratio),
         ):
-            mask = inside[rule]
-            if low is None or mask is None:
+            if low is None:
                 continue
-            other = inside["ratio" if rule == "loss" else "loss"]
+            mask = inside[rule]
+            other = inside.get("ratio" if rule == "loss" else "loss")
             bands[rule] = PhaseInBand(
                 rule=rule,
                 lower=float(low),
                 upper=float(high),
                 users=int(mask.sum()),
                 loss_usd=float(e_loss[mask].sum()),
-                paid_usd=float(voucher[mask].sum()),
-                median_voucher_usd=median(mask),
+                paid_usd=math.nan,  # with_vouchers
+                median_voucher_usd=None,
                 median_phase_factor=float(np.median(phi[mask])) if mask.any() else None,
                 in_both_bands=int((mask & other).sum()) if other is not None else 0,
             )
 
-    return CliffAnalysis(
+    analysis = CliffAnalysis(
         min_loss_usd=c_loss,
         min_loss_ratio=c_ratio,
         loss_band_usd=float(loss_band_usd),
@@ -272,9 +323,9 @@ def cliff_analysis(
         below_loss_only_total_usd=float(x_loss[only_loss].sum()),
         below_ratio_users=int(near_ratio.sum()),
         below_ratio_total_usd=float(x_loss[near_ratio].sum()),
-        voucher_above_loss_usd=median(above_loss),
+        voucher_above_loss_usd=None,  # with_vouchers
         eligible_above_loss_users=int(above_loss.sum()),
-        voucher_above_ratio_usd=median(above_ratio),
+        voucher_above_ratio_usd=None,
         eligible_above_ratio_users=int(above_ratio.sum()),
         loss_hist=_hist(
             e_loss, x_loss[by_loss], c_loss - loss_band_usd, c_loss + loss_band_usd, 2 * bins
@@ -285,3 +336,4 @@ def cliff_analysis(
         loss_phase_in=bands["loss"],
         ratio_phase_in=bands["ratio"],
     )
+    return CliffSides(analysis, above_loss, above_ratio, inside)
