@@ -162,7 +162,8 @@ def _quantile(ordered: np.ndarray, q: float) -> float:
     ``ordered``, without sorting it again."""
     h = (ordered.shape[0] - 1) * q
     lo = math.floor(h)
-    a, b, t = float(ordered[lo]), float(ordered[min(lo + 1, ordered.shape[0] - 1)]), h - lo
+    a, b = float(ordered[lo]), float(ordered[min(lo + 1, ordered.shape[0] - 1)])
+    t = float(h - lo)
     # numpy's lerp: from the nearer end, so that t = 0 and t = 1 give the end points exactly
     return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
 

@@ -224,21 +224,20 @@ class CliffSides:
         def median(mask: np.ndarray) -> float | None:
             return float(np.median(voucher[mask])) if mask.any() else None
 
-        bands = {}
-        for rule, band in (
-            ("loss", self.analysis.loss_phase_in),
-            ("ratio", self.analysis.ratio_phase_in),
-        ):
-            if band is not None:
-                mask = self.inside[rule]
-                bands[f"{rule}_phase_in"] = replace(
-                    band, paid_usd=float(voucher[mask].sum()), median_voucher_usd=median(mask)
-                )
+        def paid(band: PhaseInBand | None) -> PhaseInBand | None:
+            if band is None:
+                return None
+            mask = self.inside[band.rule]
+            return replace(
+                band, paid_usd=float(voucher[mask].sum()), median_voucher_usd=median(mask)
+            )
+
         return replace(
             self.analysis,
             voucher_above_loss_usd=median(self.above_loss),
             voucher_above_ratio_usd=median(self.above_ratio),
-            **bands,
+            loss_phase_in=paid(self.analysis.loss_phase_in),
+            ratio_phase_in=paid(self.analysis.ratio_phase_in),
         )
 
 
