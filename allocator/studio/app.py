@@ -149,7 +149,7 @@ def _(V, get_pinned, mo, pin_button, problem, result):
             for i in items
         ]  # fmt: skip
         status = mo.md(
-            f"<small>Solved and rounded to the cent in {result.seconds * 1000:,.0f} ms "
+            f"<small>Solved, rounded to the cent and certified in {result.seconds * 1000:,.0f} ms "
             f"({result.run.allocation.method}); "
             + ("no reference pinned." if pinned is None else
                f"reference: {pinned.scenario.name}, pinned.")

@@ -266,6 +266,10 @@ def test_page_matches_the_library_and_saves_what_it_shows(
                 assert cards["Paid"]["value"] == V.usd(base.paid_cents / 100, cents=True)
                 assert V.as_dict(V.headline(base))["Paid"] == "USD 3,000,000.00"
                 assert _alpha_shown(page) == 1.0
+                # every chart is drawn: the five the page sends as Vega-Lite JSON
+                charts = page.locator(".vega-embed")  # the locator sees into shadow roots
+                charts.nth(4).locator("canvas, svg").first.wait_for(timeout=LOAD_MS)
+                assert charts.count() == 5
 
                 # 2. one step right on the alpha slider, with the keyboard: alpha 1.25
                 median, largest = MEDIAN, _label(cards, LARGEST)
