@@ -283,3 +283,34 @@ def test_cliffs_sharing_the_excluded_side_equal_a_full_analysis(studio: Studio, 
         assert run.eligibility is first.eligibility  # the kept side applies
         full = cliff_analysis(run.eligibility.excluded, run.allocations, run.scenario.eligibility)
         assert V.cliff_of(run).to_dict() == full.to_dict()
+
+
+def test_moves_against_a_reference_with_other_users_count_everyone_once(studio: Studio) -> None:
+    ref = studio.evaluate(studio.base).run
+    run = studio.evaluate(
+        studio.scenario({**studio.values(), "eligibility.min_loss_usd": 120.0})
+    ).run
+    assert run.eligibility is not ref.eligibility and run.allocations.height < ref.allocations.height
+    both = (
+        run.allocations.select(N.USER_ID, pl.col(N.VOUCHER_CENTS).alias("now"))
+        .join(
+            ref.allocations.select(N.USER_ID, pl.col(N.VOUCHER_CENTS).alias("ref")),
+            on=N.USER_ID,
+            how="full",
+            coalesce=True,
+        )
+        .fill_null(0)
+    )
+    change = (both["now"] - both["ref"]).to_numpy()
+    moves = V.moved(run, ref)
+    assert moves.users == int((np.abs(change) > 100).sum())
+    assert round(moves.gained_usd * 100) == int(change[change > 0].sum())
+    assert round(moves.lost_usd * 100) == int(-change[change < 0].sum())
+    assert moves.no_longer_paid == int(((both["ref"] > 0) & (both["now"] == 0)).sum()) > 0
+    assert moves.newly_paid == 0
+    top = moves.largest
+    assert top["Change (USD)"].abs().to_list() == sorted(top["Change (USD)"].abs(), reverse=True)
+    for row in top.iter_rows(named=True):
+        got = both.filter(pl.col(N.USER_ID) == row["User"]).row(0, named=True)
+        assert round(row["Now (USD)"] * 100) == got["now"]
+        assert round(row["Pinned (USD)"] * 100) == got["ref"]

@@ -262,11 +262,13 @@ def cliff_sides(
     # where eligibility starts: the threshold, or the lower end of its band
     c_loss = float(rules.min_loss_usd if p_loss is None else p_loss)
     c_ratio = float(rules.min_loss_ratio if p_ratio is None else p_ratio)
-    reason = excluded[N.REASON].to_numpy()
     x_loss = excluded[N.LOSS_USD].cast(pl.Float64).fill_null(np.nan).to_numpy()
     x_ratio = excluded[N.LOSS_RATIO].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    by_loss = reason == N.REASON_BELOW_MIN_LOSS
-    by_ratio = reason == N.REASON_BELOW_LOSS_RATIO
+    # compared in Polars: hundreds of thousands of reasons as Python strings would cost more
+    # than the rest of the analysis
+    reason = excluded[N.REASON]
+    by_loss = (reason == N.REASON_BELOW_MIN_LOSS).fill_null(False).to_numpy()
+    by_ratio = (reason == N.REASON_BELOW_LOSS_RATIO).fill_null(False).to_numpy()
     e_loss = allocations[N.LOSS_USD].cast(pl.Float64).to_numpy()
     e_ratio = allocations[N.LOSS_RATIO].cast(pl.Float64).to_numpy()
     with np.errstate(invalid="ignore"):
