@@ -104,11 +104,20 @@ class AllocationProblem:
     def n(self) -> int:
         return int(self.weights.shape[0])
 
-    def bounds_in_cents(self) -> tuple[np.ndarray, np.ndarray]:
+    def bounds_in_cents(
+        self, *, known: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The bounds in whole cents (:func:`~allocator.kernel.money.bounds_in_cents`: floors
         rounded up, caps down), computed once per problem and read-only: the feasibility
-        checks, the rounding and the run's files all read them, at a million users."""
+        checks, the rounding and the run's files all read them, at a million users.
+
+        ``known``: those of another problem with the very same ``lower`` and ``upper`` arrays
+        (a builder that keeps bounds between problems), adopted instead of computed.
+        """
         cached: tuple[np.ndarray, np.ndarray] | None = self.__dict__.get("_bounds_in_cents")
+        if cached is None and known is not None:
+            cached = known
+            object.__setattr__(self, "_bounds_in_cents", cached)
         if cached is None:
             lo_c, hi_c = bounds_in_cents(self.lower, self.upper)
             lo_c.flags.writeable = False

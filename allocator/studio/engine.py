@@ -26,9 +26,6 @@ from allocator.analysis.explain import SCENARIOS_DIR, explain_user
 from allocator.analysis.explain.render import render_lines
 from allocator.data.synthetic import default_data_dir
 from allocator.errors import AllocatorError, InputError, ScenarioError
-from allocator.kernel.allocation import Allocation
-from allocator.kernel.problem import AllocationProblem
-from allocator.kernel.solve import solve
 from allocator.settings.files import to_toml
 from allocator.settings.models import RULE_PARAMETERS, Scenario, rule_full_name
 from allocator.settings.scenarios import load_scenario, scenario_to_dict, with_overrides
@@ -39,10 +36,6 @@ __all__ = ["Evaluation", "Studio", "StudioError", "shared_studio"]
 
 #: Settings whose allocations the engine keeps (going back to a setting is instant).
 RESULT_CACHE_SIZE = 8
-
-
-def _solve_for_page(problem: AllocationProblem, **options: Any) -> Allocation:
-    return solve(problem, certify_solution=False, **options)
 
 
 class StudioError(AllocatorError):
@@ -142,7 +135,7 @@ class Studio:
         # The page shows the cents, certified on their own (within their bounds, the budget to
         # the cent, each within a cent of its best response at the solver's prices); the
         # continuous vouchers' certificate is left to the run a save leads to, which has both.
-        run = allocate(self.session, scenario, with_payouts=False, solve_problem=_solve_for_page)
+        run = allocate(self.session, scenario, with_payouts=False, certificates="paid")
         result = Evaluation(scenario=scenario, run=run, seconds=time.perf_counter() - t0)
         self._results[scenario] = result
         while len(self._results) > RESULT_CACHE_SIZE:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -77,6 +80,9 @@ class DataSession:
         default_factory=dict
     )
     _user_tables: dict[tuple[object, ...], UserTable] = field(default_factory=dict)
+    _problem_memos: weakref.WeakKeyDictionary[EligibilityResult, dict[Hashable, Any]] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
     #: Write each excluded user's ``detail`` sentence (a run directory needs it; a page that
     #: only counts the excluded does not, and it is half the time of a threshold change).
     details: bool = True
@@ -100,6 +106,12 @@ class DataSession:
         else:
             self._eligibility[rules] = self._eligibility.pop(rules)  # now the most recent
         return self._eligibility[rules]
+
+    def problem_memo(self, eligibility: EligibilityResult) -> dict[Hashable, Any]:
+        """The weights and bounds built for the users of ``eligibility``
+        (:func:`~allocator.vouchers.weights.build_problem`'s ``memo``), kept as long as the
+        eligibility result is."""
+        return self._problem_memos.setdefault(eligibility, {})
 
     def user_table(self, rules: EligibilityRules) -> UserTable:
         """The pass over the events for the event rules of ``rules`` (window, products, fees),
@@ -156,6 +168,8 @@ class RunResult:
     final_certificate: Certificate | RuleCertificate
     rounding: dict[str, object]
     timings: dict[str, float]
+    #: What was certified (see :func:`allocate`): ``"run"`` can be written, ``"paid"`` not.
+    certificates: Literal["run", "paid"] = "run"
 
     @property
     def budget_cents(self) -> int:
@@ -190,10 +204,17 @@ def allocate(
     with_payouts: bool = True,
     progress: Progress = _quiet,
     solve_problem: Callable[..., Allocation] = solve,
+    certificates: Literal["run", "paid"] = "run",
 ) -> RunResult:
     """Run one scenario on a loaded data session; raises the typed errors of allocator.errors.
 
     ``with_payouts=False`` skips the payout plan (``compare`` and ``sweep`` only need amounts).
+    ``certificates="run"`` certifies the continuous vouchers and the paid cents, each with its
+    duality gap, as a written run records them; ``"paid"`` certifies the paid cents alone
+    (within their bounds, the budget and the segment shares to the cent, each within a cent
+    of its best response at the solver's prices) without the gap that is only reported: what
+    the studio's page shows, at a third of the time. Such a result cannot be written
+    (:func:`manifest` refuses it).
     ``solve_problem(problem, method=..., cvxpy_solver=...)`` solves the problem
     (:func:`allocator.kernel.solve.solve`; a sweep passes one that re-uses a compiled cvxpy model);
     everything after it, the rounding and the rounded-voucher certificate, is the same.
@@ -205,7 +226,7 @@ def allocate(
 
     progress("model")
     t0 = time.perf_counter()
-    problem = build_problem(features, scenario)
+    problem = build_problem(features, scenario, memo=session.problem_memo(elig))
     timings["model"] = time.perf_counter() - t0
     if problem.n == 0:
         # reached only when the budget need not be spent (exhaust mode refuses it earlier)
@@ -219,7 +240,10 @@ def allocate(
     progress("solve")
     t0 = time.perf_counter()
     method = solver or scenario.solver.name
-    allocation = solve_problem(problem, method=method, cvxpy_solver=scenario.solver.cvxpy_solver)
+    paid_only = {"certify_solution": False} if certificates == "paid" else {}
+    allocation = solve_problem(
+        problem, method=method, cvxpy_solver=scenario.solver.cvxpy_solver, **paid_only
+    )
     timings["solve"] = time.perf_counter() - t0
 
     progress("rounding")
@@ -238,23 +262,47 @@ def allocate(
         in_cents=problem.bounds_in_cents(),
     )
     lo_c, hi_c = problem.bounds_in_cents()
-    final_certificate: Certificate | RuleCertificate
-    if allocation.rule_awards is not None:
-        final_certificate = certify_rule(
-            allocation.rule_awards,
-            cents / CENTS_PER_USD,
-            problem.budget,
-            rounded=True,
-            bounds=(lo_c / CENTS_PER_USD, hi_c / CENTS_PER_USD),
-        )
-    else:
-        final_certificate = certify(
+    paid_usd = cents / CENTS_PER_USD
+
+    def certify_paid() -> Certificate | RuleCertificate:
+        if allocation.rule_awards is not None:
+            return certify_rule(
+                allocation.rule_awards,
+                paid_usd,
+                problem.budget,
+                rounded=True,
+                bounds=(lo_c / CENTS_PER_USD, hi_c / CENTS_PER_USD),
+            )
+        return certify(
             problem,
-            cents / CENTS_PER_USD,
+            paid_usd,
             allocation.shadow_price,
             allocation.segment_prices,
             rounded=True,
+            report_gap=certificates == "run",
         )
+
+    # The certificate and the allocations frame read the same arrays and write nothing shared:
+    # on a second core they take the time of the longer one (NumPy and Polars release the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checking = pool.submit(certify_paid)
+        allocations = pl.DataFrame(
+            {
+                N.USER_ID: pl.Series(user_id, dtype=pl.Int64),
+                N.VOUCHER_CENTS: pl.Series(cents, dtype=pl.Int64),
+                N.VOUCHER_USD: pl.Series(paid_usd, dtype=pl.Float64),
+                LOWER_CENTS: pl.Series(lo_c, dtype=pl.Int64),
+                UPPER_CENTS: pl.Series(hi_c, dtype=pl.Int64),
+                N.LOSS_USD: features[N.LOSS_USD],
+                N.LOSS_RATIO: features[N.LOSS_RATIO],
+                N.WEIGHT: pl.Series(problem.weights, dtype=pl.Float64),
+                N.BOUND: bound_column(cents, lo_c, hi_c),
+                N.SEGMENT: segment_labels(features, scenario.segments, masks=problem.segments),
+            }
+        )
+        if N.PHASE_FACTOR in features.columns:
+            allocations = allocations.with_columns(features[N.PHASE_FACTOR])
+        final_certificate = checking.result()
     if not final_certificate.certified:
         # The amounts actually paid must stand on their own: within their bounds, the budget and
         # the segment shares, each within a cent of what the optimal prices call for.
@@ -263,22 +311,6 @@ def allocate(
             + "; ".join(final_certificate.failures),
             status="rounding",
         )
-    allocations = pl.DataFrame(
-        {
-            N.USER_ID: pl.Series(user_id, dtype=pl.Int64),
-            N.VOUCHER_CENTS: pl.Series(cents, dtype=pl.Int64),
-            N.VOUCHER_USD: pl.Series(cents / CENTS_PER_USD, dtype=pl.Float64),
-            LOWER_CENTS: pl.Series(lo_c, dtype=pl.Int64),
-            UPPER_CENTS: pl.Series(hi_c, dtype=pl.Int64),
-            N.LOSS_USD: features[N.LOSS_USD],
-            N.LOSS_RATIO: features[N.LOSS_RATIO],
-            N.WEIGHT: pl.Series(problem.weights, dtype=pl.Float64),
-            N.BOUND: bound_column(cents, lo_c, hi_c),
-            N.SEGMENT: segment_labels(features, scenario.segments, masks=problem.segments),
-        }
-    )
-    if N.PHASE_FACTOR in features.columns:
-        allocations = allocations.with_columns(features[N.PHASE_FACTOR])
     payouts = plan_payouts(user_id, cents, scenario.payouts, PROGRAMME) if with_payouts else None
     timings["rounding"] = time.perf_counter() - t0
 
@@ -295,14 +327,15 @@ def allocate(
         final_certificate=final_certificate,
         rounding=rounding_report,
         timings=timings,
+        certificates=certificates,
     )
 
 
 def manifest(session: DataSession, run: RunResult, *, solver_requested: str) -> dict[str, object]:
     """The run's manifest (the writer adds the ``outputs`` hashes)."""
-    if run.allocation.certificate is None:
-        # a run on disk carries both certificates; only the studio's page skips the first
-        raise ValueError("a run is written only with its continuous vouchers certified")
+    if run.certificates != "run" or run.allocation.certificate is None:
+        # a run on disk carries both certificates in full; only the studio's page skips some
+        raise ValueError("a run is written only with both of its certificates in full")
     rec = run.eligibility.reconciliation
     bounds = run.allocations[N.BOUND]
     budget_cents = run.budget_cents

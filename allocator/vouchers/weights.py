@@ -64,7 +64,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, MutableMapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -514,8 +515,19 @@ def _check_feasible(problem: AllocationProblem) -> None:
                 )
 
 
-def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProblem:
+def build_problem(
+    features: pl.DataFrame,
+    scenario: Scenario,
+    *,
+    memo: MutableMapping[Hashable, Any] | None = None,
+) -> AllocationProblem:
     """The allocation problem for the eligible users (rows of ``features``, sorted by user id).
+
+    ``memo``: a dict kept by the caller for these very ``features`` (a data session keeps one
+    per eligibility result). The weights depend on the objective's exponents and coefficients
+    but not on alpha (except in coverage form), the bounds on the bounds' knobs alone: moving
+    alpha, the budget or one of the two reuses the other's arrays (kept read-only) instead of
+    recomputing them for every user.
 
     Raises
     ------
@@ -533,13 +545,29 @@ def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProbl
         # a claims rule pays nobody more than their claim, the loss: a coverage cap of 1
         cover = 1.0 if bounds.coverage_cap is None else min(bounds.coverage_cap, 1.0)
         bounds = dataclasses.replace(bounds, coverage_cap=cover)
-    weights = rule_weights(features, scenario)
-    lower, upper, scalar = compute_bounds(features, bounds)
-    scalar_bounds: ScalarBounds | None = scalar
-    if N.PHASE_FACTOR in features.columns:
-        factor = _column(features, N.PHASE_FACTOR, why="the phase-in factor of the bounds")
-        lower, upper = phase_bounds(lower, upper, bounds.cap_usd, factor)
-        scalar_bounds = None
+    weights_key = (
+        "weights",
+        tuple(
+            (f.name, getattr(spec, f.name))
+            for f in dataclasses.fields(spec)
+            if f.name != "alpha" or spec.form == "coverage"
+        ),
+    )
+    bounds_key = ("bounds", bounds)
+    if memo is not None and weights_key in memo:
+        weights = memo[weights_key]
+    else:
+        weights = rule_weights(features, scenario)
+    if memo is not None and bounds_key in memo:
+        lower, upper, scalar_bounds, cents = memo[bounds_key]
+    else:
+        lower, upper, scalar = compute_bounds(features, bounds)
+        scalar_bounds = scalar
+        if N.PHASE_FACTOR in features.columns:
+            factor = _column(features, N.PHASE_FACTOR, why="the phase-in factor of the bounds")
+            lower, upper = phase_bounds(lower, upper, bounds.cap_usd, factor)
+            scalar_bounds = None
+        cents = None
     segments = segment_masks(features, scenario.segments)
     rule = None if spec.rule == RULE_ALPHA_FAIR else spec.rule
     problem = AllocationProblem(
@@ -554,8 +582,26 @@ def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProbl
         rule=rule,
         rule_parameter=spec.base_usd if spec.base_usd is not None else spec.threshold_usd,
     )
+    problem.bounds_in_cents(known=cents)
+    if memo is not None:
+        for array in (weights, lower, upper):
+            array.flags.writeable = False  # shared by the problems of one memo
+        _remember(memo, weights_key, weights)
+        _remember(memo, bounds_key, (lower, upper, scalar_bounds, problem.bounds_in_cents()))
     _check_feasible(problem)
     return problem
+
+
+#: Weights and bounds a memo keeps of each kind (each a few arrays of one float per user).
+MEMO_SIZE = 4
+
+
+def _remember(memo: MutableMapping[Hashable, Any], key: tuple[str, Any], value: Any) -> None:
+    memo.pop(key, None)
+    memo[key] = value  # the most recent last
+    same = [k for k in memo if isinstance(k, tuple) and k[0] == key[0]]
+    for old in same[:-MEMO_SIZE]:
+        del memo[old]
 
 
 def rule_weights(features: pl.DataFrame, scenario: Scenario) -> np.ndarray:

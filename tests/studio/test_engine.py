@@ -10,6 +10,7 @@ back as the setting and allocates the same cents; and every view's numbers are r
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from allocator.studio import views as V
 from allocator.studio.engine import Studio, StudioError
 from allocator.studio.knobs import KNOBS, knob_values, knobs_for
 from allocator.vouchers.eligibility import compute_eligibility
-from allocator.vouchers.pipeline import DataSession, allocate
+from allocator.vouchers.pipeline import DataSession, allocate, manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 3_000_000.0  # the 3,000-user data set's scale
@@ -134,10 +135,22 @@ def test_a_bad_value_gets_the_settings_message(
 def test_an_evaluation_is_what_allocate_pays_and_is_kept(studio: Studio, data: Path) -> None:
     scenario = studio.scenario({**studio.values(), "objective.alpha": 1.5})
     result = studio.evaluate(scenario)
-    fresh = allocate(DataSession.open(data), scenario, with_payouts=False)
+    session = DataSession.open(data)
+    fresh = allocate(session, scenario, with_payouts=False)
     assert result.run.allocations.equals(fresh.allocations)
     assert result.run.paid_cents == round(BUDGET * 100)
     assert studio.evaluate(scenario) is result
+    # the page certifies the cents it shows with every test a written run's certificate has;
+    # only the reported gap and the continuous vouchers' certificate are left to written runs
+    page, full = result.run.final_certificate, fresh.final_certificate
+    assert page.certified and full.certified
+    for field in ("failures", "best_response_max_usd", "bound_violation", "budget_violation",
+                  "segment_violation", "n_floor", "n_cap", "objective"):  # fmt: skip
+        assert getattr(page, field) == getattr(full, field), field
+    assert math.isnan(page.duality_gap) and math.isfinite(full.duality_gap)
+    assert result.run.allocation.certificate is None and fresh.allocation.certificate.certified
+    with pytest.raises(ValueError, match="both of its certificates"):
+        manifest(session, result.run, solver_requested="auto")
 
 
 @pytest.mark.parametrize(
@@ -290,7 +303,9 @@ def test_moves_against_a_reference_with_other_users_count_everyone_once(studio: 
     run = studio.evaluate(
         studio.scenario({**studio.values(), "eligibility.min_loss_usd": 120.0})
     ).run
-    assert run.eligibility is not ref.eligibility and run.allocations.height < ref.allocations.height
+    assert (
+        run.eligibility is not ref.eligibility and run.allocations.height < ref.allocations.height
+    )
     both = (
         run.allocations.select(N.USER_ID, pl.col(N.VOUCHER_CENTS).alias("now"))
         .join(
@@ -314,3 +329,29 @@ def test_moves_against_a_reference_with_other_users_count_everyone_once(studio: 
         got = both.filter(pl.col(N.USER_ID) == row["User"]).row(0, named=True)
         assert round(row["Now (USD)"] * 100) == got["now"]
         assert round(row["Pinned (USD)"] * 100) == got["ref"]
+
+
+def test_a_session_reusing_weights_and_bounds_allocates_as_a_fresh_one(data: Path, base) -> None:
+    # Each move reuses what the one before built (weights across alpha, bounds across the
+    # weights' knobs): every allocation must be the one a fresh session makes.
+    session = DataSession.open(data)
+    moves = [
+        {},
+        {"objective.alpha": 2.0},
+        {"objective.alpha": 2.0, "bounds.cap_usd": 2500.0},
+        {"objective.alpha": 0.5, "bounds.cap_usd": 2500.0, "objective.loss_exponent": 0.7},
+        {"objective.alpha": 3.0, "objective.form": "coverage"},
+        {"objective.alpha": 1.5, "objective.form": "coverage"},
+        {"bounds.coverage_cap": 0.8},
+        {"objective.rule": "cea"},
+        {},
+    ]
+    for move in moves:
+        scenario = with_overrides(base, move) if move else base
+        reused = allocate(session, scenario, with_payouts=False)
+        fresh = allocate(DataSession.open(data), scenario, with_payouts=False)
+        assert reused.allocations.equals(fresh.allocations), move
+        assert not reused.problem.weights.flags.writeable
+    elig = session.eligibility(base.eligibility)[0]
+    kinds = [key[0] for key in session.problem_memo(elig)]
+    assert kinds.count("weights") <= 4 and kinds.count("bounds") <= 4
