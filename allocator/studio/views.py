@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "lorenz_chart",
     "moved",
     "page_chart",
+    "prepare",
     "usd",
     "voucher_against_loss",
 ]
@@ -177,6 +179,33 @@ def _median(ordered: np.ndarray) -> float:
     return float((ordered[m // 2 - 1] + ordered[m // 2]) / 2.0)
 
 
+#: The population shares the Lorenz curve is drawn at.
+LORENZ_GRID = np.linspace(0.0, 1.0, 101)
+_BAND_EDGES = tuple(lo for _, lo, _ in LOSS_BANDS[1:])
+_LOSS_EDGES = tuple(float(e) for e in LOSS_EDGES[1:-1])
+
+
+def _numbers(run: RunResult, kind: str) -> Any:
+    """The numbers of view ``kind`` for ``run``, computed once per run (:data:`_NUMBERS`)."""
+    return _memo(run, kind, lambda: _NUMBERS[kind](run))
+
+
+def prepare(run: RunResult, pinned: RunResult | None = None) -> None:
+    """Compute every view's numbers for ``run`` (and ``pinned``) at once, on two threads.
+
+    The views' numbers are independent sorts, medians and sums over a million users, which
+    NumPy runs without the interpreter lock: on a second core they overlap, and the views
+    then only read them. Nothing changes in what the views show.
+    """
+    runs = [run] + ([pinned] if pinned is not None else [])
+    for r in runs:  # shared by several views: made once, before the threads start
+        _shares(r)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = [pool.submit(_numbers, r, kind) for kind in _NUMBERS for r in runs]
+        for future in done:
+            future.result()
+
+
 @dataclass(frozen=True)
 class HeadlineItem:
     """One headline number: its label, its value as shown, and the pinned run's."""
@@ -186,27 +215,27 @@ class HeadlineItem:
     pinned: str | None = None
 
 
+def _headline_items(r: RunResult) -> list[tuple[str, str]]:
+    n = r.cents.shape[0]
+    # the bound column's rule (pipeline.bound_labels), on the cents: the floor wins a tie
+    at_floor = int(np.count_nonzero(r.cents <= r.lower_cents))
+    at_cap = int(np.count_nonzero((r.cents >= r.upper_cents) & (r.cents > r.lower_cents)))
+    coverage = f"{float(np.median(_shares(r))):.1%}" if n else "-"
+    floor, cap = r.scenario.bounds.floor_usd, r.scenario.bounds.cap_usd
+    return [
+        ("Eligible users", f"{n:,}"),
+        ("Paid", usd(r.paid_cents / CENTS_PER_USD, cents=True)),
+        ("Unspent", usd((r.budget_cents - r.paid_cents) / CENTS_PER_USD, cents=True)),
+        (f"Paid the smallest voucher ({usd(floor)})", f"{at_floor:,}"),
+        (f"Paid their largest voucher (at most {usd(cap)})", f"{at_cap:,}"),
+        ("Median share of the loss repaid", coverage),
+    ]  # fmt: skip
+
+
 def headline(run: RunResult, pinned: RunResult | None = None) -> list[HeadlineItem]:
     """Eligible, paid, unspent, at the floor, at the cap and the median share repaid."""
-
-    def items(r: RunResult) -> list[tuple[str, str]]:
-        n = r.cents.shape[0]
-        # the bound column's rule (pipeline.bound_labels), on the cents: the floor wins a tie
-        at_floor = int(np.count_nonzero(r.cents <= r.lower_cents))
-        at_cap = int(np.count_nonzero((r.cents >= r.upper_cents) & (r.cents > r.lower_cents)))
-        coverage = f"{float(np.median(_shares(r))):.1%}" if n else "-"
-        floor, cap = r.scenario.bounds.floor_usd, r.scenario.bounds.cap_usd
-        return [
-            ("Eligible users", f"{n:,}"),
-            ("Paid", usd(r.paid_cents / CENTS_PER_USD, cents=True)),
-            ("Unspent", usd((r.budget_cents - r.paid_cents) / CENTS_PER_USD, cents=True)),
-            (f"Paid the smallest voucher ({usd(floor)})", f"{at_floor:,}"),
-            (f"Paid their largest voucher (at most {usd(cap)})", f"{at_cap:,}"),
-            ("Median share of the loss repaid", coverage),
-        ]  # fmt: skip
-
-    now = _memo(run, "headline", lambda: items(run))
-    ref = dict(_memo(pinned, "headline", lambda: items(pinned))) if pinned is not None else {}
+    now = _numbers(run, "headline")
+    ref = dict(_numbers(pinned, "headline")) if pinned is not None else {}
     return [HeadlineItem(label, value, ref.get(label)) for label, value in now]
 
 
@@ -274,13 +303,8 @@ def _nice_step(x: float) -> float:
 def coverage_by_band(run: RunResult, pinned: RunResult | None = None) -> Any:
     """The median share of the loss repaid, by size of the loss."""
     rows = []
-    edges = tuple(lo for _, lo, _ in LOSS_BANDS[1:])
     for name, r in _runs(run, pinned):
-
-        def medians(r: RunResult = r) -> list[tuple[int, int, Any]]:
-            return _per_bin(r, edges, _shares(r), _median)
-
-        for k, users, share in _memo(r, "coverage_by_band", medians):
+        for k, users, share in _numbers(r, "coverage_by_band"):
             label, lo, _ = LOSS_BANDS[k]
             rows.append(
                 {"band": _band_words(label), "order": lo, "share": float(share),
@@ -327,15 +351,8 @@ def _band_words(label: str) -> str:
 def voucher_against_loss(run: RunResult, pinned: RunResult | None = None) -> Any:
     """The median voucher (and the middle 80% of users) in bins of loss."""
     rows = []
-    edges = tuple(float(e) for e in LOSS_EDGES[1:-1])
     for name, r in _runs(run, pinned):
-
-        def quantiles(r: RunResult = r) -> list[tuple[int, int, Any]]:
-            return _per_bin(
-                r, edges, _vouchers(r), lambda x: (_quantile(x, 0.1), _median(x), _quantile(x, 0.9))
-            )
-
-        for k, users, (p10, p50, p90) in _memo(r, "voucher_against_loss", quantiles):
+        for k, users, (p10, p50, p90) in _numbers(r, "voucher_against_loss"):
             lo, hi = LOSS_EDGES[k], LOSS_EDGES[k + 1]
             rows.append(
                 {
@@ -400,16 +417,12 @@ def _lorenz_at(cents: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 def lorenz_chart(run: RunResult, pinned: RunResult | None = None) -> Any:
     """The share of the money received by the x% of users with the smallest vouchers."""
-    grid = np.linspace(0.0, 1.0, 101)
+    grid = LORENZ_GRID
     rows = []
     for name, r in _runs(run, pinned):
-
-        def curve(r: RunResult = r) -> np.ndarray:
-            return _lorenz_at(r.cents, grid)
-
         rows += [
             {"users": float(g), "money": float(m), "run": name}
-            for g, m in zip(grid, _memo(r, "lorenz", curve))
+            for g, m in zip(grid, _numbers(r, "lorenz"))
         ]
     rows += [{"users": float(g), "money": float(g), "run": "everyone the same"} for g in (0.0, 1.0)]
     data = pl.DataFrame(rows)
@@ -500,6 +513,11 @@ def moved(run: RunResult, pinned: RunResult) -> Moves:
 
 def budget_in_words(run: RunResult) -> str:
     """What one million USD more would do, from the derivative of every voucher in the budget."""
+    words: str = _numbers(run, "budget_in_words")
+    return words
+
+
+def _budget_words(run: RunResult) -> str:
     allocation = run.allocation
     if allocation.rule_awards is not None:
         awards = allocation.rule_awards
@@ -525,6 +543,13 @@ def budget_in_words(run: RunResult) -> str:
 
 
 def cliff_of(run: RunResult) -> CliffAnalysis:
+    """:func:`~allocator.analysis.sensitivity.cliffs.cliff_analysis` of ``run`` (see
+    :func:`_cliff_of`), kept per run."""
+    analysis: CliffAnalysis = _numbers(run, "cliffs")
+    return analysis
+
+
+def _cliff_of(run: RunResult) -> CliffAnalysis:
     """:func:`~allocator.analysis.sensitivity.cliffs.cliff_analysis` of ``run``: who sits on
     either side of each threshold is the same for every run of the same eligible users, so it
     is computed once per eligibility, and only the vouchers paid above the cliffs per run."""
@@ -622,3 +647,16 @@ def axioms_table(results: list[AxiomResult]) -> pl.DataFrame:
 def as_dict(items: list[HeadlineItem]) -> dict[str, Any]:
     """The headline as ``{label: value}`` (for tests and the page's data attributes)."""
     return {i.label: i.value for i in items}
+
+
+#: How each view's numbers are computed from one run (see :func:`_numbers`).
+_NUMBERS: dict[str, Any] = {
+    "headline": _headline_items,
+    "coverage_by_band": lambda r: _per_bin(r, _BAND_EDGES, _shares(r), _median),
+    "voucher_against_loss": lambda r: _per_bin(
+        r, _LOSS_EDGES, _vouchers(r), lambda x: (_quantile(x, 0.1), _median(x), _quantile(x, 0.9))
+    ),
+    "lorenz": lambda r: _lorenz_at(r.cents, LORENZ_GRID),
+    "budget_in_words": _budget_words,
+    "cliffs": _cliff_of,
+}
