@@ -294,7 +294,15 @@ def _validate(
 def _snap_band(bound: np.ndarray, side: float, snap_rtol: float) -> np.ndarray:
     r"""The edge of a bound's snapping band in cents, :math:`b \pm (\text{snap} \cdot
     \max(|b|, 1) + \tau(b))` with :math:`b = 100\,\ell_i` (``side = 1``) or
-    :math:`\min(100\,h_i, M)` (``side = -1``), evaluated in the same order as written."""
+    :math:`\min(100\,h_i, M)` (``side = -1``), evaluated in the same order as written;
+    one number (broadcast) when every user has the same bound."""
+    if bound.size > 1 and bound[0] == bound.min() == bound.max():
+        # one floor (or cap) for everyone, the common case: the band of that one number
+        return _snap_band_of(bound[:1], side, snap_rtol)
+    return _snap_band_of(bound, side, snap_rtol)
+
+
+def _snap_band_of(bound: np.ndarray, side: float, snap_rtol: float) -> np.ndarray:
     b = bound * 100.0
     if side < 0:
         np.minimum(b, float(MAX_CENTS), out=b)
