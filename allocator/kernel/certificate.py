@@ -49,7 +49,8 @@ cent of its best response at the given prices".
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -437,6 +438,115 @@ def _gap_terms(
     return terms
 
 
+@dataclass
+class _UserSums:
+    """What the certificate needs of the users, summed (or maximised) over a block of them."""
+
+    not_finite: int
+    bound_violation: float
+    spent: float
+    segment_totals: list[float]
+    n_floor: int
+    n_cap: int
+    stationarity_max: float
+    floor_wrong: int
+    floor_excess_max: float
+    cap_wrong: int
+    cap_short_max: float
+    best_response_max: float
+    objective: float
+    gap: float
+
+    def add(self, other: _UserSums) -> _UserSums:
+        return _UserSums(
+            not_finite=self.not_finite + other.not_finite,
+            bound_violation=max(self.bound_violation, other.bound_violation),
+            spent=self.spent + other.spent,
+            segment_totals=[a + b for a, b in zip(self.segment_totals, other.segment_totals)],
+            n_floor=self.n_floor + other.n_floor,
+            n_cap=self.n_cap + other.n_cap,
+            stationarity_max=max(self.stationarity_max, other.stationarity_max),
+            floor_wrong=self.floor_wrong + other.floor_wrong,
+            floor_excess_max=max(self.floor_excess_max, other.floor_excess_max),
+            cap_wrong=self.cap_wrong + other.cap_wrong,
+            cap_short_max=max(self.cap_short_max, other.cap_short_max),
+            best_response_max=max(self.best_response_max, other.best_response_max),
+            objective=self.objective + other.objective,
+            gap=self.gap + other.gap,
+        )
+
+
+def _user_sums(
+    w: np.ndarray,
+    v: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    members: list[np.ndarray],
+    lam: float,
+    shifts: list[float],
+    *,
+    alpha: float,
+    btol: float,
+    tie_tol: float,
+    ratio_tol: float,
+    with_gap: bool,
+) -> _UserSums:
+    """Every per-user test and term of :func:`certify` on one block of users."""
+    prices = np.full(v.shape[0], lam)
+    for mask, shift in zip(members, shifts):
+        if shift != 0.0:
+            prices += shift * mask
+    at_floor = v <= lo + btol
+    at_cap = (v >= hi - btol) & ~at_floor
+    interior = ~(at_floor | at_cap)
+    free = lo != hi  # no freedom: neither sign condition applies
+    ratio, logv = _marginal_ratio(w, v, prices, alpha)
+    dev = ratio - 1.0
+    excess_floor = np.where(at_floor & free, dev, -np.inf)
+    short_cap = np.where(at_cap & free, -dev, -np.inf)
+    v_star = _best_response_from_ratio(w, v, lo, hi, prices, ratio, logv, alpha, tie_tol)
+    np.abs(dev, out=dev)
+    with np.errstate(invalid="ignore"):
+        off = np.abs(v - v_star)
+        bound_violation = max(np.max(lo - v, initial=0.0), np.max(v - hi, initial=0.0))
+    return _UserSums(
+        not_finite=int(v.shape[0] - np.count_nonzero(np.isfinite(v))),
+        bound_violation=float(bound_violation),
+        spent=float(np.sum(v)),
+        segment_totals=[float(np.einsum("i,i->", v, mask)) for mask in members],
+        n_floor=int(np.count_nonzero(at_floor)),
+        n_cap=int(np.count_nonzero(at_cap)),
+        stationarity_max=float(np.max(dev, where=interior, initial=0.0)),
+        floor_wrong=int(np.count_nonzero(excess_floor > ratio_tol)),
+        floor_excess_max=float(np.max(excess_floor, initial=-np.inf)),
+        cap_wrong=int(np.count_nonzero(short_cap > ratio_tol)),
+        cap_short_max=float(np.max(short_cap, initial=-np.inf)),
+        best_response_max=float(np.max(off, initial=0.0)),
+        objective=float(np.dot(w, _utility_from_log(v, logv, alpha))),
+        gap=float(np.sum(_gap_terms(w, v, v_star, prices, ratio, alpha))) if with_gap else 0.0,
+    )
+
+
+#: Users per block: a block's arrays stay in the core's cache between the certificate's steps.
+BLOCK = 1 << 16
+
+
+def _in_blocks(n: int, part: Callable[[slice], _UserSums]) -> _UserSums:
+    """``part`` of every block of :data:`BLOCK` users, added in block order (the same sums
+    whatever the threads do), on two threads when there are several blocks: NumPy leaves the
+    interpreter lock while it computes."""
+    blocks = [slice(i, min(i + BLOCK, n)) for i in range(0, n, BLOCK)] or [slice(0, 0)]
+    if len(blocks) < 4:
+        results = [part(b) for b in blocks]
+    else:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(part, blocks))
+    total = results[0]
+    for r in results[1:]:
+        total = total.add(r)
+    return total
+
+
 def certify(
     problem: AllocationProblem,
     vouchers: np.ndarray,
@@ -513,16 +623,31 @@ def certify(
         btol = tol * max(1.0, typical) if bound_tol_usd is None else float(bound_tol_usd)
         budget_tol = feas
     failures: list[str] = []
+    # The marginal ratio is (v* / v)^alpha: a voucher within relative tol of its best response
+    # moves it by alpha * tol. Judging it against tol * max(1, alpha) tests the voucher itself to
+    # relative tol, at any alpha (at alpha = 100 float error alone makes the ratio ~1e-6 off).
+    ratio_tol = tol * max(1.0, alpha)
+    members = [np.asarray(seg.members, dtype=bool) for seg in problem.segments]
+    shifts = [seg_prices[seg.name][1] - seg_prices[seg.name][0] for seg in problem.segments]
+    with_gap = not (rounded and not report_gap)
 
-    finite = bool(np.all(np.isfinite(v)))
+    def part(at: slice) -> _UserSums:
+        return _user_sums(
+            w[at], v[at], lo[at], hi[at], [m[at] for m in members], lam, shifts,
+            alpha=alpha, btol=btol, tie_tol=tol, ratio_tol=ratio_tol, with_gap=with_gap,
+        )  # fmt: skip
+
+    sums = _in_blocks(n, part)
+
+    finite = sums.not_finite == 0
     if not finite:
-        failures.append(f"{int(np.sum(~np.isfinite(v)))} vouchers are not finite numbers")
+        failures.append(f"{sums.not_finite} vouchers are not finite numbers")
 
     # --- primal feasibility (USD) ---
-    bound_violation = float(max(np.max(lo - v, initial=0.0), np.max(v - hi, initial=0.0)))
+    bound_violation = sums.bound_violation
     if not bound_violation <= feas:
         failures.append(f"a voucher is outside its bounds by {bound_violation:.6g} USD")
-    spent = float(np.sum(v))
+    spent = sums.spent
     excess = spent - budget
     budget_violation = abs(excess) if problem.exhaust else max(excess, 0.0)
     if not budget_violation <= budget_tol:
@@ -532,16 +657,15 @@ def certify(
         )
     segment_violation = 0.0
     seg_totals: dict[str, float] = {}
-    for seg in problem.segments:
-        members = np.asarray(seg.members, dtype=bool)
-        total = float(np.einsum("i,i->", v, members))
+    for k, seg in enumerate(problem.segments):
+        total = sums.segment_totals[k]
         seg_totals[seg.name] = total
         viol = 0.0
         if seg.min_share is not None:
             viol = max(viol, seg.min_share * budget - total)
         if seg.max_share is not None:
             viol = max(viol, total - seg.max_share * budget)
-        seg_tol = CENT * int(members.sum()) if rounded else feas
+        seg_tol = CENT * int(members[k].sum()) if rounded else feas
         if viol > seg_tol:
             failures.append(f"segment {seg.name!r} misses its share by {viol:.6g} USD")
         segment_violation = max(segment_violation, viol)
@@ -561,30 +685,12 @@ def certify(
     if dual_infeasibility > tol * price_scale:
         failures.append(f"a multiplier has the wrong sign (by {dual_infeasibility:.3g})")
 
-    # --- stationarity and sign conditions ---
-    prices = effective_prices(problem, lam, seg_prices)
-    at_floor = v <= lo + btol
-    at_cap = (v >= hi - btol) & ~at_floor
-    interior = ~(at_floor | at_cap)
-    fixed = lo == hi  # no freedom: neither sign condition applies
-    ratio, logv = _marginal_ratio(w, v, prices, alpha)
-    rel = np.abs(ratio - 1.0)
-    stationarity_max = float(np.max(np.where(interior, rel, 0.0), initial=0.0))
-    excess_floor = np.where(at_floor & ~fixed, ratio - 1.0, -np.inf)
-    short_cap = np.where(at_cap & ~fixed, 1.0 - ratio, -np.inf)
-    # The marginal ratio is (v* / v)^alpha: a voucher within relative tol of its best response
-    # moves it by alpha * tol. Judging it against tol * max(1, alpha) tests the voucher itself to
-    # relative tol, at any alpha (at alpha = 100 float error alone makes the ratio ~1e-6 off).
-    ratio_tol = tol * max(1.0, alpha)
-    floor_bad = excess_floor > ratio_tol
-    cap_bad = short_cap > ratio_tol
-    floor_wrong = int(np.sum(floor_bad))
-    cap_wrong = int(np.sum(cap_bad))
-    floor_wrong_max = max(float(np.max(excess_floor, initial=0.0)), 0.0) if floor_wrong else 0.0
-    cap_wrong_max = max(float(np.max(short_cap, initial=0.0)), 0.0) if cap_wrong else 0.0
-
-    v_star = _best_response_from_ratio(w, v, lo, hi, prices, ratio, logv, alpha, tol)
-    best_response_max = float(np.max(np.abs(v - v_star), initial=0.0)) if finite else math.inf
+    # --- stationarity and sign conditions (summed user by user above) ---
+    stationarity_max = sums.stationarity_max
+    floor_wrong, cap_wrong = sums.floor_wrong, sums.cap_wrong
+    floor_wrong_max = max(sums.floor_excess_max, 0.0) if floor_wrong else 0.0
+    cap_wrong_max = max(sums.cap_short_max, 0.0) if cap_wrong else 0.0
+    best_response_max = sums.best_response_max if finite else math.inf
 
     if rounded:
         if not best_response_max <= CENT + DEFAULT_FEAS_TOL_USD:
@@ -609,12 +715,11 @@ def certify(
             )
 
     # --- objective, dual function, gap ---
-    objective = float(np.dot(w, _utility_from_log(v, logv, alpha)))
-    if rounded and not report_gap:
-        gap = math.nan
+    objective = sums.objective
+    if with_gap:
+        gap = sums.gap + lam * (budget - spent)
     else:
-        gap = float(np.sum(_gap_terms(w, v, v_star, prices, ratio, alpha)))
-        gap += lam * (budget - spent)
+        gap = math.nan
     for seg in problem.segments:
         mu_min, mu_max = seg_prices[seg.name]
         total = seg_totals[seg.name]
@@ -644,9 +749,9 @@ def certify(
         budget_violation=budget_violation,
         bound_violation=bound_violation,
         segment_violation=segment_violation,
-        n_floor=int(np.sum(at_floor)),
-        n_interior=int(np.sum(interior)),
-        n_cap=int(np.sum(at_cap)),
+        n_floor=sums.n_floor,
+        n_interior=n - sums.n_floor - sums.n_cap,
+        n_cap=sums.n_cap,
         stationarity_max=stationarity_max,
         floor_wrong_sign=floor_wrong,
         floor_wrong_sign_max=floor_wrong_max,
