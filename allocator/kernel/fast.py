@@ -55,7 +55,7 @@ with exit code 2 that is also a :class:`ValueError`); a problem that cannot be s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -461,7 +461,27 @@ def _fast_linear(problem: AllocationProblem) -> FastSolution:
 
 
 def fast_solution(problem: AllocationProblem) -> FastSolution:
-    """Run the fast solver without checks or certificate (use :func:`solve`)."""
-    if problem.alpha == 0:
-        return _fast_linear(problem)
-    return _fast_positive_alpha(problem)
+    """Run the fast solver without checks or certificate (use :func:`solve`).
+
+    With segments, the problem is first solved without them: when every segment's total
+    already lies within its shares, that allocation is optimal with the shares too (it is
+    optimal on a larger feasible set and feasible on the smaller one) and every segment price
+    is zero, so a segment that does not bind costs one sum per segment. Otherwise the
+    segments' price ranges are searched (module docstring).
+    """
+    solver = _fast_linear if problem.alpha == 0 else _fast_positive_alpha
+    if not problem.segments:
+        return solver(problem)
+    free = solver(replace(problem, segments=()))
+    budget = float(problem.budget)
+    for seg in problem.segments:
+        total = float(np.einsum("i,i->", free.vouchers, np.asarray(seg.members, dtype=bool)))
+        if (seg.min_share is not None and total < seg.min_share * budget) or (
+            seg.max_share is not None and total > seg.max_share * budget
+        ):
+            return solver(problem)
+    return FastSolution(
+        vouchers=free.vouchers,
+        shadow_price=free.shadow_price,
+        segment_prices={seg.name: (0.0, 0.0) for seg in problem.segments},
+    )

@@ -663,3 +663,26 @@ def test_linear_objective_agrees_through_the_simplex_fallback(segments: bool) ->
     # float noise of the bounds rather than on them, hence the states and not exact equality)
     assert np.array_equal(ref.bound_state, fast.bound_state)
     assert (fast.bound_state == 0).sum() <= 1 + len(p.segments)  # a vertex: few fractional users
+
+
+@given(small_problems())
+def test_segments_that_do_not_bind_cost_one_sum_and_change_nothing(p: AllocationProblem) -> None:
+    assume(p.segments)
+    free = fast_solution(replace(p, segments=()))
+    totals = [float(free.vouchers[s.members].sum()) for s in p.segments]
+    holds = all(
+        (s.min_share is None or t >= s.min_share * p.budget)
+        and (s.max_share is None or t <= s.max_share * p.budget)
+        for s, t in zip(p.segments, totals)
+    )
+    sol = fast_solution(p)
+    # the price search, which the shortcut skips, finds the same optimum
+    searched = (solvers_mod._fast_linear if p.alpha == 0 else solvers_mod._fast_positive_alpha)(p)
+    scale = max(1.0, float(np.abs(searched.vouchers).max()))
+    if holds:
+        assert np.array_equal(sol.vouchers, free.vouchers)
+        assert all(mu == (0.0, 0.0) for mu in sol.segment_prices.values())
+        if p.alpha > 0:
+            assert np.allclose(sol.vouchers, searched.vouchers, rtol=1e-7, atol=1e-7 * scale)
+    else:
+        assert np.array_equal(sol.vouchers, searched.vouchers)
