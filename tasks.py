@@ -98,9 +98,14 @@ def test() -> None:
 
 
 def bench() -> None:
+    """Every benchmark, each writing its result to benchmarks/results/; then the README's tables
+    are made from those results (scripts/readme_tables.py)."""
     setup()
+    results = ROOT / "benchmarks" / "results"
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
-        sh(PY, script, *sys.argv[2:])
+        name = script.stem.removeprefix("bench_")
+        sh(PY, script, "--json", results / f"{name}.json", *sys.argv[2:])
+    sh(PY, ROOT / "scripts" / "readme_tables.py")
 
 
 def lock() -> None:

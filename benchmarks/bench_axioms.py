@@ -32,6 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results import machine, write_result  # noqa: E402
 
 from allocator import names as N  # noqa: E402
 from allocator.analysis import axioms as A  # noqa: E402
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    started = machine()
     ensure_data(args.data, args.users)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "baseline"
@@ -162,18 +166,33 @@ def main() -> None:
         print(f"    {row['stage']:<56}{row['seconds']:>7.2f} s")
     print(f"    {'total':<56}{sum(r['seconds'] for r in stages):>7.2f} s")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "eligible": eligible,
-                    "sample": args.sample,
-                    "command_seconds": command_s,
-                    "command_peak_mib": command_peak_mib,
-                    "stages": stages,
-                    "bench_peak_mib": peak_mib,
-                },
-                indent=2,
-            )
+        write_result(
+            args.json,
+            name="axioms",
+            command=f"python benchmarks/bench_axioms.py --sample {args.sample}",
+            header=["step", "time"],
+            rows=[
+                [
+                    f"`allocator axioms RUN_DIR --sample {args.sample}` (its own process; peak "
+                    f"{command_peak_mib:,.0f} MiB)",
+                    f"{command_s:.1f} s",
+                ],
+                *([f"in one process: {r['stage']}", f"{r['seconds']:.2f} s"] for r in stages),
+            ],
+            notes=[
+                f"{eligible:,} eligible users (the generator at {args.users:,} users), the "
+                "baseline with the budget scaled to the same USD per eligible user. Goal: the "
+                "command <= 30 s."
+            ],
+            data={
+                "eligible": eligible,
+                "sample": args.sample,
+                "command_seconds": command_s,
+                "command_peak_mib": command_peak_mib,
+                "stages": stages,
+                "bench_peak_mib": peak_mib,
+            },
+            started=started,
         )
 
 

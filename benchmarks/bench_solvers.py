@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -32,11 +31,15 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results import machine, write_result  # noqa: E402
 
 from allocator.kernel.problem import AllocationProblem, ScalarBounds, Segment  # noqa: E402
 
@@ -265,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res))
         return 0
 
-    results: dict[str, list[object]] = {"cases": [], "sweeps": []}
+    started = machine()
+    results: dict[str, list[Any]] = {"cases": [], "sweeps": []}
     print(
         f"{'users':>9} {'fast med s':>10} {'fast+cert s':>11} {'cvxpy s':>9} {'clarabel s':>10} "
         f"{'ratio':>8} {'obj rel gap':>11} {'max |dv| USD':>12} {'fast MiB':>9} {'(solve)':>8} "
@@ -337,10 +341,54 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     if args.json is not None:
-        tmp_path = args.json.with_name(args.json.name + ".tmp")
-        tmp_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp_path, args.json)
+        write_result(
+            args.json,
+            name="solvers",
+            command="python benchmarks/bench_solvers.py"
+            + (" --skip-cvxpy-1m" if args.skip_cvxpy_1m else "")
+            + (" --no-sweep" if args.no_sweep else ""),
+            header=[
+                "users",
+                "fast (median)",
+                "fast + certificate",
+                "cvxpy + Clarabel",
+                "speed-up",
+                "objective gap",
+                "max voucher difference",
+                "peak memory fast / cvxpy",
+            ],
+            rows=[_row(case) for case in results["cases"]],
+            notes=[
+                f"Sweep of {sw['settings']} settings ({len(SWEEP_ALPHAS)} alphas x "
+                f"{len(SWEEP_EXPONENTS)} loss exponents, the binding segment) on {sw['n']:,} "
+                f"users, {'with a certificate at every point' if sw.get('certified_each') else 'fast solve'}"
+                f": {sw['seconds_total']:.1f} s."
+                for sw in results["sweeps"]
+            ],
+            data=results,
+            started=started,
+        )
     return 0
+
+
+def _row(case: dict) -> list[str]:
+    fast, cvx = case["fast"], case["cvxpy"]
+
+    def ms(x: float) -> str:
+        return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
+
+    return [
+        f"{case['n']:,}",
+        ms(fast["seconds_median"]),
+        ms(fast["seconds_certified_median"]),
+        "-" if cvx is None else f"{cvx['seconds']:.1f} s",
+        "-" if cvx is None else f"{case['ratio']:,.0f}x",
+        "-" if cvx is None else f"{case['objective_rel_gap']:.0e}",
+        "-" if cvx is None else f"{case['max_voucher_diff_usd']:.0e} USD",
+        f"{fast['peak_rss_mib']:,.0f} / "
+        + ("-" if cvx is None else f"{cvx['peak_rss_mib']:,.0f}")
+        + " MiB",
+    ]
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Goals: a knob <= 150 ms, a threshold <= 1 s (server time, p50 and p95).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_axioms import USD_PER_ELIGIBLE, ensure_data  # noqa: E402
+from results import machine, write_result  # noqa: E402
 
 from allocator.settings.scenarios import load_scenario, with_overrides  # noqa: E402
 from allocator.studio import views as V  # noqa: E402
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    started = machine()
     ensure_data(args.data, args.users)
     t0 = time.perf_counter()
     session = DataSession.open(args.data)
@@ -124,7 +125,29 @@ def main() -> None:
         )
     print(f"peak resident memory {peak:,.0f} MiB")
     if args.json:
-        args.json.write_text(json.dumps({"eligible": eligible, "rows": rows, "peak_mib": peak}))
+        write_result(
+            args.json,
+            name="studio",
+            command=f"python benchmarks/bench_studio.py --repeats {args.repeats}",
+            header=["change", "p50", "p95", "of which the allocation (p50)", "the views (p50)"],
+            rows=[
+                [
+                    r["change"],
+                    f"{r['p50_ms']:,.0f} ms",
+                    f"{r['p95_ms']:,.0f} ms",
+                    f"{r['allocation_p50_ms']:,.0f} ms",
+                    f"{r['views_p50_ms']:,.0f} ms",
+                ]
+                for r in rows
+            ],
+            notes=[
+                f"{eligible:,} eligible users, {args.repeats} new settings of each kind; "
+                f"peak resident memory {peak:,.0f} MiB. Goals: a knob <= 150 ms, "
+                "a threshold <= 1 s."
+            ],
+            data={"eligible": eligible, "rows": rows, "peak_mib": peak},
+            started=started,
+        )
     studio.close()
 
 
