@@ -88,6 +88,7 @@ from allocator.settings.models import (
     ObjectiveSpec,
     Scenario,
     SegmentSpec,
+    round_budget_usd,
 )
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "LOG_WEIGHT",
     "bounds_cents",
     "build_problem",
+    "check_feasible_cents",
     "compute_bounds",
     "compute_weights",
     "feature_factor",
@@ -449,7 +451,7 @@ def _check_sorted(features: pl.DataFrame) -> None:
             )
 
 
-def _check_feasible(
+def check_feasible_cents(
     budget_usd: float,
     exhaust: bool,
     lower: np.ndarray,
@@ -506,8 +508,14 @@ def _check_feasible(
                 )
 
 
-def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProblem:
+def build_problem(
+    features: pl.DataFrame, scenario: Scenario, *, budget_usd: float | None = None
+) -> AllocationProblem:
     """The allocation problem for the eligible users (rows of ``features``, sorted by user id).
+
+    The budget is ``budget_usd`` when given (a later round's cumulative total), else what round
+    1 pays: ``budget.total_usd`` less ``budget.reserve_usd``
+    (:func:`~allocator.settings.models.round_budget_usd`).
 
     Raises
     ------
@@ -533,13 +541,14 @@ def build_problem(features: pl.DataFrame, scenario: Scenario) -> AllocationProbl
         lower, upper = phase_bounds(lower, upper, bounds.cap_usd, factor)
         scalar_bounds = None
     segments = segment_masks(features, scenario.segments)
-    _check_feasible(scenario.budget.total_usd, scenario.budget.exhaust, lower, upper, segments)
+    budget = round_budget_usd(scenario) if budget_usd is None else float(budget_usd)
+    check_feasible_cents(budget, scenario.budget.exhaust, lower, upper, segments)
     rule = None if spec.rule == RULE_ALPHA_FAIR else spec.rule
     return AllocationProblem(
         weights=weights,
         lower=lower,
         upper=upper,
-        budget=float(scenario.budget.total_usd),
+        budget=budget,
         alpha=float(spec.alpha),
         exhaust=bool(scenario.budget.exhaust),
         segments=segments,
