@@ -14,7 +14,7 @@ rules, a reinstatement's waived rules) that the rest of the explanation checks a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from allocator.vouchers.rounds.appeals import corrected_table
 __all__ = [
     "RoundHistory",
     "RoundStep",
+    "chain_runs",
     "forfeit_exclusion",
     "one_user_eligibility",
     "round_history",
@@ -68,12 +69,15 @@ def _status(run: RunDir, uid: int) -> tuple[str, dict[str, Any] | None]:
     return "absent", None
 
 
-def round_history(run: RunDir, uid: int) -> RoundHistory | None:
-    """The user's history over the chain ending with ``run`` (``None`` for a round-1 run)."""
+def round_history(
+    run: RunDir, uid: int, chain: Sequence[RunDir] | None = None
+) -> RoundHistory | None:
+    """The user's history over the chain ending with ``run`` (``None`` for a round-1 run);
+    ``chain`` is :func:`chain_runs` of ``run`` when already read."""
     if run.round == 1:
         return None
     steps = []
-    for one in chain_runs(run):
+    for one in chain if chain is not None else chain_runs(run):
         status, row = _status(one, uid)
         cents = int(row[N.VOUCHER_CENTS]) if row else 0
         delta = int(row.get(N.DELTA_CENTS, cents)) if row else 0
