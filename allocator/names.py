@@ -120,6 +120,9 @@ BOUND_FLOOR = "floor"
 BOUND_CAP = "cap"
 BOUND_INTERIOR = "interior"
 BOUND_STATES = (BOUND_FLOOR, BOUND_INTERIOR, BOUND_CAP)
+#: From round 2 on: at the lower bound raised to what the user held (no claw-back), below the cap.
+BOUND_HELD = "held"
+ROUND_BOUND_STATES = (*BOUND_STATES, BOUND_HELD)
 AMOUNT = "amount"
 BATCH = "batch"
 IDEMPOTENCY_KEY = "idempotency_key"

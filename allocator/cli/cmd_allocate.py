@@ -64,6 +64,7 @@ def run_summary(run: RunResult, out_dir: Path | None) -> dict[str, Any]:
         "at_floor": int(by.get("floor", 0)),
         "interior": int(by.get("interior", 0)),
         "at_cap": int(by.get("cap", 0)),
+        "held": int(by.get("held", 0)),
         "shadow_price": run.allocation.shadow_price,
         "objective": finite_or_none(run.allocation.objective),
         "rule": run.scenario.objective.rule,
@@ -222,7 +223,9 @@ def allocate_cmd(
         f"({s['excluded']:,} excluded)\n"
         f"paid {usd(s['paid_cents'] / 100)} of {usd(s['budget_cents'] / 100)} USD, "
         f"unspent {usd(s['unspent_cents'] / 100)}\n"
-        f"at floor {s['at_floor']:,}, interior {s['interior']:,}, at cap {s['at_cap']:,}\n"
+        f"at floor {s['at_floor']:,}, interior {s['interior']:,}, at cap {s['at_cap']:,}"
+        + (f", held at what they hold {s['held']:,}" if "round" in s else "")
+        + "\n"
         f"{s['rule_in_words']}\nsolver {s['solver']} ({s['status']}, "
         f"{'certified' if s['certified'] else 'NOT certified'})\n"
         + (_round_words(s["round"]) if "round" in s else "")

@@ -297,6 +297,20 @@ def check_bound_labels(r: RunFiles) -> Result:
         .then(pl.lit(N.BOUND_CAP))
         .otherwise(pl.lit(N.BOUND_INTERIOR))
     )
+    if r.later_round:
+        # the cap first (a user held at their cap), then a lower bound that is what the user
+        # held (a forfeited user is held there, never "at the cap")
+        held = pl.col(N.PAID_BEFORE_CENTS)
+        pinned = pl.col(N.USER_ID).is_in(r.forfeited().implode())
+        expected = (
+            pl.when((v >= hi) & ~pinned)
+            .then(pl.lit(N.BOUND_CAP))
+            .when((v <= lo) & (lo == held) & (held > 0))
+            .then(pl.lit(N.BOUND_HELD))
+            .when(v <= lo)
+            .then(pl.lit(N.BOUND_FLOOR))
+            .otherwise(pl.lit(N.BOUND_INTERIOR))
+        )
     bad = a.with_columns(expected.alias("expected")).filter(pl.col(N.BOUND) != pl.col("expected"))
     if bad.height:
         return False, f"{bad.height:,} bound label(s) disagree with the cents, " + examples(

@@ -101,9 +101,10 @@ def check_allocations_file(r: RunFiles) -> Result:
     problems = _schema_problems(a, schema, required)
     problems += _extra_columns(a, (*schema, *ALLOCATIONS_OPTIONAL))
     if N.BOUND in a.columns and a.schema[N.BOUND] == pl.String:
-        bad = a.filter(~pl.col(N.BOUND).is_in(list(N.BOUND_STATES)))
+        states = N.ROUND_BOUND_STATES if r.later_round else N.BOUND_STATES
+        bad = a.filter(~pl.col(N.BOUND).is_in(list(states)))
         if bad.height:
-            problems.append(f"{bad.height} bound label(s) not in {N.BOUND_STATES}")
+            problems.append(f"{bad.height} bound label(s) not in {states}")
     if problems:
         return False, f"{N.ALLOCATIONS_FILE}: " + "; ".join(problems)
     return True, f"{N.ALLOCATIONS_FILE}: {a.height:,} rows, contract columns and types, sorted"
@@ -258,6 +259,8 @@ def check_counts(r: RunFiles) -> Result:
         N.BOUND_INTERIOR: by_label.get(N.BOUND_INTERIOR, 0),
         N.BOUND_CAP: by_label.get(N.BOUND_CAP, 0),
     }
+    if r.later_round:
+        actual[N.BOUND_HELD] = by_label.get(N.BOUND_HELD, 0)
     problems = []
     for key, value in actual.items():
         if counts.get(key) != value:

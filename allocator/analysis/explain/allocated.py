@@ -368,10 +368,9 @@ def amount_derivation(alloc: dict[str, Any], weight: float, run: LoadedRun) -> A
     if bounds.cap_raised_to_floor:
         # the phased cap was raised to the floor: the floor is what pins the voucher
         binding = "floor"
-    if bound == N.BOUND_FLOOR and bounds.lower_source != "floor":
-        # a later round: the user sits on what they already hold (no claw-back); held at their
-        # cap, the cap is what keeps them there
-        binding = "held" if cents < bounds.upper_cents else upper_source
+    if bound == N.BOUND_HELD:
+        # a later round: the user sits on what they already hold (no claw-back)
+        binding = "held"
     closed: float | None = None
     continuous: float | None = None
     diff: float | None = None

@@ -230,6 +230,19 @@ def _held_problem(
     return dataclasses.replace(problem, lower=lower, upper=upper, scalar_bounds=None)
 
 
+def held_labels(
+    cents: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray, held: np.ndarray, pinned: np.ndarray
+) -> pl.Series:
+    """The ``bound`` column of a later round: ``cap`` at the upper bound (a user held at their cap
+    included), else ``held`` on a lower bound that is what the user held (no claw-back; a user
+    who forfeited too), ``floor`` on the scenario's floor, ``interior`` between."""
+    labels = np.full(cents.shape[0], N.BOUND_INTERIOR, dtype=object)
+    labels[cents <= lo_c] = N.BOUND_FLOOR
+    labels[(cents <= lo_c) & (lo_c == held) & (held > 0)] = N.BOUND_HELD
+    labels[(cents >= hi_c) & ~pinned] = N.BOUND_CAP
+    return pl.Series(N.BOUND, labels.tolist(), dtype=pl.String)
+
+
 def _appeals_section(path: Path | None, frame: pl.DataFrame | None) -> dict[str, Any] | None:
     if path is None or frame is None:
         return None
@@ -352,6 +365,7 @@ def allocate_round(
     if (delta < 0).any():  # the bounds make this impossible; never pay a negative amount
         raise AllocatorError("a voucher came out below what its user holds; this is a bug")
     allocations = run.allocations.with_columns(
+        held_labels(run.cents, run.lower_cents, run.upper_cents, held_c, pinned),
         pl.Series(N.PAID_BEFORE_CENTS, held_c, dtype=pl.Int64),
         pl.Series(N.DELTA_CENTS, delta, dtype=pl.Int64),
     )
@@ -415,13 +429,17 @@ def write_round(
     payouts = run.payouts
     if payouts is None:  # allocate_round always plans them
         raise ValueError("a round without a payout plan cannot be written")
+    man = manifest(session, run, solver_requested=solver_requested)
+    counts = dict(man["counts"])  # type: ignore[call-overload]
+    counts[N.BOUND_HELD] = int((run.allocations[N.BOUND] == N.BOUND_HELD).sum())
     return write_run_dir(
         out_dir,
         allocations=run.allocations,
         excluded=run.eligibility.excluded,
         payouts=lambda path: write_payouts_csv(payouts, path),
         manifest={
-            **manifest(session, run, solver_requested=solver_requested),
+            **man,
+            "counts": counts,
             "round": result.section,
             **(provenance() if made_by is None else made_by),
         },
