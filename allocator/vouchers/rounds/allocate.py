@@ -345,8 +345,14 @@ def allocate_round(
     held_c = aligned[N.PAID_BEFORE_CENTS].fill_null(0).to_numpy().astype(np.int64)
     pinned = features[N.USER_ID].is_in(forfeited.implode()).to_numpy()
     appealed = features[N.USER_ID].is_in(appealed_ids).to_numpy()
-    problem = build_problem(features, scenario, budget_usd=target)
+    # built without the exhaust check, which the raised bounds are checked against below: a
+    # cap lowered under what users hold is a claw-back first, and only then too small a total
+    loose = dataclasses.replace(
+        scenario, budget=dataclasses.replace(scenario.budget, exhaust=False)
+    )
+    problem = build_problem(features, loose, budget_usd=target)
     problem = _held_problem(problem, user_id, held_c, pinned, appealed, appeals_path)
+    problem = dataclasses.replace(problem, exhaust=bool(scenario.budget.exhaust))
     check_feasible_cents(
         target, scenario.budget.exhaust, problem.lower, problem.upper, problem.segments
     )
