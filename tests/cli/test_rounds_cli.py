@@ -672,3 +672,29 @@ def test_allocate_help_documents_rounds() -> None:
     assert result.exit_code == 0
     for option in ("--previous", "--appeals", "--redemptions"):
         assert option in result.stdout
+
+
+def test_a_reinstatement_in_a_round_without_new_money_is_infeasible(
+    chain, data_dir, scenario_file, tmp_path
+):
+    out = tmp_path / "out"
+    uid = int(chain["appeals"].filter(pl.col(N.DECISION) == "reinstate")[N.USER_ID][0])
+    bad = _appeal_file(tmp_path, f"user_id,decision,note\n{uid},reinstate,late\n")
+    result = invoke(
+        "allocate",
+        "--scenario",
+        scenario_file,
+        "--data",
+        data_dir,
+        "--previous",
+        chain["runs"][0],
+        "--appeals",
+        bad,
+        "--set",
+        "rounds.reserve_release_round=3",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 3, result.output
+    assert "already hold" in result.output and "short" in result.output
+    assert not out.exists()

@@ -39,7 +39,7 @@ import polars as pl
 
 from allocator import names as N
 from allocator.data.roundfiles import read_appeals, read_redemptions
-from allocator.errors import AllocatorError, InputError, ScenarioError
+from allocator.errors import AllocatorError, InfeasibleError, InputError, ScenarioError
 from allocator.kernel.money import CENTS_PER_USD, budget_to_cents, format_cents
 from allocator.kernel.problem import AllocationProblem
 from allocator.kernel.rounding import bounds_to_cents
@@ -353,6 +353,18 @@ def allocate_round(
     problem = build_problem(features, loose, budget_usd=target)
     problem = _held_problem(problem, user_id, held_c, pinned, appealed, appeals_path)
     problem = dataclasses.replace(problem, exhaust=bool(scenario.budget.exhaust))
+    lowest = int(bounds_to_cents(problem.lower, problem.upper)[0].sum())
+    if lowest > target_c:
+        new_users = int((held_c == 0).sum())
+        raise InfeasibleError(
+            f"round {number} pays USD {format_cents(target_c)} in total, of which users already "
+            f"hold USD {format_cents(total_held)}; the floors of the {new_users:,} user(s) new "
+            f"in this round (reinstated or corrected on appeal) need USD "
+            f"{format_cents(lowest - total_held)} more than that leaves: USD "
+            f"{format_cents(lowest - target_c)} short.",
+            hint="release the reserve in this round (rounds.reserve_release_round), raise "
+            "budget.total_usd, or decide those appeals in a round that has money to pay them",
+        )
     check_feasible_cents(
         target, scenario.budget.exhaust, problem.lower, problem.upper, problem.segments
     )
