@@ -32,14 +32,15 @@ import polars as pl
 from allocator import names as N
 from allocator.errors import InputError
 
-#: A good row of each file, quoted in the messages.
+#: A good file of each kind, quoted on one line in the messages (the paragraph stays one).
 APPEALS_EXAMPLE = (
-    "user_id,decision,net_assets_usd,note\n"
-    "10000043,correct,1200.50,snapshot disputed\n"
-    "10000885,reinstate,,missing from the snapshot"
+    "the header 'user_id,decision,net_assets_usd,note' and rows such as "
+    "'10000043,correct,1200.50,snapshot disputed' or '10000885,reinstate,,missing from the "
+    "snapshot'"
 )
 REDEMPTIONS_EXAMPLE = (
-    "idempotency_key,user_id,redeemed\n3f1c0a9e5b7d2c4e8a6f1b3d5c7e9a0b,10000043,true"
+    "the header 'idempotency_key,user_id,redeemed' and rows such as "
+    "'3f1c0a9e5b7d2c4e8a6f1b3d5c7e9a0b,10000043,true'"
 )
 #: Columns of an appeals file: the required ones, then the optional.
 APPEALS_REQUIRED = (N.USER_ID, N.DECISION)
@@ -55,7 +56,7 @@ _ROW = "_row"
 
 def _raw(path: Path, what: str, example: str) -> tuple[pl.DataFrame, bool]:
     """The file as a frame (CSV: every value text, empty values null) and whether it is CSV."""
-    hint = f"an {what} file looks like this (CSV):\n{example}"
+    hint = f"for example (CSV): {example}"
     if not path.is_file():
         why = "is a directory" if path.is_dir() else "does not exist"
         raise InputError(f"{path}: the {what} file {why}.", hint=hint)
@@ -108,14 +109,14 @@ def _check_columns(
             raise InputError(
                 f"{path}: unknown column {col!r}{guess}; an {what} file has the columns "
                 f"{', '.join(required)} and optionally {', '.join(optional) or 'nothing else'}.",
-                hint=f"for example:\n{example}",
+                hint=f"for example (CSV): {example}",
             )
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(
             f"{path}: no column {missing[0]!r}; an {what} file needs {', '.join(required)} "
             f"(found {', '.join(frame.columns) or 'no column'}).",
-            hint=f"for example:\n{example}",
+            hint=f"for example (CSV): {example}",
         )
 
 
@@ -130,7 +131,7 @@ def _bad(
     more = f" ({n:,} rows in all)" if n > 1 else ""
     return InputError(
         f"{path}: column {col!r}, {_where(row, csv)}: {value!r} is not {want}{more}.",
-        hint=f"for example:\n{example}",
+        hint=f"for example (CSV): {example}",
     )
 
 
@@ -184,7 +185,7 @@ def _parse(
             raise InputError(
                 f"{path}: column {col!r}, {_where(row, csv)} is empty; {want} is required"
                 + (f" ({len(bad_rows):,} rows in all)." if len(bad_rows) > 1 else "."),
-                hint=f"for example:\n{example}",
+                hint=f"for example (CSV): {example}",
             )
         raise _bad(path, col, row, csv, shown, want, example, len(bad_rows))
     dtype = {
@@ -327,7 +328,7 @@ def read_appeals(path: str | Path) -> pl.DataFrame:
             raise InputError(
                 f"{path}: {_where(row[_ROW], csv)} (user {row[N.USER_ID]}, decision "
                 f"{row[N.DECISION]!r}): {why} ({bad.height:,} such rows).",
-                hint=f"for example:\n{ex}",
+                hint=f"for example (CSV): {ex}",
             )
     order = [N.USER_ID, N.DECISION, *N.CORRECTABLE, N.NOTE]
     return out.select(order).sort(N.USER_ID)
