@@ -32,6 +32,7 @@ __all__ = [
     "RoundHistory",
     "RoundStep",
     "chain_runs",
+    "corrections",
     "forfeit_exclusion",
     "one_user_eligibility",
     "round_history",
@@ -161,3 +162,15 @@ def forfeit_exclusion(run_detail: str | None) -> Exclusion:
         run_detail=run_detail,
         also_fails=(),
     )
+
+
+def corrections(run: RunDir, uid: int) -> dict[str, Any]:
+    """The values an appeal in force corrected for ``uid`` (field -> value; empty in round 1)."""
+    appeals = _appeals_in_force(run)
+    if appeals is None:
+        return {}
+    hit = appeals.filter(pl.col(N.USER_ID) == uid)
+    if hit.height == 0:
+        return {}
+    row = hit.row(0, named=True)
+    return {field: row[field] for field in N.CORRECTABLE if row[field] is not None}

@@ -34,6 +34,7 @@ from allocator.analysis.explain.facts import (
 from allocator.analysis.explain.others import OtherScenarios
 from allocator.analysis.explain.results import Explanation, WeightBreakdown
 from allocator.analysis.explain.rounds import (
+    corrections,
     forfeit_exclusion,
     one_user_eligibility,
     round_history,
@@ -136,6 +137,15 @@ def _explain_one(
             f"event values add up to {counted!r} USD, the eligibility pipeline's gross loss is {gross!r}"
         )
 
+    # from round 2 on, an appeal's corrected values are the ones the rules used
+    corrected = corrections(run.run, uid)
+    for field, value in corrected.items():
+        was = {N.NET_ASSETS_USD: snap, N.DEPEG_COMP_USD: user, N.KYC_STATUS: user, N.REGION: user}
+        source = was.get(field)
+        before = None if source is None else source.get(field)
+        if field == N.GROSS_LOSS_USD:
+            before = counted
+        notes.append(f"{field} corrected on appeal to {value!r} (the inputs give {before!r})")
     common: dict[str, Any] = {
         "user_id": uid,
         "run_dir": str(run.run.path),
@@ -144,8 +154,12 @@ def _explain_one(
         "loss_usd": row.get(N.LOSS_USD),
         "gross_loss_usd": gross,
         "fee_usd": row.get(N.FEE_USD) if alloc is not None else None,
-        "depeg_comp_usd": None if user is None else user[N.DEPEG_COMP_USD],
-        "net_assets_usd": None if snap is None else snap[N.NET_ASSETS_USD],
+        "depeg_comp_usd": corrected.get(
+            N.DEPEG_COMP_USD, None if user is None else user[N.DEPEG_COMP_USD]
+        ),
+        "net_assets_usd": corrected.get(
+            N.NET_ASSETS_USD, None if snap is None else snap[N.NET_ASSETS_USD]
+        ),
         "loss_ratio": row.get(N.LOSS_RATIO),
         "other_scenarios": None if others is None else others.outcome(uid),
         "rounds": round_history(run.run, uid),
