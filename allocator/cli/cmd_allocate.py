@@ -161,6 +161,13 @@ def allocate_cmd(
         )
     scen = load_scenario_with(scenario, assignments or ())
     out_dir = out if out is not None else Path("runs") / scen.name
+    if previous is not None and out_dir.resolve() == previous.resolve():
+        # the new round records the previous run's path: replacing it would break the chain
+        raise InputError(
+            f"--out {out_dir} is the previous round's run directory (--previous {previous}); "
+            "each round is a run directory of its own, and the chain keeps every one.",
+            hint=f"choose another --out, e.g. {out_dir}-round2",
+        )
     if not force:
         refuse_existing(out_dir)  # before any work; checked again under the writer's lock
     if operator is not None and not operator.strip():

@@ -698,3 +698,23 @@ def test_a_reinstatement_in_a_round_without_new_money_is_infeasible(
     assert result.exit_code == 3, result.output
     assert "already hold" in result.output and "short" in result.output
     assert not out.exists()
+
+
+def test_a_round_cannot_replace_its_previous_run(chain, data_dir, scenario_file, tmp_path):
+    r1 = tmp_path / "round1"
+    shutil.copytree(chain["runs"][0], r1)
+    before = (r1 / N.MANIFEST_FILE).read_bytes()
+    result = invoke(
+        "allocate",
+        "--scenario",
+        scenario_file,
+        "--data",
+        data_dir,
+        "--previous",
+        r1,
+        "--out",
+        r1,
+        "--force",
+    )
+    assert result.exit_code == 2 and "previous round" in result.output
+    assert (r1 / N.MANIFEST_FILE).read_bytes() == before
