@@ -718,3 +718,23 @@ def test_a_round_cannot_replace_its_previous_run(chain, data_dir, scenario_file,
     )
     assert result.exit_code == 2 and "previous round" in result.output
     assert (r1 / N.MANIFEST_FILE).read_bytes() == before
+
+
+def test_an_appeals_csv_with_spaces_around_its_values_passes_check_budget(
+    chain, data_dir, scenario_file, tmp_path
+):
+    r1 = tmp_path / "round1"
+    shutil.copytree(chain["runs"][0], r1)
+    row = chain["appeals"].filter(pl.col(N.DECISION) == "uphold").row(0, named=True)
+    spaced = _appeal_file(
+        tmp_path, f"user_id, decision, note\n {row[N.USER_ID]} , Uphold ,  loss ratio disputed \n"
+    )
+    spaced.write_text(
+        spaced.read_text().replace("user_id, decision, note", "user_id,decision,note")
+    )
+    r2 = tmp_path / "round2"
+    allocate(scenario_file, data_dir, r2, "--previous", r1, "--appeals", spaced)
+    assert invoke("check-budget", r2).exit_code == 0
+    record = pl.read_parquet(r2 / N.APPEALS_FILE)
+    assert record[N.NOTE].to_list() == ["loss ratio disputed"]
+    assert record[N.DECISION].to_list() == ["uphold"]

@@ -101,13 +101,15 @@ def _parsed_file(r: RunFiles) -> pl.DataFrame | None:
     found = input_file(r, "appeals")
     if found is None:
         return None
-    _, raw = found
+    path, raw = found
+    csv = path.suffix.lower() == ".csv"
     cols: dict[str, pl.Series] = {}
     for col in (N.USER_ID, N.DECISION, *N.CORRECTABLE, N.NOTE):
         if col not in raw.columns:
             cols[col] = pl.Series(col, [None] * raw.height, dtype=pl.String)
             continue
-        values = text(raw[col]) if col != N.NOTE else raw[col].cast(pl.String)
+        # a CSV value is read without the spaces around it; a Parquet note as it is stored
+        values = text(raw[col]) if col != N.NOTE or csv else raw[col].cast(pl.String)
         cols[col] = values.str.to_lowercase() if col in _LOWER else values
     frame = pl.DataFrame(cols)
     return frame.select(
