@@ -120,6 +120,39 @@ BOUND_FLOOR = "floor"
 BOUND_CAP = "cap"
 BOUND_INTERIOR = "interior"
 BOUND_STATES = (BOUND_FLOOR, BOUND_INTERIOR, BOUND_CAP)
+#: From round 2 on: at the lower bound raised to what the user held (no claw-back), below the cap.
+BOUND_HELD = "held"
+ROUND_BOUND_STATES = (*BOUND_STATES, BOUND_HELD)
 AMOUNT = "amount"
 BATCH = "batch"
 IDEMPOTENCY_KEY = "idempotency_key"
+
+# --- distribution rounds (allocate --previous): the run directory of round 2 and later ---
+VOUCHERS_FILE = "vouchers.parquet"  # every voucher issued so far and what became of it
+APPEALS_FILE = "appeals.parquet"  # every appeal decided so far
+PAID_BEFORE_CENTS = "paid_before_cents"  # Int64, what the user held before this round
+DELTA_CENTS = "delta_cents"  # Int64, voucher_cents - paid_before_cents, paid this round
+ROUND = "round"  # Int64, the round a voucher was issued or an appeal decided in
+CENTS = "cents"  # Int64, one voucher's amount
+STATUS = "status"  # String, one of VOUCHER_STATUSES
+SETTLED_ROUND = "settled_round"  # Int64, the round whose redemptions file settled it, or null
+VOUCHER_OUTSTANDING = "outstanding"  # no redemptions file has named it yet
+VOUCHER_REDEEMED = "redeemed"  # redeemed by the deadline
+VOUCHER_UNCLAIMED = "unclaimed"  # not redeemed, kept valid (rounds.unclaimed = "keep")
+VOUCHER_EXPIRED = "expired"  # not redeemed, taken back into the pool (rounds.unclaimed = "expire")
+VOUCHER_STATUSES = (VOUCHER_OUTSTANDING, VOUCHER_REDEEMED, VOUCHER_UNCLAIMED, VOUCHER_EXPIRED)
+REDEEMED = "redeemed"  # Boolean column of a redemptions file
+DECISION = "decision"  # String, one of APPEAL_DECISIONS
+NOTE = "note"  # String, the appeal's reason in words
+WAIVED = "waived"  # String, the rules a reinstatement waived, joined by "+", or null
+OUTCOME = "outcome"  # String, "eligible" or "excluded:<reason>" after the appeal
+DECISION_REINSTATE = "reinstate"
+DECISION_UPHOLD = "uphold"
+DECISION_CORRECT = "correct"
+APPEAL_DECISIONS = (DECISION_REINSTATE, DECISION_UPHOLD, DECISION_CORRECT)
+#: Values an appeal may correct, each a column of the users table, the snapshot or the loss.
+CORRECTABLE = (GROSS_LOSS_USD, NET_ASSETS_USD, DEPEG_COMP_USD, KYC_STATUS, REGION)
+#: Excluded from a round on: every voucher of the user expired unclaimed (rounds.unclaimed =
+#: "expire"), so the user forfeited and holds nothing. Not an eligibility rule.
+REASON_VOUCHER_EXPIRED = "voucher_expired"
+ROUND_REASONS = (REASON_VOUCHER_EXPIRED,)

@@ -34,6 +34,7 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     work = tmp_path / "work"
     work.mkdir()
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
+    shutil.copytree(ROOT / "examples", work / "examples")  # the rounds' appeals and redemptions
     monkeypatch.chdir(work)
     runner = CliRunner()
     for line in readme_examples():

@@ -46,6 +46,21 @@ Why (the first that applies, in this order)
     budget, by other users entering or leaving, or by a segment's share). The manifests'
     prices are in :attr:`RunDiff.price_a` and :attr:`RunDiff.price_b`.
 
+Rounds
+------
+When run B is a later round of a distribution (``allocate --previous``), two reasons come before
+all others, for users whose cents or status changed:
+
+``appeal``
+    An appeal of the user was decided in one of B's rounds after A's (in any of B's rounds when
+    A is not in B's chain): the detail gives the decision and its note.
+``expired``
+    A voucher of the user expired unredeemed in those rounds (``rounds.unclaimed = "expire"``):
+    the user forfeited it.
+
+The summary then also says which round each run is and whether A is an earlier round of B's
+chain (:attr:`RunDiff.round_a`, :attr:`RunDiff.round_b`, :attr:`RunDiff.same_chain`).
+
 Counts
 ------
 Every user is in exactly one of: ``changed`` (paid in both, cents differ), ``unchanged`` (paid in
@@ -68,6 +83,8 @@ from allocator.analysis.sensitivity.moves import moves_format
 from allocator.errors import InputError
 from allocator.kernel.money import cents_to_usd, format_cents
 from allocator.runs.contract import LOWER_CENTS, UPPER_CENTS, RunDir
+from allocator.runs.hashing import sha256_file
+from allocator.runs.manifest import read_manifest
 from allocator.runs.reader import load_run, refuse_output_in_run
 from allocator.runs.store import PARQUET_OPTIONS, atomic_write
 
@@ -76,10 +93,14 @@ WHY_UNCHANGED = "unchanged"
 WHY_BOUND = "bound"
 WHY_WEIGHT = "weight"
 WHY_RULE = "rule"
+WHY_APPEAL = "appeal"
+WHY_EXPIRED = "expired"
 #: Every value of ``why``, in the order the summaries list them.
-WHYS = (WHY_ELIGIBILITY, WHY_BOUND, WHY_WEIGHT, WHY_RULE, WHY_UNCHANGED)
+WHYS = (WHY_APPEAL, WHY_EXPIRED, WHY_ELIGIBILITY, WHY_BOUND, WHY_WEIGHT, WHY_RULE, WHY_UNCHANGED)
 #: One line per ``why``, for readers of the summaries.
 WHY_MEANING: dict[str, str] = {
+    WHY_APPEAL: "a later round decided an appeal of the user",
+    WHY_EXPIRED: "a later round expired a voucher the user did not redeem",
     WHY_ELIGIBILITY: "paid in one run only: newly eligible, or no longer eligible",
     WHY_BOUND: "the bound that binds changed (floor, interior, cap), or its cents did",
     WHY_WEIGHT: "same bound and rule, the user's weight changed",
@@ -295,6 +316,8 @@ def _detail(
         return f"{old} -> {new}" if old != new else old
     if why == WHY_WEIGHT:
         return f"weight {row[f'{N.WEIGHT}_a']:,.6g} -> {row[f'{N.WEIGHT}_b']:,.6g}"
+    if why in (WHY_APPEAL, WHY_EXPIRED):
+        return str(row.get("_round_note") or why)
     if why == WHY_RULE:
         if rule_a != rule_b:
             return f"rule {rule_a} -> {rule_b}, same bound ({row[f'{N.BOUND}_b']})"
@@ -323,6 +346,11 @@ class RunDiff:
     price_b: float | None
     same_data: bool
     users: pl.DataFrame
+    #: The rounds of the two runs (1 for a run made without --previous), and whether A is an
+    #: earlier round of B's chain.
+    round_a: int = 1
+    round_b: int = 1
+    same_chain: bool = False
     counts: dict[str, int] = field(init=False)
     totals: dict[str, int] = field(init=False)
 
@@ -427,6 +455,9 @@ class RunDiff:
             "price_a": self.price_a,
             "price_b": self.price_b,
             "same_data": self.same_data,
+            "round_a": self.round_a,
+            "round_b": self.round_b,
+            "same_chain": self.same_chain,
             **self.counts,
             "paid_a_cents": t["paid_a"],
             "paid_b_cents": t["paid_b"],
@@ -475,6 +506,8 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> RunDiff:
     users = user_diff(
         a.allocations, a.excluded, b.allocations, b.excluded, rules_differ=rule_a != rule_b
     )
+    chained = _in_chain(a, b)
+    users = round_whys(users, b, after=a.round if chained else 0)
     return RunDiff(
         run_a=str(run_a),
         run_b=str(run_b),
@@ -486,7 +519,86 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> RunDiff:
         price_b=_price(b),
         same_data=_input_hashes(a) == _input_hashes(b),
         users=users,
+        round_a=a.round,
+        round_b=b.round,
+        same_chain=chained,
     )
+
+
+def _in_chain(a: RunDir, b: RunDir) -> bool:
+    """Whether run A is an earlier round of run B's chain (by the manifests' sha256 links)."""
+    if b.round <= a.round:
+        return False
+    mine = sha256_file(Path(a.path) / N.MANIFEST_FILE)
+    manifest: Mapping[str, Any] = b.manifest
+    for _ in range(b.round - a.round):
+        previous = manifest.get("round", {}).get("previous", {})
+        if not isinstance(previous, Mapping) or not isinstance(previous.get("path"), str):
+            return False
+        if previous.get("manifest_sha256") == mine:
+            return True
+        try:
+            manifest = read_manifest(Path(previous["path"]) / N.MANIFEST_FILE)
+        except InputError:
+            return False
+    return False
+
+
+def round_whys(users: pl.DataFrame, b: RunDir, *, after: int) -> pl.DataFrame:
+    """``appeal`` and ``expired`` (module docstring, "Rounds") for the users of a later round B
+    whose cents or status changed, from B's appeals and vouchers of the rounds after ``after``;
+    the words go to the private ``_round_note`` column the largest moves read."""
+    if b.round == 1 or b.appeals is None or b.vouchers is None:
+        return users
+    appealed = b.appeals.filter(pl.col(N.ROUND) > after).select(
+        N.USER_ID,
+        pl.format(
+            "appeal in round {} ({}){}",
+            N.ROUND,
+            N.DECISION,
+            pl.when(pl.col(N.NOTE) != "").then(pl.lit(": ") + pl.col(N.NOTE)).otherwise(pl.lit("")),
+        ).alias("_appeal"),
+    )
+    expired = (
+        b.vouchers.filter(
+            (pl.col(N.STATUS) == N.VOUCHER_EXPIRED) & (pl.col(N.SETTLED_ROUND) > after)
+        )
+        .group_by(N.USER_ID)
+        .agg(pl.col(N.CENTS).sum().alias("_expired"), pl.col(N.SETTLED_ROUND).max())
+        .select(
+            N.USER_ID,
+            pl.format(
+                "voucher(s) of {} expired unredeemed in round {}",
+                cents_to_usd_text(pl.col("_expired")),
+                N.SETTLED_ROUND,
+            ).alias("_expired_note"),
+        )
+    )
+    moved = (pl.col(OLD_CENTS) != pl.col(NEW_CENTS)) | (pl.col(OLD_STATUS) != pl.col(NEW_STATUS))
+    out = (
+        users.join(appealed, on=N.USER_ID, how="left")
+        .join(expired, on=N.USER_ID, how="left")
+        .with_columns(
+            pl.when(moved & pl.col("_appeal").is_not_null())
+            .then(pl.lit(WHY_APPEAL))
+            .when(moved & pl.col("_expired_note").is_not_null())
+            .then(pl.lit(WHY_EXPIRED))
+            .otherwise(pl.col(WHY))
+            .alias(WHY)
+        )
+    )
+    return out.with_columns(
+        pl.when(pl.col(WHY) == WHY_APPEAL)
+        .then(pl.col("_appeal"))
+        .when(pl.col(WHY) == WHY_EXPIRED)
+        .then(pl.col("_expired_note"))
+        .alias("_round_note")
+    ).drop("_appeal", "_expired_note")
+
+
+def cents_to_usd_text(cents: pl.Expr) -> pl.Expr:
+    """``USD 1234.56``: text of whole cents, made without a float (for the notes)."""
+    return pl.format("USD {}.{}", cents // 100, (cents % 100).cast(pl.String).str.zfill(2))
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from allocator import names as N
 from allocator.errors import InputError
 from allocator.runs.contract import RunDir
+from allocator.runs.manifest import read_manifest
 from allocator.runs.reader import load_run
 from allocator.vouchers.pipeline import DataSession, RunResult, allocate
 
@@ -70,7 +72,33 @@ def rerun(run_dir: str | Path) -> Rerun:
         The run directory is damaged or changed, or its inputs are gone or changed.
     """
     written = load_run(run_dir, inputs=True)
+    if written.round > 1:
+        # a later round is the optimum under what users already hold and the appeals of its
+        # chain: solving its scenario from scratch answers another question
+        raise InputError(
+            f"{run_dir} is round {written.round} of a distribution (allocate --previous); "
+            "sensitivity and the axiom audit solve a run's scenario again from scratch, which "
+            "a later round is not: it keeps every user at what they already hold.",
+            hint=f"run it on the chain's round-1 run ({_round_one(written)})",
+        )
     session = open_run_session(written)
     solver = solver_used(written)
     result = allocate(session, written.scenario, solver=solver, with_payouts=False)
     return Rerun(written=written, session=session, result=result, solver=solver)
+
+
+def _round_one(run: RunDir) -> str:
+    """Where the round-1 run of a chain is, as far as the manifests tell (its directory)."""
+    path, manifest = run.path, run.manifest
+    for _ in range(run.round):
+        previous = manifest.get("round", {}).get("previous", {}) if manifest else {}
+        if not isinstance(previous, Mapping) or not isinstance(previous.get("path"), str):
+            break
+        path = Path(previous["path"])
+        try:
+            manifest = read_manifest(path / N.MANIFEST_FILE)
+        except InputError:
+            break
+        if not isinstance(manifest.get("round"), Mapping):
+            return str(path)
+    return str(path)

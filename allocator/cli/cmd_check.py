@@ -29,7 +29,7 @@ def check_budget_cmd(
 ) -> None:
     """Check a run directory: exact total, bounds, nobody paid twice or lost, keys, optimality.
 
-    Exact total, bounds, nobody paid twice or lost, payout keys, batches and schedule, every voucher within a cent of its best response at the manifest's prices, the manifest's objective, hashes. Exits 0 only if every check holds; otherwise lists every failure and exits 1. A RUN_DIR that does not exist or is not a directory is an input error (exit 2).
+    Exact total, bounds, nobody paid twice or lost, payout keys, batches and schedule, every voucher within a cent of its best response at the manifest's prices, the manifest's objective, hashes. For a later round (allocate --previous) also the chain: the previous run and its checks, redemptions, the voucher ledger, what users held, no claw-back, the appeals applied and the totals across rounds. Exits 0 only if every check holds; otherwise lists every failure and exits 1. A RUN_DIR that does not exist or is not a directory is an input error (exit 2).
 
     Example: allocator check-budget runs/baseline
 

@@ -43,6 +43,9 @@ def _summary_table(diff: RunDiff) -> Table:
     ):
         table.add_row(label, Text(f"{path} (scenario {scenario}, rule {rule})"))
     table.add_row("same input data", "yes" if diff.same_data else "no")
+    if diff.round_a > 1 or diff.round_b > 1:
+        chain = " of the same distribution" if diff.same_chain else ""
+        table.add_row("rounds", f"round {diff.round_a} -> round {diff.round_b}{chain}")
     table.add_row("users in either run (allocated or excluded)", f"{c['users']:,}")
     table.add_row("paid in both, amount changed", f"{c['changed']:,}")
     table.add_row("paid in both, same amount", f"{c['unchanged']:,}")
@@ -125,8 +128,9 @@ def diff_cmd(
     """Compare two runs user by user: the old and new voucher, the change and why it changed.
 
     Every user allocated or excluded in either run is listed with a status in each run (paid,
-    excluded:<reason> or absent) and one reason, the first that applies: eligibility (paid in
-    one run only), unchanged (same cents), bound (the bound that binds changed, or its cents
+    excluded:<reason> or absent) and one reason, the first that applies: appeal or expired
+    (run B is a later round that decided the user's appeal, or expired their voucher),
+    eligibility (paid in one run only), unchanged (same cents), bound (the bound that binds changed, or its cents
     did), rule (the runs use different rules), weight (the user's weight changed), rule (nothing
     about the user changed: the rule's parameters or its price moved).
 
@@ -137,6 +141,8 @@ def diff_cmd(
     Example: allocator diff runs/baseline runs/proportional --json
 
     Example: allocator diff runs/baseline runs/alpha2 --out runs/diff.csv --top 20
+
+    Example: allocator diff runs/reserve runs/reserve-round2
     """
     if not 0 <= top <= MAX_TOP_MOVES:
         raise InputError(f"--top must be 0 to {MAX_TOP_MOVES:,}, not {top}.")

@@ -47,6 +47,17 @@ The rules (:data:`RULES`; each docstring gives its path)
       :math:`s_i = 1` in voucher form and :math:`s_i = L_i` in coverage form; alpha = 0 is the
       fractional knapsack of :func:`allocator.kernel.solve.solve`.
 
+Raised lower bounds (a later round)
+    A later round of a distribution raises each user's lower bound to what they already hold,
+    :math:`\ell_i' = \max(\ell_i, H_i)` (no claw-back). No rule's path is redrawn for it: the
+    award is the path clamped to the raised bounds,
+    :math:`x_i = \operatorname{clip}(a_i + b_i \lambda, \ell_i', u_i)`, with the root
+    :math:`\lambda` found for the round's total, so a held user's award is
+    :math:`\max(H_i, \text{path})` and everyone else stays on the rule's path. Every function
+    here takes per-user ``lower`` arrays, and :func:`~allocator.kernel.rule_certificate.certify_rule`
+    certifies the clamped awards on that path (a two-stage rule's middle bounds, the Talmud's
+    half-claims and the base amounts, are clipped to the raised bounds as well).
+
 Cents
     :func:`awards_to_cents` turns awards into integer cents that sum to the estate exactly, each
     within its bounds and within a cent of its exact award (largest remainder, ties to the larger

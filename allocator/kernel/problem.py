@@ -10,6 +10,12 @@ r"""The allocation problem in plain arrays: what both solver paths take.
     & m_s B \le \textstyle\sum_{i \in S_s} v_i \le M_s B \quad\text{for each segment } s.
     \end{aligned}
 
+The bounds are per user. A later round of a distribution raises a user's lower bound to what
+they already hold, :math:`\ell_i = \max(f, H_i)` (and pins a user who forfeited,
+:math:`\ell_i = h_i = H_i`); such a problem has no :class:`ScalarBounds`. Every solver path
+(the fast solver, the cvxpy model, the claims rules) and the rounding to cents take per-user
+bounds as they are, so the certificate and the cents respect the raised ones.
+
 Nothing here knows about files, scenarios or the CLI.
 """
 

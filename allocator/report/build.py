@@ -9,6 +9,11 @@ order, the sections below; :func:`render` turns the same :class:`Report` into te
     and unspent (cents, from the manifest), the smallest and largest voucher allowed, users at
     the floor, interior and at the cap, the budget's shadow price, the solver and whether the
     certificate (before and after rounding to cents) holds.
+``rounds`` (a run of round 2 or later only)
+    Every round of the distribution's chain (what users hold after it, what it paid out, its
+    appeals and what became of earlier vouchers) and every appeal with the user's history in
+    words (:mod:`allocator.report.rounds_section`). The sweeps and the axioms solve a scenario
+    from scratch, which a later round is not: for such a run they are skipped, with the reason.
 ``reconciliation``
     Every finance check of :func:`allocator.analysis.checks.check_run_dir`, PASS or FAIL, for
     the reported run; one line per compared run (all checks passed, or the failures).
@@ -81,6 +86,7 @@ from allocator.report.model import (
     Report,
     Section,
 )
+from allocator.report.rounds_section import rounds_section
 from allocator.report.sections import (
     axioms_section,
     cliff_section,
@@ -153,8 +159,11 @@ def build_report(
     main = load_report_run(Path(run_dir), taken)
     others = [load_report_run(Path(p), taken) for p in compare]
     runs = [main, *others]
-    sections: list[Section] = [
-        summary_section(runs),
+    later = main.run.round > 1
+    sections: list[Section] = [summary_section(runs)]
+    if later:
+        sections.append(rounds_section(main))
+    sections += [
         reconciliation_section(runs),
         histogram_section(main),
         voucher_by_loss_section(runs),
@@ -163,8 +172,13 @@ def build_report(
     ]
     rule = main.scenario.objective.rule
     named = rule_title(rule)
-    if sweep_points == 0:
-        why = "sweeps turned off (0 points)"
+    held = (
+        f"round {main.run.round} of a distribution holds every user at what they already hold; "
+        "the sweeps solve its scenario from scratch, so they belong to the report of its "
+        "round-1 run"
+    )
+    if sweep_points == 0 or later:
+        why = "sweeps turned off (0 points)" if sweep_points == 0 else held
         sections.append(skipped_section("sweep", SWEEP_TITLE, why))
         sections.append(skipped_section("shadow-price", BUDGET_TITLE, why))
     elif rule != "alpha_fair":
@@ -190,8 +204,15 @@ def build_report(
             sections.append(budget_section(main, session, sweep_points))
     sections.append(cliff_section(main))
     sections.append(fairness_section(runs))
+    rounds = [r.label for r in runs if r.run.round > 1]
     if axioms_sample == 0:
         sections.append(skipped_section("axioms", "Fairness axioms", "axioms turned off (0 users)"))
+    elif rounds:
+        why = (
+            f"{', '.join(rounds)}: a later round of a distribution; the axiom audit solves a "
+            "scenario from scratch, so it belongs to the round-1 run"
+        )
+        sections.append(skipped_section("axioms", "Fairness axioms", why))
     else:
         sections.append(axioms_section(runs, axioms_sample))
     failures = tuple(f"{r.label}: {c.name}" for r in runs for c in r.checks.failures)

@@ -106,6 +106,7 @@ def summary_data(r: ReportRun) -> dict[str, Any]:
         "floor": counts.get("floor"),
         "interior": counts.get("interior"),
         "cap": counts.get("cap"),
+        "held": counts.get("held", 0),
         "shadow_price": man.get("shadow_price"),
         "rule": r.scenario.objective.rule,
         "rule_in_words": rule_in_words(r),
@@ -142,6 +143,11 @@ def _summary_rows(
         (f"users paid {floor_words(scenarios)}", lambda d: count(d["floor"])),
         ("users paid more than the minimum, less than the maximum", lambda d: count(d["interior"])),
         (f"users paid {cap_words(scenarios)}", lambda d: count(d["cap"])),
+        *(
+            [("users held at what they were already paid", lambda d: count(d["held"]))]
+            if any(r.run.round > 1 for r in runs)
+            else []
+        ),
         (
             "value of one more dollar of budget (shadow price)",
             lambda d: (
@@ -274,8 +280,9 @@ def histogram_section(main: ReportRun) -> Section:
     if vouchers.size:
         edges = linear_edges(float(vouchers.max()))
         bound = main.run.allocations[N.BOUND].cast(pl.String).fill_null("").to_numpy()
+        states = N.ROUND_BOUND_STATES if main.run.round > 1 else N.BOUND_STATES
         by_bound = {
-            state: np.histogram(vouchers[bound == state], bins=edges)[0] for state in N.BOUND_STATES
+            state: np.histogram(vouchers[bound == state], bins=edges)[0] for state in states
         }
         counts = np.histogram(vouchers, bins=edges)[0]
         data.update(
@@ -293,6 +300,8 @@ def histogram_section(main: ReportRun) -> Section:
             "more than the minimum, less than the maximum": by_bound[N.BOUND_INTERIOR],
             cap_words(scenarios): by_bound[N.BOUND_CAP],
         }
+        if N.BOUND_HELD in by_bound:  # a later round: held at what they were already paid
+            groups["what they already held"] = by_bound[N.BOUND_HELD]
         drawn.append(
             charts.histogram_chart(edges, groups, label=main.label, users=int(vouchers.size))
         )

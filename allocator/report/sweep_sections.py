@@ -32,7 +32,7 @@ from allocator.report.cells import count, num, pct, usd, usd_cents
 from allocator.report.inputs import ReportRun
 from allocator.report.model import ALPHA_RANGE, BUDGET_RANGE, Section, Table
 from allocator.report.words import cap_words, floor_words, plain_number
-from allocator.settings.models import Scenario
+from allocator.settings.models import Scenario, round_budget_usd
 from allocator.settings.scenarios import with_overrides
 from allocator.vouchers.pipeline import DataSession
 
@@ -183,14 +183,17 @@ def budget_section(main: ReportRun, session: DataSession, n_points: int) -> Sect
     how much one more dollar is worth to the objective, 1 at the run's budget. The shadow
     price's units depend on alpha and the weights, its ratio does not.
     """
-    budget = float(main.scenario.budget.total_usd)
+    # what the run paid (the budget less a reserve held back in round 1); every point pays its
+    # whole budget, with no reserve
+    budget = round_budget_usd(main.scenario)
+    swept = with_overrides(main.scenario, {"budget.reserve_usd": 0.0})
     budgets = sorted(
         {float(b) for b in np.round(np.linspace(*BUDGET_RANGE, n_points) * budget, 2) if b > 0}
     )
     own = main.run.manifest.get("shadow_price")
     points = [
         {"budget_usd": b, **p, "dollar_value": _ratio(p.get("shadow_price"), own)}
-        for b, p in zip(budgets, solve_points(session, "budget.total_usd", budgets, main.scenario))
+        for b, p in zip(budgets, solve_points(session, "budget.total_usd", budgets, swept))
     ]
     scenarios = [main.scenario]
     at_floor, at_cap = floor_words(scenarios), cap_words(scenarios)

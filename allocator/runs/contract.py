@@ -21,6 +21,12 @@ A run directory holds exactly four files.
     One row per allocated user: ``user_id``, ``amount`` (USD with exactly two decimals, e.g.
     ``4.00``; parsed back to cents by splitting the string, never through a float), ``batch``,
     ``idempotency_key``.
+``vouchers.parquet`` and ``appeals.parquet`` (round 2 and later only, :data:`ROUND_FILES`)
+    The ledger of every voucher issued in the chain so far (:data:`VOUCHERS_SCHEMA`, one row per
+    user and round, with what became of it) and every appeal decided so far
+    (:data:`APPEALS_SCHEMA`, one row per appealed user). allocations.parquet then also holds
+    ``paid_before_cents`` and ``delta_cents`` (:data:`ALLOCATIONS_ROUND`), and the manifest a
+    ``round`` section (:func:`round_number`).
 ``manifest.json``
     ``{"format": "allocator-run/1", "programme", "scenario": <the fully resolved scenario, incl.
     bounds.floor_usd, bounds.cap_usd, bounds.coverage_cap, budget.total_usd, budget.exhaust>,
@@ -94,10 +100,69 @@ EXCLUDED_COLUMNS = (
 )
 #: Columns allocations.parquet may hold besides :data:`ALLOCATIONS_SCHEMA` (with a phase-in band).
 ALLOCATIONS_OPTIONAL = (N.PHASE_FACTOR,)
+#: Columns allocations.parquet holds from round 2 on, last: what each user held before the round
+#: and what the round pays them (``voucher_cents`` is then the cumulative amount).
+ALLOCATIONS_ROUND: dict[str, pl.DataType] = {
+    N.PAID_BEFORE_CENTS: pl.Int64(),
+    N.DELTA_CENTS: pl.Int64(),
+}
 PAYOUTS_COLUMNS = (N.USER_ID, N.AMOUNT, N.BATCH, N.IDEMPOTENCY_KEY)
+#: vouchers.parquet: one row per voucher issued (a user's payout in one round), sorted by user
+#: and round; ``settled_round`` is null while the voucher is outstanding.
+VOUCHERS_SCHEMA: dict[str, pl.DataType] = {
+    N.USER_ID: pl.Int64(),
+    N.ROUND: pl.Int64(),
+    N.IDEMPOTENCY_KEY: pl.String(),
+    N.CENTS: pl.Int64(),
+    N.STATUS: pl.String(),
+    N.SETTLED_ROUND: pl.Int64(),
+}
+#: appeals.parquet: one row per appealed user, sorted by user id; the corrected values are null
+#: where the appeal did not correct them.
+APPEALS_SCHEMA: dict[str, pl.DataType] = {
+    N.USER_ID: pl.Int64(),
+    N.ROUND: pl.Int64(),
+    N.DECISION: pl.String(),
+    N.GROSS_LOSS_USD: pl.Float64(),
+    N.NET_ASSETS_USD: pl.Float64(),
+    N.DEPEG_COMP_USD: pl.Float64(),
+    N.KYC_STATUS: pl.String(),
+    N.REGION: pl.String(),
+    N.NOTE: pl.String(),
+    N.WAIVED: pl.String(),
+    N.OUTCOME: pl.String(),
+}
 #: Data files of a run directory, hashed into ``manifest["outputs"]``.
 OUTPUT_FILES = (N.ALLOCATIONS_FILE, N.EXCLUDED_FILE, N.PAYOUTS_FILE)
+#: Data files a round after the first adds (also hashed into ``manifest["outputs"]``).
+ROUND_FILES = (N.VOUCHERS_FILE, N.APPEALS_FILE)
 RUN_FILES = OUTPUT_FILES + (N.MANIFEST_FILE,)
+#: Every file name a run directory of any round may hold (besides its signature).
+ANY_RUN_FILES = RUN_FILES + ROUND_FILES
+
+
+def round_number(manifest: Mapping[str, Any]) -> int:
+    """The round a run's manifest records (``round.number``); 1 for a run without one.
+
+    Raises
+    ------
+    ValueError
+        ``round.number`` is there but not a whole number >= 1.
+    """
+    section = manifest.get("round")
+    if section is None:
+        return 1
+    number = section.get("number") if isinstance(section, Mapping) else None
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ValueError(f"round.number is not a whole number >= 1: {number!r}")
+    return number
+
+
+def output_files(manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    """The data files of a run with this manifest: :data:`OUTPUT_FILES`, plus
+    :data:`ROUND_FILES` from round 2 on."""
+    return OUTPUT_FILES + (ROUND_FILES if round_number(manifest) > 1 else ())
+
 
 #: ``"1234.56"``: the whole dollars and the two cent digits of an amount as text.
 AMOUNT_TEXT_RE = r"^(\d+)\.(\d{2})$"
@@ -119,6 +184,14 @@ class RunDir:
     manifest: dict[str, Any]
     scenario: Any = None
     data_dir: Path | None = None
+    #: vouchers.parquet and appeals.parquet of a round after the first (``None`` in round 1).
+    vouchers: pl.DataFrame | None = None
+    appeals: pl.DataFrame | None = None
+
+    @property
+    def round(self) -> int:
+        """The run's round (1 without a ``round`` section)."""
+        return round_number(self.manifest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,3 +270,23 @@ def canonical_allocations(frame: pl.DataFrame) -> pl.DataFrame:
 def canonical_excluded(frame: pl.DataFrame) -> pl.DataFrame:
     """An excluded frame with its key columns first and typed, sorted by user id."""
     return _canonical(frame, EXCLUDED_KEY_COLUMNS, "excluded")
+
+
+def canonical_round_file(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """vouchers.parquet or appeals.parquet in exactly the contract's columns and types, sorted
+    by user id (and round for the vouchers).
+
+    Raises
+    ------
+    ValueError
+        Not a round file's name, or a column is missing.
+    """
+    schema = {N.VOUCHERS_FILE: VOUCHERS_SCHEMA, N.APPEALS_FILE: APPEALS_SCHEMA}.get(name)
+    if schema is None:
+        raise ValueError(f"{name!r} is not a round file ({', '.join(ROUND_FILES)})")
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} frame lacks columns {missing}; it has {frame.columns}")
+    out = frame.select(pl.col(c).cast(t, strict=True) for c, t in schema.items())
+    keys = [N.USER_ID, N.ROUND] if name == N.VOUCHERS_FILE else [N.USER_ID]
+    return out.sort(keys, maintain_order=True).rechunk()

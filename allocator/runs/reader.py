@@ -37,7 +37,9 @@ import polars as pl
 from allocator import names as N
 from allocator.errors import InputError
 from allocator.runs.contract import (
+    ALLOCATIONS_ROUND,
     ALLOCATIONS_SCHEMA,
+    APPEALS_SCHEMA,
     EXCLUDED_KEY_COLUMNS,
     LOWER_CENTS,
     OUTPUT_FILES,
@@ -45,7 +47,10 @@ from allocator.runs.contract import (
     RUN_FILES,
     RUN_FORMAT,
     UPPER_CENTS,
+    VOUCHERS_SCHEMA,
     RunDir,
+    output_files,
+    round_number,
     usd_to_cents,
 )
 from allocator.runs.hashing import sha256_file
@@ -171,8 +176,11 @@ def _table_problem(
     schema: Mapping[str, pl.DataType],
     required: tuple[str, ...],
     non_negative: tuple[str, ...] = (),
+    one_row_per_user: bool = True,
 ) -> str | None:
-    """The first way ``frame`` breaks the contract's columns, types, nulls, signs and order."""
+    """The first way ``frame`` breaks the contract's columns, types, nulls, signs and order
+    (user ids ascending, and unique unless ``one_row_per_user`` is false: the vouchers ledger
+    holds a row per user and round)."""
     for col, dtype in schema.items():
         if col not in frame.columns:
             return f"column {col} is missing (found {', '.join(frame.columns) or 'none'})"
@@ -192,7 +200,9 @@ def _table_problem(
             return f"column {col} is negative in {_example(frame, negative)}"
     ids = frame[N.USER_ID]
     if ids.len() > 1:
-        ascending = ids.slice(1) > ids.slice(0, ids.len() - 1)  # no subtraction: no overflow
+        after = ids.slice(1)
+        before = ids.slice(0, ids.len() - 1)  # no subtraction: no overflow
+        ascending = after > before if one_row_per_user else after >= before
         if not bool(ascending.all()):
             first = int((~ascending).arg_true()[0]) + 1
             uid = ids[first]
@@ -315,14 +325,18 @@ def load_run(path: str | Path, *, inputs: bool = False) -> RunDir:
         )
     if not isinstance(manifest.get("scenario"), Mapping):
         raise _damaged(path, f"{man_file}: no 'scenario' object")
+    try:
+        files = output_files(manifest)
+    except ValueError as exc:
+        raise _damaged(path, f"{man_file}: {exc}") from None
     outputs = manifest.get("outputs")
     if not isinstance(outputs, Mapping) or not all(
-        isinstance(outputs.get(name), str) for name in OUTPUT_FILES
+        isinstance(outputs.get(name), str) for name in files
     ):
         raise _damaged(
-            path, f"{man_file}: 'outputs' does not record the sha256 of {', '.join(OUTPUT_FILES)}"
+            path, f"{man_file}: 'outputs' does not record the sha256 of {', '.join(files)}"
         )
-    for name in OUTPUT_FILES:
+    for name in files:
         _check_hash(path, name, outputs[name], path)
 
     def table(name: str, frame: pl.DataFrame, *args: Any) -> pl.DataFrame:
@@ -331,14 +345,33 @@ def load_run(path: str | Path, *, inputs: bool = False) -> RunDir:
             raise _damaged(path, f"{path / name}: {problem}")
         return frame
 
+    later_round = round_number(manifest) > 1
     required = tuple(c for c in ALLOCATIONS_SCHEMA if c != N.SEGMENT)
+    schema = {**ALLOCATIONS_SCHEMA, **(ALLOCATIONS_ROUND if later_round else {})}
     allocations = table(
         N.ALLOCATIONS_FILE,
         read_parquet_file(path / N.ALLOCATIONS_FILE),
-        ALLOCATIONS_SCHEMA,
-        required,
-        (N.VOUCHER_CENTS, LOWER_CENTS, UPPER_CENTS),
+        schema,
+        required + (tuple(ALLOCATIONS_ROUND) if later_round else ()),
+        (N.VOUCHER_CENTS, LOWER_CENTS, UPPER_CENTS)
+        + ((N.PAID_BEFORE_CENTS, N.DELTA_CENTS) if later_round else ()),
     )
+    vouchers = appeals = None
+    if later_round:
+        vouchers = table(
+            N.VOUCHERS_FILE,
+            read_parquet_file(path / N.VOUCHERS_FILE),
+            VOUCHERS_SCHEMA,
+            (N.USER_ID, N.ROUND, N.IDEMPOTENCY_KEY, N.CENTS, N.STATUS),
+            (N.CENTS,),
+            False,
+        )
+        appeals = table(
+            N.APPEALS_FILE,
+            read_parquet_file(path / N.APPEALS_FILE),
+            APPEALS_SCHEMA,
+            (N.USER_ID, N.ROUND, N.DECISION, N.OUTCOME),
+        )
     excluded = table(
         N.EXCLUDED_FILE,
         read_parquet_file(path / N.EXCLUDED_FILE),
@@ -359,6 +392,8 @@ def load_run(path: str | Path, *, inputs: bool = False) -> RunDir:
         manifest=manifest,
         scenario=scenario,
         data_dir=data_dir,
+        vouchers=vouchers,
+        appeals=appeals,
     )
 
 

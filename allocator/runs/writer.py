@@ -39,11 +39,12 @@ import polars as pl
 from allocator import names as N
 from allocator.errors import InputError
 from allocator.runs.contract import (
+    ANY_RUN_FILES,
     OUTPUT_FILES,
-    RUN_FILES,
     RUN_FORMAT,
     canonical_allocations,
     canonical_excluded,
+    canonical_round_file,
     write_payouts_frame,
 )
 from allocator.runs.hashing import sha256_file
@@ -78,7 +79,7 @@ def check_replaceable(out_dir: Path) -> None:
             hint="choose another --out.",
         )
     foreign = sorted(
-        p.name for p in out_dir.iterdir() if p.name not in (*RUN_FILES, SIGNATURE_FILE)
+        p.name for p in out_dir.iterdir() if p.name not in (*ANY_RUN_FILES, SIGNATURE_FILE)
     )
     if foreign:
         raise InputError(
@@ -164,6 +165,7 @@ def write_run_dir(
     manifest: Mapping[str, Any],
     replace: bool = True,
     sign: Callable[[bytes], bytes] | None = None,
+    round_files: Mapping[str, pl.DataFrame] | None = None,
 ) -> Path:
     """Write a complete run directory atomically (see the module docstring) and return its path.
 
@@ -185,6 +187,9 @@ def write_run_dir(
     sign
         Given the exact bytes of ``manifest.json``, the ``manifest.sig`` document
         (:func:`allocator.runs.signing.signature_of`); written inside the same atomic swap.
+    round_files
+        A round after the first: vouchers.parquet and appeals.parquet by file name
+        (:data:`allocator.runs.contract.ROUND_FILES`), written and hashed with the others.
 
     Raises
     ------
@@ -196,7 +201,10 @@ def write_run_dir(
     with writer_lock(target):
         if not replace:
             refuse_existing(out_dir)
-        return _write_locked(target, allocations, excluded, payouts, manifest, sign)
+        extra = {
+            name: canonical_round_file(name, frame) for name, frame in (round_files or {}).items()
+        }
+        return _write_locked(target, allocations, excluded, payouts, manifest, sign, extra)
 
 
 def _write_locked(
@@ -206,6 +214,7 @@ def _write_locked(
     payouts: PayoutsSource,
     manifest: Mapping[str, Any],
     sign: Callable[[bytes], bytes] | None,
+    extra: Mapping[str, pl.DataFrame],
 ) -> Path:
     check_replaceable(target)
     allocations = canonical_allocations(allocations)
@@ -217,7 +226,7 @@ def _write_locked(
     started = time.perf_counter()
     try:
         with atomic_directory(target) as staging:
-            _write_files(staging, allocations, excluded, payouts, man, started, sign)
+            _write_files(staging, allocations, excluded, payouts, man, started, sign, extra)
     except OSError as exc:
         raise _write_error(target, exc.filename or target, exc.strerror or str(exc)) from None
     except pl.exceptions.PolarsError as exc:
@@ -242,12 +251,15 @@ def _write_files(
     man: dict[str, Any],
     started: float,
     sign: Callable[[bytes], bytes] | None,
+    extra: Mapping[str, pl.DataFrame],
 ) -> None:
     """The run's files, into the staging directory; ``manifest.json`` (and its signature) last."""
     write_parquet(allocations, staging / N.ALLOCATIONS_FILE)
     write_parquet(excluded, staging / N.EXCLUDED_FILE)
     _write_payouts(payouts, staging / N.PAYOUTS_FILE)
-    man["outputs"] = {name: sha256_file(staging / name) for name in OUTPUT_FILES}
+    for name, frame in extra.items():
+        write_parquet(frame, staging / name)
+    man["outputs"] = {name: sha256_file(staging / name) for name in (*OUTPUT_FILES, *extra)}
     if isinstance(man.get("timings_s"), Mapping):
         # Writing the outputs is a stage too; the manifest itself is written after this.
         man["timings_s"] = {**man["timings_s"], "write": round(time.perf_counter() - started, 6)}

@@ -22,7 +22,7 @@ from allocator.settings.types import SETTINGS_CONFIG, Allowed, Float, Int, Str, 
 #: Top-level keys of a voucher scenario (allocator.settings.models.Scenario) that a loan scenario lacks,
 #: and keys only a loan scenario has: they tell the two kinds of file apart.
 VOUCHER_SCENARIO_KEYS = frozenset(
-    {"eligibility", "objective", "bounds", "budget", "segments", "rounding", "payouts"}
+    {"eligibility", "objective", "bounds", "budget", "segments", "rounding", "payouts", "rounds"}
 )
 LOAN_ONLY_KEYS = frozenset(
     {"fund_usd", "alpha", "shift_usd", "weights", "limits", "risk", "pricing"}

@@ -412,6 +412,25 @@ class BudgetSpec:
     """Total budget in USD (whole cents)."""
     exhaust: Bool = True
     """Pay the whole budget, to the cent."""
+    reserve_usd: Annotated[
+        Float,
+        Field(ge=0, le=BUDGET_MAX_USD),
+        Allowed("0 <= reserve_usd < budget.total_usd, in whole cents"),
+        AfterValidator(_whole_cents),
+    ] = 0.0
+    """Held back from the rounds before rounds.reserve_release_round (USD, whole cents)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetSpec:
+        if not self.reserve_usd < self.total_usd:
+            raise rule_error(
+                "reserve_usd",
+                "is out of range",
+                value=self.reserve_usd,
+                allowed=f"below budget.total_usd ({self.total_usd:.2f}): the first round must "
+                "pay something",
+            )
+        return self
 
 
 @with_config(SETTINGS_CONFIG)
@@ -479,6 +498,41 @@ class PayoutSpec:
         return self
 
 
+#: Most rounds a distribution may have: far more than any real programme runs, and small enough
+#: that the payout window of the last one stays a date.
+MAX_ROUNDS = 1000
+
+
+@with_config(SETTINGS_CONFIG)
+@dataclass(frozen=True)
+class RoundsSpec:
+    r"""Distribution rounds (``allocator allocate --previous RUN_DIR``).
+
+    Round :math:`k` pays, in total over rounds 1 to :math:`k`, the cumulative target
+
+    .. math::
+
+        T_k = B - R\,[k < k_R],
+
+    with :math:`B` = ``budget.total_usd``, :math:`R` = ``budget.reserve_usd`` and :math:`k_R` =
+    ``reserve_release_round`` (:func:`round_budget_usd`); ``budget.exhaust`` applies to
+    :math:`T_k`. ``unclaimed`` decides the vouchers a redemptions file reports unclaimed by the
+    deadline: ``"keep"`` leaves them valid and counted as paid, ``"expire"`` takes them back
+    into the pool (the user forfeits: their cumulative amount stays what they redeemed). Round
+    :math:`k`'s payout window is round 1's (``payouts``) moved by :math:`(k-1)` times
+    ``interval_hours``.
+    """
+
+    unclaimed: Literal["keep", "expire"] = "keep"
+    """Vouchers not redeemed by the deadline: keep them valid, or expire them into the pool."""
+    reserve_release_round: Annotated[Int, Field(ge=2, le=MAX_ROUNDS)] = 2
+    """The first round whose cumulative total includes budget.reserve_usd."""
+    interval_hours: Annotated[
+        Float, Field(gt=0, le=MAX_PAYOUT_HOURS), Allowed(f"0 < hours <= {MAX_PAYOUT_HOURS}")
+    ] = 168.0
+    """Hours between the payout windows of consecutive rounds."""
+
+
 @with_config(SETTINGS_CONFIG)
 @dataclass(frozen=True)
 class Scenario:
@@ -504,6 +558,8 @@ class Scenario:
     """How vouchers are rounded to cents."""
     payouts: PayoutSpec = field(default_factory=PayoutSpec)
     """Payout batches and their window."""
+    rounds: RoundsSpec = field(default_factory=RoundsSpec)
+    """Distribution rounds: the reserve's release, unclaimed vouchers, the rounds' windows."""
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
@@ -575,3 +631,13 @@ def _check_segments(s: Scenario) -> None:
         expr, problem = predicate_problem(seg.where, schema)
         if expr is None:
             raise rule_error(f"segments[{i}].where", problem, value=seg.where)
+
+
+def round_budget_usd(s: Scenario, round_number: int = 1) -> float:
+    r"""The cumulative total of rounds 1 to ``round_number``, :math:`T_k` of :class:`RoundsSpec`:
+    the budget less the reserve before ``rounds.reserve_release_round``, the whole budget from
+    it on (USD, whole cents)."""
+    if round_number < s.rounds.reserve_release_round:
+        # both whole cents: the difference of their cents is exact
+        return (round(s.budget.total_usd * 100) - round(s.budget.reserve_usd * 100)) / 100
+    return float(s.budget.total_usd)

@@ -13,6 +13,14 @@ user and refuses the second credit. A key that included the amount would let a r
 changed amount pay the user twice. The programme is part of the key so that the same user can be
 paid by another programme. A correction after payment is therefore an explicit adjustment, never a
 rerun.
+
+Rounds
+------
+A later round (``allocate --previous``) pays each user only what the round adds,
+``delta_cents``, under the key ``sha256(f"{programme}:round-{k}:{user_id}")`` for round
+k >= 2 (round 1 keeps the key above): one key per user per round, so the round's
+top-up is a new payment and a re-sent one is still refused. Round :math:`k`'s window is round
+1's moved by :math:`(k - 1)` times ``rounds.interval_hours``.
 """
 
 from __future__ import annotations
@@ -85,12 +93,18 @@ class Payouts:
         return [b.to_dict() for b in self.batches]
 
 
-def idempotency_key(programme: str, user_id: int) -> str:
-    """The payout key of one user in one programme (see the module docstring for why)."""
-    return sha256_bytes(f"{programme}:{int(user_id)}".encode())[:32]
+def key_prefix(programme: str, round_number: int = 1) -> str:
+    """What an idempotency key hashes before the user id: ``"<programme>:"`` in round 1,
+    ``"<programme>:round-<k>:"`` in round k >= 2."""
+    return f"{programme}:" if round_number == 1 else f"{programme}:round-{int(round_number)}:"
 
 
-def _window(spec: PayoutSpec) -> tuple[datetime, datetime]:
+def idempotency_key(programme: str, user_id: int, round_number: int = 1) -> str:
+    """The payout key of one user in one programme and round (see the module docstring for why)."""
+    return sha256_bytes(f"{key_prefix(programme, round_number)}{int(user_id)}".encode())[:32]
+
+
+def _window(spec: PayoutSpec, shift_hours: float = 0.0) -> tuple[datetime, datetime]:
     bs = spec.batch_size
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
         raise ScenarioError(
@@ -119,14 +133,14 @@ def _window(spec: PayoutSpec) -> tuple[datetime, datetime]:
     try:
         at = at.astimezone(UTC)
         return (
-            at + timedelta(hours=spec.start_within_hours),
-            at + timedelta(hours=spec.finish_within_hours),
+            at + timedelta(hours=spec.start_within_hours + shift_hours),
+            at + timedelta(hours=spec.finish_within_hours + shift_hours),
         )
     except OverflowError:
         raise ScenarioError(
             f"payouts.announced_at ({spec.announced_at.isoformat()}) plus "
-            f"{spec.finish_within_hours:g} hours is past the last date a payout can be scheduled "
-            "(year 9999)."
+            f"{spec.finish_within_hours + shift_hours:g} hours is past the last date a payout "
+            "can be scheduled (year 9999)."
         ) from None
 
 
@@ -156,7 +170,13 @@ def _schedule(
 
 
 def plan_payouts(
-    user_id: np.ndarray, cents: np.ndarray, spec: PayoutSpec, programme: str
+    user_id: np.ndarray,
+    cents: np.ndarray,
+    spec: PayoutSpec,
+    programme: str,
+    *,
+    round_number: int = 1,
+    shift_hours: float = 0.0,
 ) -> Payouts:
     """Split the paid users into batches and schedule them.
 
@@ -175,6 +195,10 @@ def plan_payouts(
         Batch size and the payout window.
     programme
         Programme name, part of every idempotency key.
+    round_number
+        The distribution round (:func:`key_prefix`): ``cents`` are then what the round adds.
+    shift_hours
+        How far the window moves after round 1's, in hours.
 
     Raises
     ------
@@ -206,7 +230,7 @@ def plan_payouts(
             f"column {N.VOUCHER_CENTS} has {int(neg.sum())} negative amounts "
             f"(e.g. user_id {int(user_id[i])}: {int(cents[i])} cents); a voucher cannot be negative."
         )
-    start, finish = _window(spec)
+    start, finish = _window(spec, shift_hours)
 
     paid = cents > 0
     order = np.argsort(user_id[paid], kind="stable")
@@ -225,7 +249,7 @@ def plan_payouts(
     sums = np.add.reduceat(amounts, starts) if m else np.empty(0, dtype=np.int64)
     batches = _schedule(sizes, sums, start, finish, spec)
 
-    prefix = f"{programme}:"
+    prefix = key_prefix(programme, round_number)
     id_text = pl.Series(ids, dtype=pl.Int64).cast(pl.String).to_list()  # same digits as str(int)
     keys = [sha256_bytes((prefix + u).encode())[:32] for u in id_text]
     frame = pl.DataFrame(

@@ -222,12 +222,44 @@ def allocate(
     timings: dict[str, float] = {}
     progress("eligibility")
     elig, timings["eligibility"] = session.eligibility(scenario.eligibility)
-    features = elig.eligible
 
     progress("model")
     t0 = time.perf_counter()
-    problem = build_problem(features, scenario, memo=session.problem_memo(elig))
+    problem = build_problem(elig.eligible, scenario, memo=session.problem_memo(elig))
     timings["model"] = time.perf_counter() - t0
+    return solve_and_round(
+        elig,
+        problem,
+        scenario,
+        timings=timings,
+        solver=solver,
+        with_payouts=with_payouts,
+        progress=progress,
+        solve_problem=solve_problem,
+        certificates=certificates,
+    )
+
+
+def solve_and_round(
+    elig: EligibilityResult,
+    problem: AllocationProblem,
+    scenario: Scenario,
+    *,
+    timings: dict[str, float],
+    solver: str | None = None,
+    with_payouts: bool = True,
+    progress: Progress = _quiet,
+    solve_problem: Callable[..., Allocation] = solve,
+    certificates: Literal["run", "paid"] = "run",
+) -> RunResult:
+    """What :func:`allocate` does once eligibility and the problem are made: solve, round to
+    cents, certify the cents, and make the allocations frame and the payout plan
+    (``certificates`` as in :func:`allocate`).
+
+    A later round (:mod:`allocator.vouchers.rounds`) comes in here with its own eligibility
+    (appeals applied) and its problem (lower bounds raised to what users hold).
+    """
+    features = elig.eligible
     if problem.n == 0:
         # reached only when the budget need not be spent (exhaust mode refuses it earlier)
         raise InfeasibleError(

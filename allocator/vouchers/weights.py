@@ -89,6 +89,7 @@ from allocator.settings.models import (
     ObjectiveSpec,
     Scenario,
     SegmentSpec,
+    round_budget_usd,
 )
 
 __all__ = [
@@ -99,6 +100,7 @@ __all__ = [
     "LOG_WEIGHT",
     "bounds_cents",
     "build_problem",
+    "check_feasible_cents",
     "compute_bounds",
     "compute_weights",
     "feature_factor",
@@ -463,13 +465,21 @@ def _check_sorted(features: pl.DataFrame) -> None:
             )
 
 
-def _check_feasible(problem: AllocationProblem) -> None:
-    """Infeasibility visible before solving, judged in whole cents."""
+def check_feasible_cents(
+    budget_usd: float,
+    exhaust: bool,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    segments: tuple[Segment, ...],
+    *,
+    in_cents: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """Infeasibility visible before solving, judged in whole cents (``in_cents``: the bounds
+    already in cents, e.g. a problem's :meth:`~AllocationProblem.bounds_in_cents`)."""
     # the budget is whole cents (scenario validation; the rounding refuses anything else too)
-    budget_c = budget_to_cents(problem.budget)
-    exhaust, segments = problem.exhaust, problem.segments
-    lo_c, hi_c = problem.bounds_in_cents()
-    n = problem.n
+    budget_c = budget_to_cents(budget_usd)
+    lo_c, hi_c = bounds_cents(lower, upper) if in_cents is None else in_cents
+    n = lower.shape[0]
     if n == 0 and exhaust:
         raise InfeasibleError(
             "no liquidated user passes the eligibility rules, so there is nobody to pay and the "
@@ -519,9 +529,14 @@ def build_problem(
     features: pl.DataFrame,
     scenario: Scenario,
     *,
+    budget_usd: float | None = None,
     memo: MutableMapping[Hashable, Any] | None = None,
 ) -> AllocationProblem:
     """The allocation problem for the eligible users (rows of ``features``, sorted by user id).
+
+    The budget is ``budget_usd`` when given (a later round's cumulative total), else what round
+    1 pays: ``budget.total_usd`` less ``budget.reserve_usd``
+    (:func:`~allocator.settings.models.round_budget_usd`).
 
     ``memo``: a dict kept by the caller for these very ``features`` (a data session keeps one
     per eligibility result). The weights depend on the objective's exponents and coefficients
@@ -569,12 +584,13 @@ def build_problem(
             scalar_bounds = None
         cents = None
     segments = segment_masks(features, scenario.segments)
+    budget = round_budget_usd(scenario) if budget_usd is None else float(budget_usd)
     rule = None if spec.rule == RULE_ALPHA_FAIR else spec.rule
     problem = AllocationProblem(
         weights=weights,
         lower=lower,
         upper=upper,
-        budget=float(scenario.budget.total_usd),
+        budget=budget,
         alpha=float(spec.alpha),
         exhaust=bool(scenario.budget.exhaust),
         segments=segments,
@@ -588,7 +604,9 @@ def build_problem(
             array.flags.writeable = False  # shared by the problems of one memo
         _remember(memo, weights_key, weights)
         _remember(memo, bounds_key, (lower, upper, scalar_bounds, problem.bounds_in_cents()))
-    _check_feasible(problem)
+    check_feasible_cents(
+        budget, problem.exhaust, lower, upper, segments, in_cents=problem.bounds_in_cents()
+    )
     return problem
 
 

@@ -33,15 +33,43 @@ _EPS = float(np.finfo(np.float64).eps)
 CAP_FREE_RULES = ("alpha_fair", "max_min")
 
 
-def _scenario_budget_cents(r: RunFiles) -> set[int]:
-    total = r.section("scenario", "budget", "total_usd")
+def _usd_cents(r: RunFiles, key: str, default: float | None = None) -> set[int]:
+    """``scenario.budget.<key>`` in cents: both whole cents next to the decimal it reads as."""
+    budget = r.section("scenario", "budget")
+    total = budget.get(key, default) if isinstance(budget, dict) else None
     if not isinstance(total, (int, float)) or isinstance(total, bool) or not math.isfinite(total):
-        raise Unavailable(f"{N.MANIFEST_FILE} scenario.budget.total_usd is not a number: {total!r}")
+        raise Unavailable(f"{N.MANIFEST_FILE} scenario.budget.{key} is not a number: {total!r}")
     exact = Decimal(repr(total)) * 100  # repr is the shortest decimal that reads back as the float
     return {
         int(exact.to_integral_value(rounding="ROUND_FLOOR")),
         int(exact.to_integral_value(rounding="ROUND_CEILING")),
     }
+
+
+def round_of(r: RunFiles) -> int:
+    """The run's round (``round.number``; 1 for a run without a ``round`` section)."""
+    section = r.manifest.get("round")
+    if section is None:
+        return 1
+    number = section.get("number") if isinstance(section, dict) else None
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise Unavailable(f"{N.MANIFEST_FILE} round.number is not a whole number >= 1: {number!r}")
+    return number
+
+
+def _scenario_budget_cents(r: RunFiles) -> set[int]:
+    r"""What the run must pay in total over its rounds, :math:`T_k = B - R\,[k < k_R]`: the
+    budget, less the reserve (``budget.reserve_usd``, 0 in runs that predate it) before the
+    round that releases it (``rounds.reserve_release_round``, 2 by default)."""
+    totals = _usd_cents(r, "total_usd")
+    rounds = r.manifest.get("scenario", {}).get("rounds") or {}
+    release = rounds.get("reserve_release_round", 2) if isinstance(rounds, dict) else 2
+    if not isinstance(release, int) or isinstance(release, bool):
+        raise Unavailable(f"{N.MANIFEST_FILE} scenario.rounds.reserve_release_round: {release!r}")
+    if round_of(r) >= release:
+        return totals
+    reserves = _usd_cents(r, "reserve_usd", 0.0)
+    return {t - q for t in totals for q in reserves}
 
 
 def check_budget(r: RunFiles) -> Result:
@@ -51,8 +79,10 @@ def check_budget(r: RunFiles) -> Result:
     allowed = _scenario_budget_cents(r)
     if budget not in allowed:
         total = r.section("scenario", "budget", "total_usd")
+        reserve = r.section("scenario", "budget").get("reserve_usd", 0.0)
+        held = f" less the reserve {reserve} USD in round {round_of(r)}" if reserve else ""
         problems.append(
-            f"manifest budget {format_cents(budget)} USD is not the scenario's {total} USD"
+            f"manifest budget {format_cents(budget)} USD is not the scenario's {total} USD{held}"
         )
     scen_exhaust = r.section("scenario", "budget", "exhaust")
     if scen_exhaust != exhaust:
@@ -164,12 +194,19 @@ def _phase_factor(r: RunFiles) -> np.ndarray | None:
         return None
     a = r.allocations
     loss, ratio = a[N.LOSS_USD].to_numpy(), a[N.LOSS_RATIO].to_numpy()
-    return phase.phase_factor(
-        loss,
-        ratio,
-        phase.Band(p_loss, float(rules["min_loss_usd"])),
-        phase.Band(p_ratio, float(rules["min_loss_ratio"])),
-    )
+    loss_band = phase.Band(p_loss, float(rules["min_loss_usd"]))
+    ratio_band = phase.Band(p_ratio, float(rules["min_loss_ratio"]))
+    if not r.later_round:
+        return phase.phase_factor(loss, ratio, loss_band, ratio_band)
+    # a reinstated user's waived loss or ratio rule no longer scales them (appeals.parquet's
+    # waived column, itself recomputed by the appeals check)
+    waived = a.select(N.USER_ID).join(r.waived(), on=N.USER_ID, how="left")[N.WAIVED]
+    rules_waived = waived.fill_null("").str.split("+")
+    no_loss = rules_waived.list.contains(N.REASON_BELOW_MIN_LOSS).to_numpy()
+    no_ratio = rules_waived.list.contains(N.REASON_BELOW_LOSS_RATIO).to_numpy()
+    f_loss = np.where(no_loss, 1.0, phase.band_factor(loss, loss_band))
+    f_ratio = np.where(no_ratio, 1.0, phase.band_factor(ratio, ratio_band))
+    return np.asarray(f_loss * f_ratio, dtype=np.float64)
 
 
 def _optional_knob(r: RunFiles, key: str) -> float | None:
@@ -209,10 +246,19 @@ def check_bounds(r: RunFiles) -> Result:
                 )
             )
     exp_lo, exp_hi = bounds_cents(floor, cap, cover, a[N.LOSS_USD].to_numpy(), phase)
+    if r.later_round:
+        # no claw-back: the lower bound is raised to what the user holds, and a user who
+        # forfeited a voucher is held there
+        held = a[N.PAID_BEFORE_CENTS].to_numpy().astype(np.float64)
+        pinned = a[N.USER_ID].is_in(r.forfeited().implode()).to_numpy()
+        exp_lo = np.where(pinned, held, np.maximum(exp_lo, held))
+        exp_hi = np.where(pinned, held, exp_hi)
     bad_lo = a[LOWER_CENTS].to_numpy() != exp_lo
     bad_hi = a[UPPER_CENTS].to_numpy() != exp_hi
     bad = bad_lo | bad_hi
     knobs = f"floor {floor:g}, cap {cap:g}, coverage_cap {cover if cover is None else f'{cover:g}'}"
+    if r.later_round:
+        knobs += ", lower bounds raised to what users hold"
     if bad.any():
         rows = a.filter(pl.Series(bad)).select(N.USER_ID, N.LOSS_USD, LOWER_CENTS, UPPER_CENTS)
         rows = rows.with_columns(
@@ -251,6 +297,20 @@ def check_bound_labels(r: RunFiles) -> Result:
         .then(pl.lit(N.BOUND_CAP))
         .otherwise(pl.lit(N.BOUND_INTERIOR))
     )
+    if r.later_round:
+        # the cap first (a user held at their cap), then a lower bound that is what the user
+        # held (a forfeited user is held there, never "at the cap")
+        held = pl.col(N.PAID_BEFORE_CENTS)
+        pinned = pl.col(N.USER_ID).is_in(r.forfeited().implode())
+        expected = (
+            pl.when((v >= hi) & ~pinned)
+            .then(pl.lit(N.BOUND_CAP))
+            .when((v <= lo) & (lo == held) & (held > 0))
+            .then(pl.lit(N.BOUND_HELD))
+            .when(v <= lo)
+            .then(pl.lit(N.BOUND_FLOOR))
+            .otherwise(pl.lit(N.BOUND_INTERIOR))
+        )
     bad = a.with_columns(expected.alias("expected")).filter(pl.col(N.BOUND) != pl.col("expected"))
     if bad.height:
         return False, f"{bad.height:,} bound label(s) disagree with the cents, " + examples(

@@ -14,10 +14,12 @@ from allocator import names as N
 from allocator.analysis.checks.runfiles import Result, RunFiles, duplicates, examples
 from allocator.runs.contract import (
     ALLOCATIONS_OPTIONAL,
+    ALLOCATIONS_ROUND,
     ALLOCATIONS_SCHEMA,
     EXCLUDED_COLUMNS,
     EXCLUDED_KEY_COLUMNS,
     OUTPUT_FILES,
+    ROUND_FILES,
     RUN_FORMAT,
 )
 from allocator.runs.hashing import sha256_file
@@ -92,12 +94,17 @@ def _extra_columns(frame: pl.DataFrame, allowed: tuple[str, ...]) -> list[str]:
 def check_allocations_file(r: RunFiles) -> Result:
     a = r.allocations
     required = tuple(c for c in ALLOCATIONS_SCHEMA if c != N.SEGMENT)
-    problems = _schema_problems(a, ALLOCATIONS_SCHEMA, required)
-    problems += _extra_columns(a, (*ALLOCATIONS_SCHEMA, *ALLOCATIONS_OPTIONAL))
+    schema = dict(ALLOCATIONS_SCHEMA)
+    if r.later_round:  # what users held before the round, and what it pays them
+        schema.update(ALLOCATIONS_ROUND)
+        required += tuple(ALLOCATIONS_ROUND)
+    problems = _schema_problems(a, schema, required)
+    problems += _extra_columns(a, (*schema, *ALLOCATIONS_OPTIONAL))
     if N.BOUND in a.columns and a.schema[N.BOUND] == pl.String:
-        bad = a.filter(~pl.col(N.BOUND).is_in(list(N.BOUND_STATES)))
+        states = N.ROUND_BOUND_STATES if r.later_round else N.BOUND_STATES
+        bad = a.filter(~pl.col(N.BOUND).is_in(list(states)))
         if bad.height:
-            problems.append(f"{bad.height} bound label(s) not in {N.BOUND_STATES}")
+            problems.append(f"{bad.height} bound label(s) not in {states}")
     if problems:
         return False, f"{N.ALLOCATIONS_FILE}: " + "; ".join(problems)
     return True, f"{N.ALLOCATIONS_FILE}: {a.height:,} rows, contract columns and types, sorted"
@@ -154,7 +161,9 @@ def check_disjoint(r: RunFiles) -> Result:
 
 def check_reasons(r: RunFiles) -> Result:
     e = r.excluded
-    bad = e.filter(~pl.col(N.REASON).is_in(list(N.REASONS)) | pl.col(N.REASON).is_null())
+    # from round 2 on a user may also be out for a forfeited voucher
+    known = [*N.REASONS, *(N.ROUND_REASONS if r.later_round else ())]
+    bad = e.filter(~pl.col(N.REASON).is_in(known) | pl.col(N.REASON).is_null())
     if bad.height:
         return False, f"{bad.height:,} exclusion(s) with an unknown reason, " + examples(
             bad.select(N.USER_ID, N.REASON)
@@ -212,9 +221,10 @@ def check_output_hashes(r: RunFiles) -> Result:
     if not isinstance(outputs, dict):
         return False, f"{N.MANIFEST_FILE} outputs is not an object"
     problems = []
-    for name in sorted(set(outputs) - set(OUTPUT_FILES)):
+    files = OUTPUT_FILES + (ROUND_FILES if r.later_round else ())
+    for name in sorted(set(outputs) - set(files)):
         problems.append(f"unexpected output {name!r} in the manifest")
-    for name in OUTPUT_FILES:
+    for name in files:
         path = r.path / name
         if name not in outputs:
             problems.append(f"{name}: no hash in the manifest")
@@ -226,6 +236,11 @@ def check_output_hashes(r: RunFiles) -> Result:
             )
     if problems:
         return False, "; ".join(problems)
+    if r.later_round:
+        return (
+            True,
+            "allocations, excluded, payouts, vouchers and appeals files have the manifest's sha256",
+        )
     return True, "allocations, excluded and payouts files have the manifest's sha256"
 
 
@@ -244,6 +259,8 @@ def check_counts(r: RunFiles) -> Result:
         N.BOUND_INTERIOR: by_label.get(N.BOUND_INTERIOR, 0),
         N.BOUND_CAP: by_label.get(N.BOUND_CAP, 0),
     }
+    if r.later_round:
+        actual[N.BOUND_HELD] = by_label.get(N.BOUND_HELD, 0)
     problems = []
     for key, value in actual.items():
         if counts.get(key) != value:

@@ -32,10 +32,16 @@ BATCH_KEYS = ("number", "users", "cents", "scheduled_at", "due_at")
 KEY_HEX_CHARS = 32
 
 
+def paid_column(r: RunFiles) -> str:
+    """The allocations column payouts.csv pays: the voucher in round 1, from round 2 on what the
+    round adds to it (``delta_cents``)."""
+    return N.DELTA_CENTS if r.later_round else N.VOUCHER_CENTS
+
+
 def check_payout_rows(r: RunFiles) -> Result:
     p, a = r.payouts, r.allocations
     dup = duplicates(p)
-    users = a.filter(pl.col(N.VOUCHER_CENTS) > 0).select(N.USER_ID).unique()
+    users = a.filter(pl.col(paid_column(r)) > 0).select(N.USER_ID).unique()
     paid_users = p.select(N.USER_ID).unique()
     unpaid = users.join(paid_users, on=N.USER_ID, how="anti").sort(N.USER_ID)
     stray = paid_users.join(users, on=N.USER_ID, how="anti").sort(N.USER_ID)
@@ -53,21 +59,25 @@ def check_payout_rows(r: RunFiles) -> Result:
         )
     if problems:
         return False, "; ".join(problems)
-    return True, f"one payout row per allocated user with a positive voucher ({p.height:,})"
+    what = "a positive top-up this round" if r.later_round else "a positive voucher"
+    return True, f"one payout row per allocated user with {what} ({p.height:,})"
 
 
 def check_payout_amounts(r: RunFiles) -> Result:
+    col = paid_column(r)
     p = r.payouts.select(N.USER_ID, AMOUNT_CENTS)
-    a = r.allocations.select(N.USER_ID, N.VOUCHER_CENTS)
+    a = r.allocations.select(N.USER_ID, col)
     joined = a.join(p, on=N.USER_ID, how="inner")
-    bad = joined.filter(pl.col(AMOUNT_CENTS) != pl.col(N.VOUCHER_CENTS)).sort(N.USER_ID)
+    bad = joined.filter(pl.col(AMOUNT_CENTS) != pl.col(col)).sort(N.USER_ID)
     paid_total = int(r.payouts[AMOUNT_CENTS].sum())
+    allocated = int(r.allocations[col].sum())
     problems = []
     if bad.height:
         problems.append(f"{bad.height:,} payout(s) differ from the allocation, " + examples(bad))
-    if paid_total != r.paid_cents:
+    if paid_total != allocated:
         problems.append(
-            f"payouts add up to {format_cents(paid_total)} USD, allocations to {format_cents(r.paid_cents)} USD"
+            f"payouts add up to {format_cents(paid_total)} USD, allocations ({col}) to "
+            f"{format_cents(allocated)} USD"
         )
     if problems:
         return False, "; ".join(problems)
@@ -99,7 +109,7 @@ def check_payout_keys(r: RunFiles) -> Result:
     return True, f"every payout has a batch ({n_batches:,} batches) and a unique idempotency key"
 
 
-def payout_key(programme: str, user_id: int) -> str:
+def payout_key(programme: str, user_id: int, round_number: int = 1) -> str:
     """The idempotency key the run directory contract gives one user of one programme.
 
     Parameters
@@ -108,12 +118,15 @@ def payout_key(programme: str, user_id: int) -> str:
         ``manifest["programme"]``.
     user_id
         The user's id.
+    round_number
+        The distribution round (``manifest["round"]["number"]``, 1 without one).
 
     Returns
     -------
     str
-        ``sha256(f"{programme}:{user_id}")`` as lowercase hex, first :data:`KEY_HEX_CHARS`
-        characters.
+        ``sha256(f"{programme}:{user_id}")`` in round 1 and
+        ``sha256(f"{programme}:round-{k}:{user_id}")`` in round k >= 2, as lowercase
+        hex, first :data:`KEY_HEX_CHARS` characters.
 
     Notes
     -----
@@ -122,7 +135,14 @@ def payout_key(programme: str, user_id: int) -> str:
     (say, to include the amount, which would let a rerun pay a user twice), a check calling it
     would agree with every run it wrote; this one would not.
     """
-    return hashlib.sha256(f"{programme}:{int(user_id)}".encode()).hexdigest()[:KEY_HEX_CHARS]
+    middle = "" if round_number == 1 else f"round-{int(round_number)}:"
+    text = f"{programme}:{middle}{int(user_id)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_HEX_CHARS]
+
+
+def _key_formula(programme: str, round_number: int) -> str:
+    middle = "" if round_number == 1 else f"round-{round_number}:"
+    return f"sha256('{programme}:{middle}<user_id>')[:{KEY_HEX_CHARS}]"
 
 
 def check_idempotency_keys(r: RunFiles) -> Result:
@@ -130,8 +150,11 @@ def check_idempotency_keys(r: RunFiles) -> Result:
     if not isinstance(programme, str) or not programme:
         raise Unavailable(f"{N.MANIFEST_FILE} programme is not a non-empty string: {programme!r}")
     p = r.payouts
+    k = r.round
     expected = pl.Series(
-        "expected", [payout_key(programme, u) for u in p[N.USER_ID].to_list()], dtype=pl.String
+        "expected",
+        [payout_key(programme, u, k) for u in p[N.USER_ID].to_list()],
+        dtype=pl.String,
     )
     stated = p[N.IDEMPOTENCY_KEY].cast(pl.String)
     wrong = (
@@ -142,9 +165,9 @@ def check_idempotency_keys(r: RunFiles) -> Result:
     if wrong.height:
         return False, (
             f"{wrong.height:,} payout(s) whose idempotency key is not "
-            f"sha256('{programme}:<user_id>')[:{KEY_HEX_CHARS}], " + examples(wrong)
+            f"{_key_formula(programme, k)}, " + examples(wrong)
         )
-    return True, (f"all {p.height:,} keys are sha256('{programme}:<user_id>')[:{KEY_HEX_CHARS}]")
+    return True, f"all {p.height:,} keys are {_key_formula(programme, k)}"
 
 
 @dataclass(frozen=True)
@@ -266,8 +289,14 @@ def check_payout_schedule(r: RunFiles) -> Result:
             f"programme {r.manifest['programme']!r} ({published}): the schedule is measured "
             "from the programme's public announcement"
         )
-    start_by = announced + timedelta(hours=hours["start_within_hours"])
-    finish_by = announced + timedelta(hours=hours["finish_within_hours"])
+    # round k's window is round 1's moved by (k - 1) intervals
+    shift = 0.0
+    if r.later_round:
+        shift = (r.round - 1) * manifest_number(r, "scenario", "rounds", "interval_hours")
+        if not (math.isfinite(shift) and shift > 0):
+            raise Unavailable(f"{N.MANIFEST_FILE} scenario.rounds.interval_hours is not > 0")
+    start_by = announced + timedelta(hours=hours["start_within_hours"] + shift)
+    finish_by = announced + timedelta(hours=hours["finish_within_hours"] + shift)
     if not batches:
         return True, "no batches to schedule"
     problems = []
@@ -282,13 +311,13 @@ def check_payout_schedule(r: RunFiles) -> Result:
     if first.scheduled_at > start_by:
         problems.append(
             f"the first batch starts at {first.scheduled_at.isoformat()}, after "
-            f"{start_by.isoformat()} (announcement + {hours['start_within_hours']:g} h)"
+            f"{start_by.isoformat()} (announcement + {hours['start_within_hours'] + shift:g} h)"
         )
     late = [b for b in batches if b.due_at > finish_by]
     if late:
         problems.append(
             f"{len(late):,} batch(es) due after {finish_by.isoformat()} (announcement + "
-            f"{hours['finish_within_hours']:g} h), e.g. batch {late[0].number} due "
+            f"{hours['finish_within_hours'] + shift:g} h), e.g. batch {late[0].number} due "
             f"{late[0].due_at.isoformat()}"
         )
     backwards = [b for b in batches if b.due_at <= b.scheduled_at]

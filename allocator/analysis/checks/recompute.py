@@ -38,6 +38,13 @@ import numpy as np
 import polars as pl
 
 from allocator import names as N
+from allocator.analysis.checks.appealed import (
+    WAIVED_RECOMPUTED,
+    corrected,
+    forfeit,
+    reinstated,
+    waived_text,
+)
 from allocator.analysis.checks.runfiles import Result, RunFiles, Unavailable, examples
 from allocator.errors import AllocatorError
 from allocator.kernel.phase import Band, band_factor, passes
@@ -241,13 +248,14 @@ def _bands(scenario: Scenario) -> tuple[Band, Band]:
     return Band(low_l, float(rules.min_loss_usd)), Band(low_r, float(rules.min_loss_ratio))
 
 
-def _decide(table: pl.DataFrame, scenario: Scenario) -> pl.DataFrame:
-    """Add the reason (null: eligible) and the phase factor to the joined per-user table."""
+def _decide(table: pl.DataFrame, scenario: Scenario, waive: np.ndarray) -> pl.DataFrame:
+    """Add the reason (null: eligible), the phase factor and the rules waived to the joined
+    per-user table; the users of ``waive`` (reinstated on appeal) are eligible whatever they
+    fail, and a waived loss or ratio rule scales them by 1."""
     rules = scenario.eligibility
     loss = table[N.LOSS_USD].fill_null(float("nan")).to_numpy()
     ratio = table[N.LOSS_RATIO].fill_null(float("nan")).to_numpy()
     loss_band, ratio_band = _bands(scenario)
-    factor = band_factor(loss, loss_band) * band_factor(ratio, ratio_band)
 
     def arr(expr: pl.Expr) -> np.ndarray:
         return table.select(expr.fill_null(False)).to_series().to_numpy().astype(bool)
@@ -279,9 +287,15 @@ def _decide(table: pl.DataFrame, scenario: Scenario) -> pl.DataFrame:
     reason = np.full(table.height, None, dtype=object)
     for code in reversed(N.REASONS):  # the first failing rule is written last
         reason[fails[code]] = code
+    reason[waive] = None
+    f_loss = np.where(waive & fails[N.REASON_BELOW_MIN_LOSS], 1.0, band_factor(loss, loss_band))
+    f_ratio = np.where(
+        waive & fails[N.REASON_BELOW_LOSS_RATIO], 1.0, band_factor(ratio, ratio_band)
+    )
     return table.with_columns(
         pl.Series(N.REASON, reason.tolist(), dtype=pl.String),
-        pl.Series(N.PHASE_FACTOR, factor, dtype=pl.Float64),
+        pl.Series(N.PHASE_FACTOR, f_loss * f_ratio, dtype=pl.Float64),
+        pl.Series(WAIVED_RECOMPUTED, waived_text(fails, waive), dtype=pl.String),
     )
 
 
@@ -369,13 +383,19 @@ def _recompute(r: RunFiles) -> pl.DataFrame:
     else:
         loss = gross
     snapshot_at = _utc(rules.snapshot_at)
-    table = (
+    joined = (
         per_user.lazy()
         .join(users, on=N.USER_ID, how="left")
         .join(snapshot, on=N.USER_ID, how="left")
+        .with_columns(pl.col(_IN_USERS).fill_null(False), pl.col(_IN_SNAPSHOT).fill_null(False))
+        .sort(N.USER_ID)
+        .collect()
+    )
+    # from round 2 on, the appeals' corrected values replace the inputs before any rule
+    table = (
+        corrected(r, joined, _IN_SNAPSHOT)
+        .lazy()
         .with_columns(
-            pl.col(_IN_USERS).fill_null(False),
-            pl.col(_IN_SNAPSHOT).fill_null(False),
             loss.alias(N.LOSS_USD),
             ((snapshot_at - pl.col(N.CREATED_AT)).dt.total_microseconds() // _US_PER_DAY)
             .cast(pl.Int64)
@@ -387,10 +407,9 @@ def _recompute(r: RunFiles) -> pl.DataFrame:
             .otherwise(pl.col(N.LOSS_USD) / net)
             .alias(N.LOSS_RATIO)
         )
-        .sort(N.USER_ID)
         .collect()
     )
-    table = _decide(table, scenario)
+    table = forfeit(r, _decide(table, scenario, reinstated(r, table[N.USER_ID])))
     return table.with_columns(pl.Series(_W, _weights(table, scenario), dtype=pl.Float64))
 
 

@@ -73,6 +73,61 @@ class RunFiles:
     def _payouts(self) -> pl.DataFrame | Unavailable:
         return self._load(lambda: read_payouts_csv(self.path / N.PAYOUTS_FILE))
 
+    @cached_property
+    def _vouchers(self) -> pl.DataFrame | Unavailable:
+        return self._load(lambda: read_parquet_file(self.path / N.VOUCHERS_FILE))
+
+    @cached_property
+    def _appeals(self) -> pl.DataFrame | Unavailable:
+        return self._load(lambda: read_parquet_file(self.path / N.APPEALS_FILE))
+
+    @property
+    def vouchers(self) -> pl.DataFrame:
+        """vouchers.parquet of a round after the first."""
+        return self._get(self._vouchers)
+
+    @property
+    def appeals(self) -> pl.DataFrame:
+        """appeals.parquet of a round after the first."""
+        return self._get(self._appeals)
+
+    @cached_property
+    def round(self) -> int:
+        """The run's round: ``round.number`` of the manifest, 1 without a ``round`` section (or
+        without a readable manifest: the checks of the data files alone then still run, and
+        the manifest's own checks report it)."""
+        manifest = self._manifest
+        if isinstance(manifest, Unavailable) or not isinstance(manifest, dict):
+            return 1
+        section = manifest.get("round")
+        if section is None:
+            return 1
+        number = section.get("number") if isinstance(section, dict) else None
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise Unavailable(
+                f"{N.MANIFEST_FILE} round.number is not a whole number >= 1: {number!r}"
+            )
+        return number
+
+    @property
+    def later_round(self) -> bool:
+        """Whether the run is round 2 or later of a distribution (``allocate --previous``)."""
+        return self.round > 1
+
+    def forfeited(self) -> pl.Series:
+        """Users with an expired voucher in the run's ledger (none in round 1)."""
+        if not self.later_round:
+            return pl.Series(N.USER_ID, [], dtype=pl.Int64)
+        v = self.vouchers
+        return v.filter(pl.col(N.STATUS) == N.VOUCHER_EXPIRED)[N.USER_ID].unique().sort()
+
+    def waived(self) -> pl.DataFrame:
+        """``user_id`` and ``waived`` of the reinstated users in force (none in round 1)."""
+        if not self.later_round:
+            return pl.DataFrame(schema={N.USER_ID: pl.Int64, N.WAIVED: pl.String})
+        a = self.appeals
+        return a.filter(pl.col(N.DECISION) == N.DECISION_REINSTATE).select(N.USER_ID, N.WAIVED)
+
     @property
     def manifest(self) -> dict[str, Any]:
         return self._get(self._manifest)

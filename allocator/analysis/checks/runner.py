@@ -20,6 +20,13 @@ from allocator.analysis.checks.amounts import (
     check_voucher_usd,
     check_within_bounds,
 )
+from allocator.analysis.checks.appealed import check_appeals_applied
+from allocator.analysis.checks.chain import (
+    check_chain_totals,
+    check_no_claw_back,
+    check_paid_before,
+    check_previous_round,
+)
 from allocator.analysis.checks.contract import (
     check_allocations_file,
     check_counts,
@@ -34,6 +41,7 @@ from allocator.analysis.checks.contract import (
     check_unique_allocations,
     check_unique_exclusions,
 )
+from allocator.analysis.checks.ledger import check_redemptions_file, check_voucher_ledger
 from allocator.analysis.checks.optimality import check_objective, check_optimality
 from allocator.analysis.checks.payouts import (
     check_idempotency_keys,
@@ -142,6 +150,19 @@ CHECKS: tuple[tuple[str, Callable[[RunFiles], Result]], ...] = (
 #: Names of every check, in the order they are reported.
 CHECK_NAMES = tuple(name for name, _ in CHECKS)
 
+#: The checks of a distribution's chain, run after :data:`CHECKS` on a run of round 2 or later
+#: (``allocate --previous``) only: a round-1 run has exactly the checks above.
+ROUND_CHECKS: tuple[tuple[str, Callable[[RunFiles], Result]], ...] = (
+    ("previous round", check_previous_round),
+    ("redemptions file", check_redemptions_file),
+    ("voucher ledger", check_voucher_ledger),
+    ("paid before", check_paid_before),
+    ("no claw-back", check_no_claw_back),
+    ("appeals applied", check_appeals_applied),
+    ("chain totals", check_chain_totals),
+)
+ROUND_CHECK_NAMES = tuple(name for name, _ in ROUND_CHECKS)
+
 
 def check_run_dir(path: str | Path, *, verify_key: str | Path | None = None) -> CheckReport:
     """Run every finance check on a run directory and report each one; never raises for bad files.
@@ -158,7 +179,9 @@ def check_run_dir(path: str | Path, *, verify_key: str | Path | None = None) -> 
     Returns
     -------
     CheckReport
-        One :class:`Check` per entry of :data:`CHECK_NAMES`, in that order.
+        One :class:`Check` per entry of :data:`CHECK_NAMES`, in that order, then, for a run of
+        round 2 or later, one per entry of :data:`ROUND_CHECK_NAMES` (the previous round is
+        checked the same way, so the whole chain is).
 
     Raises
     ------
@@ -176,7 +199,13 @@ def check_run_dir(path: str | Path, *, verify_key: str | Path | None = None) -> 
         )
     files = RunFiles(path)
     results = []
-    for name, fn in CHECKS:
+    try:
+        later = files.later_round
+    except Unavailable:
+        later = False  # the manifest check reports a manifest that cannot be read
+    except Exception:  # a manifest that is not an object: reported by the manifest check
+        later = False
+    for name, fn in CHECKS + (ROUND_CHECKS if later else ()):
         try:
             ok, detail = fn(files)
         except Unavailable as exc:

@@ -196,6 +196,9 @@ class _Bounds:
     scaled_cap_cents: int  # floor to the cent of cap x phase factor (the cap without a band)
     raised_to_one_cent: bool
     cap_raised_to_floor: bool
+    #: "floor", or from round 2 on "held" (raised to what the user held: no claw-back) or
+    #: "forfeited" (held there for good after an expired voucher)
+    lower_source: str = "floor"
 
 
 def _floor_cents(amount_usd: float) -> int:
@@ -251,6 +254,22 @@ def _bounds(alloc: Mapping[str, Any], run: LoadedRun) -> _Bounds:
             formula += ", raised to one cent (an eligible user is paid)"
         if raised_floor:
             formula += f", raised to the floor {cents_text(floor_c)} (nobody is paid less)"
+    lower_source = "floor"
+    held = alloc.get(N.PAID_BEFORE_CENTS)
+    if held is not None and int(held) > 0:  # a later round: no claw-back
+        vouchers = run.run.vouchers
+        gone = vouchers is not None and bool(
+            vouchers.filter(
+                (pl.col(N.USER_ID) == uid) & (pl.col(N.STATUS) == N.VOUCHER_EXPIRED)
+            ).height
+        )
+        if gone:
+            lower_c = upper_c = int(held)
+            lower_source = "forfeited"
+            formula += f"; held at the {cents_text(int(held))} the user holds (forfeited)"
+        elif int(held) > lower_c:
+            lower_c = int(held)
+            lower_source = "held"
     for what, mine, theirs in (
         ("upper", upper_c, alloc.get("upper_cents")),
         ("lower", lower_c, alloc.get("lower_cents")),
@@ -269,6 +288,7 @@ def _bounds(alloc: Mapping[str, Any], run: LoadedRun) -> _Bounds:
         scaled_cap_cents=scaled_c,
         raised_to_one_cent=raised,
         cap_raised_to_floor=raised_floor,
+        lower_source=lower_source,
     )
 
 
@@ -348,6 +368,9 @@ def amount_derivation(alloc: dict[str, Any], weight: float, run: LoadedRun) -> A
     if bounds.cap_raised_to_floor:
         # the phased cap was raised to the floor: the floor is what pins the voucher
         binding = "floor"
+    if bound == N.BOUND_HELD:
+        # a later round: the user sits on what they already hold (no claw-back)
+        binding = "held"
     closed: float | None = None
     continuous: float | None = None
     diff: float | None = None
@@ -392,6 +415,7 @@ def amount_derivation(alloc: dict[str, Any], weight: float, run: LoadedRun) -> A
         run_max_difference_usd=None if not isinstance(run_max, (int, float)) else float(run_max),
         rule=s.objective.rule,
         rule_formula=rule_formula,
+        lower_source=bounds.lower_source,
     )
 
 

@@ -54,7 +54,10 @@ class OtherScenarios:
                     continue
                 if session is None:
                     session = DataSession.open(self.data_dir)
-                scen = with_overrides(scen, {"budget.total_usd": self.budget_usd})
+                # what this run pays, all of it in this one allocation: no reserve held back
+                scen = with_overrides(
+                    scen, {"budget.total_usd": self.budget_usd, "budget.reserve_usd": 0.0}
+                )
                 result: Any = allocate(session, scen, with_payouts=False)
             except AllocatorError as exc:
                 result = exc

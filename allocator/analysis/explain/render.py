@@ -27,6 +27,7 @@ _BINDING_TEXT = {
     "coverage_cap": "the coverage cap",
     "phased_cap": "the cap scaled by the phase-in factor",
     "interior": "no bound (interior)",
+    "held": "what the user already holds (no claw-back: a later round pays nobody less)",
 }
 
 
@@ -85,6 +86,12 @@ def render_lines(e: Explanation) -> list[str]:
         )
     elif e.exclusion is not None:
         out.append(f"status: excluded ({e.exclusion.reason})")
+    if e.rounds is not None:
+        out.append(f"rounds: {e.rounds.sentence()}")
+        if e.rounds.forfeited:
+            out.append(
+                "  a voucher expired unredeemed: the user forfeited and is paid nothing more"
+            )
     out.append("")
     out.append("liquidations:")
     out.append(f"  {'product':<16} {'status':<20} {'events':>6} {'loss USD':>14} {'fees USD':>12}")
@@ -153,8 +160,11 @@ def render_lines(e: Explanation) -> list[str]:
         src = {"cap": "cap", "phased_cap": "cap x phase-in factor"}.get(
             a.upper_source, "coverage cap x loss"
         )
+        low = {"held": "held before this round", "forfeited": "held (forfeited)"}.get(
+            a.lower_source, "floor"
+        )
         out.append(
-            f"  bounds (whole cents): floor {cents_text(a.lower_cents)}, upper "
+            f"  bounds (whole cents): {low} {cents_text(a.lower_cents)}, upper "
             f"{cents_text(a.upper_cents)} ({src}); {_binding(a.binding)}"
         )
         if a.upper_formula != f"cap {cents_text(a.upper_cents)}":

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from allocator import names as N
 from allocator.analysis.explain.render import render_lines
+from allocator.analysis.explain.wording import cents_text
 from allocator.jsonsafe import json_safe
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "Factor",
     "OtherScenario",
     "PhaseIn",
+    "RoundHistory",
+    "RoundStep",
     "WeightBreakdown",
 ]
 
@@ -89,6 +93,8 @@ class AmountDerivation:
     #: rule's path, ``rule_formula`` says how (and the shadow price is the path's multiplier).
     rule: str = "alpha_fair"
     rule_formula: str | None = None
+    #: What the lower bound is: "floor", or from round 2 on "held" / "forfeited".
+    lower_source: str = "floor"
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,66 @@ class OtherScenario:
     shipped_budget_usd: float | None = None
 
 
+_DECISION_WORDS = {
+    N.DECISION_REINSTATE: "reinstated on appeal",
+    N.DECISION_CORRECT: "after appeal",
+    N.DECISION_UPHOLD: "appeal upheld",
+}
+
+
+@dataclass(frozen=True)
+class RoundStep:
+    """One round for one user: cumulative ``cents`` after it, the round's ``delta_cents``,
+    ``expired_cents`` taken back in it, the user's ``status`` (``paid``, ``excluded:<reason>``
+    or ``absent``) and the appeal decided in it (``decision``, ``note``)."""
+
+    round: int
+    status: str
+    cents: int
+    delta_cents: int
+    expired_cents: int = 0
+    decision: str | None = None
+    note: str | None = None
+
+    def words(self) -> str:
+        """This round in words, e.g. ``+56.78 in round 2 after appeal: snapshot disputed``."""
+        if self.round == 1:
+            text = (
+                f"USD {cents_text(self.cents)} in round 1"
+                if self.status == "paid"
+                else f"nothing in round 1 ({self.status})"
+            )
+        elif self.delta_cents:
+            text = f"+{cents_text(self.delta_cents)} in round {self.round}"
+        elif self.status == "paid":
+            text = f"+0.00 in round {self.round}"
+        else:
+            text = f"nothing in round {self.round} ({self.status})"
+        if self.expired_cents:
+            text += f" (USD {cents_text(self.expired_cents)} expired unredeemed)"
+        if self.decision is not None:
+            text += f" {_DECISION_WORDS[self.decision]}"
+            if self.note:
+                text += f": {self.note}"
+        return text
+
+
+@dataclass(frozen=True)
+class RoundHistory:
+    """A user through every round of the chain, round 1 first (``steps``), and where they stand
+    in the last: ``paid_before_cents`` held before it, ``held`` when the round pays them nothing
+    because they sit on what they hold (no claw-back), ``forfeited`` after an expired voucher."""
+
+    steps: tuple[RoundStep, ...]
+    paid_before_cents: int
+    held: bool
+    forfeited: bool
+
+    def sentence(self) -> str:
+        """The history in one line: ``USD 1,234.56 in round 1, +56.78 in round 2 after ...``."""
+        return ", ".join(step.words() for step in self.steps)
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Everything :func:`explain_user` found about one user (see the module docstring)."""
@@ -169,6 +235,8 @@ class Explanation:
     other_scenarios: tuple[OtherScenario, ...] | None = None
     phase_in: PhaseIn | None = None  # paid users of a run with a phase-in band
     notes: tuple[str, ...] = field(default=())
+    #: From round 2 on: the user through every round of the chain.
+    rounds: RoundHistory | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: no NaN or infinity (an infinite loss ratio is ``"inf"``)."""

@@ -33,10 +33,17 @@ from allocator.analysis.explain.facts import (
 )
 from allocator.analysis.explain.others import OtherScenarios
 from allocator.analysis.explain.results import Explanation, WeightBreakdown
+from allocator.analysis.explain.rounds import (
+    corrections,
+    forfeit_exclusion,
+    one_user_eligibility,
+    round_history,
+    waived_decision,
+)
 from allocator.analysis.explain.wording import COUNTED, cents_text
 from allocator.data.inputs import Inputs
 from allocator.errors import InputError
-from allocator.vouchers.eligibility import compute_eligibility
+from allocator.settings.models import round_budget_usd
 
 __all__ = ["INT64_MAX", "INT64_MIN", "LOSS_ATOL_USD", "explain_user", "explain_users"]
 
@@ -87,27 +94,23 @@ def _explain_one(
             + (f" A liquidated user of this run is, e.g., {example}." if example else ""),
             hint="check the user id",
         )
-    elig = compute_eligibility(
-        tables[N.EVENTS_FILE],
-        tables[N.PRICES_FILE],
-        tables[N.SNAPSHOT_FILE],
-        tables[N.USERS_FILE],
-        rules,
-        source={k: str(v) for k, v in run.paths.items()},
-        decisions=True,
+    # from round 2 on, the appeals in force apply before the rules, as the run applied them
+    elig = one_user_eligibility(
+        run.run, tables, rules, source={k: str(v) for k, v in run.paths.items()}
     )
     row_e = row_of(elig.eligible, uid)
     row_x = row_of(elig.excluded, uid)
+    forfeited = excl is not None and excl[N.REASON] == N.REASON_VOUCHER_EXPIRED
     if alloc is None and excl is None:
         raise changed(f"user {uid} is liquidated but neither paid nor excluded by the run", run)
     if alloc is not None and row_e is None:
         why = f"now excluded ({row_x[N.REASON]}: {row_x[N.DETAIL]})" if row_x else "not found"
         raise changed(f"user {uid} was paid by the run but is {why}", run)
-    if excl is not None and row_x is None:
+    if excl is not None and row_x is None and not forfeited:
         raise changed(
             f"user {uid} was excluded ({excl[N.REASON]}) by the run but is now eligible", run
         )
-    row = row_e if alloc is not None else row_x
+    row = row_e if alloc is not None or forfeited else row_x
     assert row is not None
     written = alloc if alloc is not None else excl
     assert written is not None
@@ -117,7 +120,7 @@ def _explain_one(
             f"wrote {written[N.LOSS_USD]!r} USD",
             run,
         )
-    if excl is not None and row[N.REASON] != excl[N.REASON]:
+    if excl is not None and not forfeited and row[N.REASON] != excl[N.REASON]:
         raise changed(
             f"user {uid} is now excluded for {row[N.REASON]}, the run said {excl[N.REASON]}", run
         )
@@ -134,6 +137,15 @@ def _explain_one(
             f"event values add up to {counted!r} USD, the eligibility pipeline's gross loss is {gross!r}"
         )
 
+    # from round 2 on, an appeal's corrected values are the ones the rules used
+    corrected = corrections(run.run, uid)
+    for field, value in corrected.items():
+        was = {N.NET_ASSETS_USD: snap, N.DEPEG_COMP_USD: user, N.KYC_STATUS: user, N.REGION: user}
+        source = was.get(field)
+        before = None if source is None else source.get(field)
+        if field == N.GROSS_LOSS_USD:
+            before = counted
+        notes.append(f"{field} corrected on appeal to {value!r} (the inputs give {before!r})")
     common: dict[str, Any] = {
         "user_id": uid,
         "run_dir": str(run.run.path),
@@ -142,15 +154,24 @@ def _explain_one(
         "loss_usd": row.get(N.LOSS_USD),
         "gross_loss_usd": gross,
         "fee_usd": row.get(N.FEE_USD) if alloc is not None else None,
-        "depeg_comp_usd": None if user is None else user[N.DEPEG_COMP_USD],
-        "net_assets_usd": None if snap is None else snap[N.NET_ASSETS_USD],
+        "depeg_comp_usd": corrected.get(
+            N.DEPEG_COMP_USD, None if user is None else user[N.DEPEG_COMP_USD]
+        ),
+        "net_assets_usd": corrected.get(
+            N.NET_ASSETS_USD, None if snap is None else snap[N.NET_ASSETS_USD]
+        ),
         "loss_ratio": row.get(N.LOSS_RATIO),
         "other_scenarios": None if others is None else others.outcome(uid),
+        "rounds": round_history(run.run, uid),
     }
     decision = elig.decision(uid)
     assert decision is not None  # the user is in the recomputed eligible or excluded table
+    decision = waived_decision(decision, run.run)
     if alloc is None:
-        out = exclusion(decision, excl[N.DETAIL] if excl else None, valued, user, row, run)
+        if forfeited:
+            out = forfeit_exclusion(excl[N.DETAIL] if excl else None)
+        else:
+            out = exclusion(decision, excl[N.DETAIL] if excl else None, valued, user, row, run)
         return Explanation(status="excluded", exclusion=out, notes=tuple(notes), **common)
 
     assert ref is not None
@@ -212,7 +233,8 @@ def explain_users(
     ref = reference_user(run.run.allocations)
     others = None
     if other_scenarios:
-        budget = float(run.scenario.budget.total_usd)
+        # the other scenarios at what this run pays in total (its round's cumulative total)
+        budget = round_budget_usd(run.scenario, run.run.round)
         directory = None if scenarios_dir is None else Path(scenarios_dir)
         others = OtherScenarios(run.data_dir, budget, run.scenario.name, directory)
     return [_explain_one(run, inputs, int(uid), ref, others) for uid in user_ids]

@@ -19,7 +19,7 @@ from allocator.analysis.sensitivity.cliffs import need_columns
 from allocator.errors import InputError, ScenarioError
 from allocator.jsonsafe import json_safe
 from allocator.kernel.money import CENTS_PER_USD, cents_to_usd, format_usd
-from allocator.settings.models import Scenario
+from allocator.settings.models import Scenario, round_budget_usd
 from allocator.vouchers.eligibility import has_phase_in
 from allocator.vouchers.pipeline import DataSession, RunResult, allocate
 
@@ -199,6 +199,6 @@ def phase_in_price(
     return band_price(
         with_band.allocations,
         hard.allocations,
-        budget_usd=float(scenario.budget.total_usd),
+        budget_usd=round_budget_usd(scenario),
         shadow_prices=(with_band.allocation.shadow_price, hard.allocation.shadow_price),
     )

@@ -26,6 +26,7 @@ from allocator.vouchers.eligibility.reasons import (
     decision_columns,
     in_window_event,
     rule_decision,
+    waive_rules,
     with_detail,
 )
 from allocator.vouchers.eligibility.reconciliation import Reconciliation, reconcile
@@ -264,13 +265,15 @@ def decide_users(
     *,
     decisions: bool = False,
     details: bool = True,
+    waive: pl.Series | None = None,
 ) -> EligibilityResult:
     """Stage 2: every per-user rule of ``rules`` (losses net of depeg compensation, the loss
     ratio, the thresholds, regions, KYC, phase-in bands) on a :class:`UserTable`.
 
     A policy designer moving a threshold re-runs only this (no pass over the events).
     ``details=False`` leaves the excluded users' ``detail`` text null: half the time of this
-    stage goes into writing those sentences, which only a written run needs.
+    stage goes into writing those sentences, which only a written run needs. ``waive`` holds the
+    user ids whose failing rules are waived (reinstated on appeal, :func:`waive_rules`).
 
     Raises
     ------
@@ -312,6 +315,8 @@ def decide_users(
     )
     t, rows = users.totals, users.rows
     table = decide(table, rules)
+    if waive is not None and waive.len():
+        table = waive_rules(table, waive)
     eligible = table.filter(pl.col(N.REASON).is_null()).select(eligible_columns(rules))
     out = table.filter(pl.col(N.REASON).is_not_null())
     out = (

@@ -44,6 +44,7 @@ __all__ = [
     "fails_column",
     "in_window_event",
     "rule_decision",
+    "waive_rules",
     "with_detail",
 ]
 
@@ -150,6 +151,38 @@ def decide(table: pl.DataFrame, rules: EligibilityRules) -> pl.DataFrame:
     if has_phase_in(rules):
         table = table.with_columns(pl.Series(N.PHASE_FACTOR, loss_f * ratio_f, dtype=pl.Float64))
     return table.drop(_PASSES_LOSS, _PASSES_RATIO)
+
+
+def waive_rules(table: pl.DataFrame, waive: pl.Series) -> pl.DataFrame:
+    r"""Reinstate the users of ``waive`` (user ids; an appeal decided ``reinstate``): every rule
+    they fail is waived, so their reason becomes null, and with a phase-in band a waived
+    threshold no longer scales them,
+
+    .. math::
+
+        \phi_i = \big(1 \text{ if } i \text{ fails the loss rule, else } \phi^L_i\big)
+        \big(1 \text{ if } i \text{ fails the ratio rule, else } \phi^r_i\big).
+
+    The fails columns stay: they say which rules were waived.
+    """
+    hit = pl.col(N.USER_ID).is_in(waive.implode())
+    table = table.with_columns(
+        pl.when(hit).then(pl.lit(None, dtype=pl.String)).otherwise(pl.col(N.REASON)).alias(N.REASON)
+    )
+    if N.PHASE_FACTOR in table.columns:
+        loss_f = (
+            pl.when(hit & pl.col(fails_column(N.REASON_BELOW_MIN_LOSS)))
+            .then(1.0)
+            .otherwise(pl.col(COL_LOSS_FACTOR))
+        )
+        ratio_f = (
+            pl.when(hit & pl.col(fails_column(N.REASON_BELOW_LOSS_RATIO)))
+            .then(1.0)
+            .otherwise(pl.col(COL_RATIO_FACTOR))
+        )
+        phased = pl.when(hit).then(loss_f * ratio_f).otherwise(pl.col(N.PHASE_FACTOR))
+        table = table.with_columns(phased.cast(pl.Float64).alias(N.PHASE_FACTOR))
+    return table
 
 
 @dataclass(frozen=True)
