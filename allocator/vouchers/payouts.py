@@ -37,7 +37,7 @@ import polars as pl
 from allocator import names as N
 from allocator.errors import InputError, ScenarioError
 from allocator.runs.contract import cents_to_usd_expr, usd_text_to_cents_expr
-from allocator.runs.hashing import sha256_bytes
+from allocator.runs.hashing import sha256_bytes, sha256_digests
 from allocator.runs.store import atomic_write
 from allocator.settings.models import MAX_PAYOUT_HOURS, PayoutSpec
 
@@ -93,6 +93,10 @@ class Payouts:
         return [b.to_dict() for b in self.batches]
 
 
+#: Hex characters of an idempotency key: 128 bits of the SHA-256.
+KEY_HEX = 32
+
+
 def key_prefix(programme: str, round_number: int = 1) -> str:
     """What an idempotency key hashes before the user id: ``"<programme>:"`` in round 1,
     ``"<programme>:round-<k>:"`` in round k >= 2."""
@@ -101,7 +105,21 @@ def key_prefix(programme: str, round_number: int = 1) -> str:
 
 def idempotency_key(programme: str, user_id: int, round_number: int = 1) -> str:
     """The payout key of one user in one programme and round (see the module docstring for why)."""
-    return sha256_bytes(f"{key_prefix(programme, round_number)}{int(user_id)}".encode())[:32]
+    return sha256_bytes(f"{key_prefix(programme, round_number)}{int(user_id)}".encode())[:KEY_HEX]
+
+
+def idempotency_keys(programme: str, user_ids: np.ndarray, round_number: int = 1) -> pl.Series:
+    """:func:`idempotency_key` of every user in ``user_ids`` at once.
+
+    The ids are written as text by Polars (the same digits as ``str(int)``), each hashed by one
+    ``hashlib`` call on bytes (no text formatting per user), and the digests turned into hex by
+    Polars in one pass: about half the time of formatting and hashing user by user, which at a
+    million users was seconds.
+    """
+    prefix = key_prefix(programme, round_number).encode()
+    text = pl.Series(user_ids, dtype=pl.Int64).cast(pl.String).cast(pl.Binary).to_list()
+    digests = pl.Series(sha256_digests(prefix, text), dtype=pl.Binary)
+    return digests.bin.encode("hex").str.slice(0, KEY_HEX).alias(N.IDEMPOTENCY_KEY)
 
 
 def _window(spec: PayoutSpec, shift_hours: float = 0.0) -> tuple[datetime, datetime]:
@@ -249,9 +267,7 @@ def plan_payouts(
     sums = np.add.reduceat(amounts, starts) if m else np.empty(0, dtype=np.int64)
     batches = _schedule(sizes, sums, start, finish, spec)
 
-    prefix = key_prefix(programme, round_number)
-    id_text = pl.Series(ids, dtype=pl.Int64).cast(pl.String).to_list()  # same digits as str(int)
-    keys = [sha256_bytes((prefix + u).encode())[:32] for u in id_text]
+    keys = idempotency_keys(programme, ids, round_number)
     frame = pl.DataFrame(
         {
             N.USER_ID: pl.Series(ids, dtype=pl.Int64),

@@ -291,3 +291,19 @@ def test_header_only_file_has_no_rows(tmp_path: Path) -> None:
         N.VOUCHER_CENTS,
         *PAYOUT_COLUMNS[2:],
     ]
+
+
+@given(
+    ids=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=40, unique=True),
+    round_number=st.integers(1, 5),
+)
+def test_the_keys_of_many_users_are_each_users_formula(ids: list[int], round_number: int) -> None:
+    import hashlib
+
+    from allocator.vouchers.payouts import idempotency_keys
+
+    got = idempotency_keys(PROGRAMME, np.array(ids, dtype=np.int64), round_number).to_list()
+    middle = "" if round_number == 1 else f"round-{round_number}:"
+    want = [hashlib.sha256(f"{PROGRAMME}:{middle}{u}".encode()).hexdigest()[:32] for u in ids]
+    assert got == want
+    assert got == [idempotency_key(PROGRAMME, u, round_number) for u in ids]
