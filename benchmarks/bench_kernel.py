@@ -7,9 +7,9 @@ solved by the fast solver for each alpha in {0, 0.5, 1, 2, 5} and the exact max-
 (alpha = infinity), each
 
 - without segments,
-- with a segment that does not bind (mid-sized losses, at least 1% of the budget: they get
-  about 7% anyway),
-- with one that binds (at least 10%),
+- with a segment that does not bind (mid-sized losses, at least half of what they get
+  without it),
+- with one that binds (halfway from that share to all of their caps),
 
 and each claims rule without segments. For every case: the median solve (``fast_solution``,
 or the rule's awards), the median certificate of that solution (``certify``; the rule's own
@@ -87,11 +87,16 @@ def main() -> None:
     limit = one_pass_ms(base, args.repeats * 3)
     rows = []
     cases: list[tuple[str, str, AllocationProblem]] = []
+    members = base.segments[0].members
     for alpha in ALPHAS:
-        for label, share in (("none", None), ("not binding", 0.01), ("binding", 0.10)):
-            cases.append(
-                (f"alpha {alpha:g}", label, with_segment(replace(base, alpha=alpha), share))
-            )
+        with_alpha = replace(base, alpha=alpha)
+        # the mid-sized losses' share without a segment: half of it does not bind
+        free = fast_solution(with_segment(with_alpha, None)).vouchers
+        share = float(free[members].sum()) / base.budget
+        # halfway to what their caps allow: binding, and feasible
+        binding = (share + float(base.upper[members].sum()) / base.budget) / 2
+        for label, need in (("none", None), ("not binding", share / 2), ("binding", binding)):
+            cases.append((f"alpha {alpha:g}", label, with_segment(with_alpha, need)))
     plain = with_segment(base, None)
     cases.append(("max-min (alpha = inf)", "none", replace(plain, rule=MAX_MIN)))
     for rule, (_, parameter) in RULES.items():
