@@ -45,7 +45,6 @@ from allocator.vouchers.pipeline import DataSession  # noqa: E402
 
 def _views(studio: Studio, result, pinned) -> None:
     run, ref = result.run, pinned.run
-    V.prepare(run, ref)  # as the page does
     V.headline(run, ref)
     for chart in (
         V.histogram(run, ref),

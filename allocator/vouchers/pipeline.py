@@ -11,7 +11,6 @@ import getpass
 import time
 import weakref
 from collections.abc import Callable, Hashable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,27 +313,7 @@ def solve_and_round(
             report_gap=certificates == "run",
         )
 
-    # The certificate and the allocations frame read the same arrays and write nothing shared:
-    # on a second core they take the time of the longer one (NumPy and Polars release the GIL).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        checking = pool.submit(certify_paid)
-        allocations = pl.DataFrame(
-            {
-                N.USER_ID: pl.Series(user_id, dtype=pl.Int64),
-                N.VOUCHER_CENTS: pl.Series(cents, dtype=pl.Int64),
-                N.VOUCHER_USD: pl.Series(paid_usd, dtype=pl.Float64),
-                LOWER_CENTS: pl.Series(lo_c, dtype=pl.Int64),
-                UPPER_CENTS: pl.Series(hi_c, dtype=pl.Int64),
-                N.LOSS_USD: features[N.LOSS_USD],
-                N.LOSS_RATIO: features[N.LOSS_RATIO],
-                N.WEIGHT: pl.Series(problem.weights, dtype=pl.Float64),
-                N.BOUND: bound_column(cents, lo_c, hi_c),
-                N.SEGMENT: segment_labels(features, scenario.segments, masks=problem.segments),
-            }
-        )
-        if N.PHASE_FACTOR in features.columns:
-            allocations = allocations.with_columns(features[N.PHASE_FACTOR])
-        final_certificate = checking.result()
+    final_certificate = certify_paid()
     if not final_certificate.certified:
         # The amounts actually paid must stand on their own: within their bounds, the budget and
         # the segment shares, each within a cent of what the optimal prices call for.
@@ -343,6 +322,22 @@ def solve_and_round(
             + "; ".join(final_certificate.failures),
             status="rounding",
         )
+    allocations = pl.DataFrame(
+        {
+            N.USER_ID: pl.Series(user_id, dtype=pl.Int64),
+            N.VOUCHER_CENTS: pl.Series(cents, dtype=pl.Int64),
+            N.VOUCHER_USD: pl.Series(paid_usd, dtype=pl.Float64),
+            LOWER_CENTS: pl.Series(lo_c, dtype=pl.Int64),
+            UPPER_CENTS: pl.Series(hi_c, dtype=pl.Int64),
+            N.LOSS_USD: features[N.LOSS_USD],
+            N.LOSS_RATIO: features[N.LOSS_RATIO],
+            N.WEIGHT: pl.Series(problem.weights, dtype=pl.Float64),
+            N.BOUND: bound_column(cents, lo_c, hi_c),
+            N.SEGMENT: segment_labels(features, scenario.segments, masks=problem.segments),
+        }
+    )
+    if N.PHASE_FACTOR in features.columns:
+        allocations = allocations.with_columns(features[N.PHASE_FACTOR])
     payouts = plan_payouts(user_id, cents, scenario.payouts, PROGRAMME) if with_payouts else None
     timings["rounding"] = time.perf_counter() - t0
 

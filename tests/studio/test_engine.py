@@ -355,32 +355,3 @@ def test_a_session_reusing_weights_and_bounds_allocates_as_a_fresh_one(data: Pat
     elig = session.eligibility(base.eligibility)[0]
     kinds = [key[0] for key in session.problem_memo(elig)]
     assert kinds.count("weights") <= 4 and kinds.count("bounds") <= 4
-
-
-def test_prepared_views_show_what_views_computed_one_by_one(data: Path, base) -> None:
-    move = {"objective.alpha": 2.5, "eligibility.min_loss_usd": 70.0}
-    shown = []
-    for prepared in (True, False):
-        studio = Studio(DataSession.open(data), base)  # nothing kept from the other pass
-        ref = studio.evaluate(studio.base).run
-        run = studio.evaluate(studio.scenario({**studio.values(), **move})).run
-        if prepared:
-            V.prepare(run, ref)
-        charts = [
-            pl.DataFrame(chart.data)
-            for chart in (
-                V.histogram(run, ref),
-                V.coverage_by_band(run, ref),
-                V.lorenz_chart(run, ref),
-                V.cliffs(run)[1],
-            )
-        ]
-        layered = V.voucher_against_loss(run, ref).to_dict(validate=False)
-        shown.append(
-            (V.headline(run, ref), V.budget_in_words(run), V.cliffs(run)[0], charts, layered)
-        )
-        studio.close()
-    (head, words, lines, charts, layered), again = shown
-    assert (head, words, lines, layered) == again[:3] + (again[4],)
-    for a, b in zip(charts, again[3]):
-        assert a.equals(b)
