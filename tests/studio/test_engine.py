@@ -10,6 +10,7 @@ back as the setting and allocates the same cents; and every view's numbers are r
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from datetime import timedelta
 from pathlib import Path
@@ -355,3 +356,21 @@ def test_a_session_reusing_weights_and_bounds_allocates_as_a_fresh_one(data: Pat
     elig = session.eligibility(base.eligibility)[0]
     kinds = [key[0] for key in session.problem_memo(elig)]
     assert kinds.count("weights") <= 4 and kinds.count("bounds") <= 4
+
+
+def test_every_chart_the_page_sends_is_valid_vega_lite(studio: Studio) -> None:
+    ref = studio.evaluate(studio.base).run
+    run = studio.evaluate(studio.scenario({**studio.values(), "objective.alpha": 2.0})).run
+    for pinned in (None, ref):
+        charts = [
+            V.histogram(run, pinned),
+            V.coverage_by_band(run, pinned),
+            V.voucher_against_loss(run, pinned),
+            V.lorenz_chart(run, pinned),
+            V.cliffs(run)[1],
+        ]
+        for chart in charts:
+            chart.to_dict()  # validates against the Vega-Lite schema; raises when it does not
+            media_type, text = V.page_chart(chart)._mime_()
+            assert media_type == V.VEGA_LITE_MEDIA_TYPE
+            assert json.loads(text) == json.loads(chart.to_json(validate=False))
