@@ -53,7 +53,7 @@ def _views(studio: Studio, result, pinned) -> None:
         V.lorenz_chart(run, ref),
         V.cliffs(run)[1],
     ):
-        V.page_chart(chart)._mime_()  # the JSON the page sends
+        chart._mime_()  # the JSON the page sends
     V.moved(run, ref)
     V.budget_in_words(run)
 

@@ -175,15 +175,15 @@ def _(V, mo, ref, result):
                 mo.md(f"**One million dollars more.** {words}"),
                 mo.hstack(
                     [
-                        V.page_chart(V.histogram(run, ref)),
-                        V.page_chart(V.coverage_by_band(run, ref)),
+                        V.histogram(run, ref),
+                        V.coverage_by_band(run, ref),
                     ],
                     widths="equal",
                 ),
                 mo.hstack(
                     [
-                        V.page_chart(V.voucher_against_loss(run, ref)),
-                        V.page_chart(V.lorenz_chart(run, ref)),
+                        V.voucher_against_loss(run, ref),
+                        V.lorenz_chart(run, ref),
                     ],
                     widths="equal",
                 ),
@@ -204,7 +204,7 @@ def _(V, mo, ref, result):
                 ),
                 mo.md("### The thresholds' cliffs"),
                 mo.md("\n\n".join(cliff_words)),
-                V.page_chart(cliff_chart),
+                cliff_chart,
             ]
         )
     return (charts,)

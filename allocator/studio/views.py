@@ -25,13 +25,15 @@ from allocator.analysis.sensitivity.budget import budget_derivatives
 from allocator.analysis.sensitivity.cliffs import CliffAnalysis, CliffSides, cliff_sides
 from allocator.kernel.claims import describe
 from allocator.kernel.money import CENTS_PER_USD
+from allocator.studio.vegalite import VEGA_LITE_MEDIA_TYPE, ViewChart
 from allocator.vouchers.pipeline import RunResult
 
 __all__ = [
     "CURRENT",
     "PINNED",
+    "VEGA_LITE_MEDIA_TYPE",
     "HeadlineItem",
-    "PageChart",
+    "ViewChart",
     "axioms_table",
     "budget_in_words",
     "cliffs",
@@ -40,34 +42,9 @@ __all__ = [
     "histogram",
     "lorenz_chart",
     "moved",
-    "page_chart",
     "usd",
     "voucher_against_loss",
 ]
-
-#: The media type of a Vega-Lite chart, as the page's renderer knows it.
-VEGA_LITE_MEDIA_TYPE = f"application/vnd.vegalite.v{alt.SCHEMA_VERSION[1:].split('.')[0]}+json"
-
-
-@dataclass(frozen=True, eq=False)
-class PageChart:
-    """A chart as the page sends it: its Vega-Lite JSON.
-
-    Every chart here is built from the same code on every setting, and the tests check each
-    one against the Vega-Lite schema; checking it again on every knob move would cost the page
-    more than computing the chart's numbers.
-    """
-
-    chart: Any
-
-    def _mime_(self) -> tuple[str, str]:
-        return VEGA_LITE_MEDIA_TYPE, self.chart.to_json(validate=False)
-
-
-def page_chart(chart: Any) -> PageChart:
-    """``chart`` ready for the page (see :class:`PageChart`)."""
-    return PageChart(chart)
-
 
 #: How the two runs are named on the page.
 CURRENT, PINNED = "this setting", "pinned reference"
@@ -142,20 +119,56 @@ def _loss_bins(run: RunResult, inner_edges: tuple[float, ...]) -> tuple[np.ndarr
     return result
 
 
-def _per_bin(
-    run: RunResult, inner_edges: tuple[float, ...], values: np.ndarray, stat: Any
-) -> list[tuple[int, int, Any]]:
-    """``(bin, users, stat(sorted values in the bin))`` of every non-empty loss bin, in bin
-    order; ``stat`` gets each bin's values sorted (see :func:`_quantile`)."""
+def _sorted_by_bin(
+    run: RunResult, inner_edges: tuple[float, ...], values: np.ndarray
+) -> list[tuple[int, np.ndarray]]:
+    """``(bin, the values of its users, sorted)`` of every non-empty loss bin, in bin order:
+    one sort of every user in pieces, after which any quantile of a bin is free."""
     order, bounds = _loss_bins(run, inner_edges)
     ordered = values[order]
     out = []
     for k in range(len(bounds) - 1):
         if bounds[k + 1] > bounds[k]:
             part = ordered[bounds[k] : bounds[k + 1]]
-            part.sort()  # in place: one sort of every user in pieces, then any quantile is free
-            out.append((k, int(part.shape[0]), stat(part)))
+            part.sort()  # in place
+            out.append((k, part))
     return out
+
+
+def _per_bin(parts: list[tuple[int, np.ndarray]], stat: Any) -> list[tuple[int, int, Any]]:
+    """``(bin, users, stat(its sorted values))`` of every bin of :func:`_sorted_by_bin`."""
+    return [(k, int(part.shape[0]), stat(part)) for k, part in parts]
+
+
+def _shares_by_band(run: RunResult) -> list[tuple[int, np.ndarray]]:
+    parts: list[tuple[int, np.ndarray]] = _memo(
+        run, "shares_by_band", lambda: _sorted_by_bin(run, _BAND_EDGES, _shares(run))
+    )
+    return parts
+
+
+def _kth(parts: list[np.ndarray], k: int) -> float:
+    """The ``k``-th smallest (from 0) of all the values of ``parts``, each sorted, finite and
+    >= 0: the smallest value with more than ``k`` values at or below it, found by bisection
+    on the bits of the float (their order is the values' order for numbers >= 0), each step
+    counting with one binary search per part."""
+    lo, hi = 0, int(np.float64(max(float(p[-1]) for p in parts if p.size)).view(np.int64))
+    while lo < hi:
+        mid = (lo + hi) // 2
+        value = np.int64(mid).view(np.float64)
+        if sum(int(np.searchsorted(p, value, "right")) for p in parts) > k:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(np.int64(lo).view(np.float64))
+
+
+def _median_of_parts(parts: list[np.ndarray]) -> float:
+    """``np.median`` of all the values of ``parts`` (see :func:`_kth`)."""
+    n = sum(p.shape[0] for p in parts)
+    if n % 2:
+        return _kth(parts, n // 2)
+    return (_kth(parts, n // 2 - 1) + _kth(parts, n // 2)) / 2.0
 
 
 def _quantile(ordered: np.ndarray, q: float) -> float:
@@ -202,7 +215,13 @@ def _headline_items(r: RunResult) -> list[tuple[str, str]]:
     # the bound column's rule (pipeline.bound_labels), on the cents: the floor wins a tie
     at_floor = int(np.count_nonzero(r.cents <= r.lower_cents))
     at_cap = int(np.count_nonzero((r.cents >= r.upper_cents) & (r.cents > r.lower_cents)))
-    coverage = f"{float(np.median(_shares(r))):.1%}" if n else "-"
+    coverage = "-"
+    if n:
+        # the median of the shares already sorted per loss band, without a sort of everyone
+        parts = [part for _, part in _shares_by_band(r)]
+        plain = all(np.isfinite(p[-1]) and p[0] >= 0 for p in parts)
+        median = _median_of_parts(parts) if plain else float(np.median(_shares(r)))
+        coverage = f"{median:.1%}"
     floor, cap = r.scenario.bounds.floor_usd, r.scenario.bounds.cap_usd
     return [
         ("Eligible users", f"{n:,}"),
@@ -245,31 +264,34 @@ def histogram(run: RunResult, pinned: RunResult | None = None) -> Any:
             {"from": float(lo), "to": float(hi), "users": int(c), "run": name}
             for lo, hi, c in zip(edges[:-1], edges[1:], counts)
         ]
-    data = pl.DataFrame(rows)
-    return (
-        alt.Chart(data, title=alt.Title("How large the vouchers are", anchor="start"))
-        .mark_bar(opacity=0.7)
-        .encode(
-            x=alt.X(
-                "from:Q",
-                bin="binned",
-                title="Voucher (USD)",
-                axis=alt.Axis(format=",.0f", labelOverlap="greedy", tickCount=6),
-            ),
-            x2="to:Q",
-            y=alt.Y("users:Q", title="Users", stack=None, axis=alt.Axis(format=",d")),
-            color=alt.Color(
-                "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
-            ),
-            tooltip=[
-                alt.Tooltip("from:Q", title="From (USD)", format=",.0f"),
-                alt.Tooltip("to:Q", title="To (USD)", format=",.0f"),
-                alt.Tooltip("users:Q", title="Users", format=","),
-                alt.Tooltip("run:N", title="Run"),
-            ],
+
+    def build(data: pl.DataFrame) -> Any:
+        return (
+            alt.Chart(data, title=alt.Title("How large the vouchers are", anchor="start"))
+            .mark_bar(opacity=0.7)
+            .encode(
+                x=alt.X(
+                    "from:Q",
+                    bin="binned",
+                    title="Voucher (USD)",
+                    axis=alt.Axis(format=",.0f", labelOverlap="greedy", tickCount=6),
+                ),
+                x2="to:Q",
+                y=alt.Y("users:Q", title="Users", stack=None, axis=alt.Axis(format=",d")),
+                color=alt.Color(
+                    "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
+                ),
+                tooltip=[
+                    alt.Tooltip("from:Q", title="From (USD)", format=",.0f"),
+                    alt.Tooltip("to:Q", title="To (USD)", format=",.0f"),
+                    alt.Tooltip("users:Q", title="Users", format=","),
+                    alt.Tooltip("run:N", title="Run"),
+                ],
+            )
+            .properties(width="container", height=220)
         )
-        .properties(width="container", height=220)
-    )
+
+    return ViewChart("histogram", tuple(name for name, _ in _runs(run, pinned)), rows, build)
 
 
 def _nice_step(x: float) -> float:
@@ -292,31 +314,34 @@ def coverage_by_band(run: RunResult, pinned: RunResult | None = None) -> Any:
                 {"band": _band_words(label), "order": lo, "share": float(share),
                  "users": users, "run": name}
             )  # fmt: skip
-    data = pl.DataFrame(rows)
-    return (
-        alt.Chart(
-            data,
-            title=alt.Title(
-                "Share of the loss repaid, by size of the loss (median)", anchor="start"
-            ),
+
+    def build(data: pl.DataFrame) -> Any:
+        return (
+            alt.Chart(
+                data,
+                title=alt.Title(
+                    "Share of the loss repaid, by size of the loss (median)", anchor="start"
+                ),
+            )
+            .mark_bar()
+            .encode(
+                x=alt.X("band:N", title="Loss", sort=alt.SortField("order")),
+                xOffset=alt.XOffset("run:N"),
+                y=alt.Y("share:Q", title="Median share repaid", axis=alt.Axis(format="%")),
+                color=alt.Color(
+                    "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
+                ),
+                tooltip=[
+                    alt.Tooltip("band:N", title="Loss"),
+                    alt.Tooltip("share:Q", title="Median share repaid", format=".1%"),
+                    alt.Tooltip("users:Q", title="Users", format=","),
+                    alt.Tooltip("run:N", title="Run"),
+                ],
+            )
+            .properties(width="container", height=220)
         )
-        .mark_bar()
-        .encode(
-            x=alt.X("band:N", title="Loss", sort=alt.SortField("order")),
-            xOffset=alt.XOffset("run:N"),
-            y=alt.Y("share:Q", title="Median share repaid", axis=alt.Axis(format="%")),
-            color=alt.Color(
-                "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
-            ),
-            tooltip=[
-                alt.Tooltip("band:N", title="Loss"),
-                alt.Tooltip("share:Q", title="Median share repaid", format=".1%"),
-                alt.Tooltip("users:Q", title="Users", format=","),
-                alt.Tooltip("run:N", title="Run"),
-            ],
-        )
-        .properties(width="container", height=220)
-    )
+
+    return ViewChart("coverage_by_band", tuple(name for name, _ in _runs(run, pinned)), rows, build)
 
 
 def _band_words(label: str) -> str:
@@ -344,39 +369,44 @@ def voucher_against_loss(run: RunResult, pinned: RunResult | None = None) -> Any
                     "users": int(users), "run": name,
                 }
             )  # fmt: skip
-    data = pl.DataFrame(rows)
-    base = alt.Chart(
-        data,
-        title=alt.Title(
-            "Voucher against loss (median, and the middle 80% of users)", anchor="start"
-        ),
+
+    def build(data: pl.DataFrame) -> Any:
+        base = alt.Chart(
+            data,
+            title=alt.Title(
+                "Voucher against loss (median, and the middle 80% of users)", anchor="start"
+            ),
+        )
+        x = alt.X(
+            "loss:N", title="Loss (USD)", sort=alt.SortField("order"), axis=alt.Axis(labelAngle=-45)
+        )
+        band = base.mark_area(opacity=0.2).encode(
+            x=x,
+            y=alt.Y("low:Q", title="Voucher (USD)", axis=alt.Axis(format=",.0f")),
+            y2="high:Q",
+            color=alt.Color(
+                "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
+            ),
+        )
+        line = base.mark_line(point=True).encode(
+            x=x,
+            y="median:Q",
+            color=alt.Color(
+                "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
+            ),
+            tooltip=[
+                alt.Tooltip("loss:N", title="Loss"),
+                alt.Tooltip("median:Q", title="Median voucher (USD)", format=",.2f"),
+                alt.Tooltip("low:Q", title="10% of users below (USD)", format=",.2f"),
+                alt.Tooltip("high:Q", title="10% of users above (USD)", format=",.2f"),
+                alt.Tooltip("users:Q", title="Users", format=","),
+            ],
+        )
+        return (band + line).properties(width="container", height=240)
+
+    return ViewChart(
+        "voucher_against_loss", tuple(name for name, _ in _runs(run, pinned)), rows, build
     )
-    x = alt.X(
-        "loss:N", title="Loss (USD)", sort=alt.SortField("order"), axis=alt.Axis(labelAngle=-45)
-    )
-    band = base.mark_area(opacity=0.2).encode(
-        x=x,
-        y=alt.Y("low:Q", title="Voucher (USD)", axis=alt.Axis(format=",.0f")),
-        y2="high:Q",
-        color=alt.Color(
-            "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
-        ),
-    )
-    line = base.mark_line(point=True).encode(
-        x=x,
-        y="median:Q",
-        color=alt.Color(
-            "run:N", scale=_colours(*(name for name, _ in _runs(run, pinned))), title=None
-        ),
-        tooltip=[
-            alt.Tooltip("loss:N", title="Loss"),
-            alt.Tooltip("median:Q", title="Median voucher (USD)", format=",.2f"),
-            alt.Tooltip("low:Q", title="10% of users below (USD)", format=",.2f"),
-            alt.Tooltip("high:Q", title="10% of users above (USD)", format=",.2f"),
-            alt.Tooltip("users:Q", title="Users", format=","),
-        ],
-    )
-    return (band + line).properties(width="container", height=240)
 
 
 def _lorenz_at(cents: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -407,18 +437,23 @@ def lorenz_chart(run: RunResult, pinned: RunResult | None = None) -> Any:
             for g, m in zip(grid, _numbers(r, "lorenz"))
         ]
     rows += [{"users": float(g), "money": float(g), "run": "everyone the same"} for g in (0.0, 1.0)]
-    data = pl.DataFrame(rows)
-    scale = _colours(*(name for name, _ in _runs(run, pinned)), "everyone the same")
-    return (
-        alt.Chart(data, title=alt.Title("Who gets the money (Lorenz curve)", anchor="start"))
-        .mark_line()
-        .encode(
-            x=alt.X("users:Q", title="Users, smallest vouchers first", axis=alt.Axis(format="%")),
-            y=alt.Y("money:Q", title="Share of the money", axis=alt.Axis(format="%")),
-            color=alt.Color("run:N", scale=scale, title=None),
+
+    def build(data: pl.DataFrame) -> Any:
+        scale = _colours(*(name for name, _ in _runs(run, pinned)), "everyone the same")
+        return (
+            alt.Chart(data, title=alt.Title("Who gets the money (Lorenz curve)", anchor="start"))
+            .mark_line()
+            .encode(
+                x=alt.X(
+                    "users:Q", title="Users, smallest vouchers first", axis=alt.Axis(format="%")
+                ),
+                y=alt.Y("money:Q", title="Share of the money", axis=alt.Axis(format="%")),
+                color=alt.Color("run:N", scale=scale, title=None),
+            )
+            .properties(width="container", height=240)
         )
-        .properties(width="container", height=240)
-    )
+
+    return ViewChart("lorenz", tuple(name for name, _ in _runs(run, pinned)), rows, build)
 
 
 @dataclass(frozen=True)
@@ -575,31 +610,34 @@ def cliffs(run: RunResult) -> tuple[list[str], Any]:
                     {"threshold": rule, "at": mid, "label": fmt.format(edges[k]),
                      "users": int(n), "status": status}
                 )  # fmt: skip
-    chart = (
-        alt.Chart(
-            pl.DataFrame(rows),
-            title=alt.Title("Users on either side of each threshold", anchor="start"),
+
+    def build(data: pl.DataFrame) -> Any:
+        return (
+            alt.Chart(
+                data,
+                title=alt.Title("Users on either side of each threshold", anchor="start"),
+            )
+            .mark_bar()
+            .encode(
+                x=alt.X("label:N", title=None, sort=None, axis=alt.Axis(labelAngle=-45)),
+                y=alt.Y("users:Q", title="Users", axis=alt.Axis(format=",d")),
+                color=alt.Color(
+                    "status:N",
+                    scale=alt.Scale(range=["#1f6feb", "#cf222e"]),
+                    title=None,
+                ),
+                column=alt.Column("threshold:N", title=None),
+                tooltip=[
+                    alt.Tooltip("label:N", title="From"),
+                    alt.Tooltip("users:Q", title="Users", format=","),
+                    alt.Tooltip("status:N", title="Status"),
+                ],
+            )
+            .resolve_scale(x="independent", y="independent")
+            .properties(width=260, height=180)
         )
-        .mark_bar()
-        .encode(
-            x=alt.X("label:N", title=None, sort=None, axis=alt.Axis(labelAngle=-45)),
-            y=alt.Y("users:Q", title="Users", axis=alt.Axis(format=",d")),
-            color=alt.Color(
-                "status:N",
-                scale=alt.Scale(range=["#1f6feb", "#cf222e"]),
-                title=None,
-            ),
-            column=alt.Column("threshold:N", title=None),
-            tooltip=[
-                alt.Tooltip("label:N", title="From"),
-                alt.Tooltip("users:Q", title="Users", format=","),
-                alt.Tooltip("status:N", title="Status"),
-            ],
-        )
-        .resolve_scale(x="independent", y="independent")
-        .properties(width=260, height=180)
-    )
-    return words, chart
+
+    return words, ViewChart("cliffs", (), rows, build)
 
 
 def axioms_table(results: list[AxiomResult]) -> pl.DataFrame:
@@ -634,9 +672,10 @@ def as_dict(items: list[HeadlineItem]) -> dict[str, Any]:
 #: How each view's numbers are computed from one run (see :func:`_numbers`).
 _NUMBERS: dict[str, Any] = {
     "headline": _headline_items,
-    "coverage_by_band": lambda r: _per_bin(r, _BAND_EDGES, _shares(r), _median),
+    "coverage_by_band": lambda r: _per_bin(_shares_by_band(r), _median),
     "voucher_against_loss": lambda r: _per_bin(
-        r, _LOSS_EDGES, _vouchers(r), lambda x: (_quantile(x, 0.1), _median(x), _quantile(x, 0.9))
+        _sorted_by_bin(r, _LOSS_EDGES, _vouchers(r)),
+        lambda x: (_quantile(x, 0.1), _median(x), _quantile(x, 0.9)),
     ),
     "lorenz": lambda r: _lorenz_at(r.cents, LORENZ_GRID),
     "budget_in_words": _budget_words,
