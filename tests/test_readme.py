@@ -45,3 +45,19 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             json.loads(result.stdout)
     assert (work / "runs" / "baseline" / "manifest.json").exists()
     assert (work / "runs" / "sweep-alpha" / "sweep.png").exists()
+
+
+def test_the_benchmark_tables_are_the_benchmarks_results() -> None:
+    # every figure in the README's benchmark tables comes from a result file that a benchmark
+    # script wrote (python3 tasks.py bench), never from a hand edit
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "readme_tables", ROOT / "scripts" / "readme_tables.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = (ROOT / "README.md").read_text()
+    assert module.render(text) == text
+    assert "<!-- bench:studio -->" in text
