@@ -1,29 +1,15 @@
 """Command-line interface: ``allocator --help`` lists the commands.
 
-Importing this package registers every command module on the shared Typer app.
+Each command module registers itself on the shared Typer app when imported; the app imports a
+command's module only when that command runs or shows its help (:mod:`allocator.cli.lazy`), so
+``allocator --help`` imports none of them. :func:`load_all` imports every one.
 """
 
-from allocator.cli import (  # noqa: F401  (imported for their @app.command registrations)
-    cmd_allocate,
-    cmd_axioms,
-    cmd_check,
-    cmd_claims,
-    cmd_compare,
-    cmd_depeg,
-    cmd_diff,
-    cmd_eligibility,
-    cmd_explain,
-    cmd_export,
-    cmd_generate,
-    cmd_keys,
-    cmd_loans,
-    cmd_programme,
-    cmd_proofs,
-    cmd_report,
-    cmd_scenario,
-    cmd_sensitivity,
-    cmd_studio,
-)
-from allocator.cli.app import app
+from allocator.cli.lazy import defer_import, load_all
 
-__all__ = ["app"]
+# The kernel's solver dispatch imports cvxpy at module level; only the cvxpy solver uses it.
+defer_import("cvxpy")
+
+from allocator.cli.app import app  # noqa: E402  (after the deferred import, which it may reach)
+
+__all__ = ["app", "load_all"]

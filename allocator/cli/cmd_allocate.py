@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,14 +17,14 @@ from allocator.cli.common import (
     usd,
 )
 from allocator.errors import AllocatorError
-from allocator.kernel.claims import describe
-from allocator.runs.signing import load_private_key, signature_of
-from allocator.runs.writer import refuse_existing
-from allocator.settings.scenarios import load_scenario_with
-from allocator.vouchers.pipeline import DataSession, RunResult, allocate, provenance, write_run
+
+if TYPE_CHECKING:
+    from allocator.vouchers.pipeline import RunResult
 
 
 def _rule_words(run: RunResult) -> str:
+    from allocator.kernel.claims import describe
+
     awards = run.allocation.rule_awards
     if awards is None:
         return (
@@ -122,6 +122,12 @@ def allocate_cmd(
     An existing run at --out is replaced only with --force; two allocate runs cannot write one
     directory at once.
     """
+    # imported here, not at the top: ``allocator allocate --help`` needs none of them
+    from allocator.runs.signing import load_private_key, signature_of
+    from allocator.runs.writer import refuse_existing
+    from allocator.settings.scenarios import load_scenario_with
+    from allocator.vouchers.pipeline import DataSession, allocate, provenance, write_run
+
     check_solver_option(solver)
     scen = load_scenario_with(scenario, assignments or ())
     out_dir = out if out is not None else Path("runs") / scen.name
