@@ -141,7 +141,8 @@ def allocate_cmd(
     progress = progress_printer(quiet)
     data_dir = resolve_data_dir(data)
     progress(f"loading and validating {data_dir}")
-    session = DataSession.open(data_dir)
+    # one allocation: the rows are checked in the pass over them, which is not kept
+    session = DataSession.open(data_dir, fold_validation=True, keep_passes=False)
     run = allocate(session, scen, solver=solver, progress=progress)
     progress(f"writing {out_dir}")
     write_run(
