@@ -290,7 +290,9 @@ def test_moves_against_a_reference_with_other_users_count_everyone_once(studio: 
     run = studio.evaluate(
         studio.scenario({**studio.values(), "eligibility.min_loss_usd": 120.0})
     ).run
-    assert run.eligibility is not ref.eligibility and run.allocations.height < ref.allocations.height
+    assert (
+        run.eligibility is not ref.eligibility and run.allocations.height < ref.allocations.height
+    )
     both = (
         run.allocations.select(N.USER_ID, pl.col(N.VOUCHER_CENTS).alias("now"))
         .join(
