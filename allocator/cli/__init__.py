@@ -5,6 +5,7 @@ command's module only when that command runs or shows its help (:mod:`allocator.
 ``allocator --help`` imports none of them. :func:`load_all` imports every one.
 """
 
+import gc
 import os
 
 from allocator.cli.lazy import defer_import, load_all
@@ -23,4 +24,15 @@ os.environ.setdefault(
 
 from allocator.cli.app import app  # noqa: E402  (after the deferred import, which it may reach)
 
-__all__ = ["app", "load_all"]
+__all__ = ["app", "load_all", "main"]
+
+
+def main() -> None:
+    """The ``allocator`` command: run the app, then end the process without the collector's
+    final walk over every object Polars, numpy and pydantic made (about a tenth of a second at
+    exit, measured on the default job). Objects are still freed as before; only cycles left at
+    exit are left to the operating system."""
+    try:
+        app()
+    finally:
+        gc.freeze()
