@@ -1,3 +1,3 @@
-from allocator.cli import app
+from allocator.cli import main
 
-app()
+main()

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from allocator.cli import app
+from allocator.cli import app, load_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +23,7 @@ def readme_examples() -> list[str]:
 
 
 def test_readme_has_examples_for_every_command() -> None:
+    load_all()
     registered = set(typer.main.get_command(app).commands)
     shown = {shlex.split(line)[1] for line in readme_examples()}
     assert registered - shown == set()

@@ -1,6 +1,7 @@
 """The Typer application and the error boundary every command goes through.
 
-Command modules register themselves on :data:`app`; :func:`guarded` turns each
+Command modules register themselves on :data:`app` (imported on demand:
+:mod:`allocator.cli.lazy`); :func:`guarded` turns each
 :class:`~allocator.errors.AllocatorError` into a one-paragraph message on stderr and its exit
 code (0 success, 1 a check failed, 2 usage or input error, 3 infeasible or solver failure); an
 ``OSError`` (a path that cannot be read or written) is a usage error, exit 2.
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from allocator.cli.lazy import LazyGroup
 from allocator.errors import AllocatorError
 
 app = typer.Typer(
@@ -25,7 +27,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LazyGroup,
 )
+
+
+@app.callback()
+def _group() -> None:
+    # A callback keeps the app a group before any command module has registered a command.
+    return None
 
 
 def _console(*, stderr: bool) -> Console:

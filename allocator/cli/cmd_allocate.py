@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from allocator.analysis.checks import check_run_dir
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import (
     check_solver_option,
@@ -18,15 +17,15 @@ from allocator.cli.common import (
     usd,
 )
 from allocator.errors import AllocatorError, InputError
-from allocator.kernel.claims import describe
-from allocator.runs.signing import load_private_key, signature_of
-from allocator.runs.writer import refuse_existing
-from allocator.settings.scenarios import load_scenario_with
-from allocator.vouchers.pipeline import DataSession, RunResult, allocate, provenance, write_run
-from allocator.vouchers.rounds import RoundResult, allocate_round, write_round
+
+if TYPE_CHECKING:
+    from allocator.vouchers.pipeline import RunResult
+    from allocator.vouchers.rounds import RoundResult
 
 
 def _rule_words(run: RunResult) -> str:
+    from allocator.kernel.claims import describe
+
     awards = run.allocation.rule_awards
     if awards is None:
         return (
@@ -152,6 +151,12 @@ def allocate_cmd(
     directory at once. With --previous the run is the next round of that run's distribution:
     the previous run must pass check-budget, and every user is paid at least what they hold.
     """
+    # imported here, not at the top: ``allocator allocate --help`` needs none of them
+    from allocator.runs.signing import load_private_key, signature_of
+    from allocator.runs.writer import refuse_existing
+    from allocator.settings.scenarios import load_scenario_with
+    from allocator.vouchers.pipeline import DataSession, allocate, provenance, write_run
+
     check_solver_option(solver)
     if previous is None and (appeals is not None or redemptions is not None):
         option = "--appeals" if appeals is not None else "--redemptions"
@@ -181,11 +186,12 @@ def allocate_cmd(
         _check_previous(previous)
     data_dir = resolve_data_dir(data)
     progress(f"loading and validating {data_dir}")
-    session = DataSession.open(data_dir)
     sign = None if key is None else (lambda manifest: signature_of(manifest, key))
     made_by = provenance(scenario_file=scenario, operator=operator)
     round_result: RoundResult | None = None
     if previous is None:
+        # one allocation: the rows are checked in the pass over them, which is not kept
+        session = DataSession.open(data_dir, fold_validation=True, keep_passes=False)
         run = allocate(session, scen, solver=solver, progress=progress)
         progress(f"writing {out_dir}")
         write_run(
@@ -198,6 +204,9 @@ def allocate_cmd(
             sign=sign,
         )
     else:
+        from allocator.vouchers.rounds import allocate_round, write_round
+
+        session = DataSession.open(data_dir)
         round_result = allocate_round(
             session,
             scen,
@@ -244,6 +253,8 @@ def allocate_cmd(
 
 def _check_previous(previous: Path) -> None:
     """A round continues only a run that passes every finance check (exit 2 otherwise)."""
+    from allocator.analysis.checks import check_run_dir
+
     report = check_run_dir(previous)
     if not report.ok:
         names = ", ".join(c.name for c in report.failures)

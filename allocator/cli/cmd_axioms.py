@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from allocator.analysis.axioms_run import run_axioms
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import check_sample, print_json, progress_printer
 from allocator.errors import AllocatorError
@@ -36,6 +35,8 @@ def axioms_cmd(
 
     Example: allocator axioms runs/baseline
     """
+    from allocator.analysis.axioms_run import run_axioms
+
     check_sample(sample)
     if seed < 0:
         raise AllocatorError(f"--seed must be >= 0, not {seed}.")

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from allocator.analysis.checks import check_run_dir
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import print_json
 
@@ -35,6 +34,8 @@ def check_budget_cmd(
 
     Example: allocator check-budget runs/signed --verify-key keys/allocator-signing.pub
     """
+    from allocator.analysis.checks import check_run_dir
+
     report = check_run_dir(run_dir, verify_key=verify_key)
     if json_out:
         print_json(report.to_dict())

@@ -5,23 +5,16 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import print_json, progress_printer, resolve_data_dir
-from allocator.depeg.compensation import ANNOUNCED_TOTAL_USD
-from allocator.depeg.run import run_depeg, write_depeg_run
 from allocator.errors import ScenarioError
-from allocator.kernel.money import cents_to_usd, format_cents
-from allocator.settings.depeg import (
-    DepegRules,
-    depeg_rules_from_dict,
-    load_depeg_rules,
-    merge_overrides,
-    rules_to_dict,
-)
+
+if TYPE_CHECKING:
+    from allocator.settings.depeg import DepegRules
 
 depeg_app = typer.Typer(
     help=(
@@ -62,6 +55,7 @@ def rules_from_options(
     fee_refund: bool | None,
 ) -> DepegRules:
     """The rules file's ``[depeg]`` table (or the defaults) with the command-line options applied."""
+    from allocator.settings.depeg import depeg_rules_from_dict, load_depeg_rules, merge_overrides
 
     overrides: dict[str, Any] = {}
     if window_start is not None:
@@ -153,6 +147,10 @@ def compute_cmd(
 
       allocator depeg compute --data data/small --out runs/depeg_par --reference USDe=1 --floor USDe=0.95 --json
     """
+    from allocator.depeg.compensation import ANNOUNCED_TOTAL_USD
+    from allocator.depeg.run import run_depeg, write_depeg_run
+    from allocator.kernel.money import cents_to_usd, format_cents
+    from allocator.settings.depeg import rules_to_dict
 
     rules = rules_from_options(rules_file, window_start, window_end, reference, floor, fee_refund)
     progress = progress_printer(quiet or json_out)

@@ -14,10 +14,6 @@ import typer
 
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import progress_printer, resolve_data_dir
-from allocator.runs.reader import refuse_output_in_run
-from allocator.settings.models import EligibilityRules, Scenario
-from allocator.settings.scenarios import load_scenario, validate_scenario
-from allocator.vouchers.eligibility import run_eligibility, write_eligibility
 
 
 class DepegPolicy(str, Enum):
@@ -87,6 +83,11 @@ def eligibility_cmd(
 
     Example: allocator eligibility --scenario scenarios/phase_in.toml --out out/phase_in
     """
+    from allocator.runs.reader import refuse_output_in_run
+    from allocator.settings.models import EligibilityRules, Scenario
+    from allocator.settings.scenarios import load_scenario, validate_scenario
+    from allocator.vouchers.eligibility import run_eligibility, write_eligibility
+
     # before any work: an empty --out would mean the current directory, and a run directory's
     # excluded.parquet has the same name as ours
     refuse_output_in_run(out, "--out")

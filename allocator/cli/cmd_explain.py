@@ -8,13 +8,9 @@ from typing import Annotated
 
 import typer
 
-from allocator.analysis.audit import audit
-from allocator.analysis.axioms_run import run_axioms
-from allocator.analysis.explain import explain_user
 from allocator.cli.app import app, err_console, guarded, out_console, styled
 from allocator.cli.common import check_sample, print_json
 from allocator.errors import InputError
-from allocator.runs.reader import load_run
 
 #: A user id on the command line: a whole number, negative ones included.
 _USER_ID_RE = re.compile(r"[+-]?[0-9]+")
@@ -65,6 +61,8 @@ def explain_cmd(
 
     Example: allocator explain 10000080 --run runs/baseline --no-others
     """
+    from allocator.analysis.explain import explain_user
+
     explanation = explain_user(run, parse_user_id(user_id), other_scenarios=not no_others)
     if json_out:
         print_json(explanation.to_dict())
@@ -102,6 +100,10 @@ def audit_cmd(
 
     Example: allocator audit runs/baseline --json
     """
+    from allocator.analysis.audit import audit
+    from allocator.analysis.axioms_run import run_axioms
+    from allocator.runs.reader import load_run
+
     check_sample(sample)
     # refuses a damaged run directory or one changed since the run (exit 2)
     run = load_run(run_dir)

@@ -10,17 +10,13 @@ import typer
 from allocator.cli.app import app, err_console, guarded, styled
 from allocator.cli.common import stage
 from allocator.errors import InputError
-from allocator.report.export import (
-    EXPORT_FORMATS,
-    build_signoff,
-    check_outputs,
-    write_signoff,
-)
 
 
 def _format_of(fmt: str | None, out: Path) -> str:
     """``--format``, or from the suffix of ``--out`` (``.csv``: csv, anything else: xlsx); a
     suffix that says the other format is refused."""
+    from allocator.report.export import EXPORT_FORMATS
+
     suffix = out.suffix.lower()
     if fmt is None:
         return "csv" if suffix == ".csv" else "xlsx"
@@ -80,6 +76,8 @@ def export_cmd(
 
     Example: allocator export runs/baseline --out runs/baseline-payouts.csv --force
     """
+    from allocator.report.export import build_signoff, check_outputs, write_signoff
+
     kind = _format_of(fmt, out)
     # before any work: a file that may not be written (an existing one, a missing folder, a
     # path inside a run directory) is refused without reading the run

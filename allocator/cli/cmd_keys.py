@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from allocator.cli.app import app, guarded, out_console
-from allocator.runs.signing import new_key_pair
 
 keys_app = typer.Typer(help="Signing keys: the maker signs runs, the checker verifies them.")
 app.add_typer(keys_app, name="keys")
@@ -29,6 +28,8 @@ def keys_new_cmd(
 
     Example: allocator keys new --out keys
     """
+    from allocator.runs.signing import new_key_pair
+
     private, public = new_key_pair(out, force=force)
     out_console.print(f"private key (signs; keep it secret): {private}")
     out_console.print(f"public key (verifies; give it to the checker): {public}")

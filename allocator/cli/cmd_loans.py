@@ -10,17 +10,6 @@ import typer
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import print_json, progress_printer
 from allocator.errors import InputError
-from allocator.kernel.money import format_cents, format_usd
-from allocator.kernel.native import native_stdout_to_stderr
-from allocator.loans.allocate import allocate_loans
-from allocator.loans.applications import (
-    generate_applications,
-    load_applications,
-    write_applications,
-)
-from allocator.loans.checks import check_loans
-from allocator.loans.run import write_loan_run
-from allocator.settings.loans import load_loan_scenario
 
 loans_app = typer.Typer(
     help=(
@@ -74,6 +63,12 @@ def allocate_cmd(
 
       allocator loans allocate -s scenarios/loans_default.toml -a apps.csv --out runs/loans_q4
     """
+    from allocator.kernel.money import format_cents, format_usd
+    from allocator.kernel.native import native_stdout_to_stderr
+    from allocator.loans.allocate import allocate_loans
+    from allocator.loans.applications import generate_applications, load_applications
+    from allocator.loans.run import write_loan_run
+    from allocator.settings.loans import load_loan_scenario
 
     # stdout carries only the result below: anything native code prints while computing (the
     # HiGHS banner) goes to stderr, even from code outside allocator.loans.
@@ -146,6 +141,7 @@ def check_cmd(
 
     Example: allocator loans check runs/loans
     """
+    from allocator.loans.checks import check_loans
 
     report = check_loans(run_dir)
     if json_out:
@@ -178,6 +174,8 @@ def generate_cmd(
 
       allocator loans generate --out apps.csv --n 50 --seed 7
     """
+    from allocator.kernel.money import format_usd
+    from allocator.loans.applications import generate_applications, write_applications
 
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise InputError(f"--out {out} must end in .parquet or .csv.")

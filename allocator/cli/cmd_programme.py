@@ -9,9 +9,6 @@ import typer
 
 from allocator.cli.app import app, guarded, out_console
 from allocator.cli.common import print_json, progress_printer, resolve_data_dir
-from allocator.kernel.native import native_stdout_to_stderr
-from allocator.programme import summarise_programmes
-from allocator.settings.depeg import load_depeg_rules
 
 programme_app = typer.Typer(
     help=(
@@ -84,6 +81,9 @@ def summary_cmd(
 
       allocator programme summary --data data/small --voucher-run runs/baseline --loans-run runs/loans --json
     """
+    from allocator.kernel.native import native_stdout_to_stderr
+    from allocator.programme import summarise_programmes
+    from allocator.settings.depeg import load_depeg_rules
 
     # stdout carries only the result below: anything native code prints while the three
     # programmes are computed (the HiGHS banner of the loan model) goes to stderr.

@@ -1,4 +1,8 @@
-"""Pieces shared by the commands: default data, progress on stderr, strict JSON on stdout."""
+"""Pieces shared by the commands: default data, progress on stderr, strict JSON on stdout.
+
+Imported by every command module, so it imports nothing heavy at module level (the CLI's start
+and each command's ``--help`` stay fast; :mod:`allocator.cli.lazy`).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from allocator.cli.app import err_console, styled
-from allocator.data.synthetic import default_data_dir
 from allocator.errors import AllocatorError
 from allocator.jsonsafe import dumps
-from allocator.kernel.money import format_usd
 
 #: Values of every command's ``--solver`` option.
 SOLVERS = ("auto", "fast", "cvxpy")
@@ -28,6 +30,8 @@ def resolve_data_dir(data: Path | None) -> Path:
     """The ``--data`` directory, or the built-in default data (generated once, then cached)."""
     if data is not None:
         return data
+    from allocator.data.synthetic import default_data_dir
+
     with stage("preparing built-in default data (first use generates it)"):
         return default_data_dir()
 
@@ -69,4 +73,6 @@ def print_json(obj: Any, *, sort_keys: bool = True) -> None:
 
 def usd(x: float) -> str:
     """A USD amount as the commands print it: ``1,234.56``."""
+    from allocator.kernel.money import format_usd
+
     return format_usd(x)

@@ -8,7 +8,10 @@ consumer collects.
 Validation is separate (:func:`validate_inputs`) so that loading, validating and the eligibility
 query can be timed apart. It runs one aggregate pass per table (counts of nulls, unparsable
 values and rule breaks, uniqueness), plus one small pass only when a rule is broken, to fetch the
-first offending row for the message. Every problem raises
+first offending row for the message. Or it is folded into the eligibility scan
+(``validate="folded"``, :class:`~allocator.data.validation.FoldedChecks`): the scan checks every
+row it reads, so the large tables are read once, and only data that breaks a rule is validated
+separately, for the same message. Every problem raises
 :class:`~allocator.errors.InputError` with one paragraph naming the file, the column and an
 example row (data rows numbered from 1, the CSV header not counted; for a CSV file also the line
 of the file, the header being line 1).
@@ -41,12 +44,14 @@ files in :mod:`allocator.data.tables`, CSV text and its error messages in
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Literal
 
 from allocator import names as N
 from allocator.data.schemas import FORMATS, MAX_VIP_TIER, NULLABLE, SCHEMAS, UNIQUE_KEYS, UTC_US
 from allocator.data.tables import Inputs, find_tables, open_table, table_path
-from allocator.data.validation import validate_inputs, validate_tables
+from allocator.data.validation import fold_checks, validate_inputs, validate_tables
 
 __all__ = [
     "FORMATS",
@@ -62,7 +67,7 @@ __all__ = [
 ]
 
 
-def load_inputs(data_dir: str | Path, *, validate: bool = True) -> Inputs:
+def load_inputs(data_dir: str | Path, *, validate: bool | Literal["folded"] = True) -> Inputs:
     """Open the four input tables of ``data_dir`` lazily.
 
     File layout, column names and types are always checked (they need only file metadata and
@@ -73,8 +78,11 @@ def load_inputs(data_dir: str | Path, *, validate: bool = True) -> Inputs:
     data_dir : str or Path
         Directory holding ``liquidations``, ``prices``, ``snapshot`` and ``users``, each as
         ``.parquet`` or ``.csv``.
-    validate : bool
-        Whether to check every row (nulls, ranges, codes, uniqueness).
+    validate : bool or "folded"
+        Whether to check every row (nulls, ranges, codes, uniqueness). ``"folded"``: check the
+        prices now and leave the other tables' rows to the eligibility scan
+        (:attr:`Inputs.checks`), which checks them as it reads them; a directory holding a CSV
+        table is validated now, as with ``True``.
 
     Returns
     -------
@@ -85,7 +93,7 @@ def load_inputs(data_dir: str | Path, *, validate: bool = True) -> Inputs:
     ------
     InputError
         For a missing or ambiguous table, an unreadable or empty file, a missing column, a
-        column of the wrong type, and (with ``validate``) any row breaking a rule.
+        column of the wrong type, and (with ``validate=True``) any row breaking a rule.
     """
     data_dir = Path(data_dir)
     paths = find_tables(data_dir)
@@ -97,6 +105,8 @@ def load_inputs(data_dir: str | Path, *, validate: bool = True) -> Inputs:
         users=tables[N.USERS_FILE].frame(),
         paths=paths,
     )
+    if validate == "folded":
+        return dataclasses.replace(inputs, checks=fold_checks(tables))
     if validate:
         validate_tables(tables)
     return inputs

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import polars as pl
 
@@ -19,12 +19,17 @@ from allocator.data.csvtext import READ_ERRORS, csv_header, csv_parse, csv_read_
 from allocator.data.schemas import FORMATS, SCHEMAS, UTC_US
 from allocator.errors import InputError
 
+if TYPE_CHECKING:
+    from allocator.data.validation import FoldedChecks
+
 
 @dataclass(frozen=True)
 class Inputs:
     """The four input tables as LazyFrames with the columns and types of :data:`SCHEMAS`.
 
     ``paths`` maps each table stem to the file it was read from (empty for in-memory tables).
+    ``checks``: the row checks still to be made, folded into the eligibility scan (loaded with
+    ``validate="folded"``); None when the tables were validated, or are not to be.
     """
 
     events: pl.LazyFrame
@@ -32,6 +37,7 @@ class Inputs:
     snapshot: pl.LazyFrame
     users: pl.LazyFrame
     paths: dict[str, Path]
+    checks: FoldedChecks | None = None
 
     def table(self, stem: str) -> pl.LazyFrame:
         """The LazyFrame of one table by its file stem."""

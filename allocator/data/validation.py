@@ -2,11 +2,17 @@
 
 One aggregate pass per table counts every kind of problem; one small pass more, only when a
 rule is broken, fetches the first offending row for the message.
+
+Folded into a consumer's pass (:class:`FoldedChecks`): the same rules as one flag per row,
+which the eligibility scan evaluates while it reads the rows for itself, so that the large
+tables are read once. Only when a flag is raised (or the scan fails) are the tables validated
+as above, which raises the very error :func:`validate_inputs` would have raised first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,8 +228,9 @@ def validate_tables(tables: Mapping[str, Table]) -> None:
     _check_prices_cover_settle_assets(tables[N.EVENTS_FILE], tables[N.PRICES_FILE])
 
 
-def _validate_table(table: Table) -> None:
-    checks = _checks(table)
+def _counts(table: Table, checks: list[_Check]) -> dict[str, int]:
+    """One aggregate pass over ``table``: its rows (``__n``) and how many rows break each check
+    (for a key, how many rows are not above the previous one)."""
     aggs: list[pl.Expr] = [pl.len().alias("__n")]
     for chk in checks:
         if chk.key.startswith("dup:"):
@@ -239,9 +246,14 @@ def _validate_table(table: Table) -> None:
         source = table.scan
         aggs.append(pl.all().is_null().sum().name.prefix("__file:"))
     try:
-        counts = source.select(aggs).collect().row(0, named=True)
+        return source.select(aggs).collect().row(0, named=True)
     except READ_ERRORS as exc:
         raise read_error(table, exc) from None
+
+
+def _validate_table(table: Table) -> None:
+    checks = _checks(table)
+    counts = _counts(table, checks)
     if counts["__n"] == 0:
         raise InputError(
             f"Input file {table.source} has no data rows; the '{table.stem}' table must not be empty."
@@ -327,3 +339,124 @@ def _check_prices_cover_settle_assets(events: Table, prices: Table) -> None:
         f"so their loss cannot be converted to USD; first at row {row[_ROW]}: "
         f"{fmt_row(row, list(SCHEMAS[events.stem]))} {_numbering(events, row[_ROW])}."
     )
+
+
+# --------------------------------------------------------------------------- folded checks
+
+#: The column holding a table's folded checks, one value per row (:meth:`FoldedChecks.flag`).
+FLAG = "__input_problems"
+#: Added to a row's flag when its key is not above the previous row's: a possible duplicate
+#: (certain only if the key also has fewer distinct values than rows: ids may be unsorted).
+_KEY_NOT_RISING = 1 << 32
+#: The tables whose rows the eligibility scan reads anyway; prices (small) are checked at once.
+FOLDED_TABLES = (N.EVENTS_FILE, N.SNAPSHOT_FILE, N.USERS_FILE)
+#: Columns whose rule admits known words only (a vocabulary, or two upper-case letters): a
+#: control character breaks that rule too, so the folded flag need not look for one (a regex
+#: over every row, a tenth of a second per ten million).
+_CLOSED_WORDS = frozenset({N.PRODUCT, N.SIDE, N.KYC_STATUS, N.REGION})
+
+
+@dataclass(frozen=True)
+class FoldedChecks:
+    """The row checks of :func:`validate_inputs` for a consumer's own pass over the tables.
+
+    For each table of :data:`FOLDED_TABLES`, :meth:`flag` is an ``Int64`` expression over the
+    table's typed columns: 1 when the row breaks any rule (a null, a control character, a
+    value out of range or vocabulary; for an event, also a covered product settled in an asset
+    without prices), plus ``2**32`` when its key is not above the previous row's. The consumer
+    adds up each table's flags while reading it and hands the totals to :meth:`resolve`; it runs
+    its whole pass inside :meth:`first`. The prices table and empty tables were checked when the
+    checks were made (:func:`fold_checks`).
+
+    Whenever anything is flagged or the pass fails, the tables are validated as by
+    :func:`validate_inputs`, so the error, its file, column and example row are exactly those of
+    a separate validation; clean data is read once.
+    """
+
+    tables: Mapping[str, Table]
+    assets: tuple[str, ...]  # assets with at least one price bar
+    rows: Mapping[str, int]
+
+    def flag(self, stem: str) -> pl.Expr:
+        """The folded checks of one table, one ``Int64`` per row (see the class docstring)."""
+        table = self.tables[stem]
+        # Parquet without lossy casts (fold_checks ensures it): the typed columns are the
+        # stored ones, so every check reads the consumer's columns by name.
+        typed = Table(stem, table.source, table.raw, {c: pl.col(c) for c in SCHEMAS[stem]},
+                      frozenset(), frozenset())  # fmt: skip
+        bad = [
+            c.bad.fill_null(False)
+            for c in _checks(typed)
+            if not c.key.startswith("dup:")
+            and not (c.key.startswith("control:") and c.column in _CLOSED_WORDS)
+        ]
+        if stem == N.EVENTS_FILE:
+            # the check of _check_prices_cover_settle_assets, row by row
+            bad.append(
+                pl.col(N.PRODUCT).is_in(list(N.COVERED_PRODUCTS))
+                & ~pl.col(N.SETTLE_ASSET).is_in(list(self.assets))
+            )
+        rising = [(pl.col(k).diff() <= 0).fill_null(False) for k in UNIQUE_KEYS[stem]]
+        flag = pl.any_horizontal(bad).fill_null(False).cast(pl.Int64)
+        if rising:
+            flag = flag + pl.any_horizontal(rising).cast(pl.Int64) * _KEY_NOT_RISING
+        return flag.alias(FLAG)
+
+    def validate(self) -> None:
+        """Validate every table as :func:`validate_inputs` does (raises the first problem)."""
+        validate_tables(self.tables)
+
+    @contextmanager
+    def first(self) -> Iterator[None]:
+        """Run a pass over the data; if it fails, the data's own first problem is raised
+        instead, as a separate validation before the pass would have raised it."""
+        try:
+            yield
+        except Exception:
+            self.validate()
+            raise
+
+    def resolve(self, totals: Mapping[str, int]) -> None:
+        """Given each folded table's sum of :meth:`flag`, raise the first problem of the data
+        (as :func:`validate_inputs`), or return when there is none."""
+        if any(int(n) % _KEY_NOT_RISING for n in totals.values()):
+            self.validate()
+            return
+        for stem, n in totals.items():
+            if int(n) < _KEY_NOT_RISING:
+                continue
+            # keys not in order: unique only if there are as many distinct values as rows
+            table = self.tables[stem]
+            for key in UNIQUE_KEYS[stem]:
+                distinct = _collect(table, table.raw.select(table.typed[key].n_unique())).item()
+                if int(distinct) < self.rows[stem]:
+                    self.validate()
+                    return
+
+
+def fold_checks(tables: Mapping[str, Table]) -> FoldedChecks | None:
+    """The checks of ``tables`` to fold into the eligibility scan, or None when the tables were
+    validated here instead: a CSV file, or a parquet column cast with possible loss (whose
+    problems a typed column no longer shows), or a problem found here.
+
+    The prices table is small and checked here, and so is that no table is empty (from the
+    file metadata); any problem found here is raised as :func:`validate_tables` raises it.
+    """
+    if any(t.scan is not None or t.parsed for t in tables.values()):
+        validate_tables(tables)
+        return None
+    prices = tables[N.PRICES_FILE]
+    checks = _checks(prices)
+    counts = _counts(prices, checks)
+    rows: dict[str, int] = {}
+    try:
+        for stem in FOLDED_TABLES:
+            rows[stem] = int(tables[stem].raw.select(pl.len()).collect().item())
+    except READ_ERRORS:
+        rows = {}
+    clean = counts["__n"] > 0 and not any(counts[c.key] for c in checks)
+    if not clean or len(rows) < len(FOLDED_TABLES) or not all(rows.values()):
+        validate_tables(tables)  # raises the first problem
+        return None
+    assets = _collect(prices, prices.frame().select(pl.col(N.ASSET).unique().sort()))
+    return FoldedChecks(tables, tuple(assets.to_series().to_list()), rows)

@@ -20,12 +20,18 @@ import hashlib
 import json
 import os
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from allocator.errors import InputError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# cryptography is imported where a key is used (a tenth of the start-up of every run written,
+# signed or not, which reaches this module through the writer's SIGNATURE_FILE).
 
 __all__ = [
     "ALGORITHM",
@@ -47,6 +53,8 @@ PUBLIC_KEY_FILE = "allocator-signing.pub"
 
 
 def _public_bytes(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     raw: bytes = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return raw
 
@@ -59,6 +67,9 @@ def new_key_pair(out_dir: str | Path, *, force: bool = False) -> tuple[Path, Pat
     InputError
         ``out_dir`` is not a folder, or a key file exists and ``force`` is false.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     private, public = out / PRIVATE_KEY_FILE, out / PUBLIC_KEY_FILE
@@ -90,6 +101,9 @@ def new_key_pair(out_dir: str | Path, *, force: bool = False) -> tuple[Path, Pat
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     """Read a private key written by :func:`new_key_pair` (errors name the file)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     data = _read(path, "private")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -102,6 +116,9 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     """Read a public key written by :func:`new_key_pair` (errors name the file)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     data = _read(path, "public")
     try:
         key = serialization.load_pem_public_key(data)
@@ -143,6 +160,8 @@ def signature_of(manifest_bytes: bytes, key: Ed25519PrivateKey) -> bytes:
 
 def verify_signature(run_dir: str | Path, key: Ed25519PublicKey) -> tuple[bool, str]:
     """Whether ``run_dir``'s manifest carries a valid signature by ``key``, and why not."""
+    from cryptography.exceptions import InvalidSignature
+
     run = Path(run_dir)
     sig_path, man_path = run / SIGNATURE_FILE, run / "manifest.json"
     for path in (sig_path, man_path):

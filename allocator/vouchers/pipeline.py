@@ -7,6 +7,7 @@ optimisation core (:mod:`allocator.kernel.fast`, :mod:`allocator.kernel.rounding
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import time
 import weakref
@@ -85,13 +86,26 @@ class DataSession:
     #: Write each excluded user's ``detail`` sentence (a run directory needs it; a page that
     #: only counts the excluded does not, and it is half the time of a threshold change).
     details: bool = True
+    #: Keep the passes over the events for other rule sets (compare, sweep, the studio); a
+    #: single allocation lets its pass go once decided (300 MiB at two million users).
+    keep_passes: bool = True
 
     @classmethod
-    def open(cls, data_dir: str | Path) -> DataSession:
+    def open(
+        cls, data_dir: str | Path, *, fold_validation: bool = False, keep_passes: bool = True
+    ) -> DataSession:
+        """Load ``data_dir`` and validate it, at once or (``fold_validation``) in the first
+        pass over the events (:class:`~allocator.data.validation.FoldedChecks`; for a caller
+        whose first use of the data is :meth:`eligibility`)."""
         data_dir = Path(data_dir)
         t0 = time.perf_counter()
-        inputs = load_inputs(data_dir, validate=True)
-        return cls(data_dir=data_dir, inputs=inputs, load_seconds=time.perf_counter() - t0)
+        inputs = load_inputs(data_dir, validate="folded" if fold_validation else True)
+        return cls(
+            data_dir=data_dir,
+            inputs=inputs,
+            load_seconds=time.perf_counter() - t0,
+            keep_passes=keep_passes,
+        )
 
     def eligibility(self, rules: EligibilityRules) -> tuple[EligibilityResult, float]:
         """The eligibility result for ``rules`` and the seconds it took when first computed."""
@@ -119,14 +133,20 @@ class DataSession:
         key = event_rules(rules)
         if key not in self._user_tables:
             inp = self.inputs
-            self._user_tables[key] = user_table(
+            table = user_table(
                 inp.events,
                 inp.prices,
                 inp.snapshot,
                 inp.users,
                 rules,
                 source={stem: str(path) for stem, path in inp.paths.items()},
+                checks=inp.checks,
             )
+            if inp.checks is not None:  # checked once: later passes need not
+                self.inputs = dataclasses.replace(inp, checks=None)
+            if not self.keep_passes:
+                return table
+            self._user_tables[key] = table
             while len(self._user_tables) > USER_TABLE_CACHE_SIZE:
                 del self._user_tables[next(iter(self._user_tables))]
         else:
@@ -142,6 +162,7 @@ class DataSession:
             load_seconds=self.load_seconds,
             _user_tables=self._user_tables,
             details=details,
+            keep_passes=self.keep_passes,
         )
 
     def input_manifest(self) -> dict[str, dict[str, object]]:

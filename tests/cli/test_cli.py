@@ -17,7 +17,7 @@ import pytest
 from clihelp import invoke, strict_json
 
 from allocator import names as N
-from allocator.cli import app
+from allocator.cli import app, load_all
 from allocator.data.synthetic import generate
 
 BUDGET_USD = 4_000_000
@@ -59,6 +59,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, scenario_f
 def _all_commands() -> list[list[str]]:
     """Every leaf command registered on the app, sub-commands of groups included."""
     import typer.main
+
+    load_all()  # the commands are imported on demand; walk them all
 
     def walk(group, prefix: list[str]) -> list[list[str]]:  # noqa: ANN001
         found = []

@@ -541,9 +541,7 @@ def test_default_data_dir_is_cached_and_race_safe(
 
 
 def _invoke(args: list[str]):  # noqa: ANN202
-    # With a single registered command Typer runs it without its name.
-    single = len(app.registered_commands) == 1 and not app.registered_groups
-    return CliRunner().invoke(app, args if single else ["generate", *args])
+    return CliRunner().invoke(app, ["generate", *args])
 
 
 def test_cli_generate(tmp_path: Path) -> None:

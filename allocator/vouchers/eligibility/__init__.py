@@ -86,7 +86,11 @@ every bar time is a multiple of a grid step (one minute for minute bars) the pri
 (asset, grid cell) of the window is laid out in a small dense array and each event gathers its
 price by index, which avoids sorting the events; otherwise an as-of join is used. Stage 2
 filters the users and snapshot tables to the liquidated users with a hash set, joins them to
-the per-user frame and applies the rules in order (in-memory engine).
+the per-user frame and applies the rules in order (in-memory engine). With the input checks
+folded in (``checks``, from ``load_inputs(..., validate="folded")``), stage 1 also sums a
+problem flag per event and the users and snapshot filters flag every row they read, so each
+input file is read once; data breaking a rule then raises the error a separate validation
+would have raised.
 
 The modules: :mod:`~allocator.vouchers.eligibility.rules` (the configured rules, checked, and
 their bands), :mod:`~allocator.vouchers.eligibility.schema` (input contracts and output

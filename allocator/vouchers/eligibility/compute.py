@@ -10,6 +10,7 @@ import polars as pl
 
 from allocator import names as N
 from allocator.data.conform import conform, table_name
+from allocator.data.validation import FLAG, FoldedChecks
 from allocator.errors import InputError
 from allocator.settings.models import EligibilityRules
 from allocator.vouchers.eligibility.losses import (
@@ -124,6 +125,7 @@ def compute_eligibility(
     engine: Literal["auto", "in-memory", "streaming"] = "auto",
     price_lookup: Literal["auto", "asof"] = "auto",
     decisions: bool = False,
+    checks: FoldedChecks | None = None,
 ) -> EligibilityResult:
     """Apply ``rules`` to the four input tables (see the module docstring for the rules).
 
@@ -146,6 +148,10 @@ def compute_eligibility(
     decisions
         Also keep every user's decision rule by rule (:attr:`EligibilityResult.decisions`), for
         explaining one user; off for the full runs, which do not need it.
+    checks
+        The input checks to make on the way (``load_inputs(..., validate="folded")``): every
+        row read is checked, and a row breaking a rule raises the error the validation of
+        :func:`allocator.data.inputs.validate_inputs` would have raised, before any other.
 
     Returns
     -------
@@ -169,6 +175,7 @@ def compute_eligibility(
         source=source,
         engine=engine,
         price_lookup=price_lookup,
+        checks=checks,
     )
     return decide_users(table, rules, decisions=decisions)
 
@@ -189,12 +196,37 @@ def user_table(
     source: Mapping[str, Any] | None = None,
     engine: Literal["auto", "in-memory", "streaming"] = "auto",
     price_lookup: Literal["auto", "asof"] = "auto",
+    checks: FoldedChecks | None = None,
 ) -> UserTable:
     """Stage 1 (the pass over the events) and the joins with the users and the snapshot.
 
     Only the event rules of ``rules`` (:func:`event_rules`) are read; the parameters and errors
-    are those of :func:`compute_eligibility`.
+    are those of :func:`compute_eligibility`. With ``checks``, the events, users and snapshot
+    rows are checked as they are read (their flags summed per table), and the data's first
+    problem, if any, is raised before anything else: the same error as a validation first.
     """
+    if checks is None:
+        return _user_table(events, prices, snapshot, users, rules, source, engine, price_lookup)[0]
+    with checks.first():
+        table, problems = _user_table(
+            events, prices, snapshot, users, rules, source, engine, price_lookup, checks
+        )
+    checks.resolve(problems)
+    return table
+
+
+def _user_table(
+    events: pl.LazyFrame | pl.DataFrame,
+    prices: pl.LazyFrame | pl.DataFrame,
+    snapshot: pl.LazyFrame | pl.DataFrame,
+    users: pl.LazyFrame | pl.DataFrame,
+    rules: EligibilityRules,
+    source: Mapping[str, Any] | None,
+    engine: Literal["auto", "in-memory", "streaming"],
+    price_lookup: Literal["auto", "asof"],
+    checks: FoldedChecks | None = None,
+) -> tuple[UserTable, dict[str, int]]:
+    """:func:`user_table`, and with ``checks`` each folded table's sum of its row flags."""
     check_rules(rules)
     if price_lookup not in ("auto", "asof"):
         raise ValueError(f"price_lookup must be 'auto' or 'asof', not {price_lookup!r}")
@@ -209,6 +241,12 @@ def user_table(
             f"The {table_name(N.EVENTS_FILE, source)} has {rows:,} rows; at most "
             f"{FIELD - 1:,} are supported."
         )
+    problems: dict[str, int] = {}
+    sums: tuple[str, ...] = ()
+    if checks is not None:
+        # the input checks ride along the pass over the events: one more sum per user
+        ev = _flagged(events, checks, N.EVENTS_FILE, EVENT_COLUMNS, source)
+        sums = (FLAG,)
 
     # Flag columns, computed once per event: several aggregations below use each of them.
     ev = ev.with_columns(
@@ -219,8 +257,12 @@ def user_table(
 
     # Stage 1: the one pass over the events, collected before its result is used twice below.
     per_user = decode_per_user(
-        aggregate_per_user(priced, covered, in_window, counted, rules).collect(engine=engine), rules
+        aggregate_per_user(priced, covered, in_window, counted, rules, sums).collect(engine=engine),
+        rules,
     )
+    if checks is not None:
+        problems[N.EVENTS_FILE] = int(per_user[FLAG].sum())
+        per_user = per_user.drop(FLAG)
     t = per_user.select(
         pl.len().cast(pl.Int64).alias("users"),
         pl.col(COL_N_TOTAL).sum().cast(pl.Int64).alias("events"),
@@ -240,6 +282,13 @@ def user_table(
         N.USER_ID
     )
     ids = per_user[N.USER_ID].implode()
+    if checks is not None:
+        # each read once, whole, for its checks: the rows of liquidated users and any row
+        # flagged (none in valid data sorted by user) are kept
+        usr = _checked_rows(users, checks, N.USERS_FILE, USER_COLUMNS, source, ids, problems)
+        snap = _checked_rows(
+            snapshot, checks, N.SNAPSHOT_FILE, SNAPSHOT_COLUMNS, source, ids, problems
+        )
     usr_l = usr.filter(pl.col(N.USER_ID).is_in(ids)).with_columns(pl.lit(True).alias(COL_IN_USERS))
     snap_l = snap.filter(pl.col(N.USER_ID).is_in(ids)).with_columns(
         pl.lit(True).alias(COL_IN_SNAPSHOT)
@@ -256,7 +305,39 @@ def user_table(
         # half the CPU time of the streaming one, which is the better choice for stage 1.
         .collect(engine="in-memory")
     )
-    return UserTable(table=table, totals=t, rows=rows, event_rules=event_rules(rules))
+    return UserTable(table=table, totals=t, rows=rows, event_rules=event_rules(rules)), problems
+
+
+def _flagged(
+    frame: pl.LazyFrame | pl.DataFrame,
+    checks: FoldedChecks,
+    stem: str,
+    columns: Mapping[str, pl.DataType],
+    source: Mapping[str, Any] | None,
+) -> pl.LazyFrame:
+    """The columns the rules read, and the row's input-check flag (computed from every column)."""
+    flagged = frame.lazy().with_columns(checks.flag(stem))
+    return conform(flagged, {**columns, FLAG: pl.Int64()}, stem, source)
+
+
+def _checked_rows(
+    frame: pl.LazyFrame | pl.DataFrame,
+    checks: FoldedChecks,
+    stem: str,
+    columns: Mapping[str, pl.DataType],
+    source: Mapping[str, Any] | None,
+    ids: pl.Series,
+    problems: dict[str, int],
+) -> pl.LazyFrame:
+    """The rows of the liquidated users (``ids``) in one pass that also checks every row;
+    the sum of the flags goes into ``problems``."""
+    kept = (
+        _flagged(frame, checks, stem, columns, source)
+        .filter(pl.col(N.USER_ID).is_in(ids) | (pl.col(FLAG) != 0))
+        .collect()
+    )
+    problems[stem] = int(kept[FLAG].sum())
+    return kept.drop(FLAG).lazy()
 
 
 def decide_users(

@@ -30,9 +30,10 @@ ROW_GROUP_ROWS = 256 * 1024
 
 
 def run_eligibility(data_dir: str | Path, rules: EligibilityRules) -> EligibilityResult:
-    """Load and validate the data directory, then :func:`compute_eligibility`."""
+    """Load the data directory and :func:`compute_eligibility`, validating the rows as they are
+    read (``load_inputs(..., validate="folded")``)."""
 
-    inputs = load_inputs(Path(data_dir), validate=True)
+    inputs = load_inputs(Path(data_dir), validate="folded")
     return compute_eligibility(
         inputs.events,
         inputs.prices,
@@ -40,6 +41,7 @@ def run_eligibility(data_dir: str | Path, rules: EligibilityRules) -> Eligibilit
         inputs.users,
         rules,
         source={k: str(v) for k, v in inputs.paths.items()},
+        checks=inputs.checks,
     )
 
 

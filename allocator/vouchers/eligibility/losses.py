@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 from allocator import names as N
@@ -76,13 +78,15 @@ def aggregate_per_user(
     in_window: pl.Expr,
     counted: pl.Expr,
     rules: EligibilityRules,
+    sums: Sequence[str] = (),
 ) -> pl.LazyFrame:
     """One row per liquidated user: event counts, nano-USD losses, first/last counted event.
 
     Aggregations dominate the cost (each one scatters ten million rows into two million
     groups), so the four per-user counts share one Int128 sum of 31-bit fields, decoded in
     :func:`decode_per_user`; no field can carry into the next while the events table has fewer than
-    :math:`2^{31}` rows.
+    :math:`2^{31}` rows. ``sums``: further columns of ``priced`` summed per user as they are
+    (the folded input checks).
     """
     price = pl.col(COL_PRICE)
     loss = pl.col(COL_EVENT_LOSS)  # null unless counted and priced
@@ -102,6 +106,7 @@ def aggregate_per_user(
         ),
         pl.when(counted).then(pl.col(N.TS)).min().alias(N.FIRST_EVENT_TS),
         pl.when(counted).then(pl.col(N.TS)).max().alias(N.LAST_EVENT_TS),
+        *(pl.col(c).sum() for c in sums),
     ]
     events = priced.with_columns(event_loss(rules))
     if rules.include_fees:
