@@ -5,7 +5,8 @@ baseline against one Polars pass over the same inputs, side by side in one run.
 Every figure is a fresh process (nothing warm but the operating system's file cache):
 
 - ``python -m allocator --help`` and ``allocator --help`` (the installed script), ``--repeats``
-  times each: median and minimum wall time; ``allocator --version`` when the option exists;
+  times each: median and minimum wall time (``allocator --version``: the command has no such
+  option, which the script notes);
 - every command's ``--help`` (``--help-repeats`` each): the slowest command's median;
 - the import of the allocate command's path (``allocator.cli.cmd_allocate`` and everything
   ``allocate`` imports to run: ``allocator.vouchers.pipeline``), with the share of the largest
@@ -25,6 +26,13 @@ Usage::
 
     python benchmarks/bench_startup.py                    # the built-in data (200,000 users)
     python benchmarks/bench_startup.py --repeats 20 --rounds 7 --json /tmp/startup.json
+    git archive ebace57 | tar -x -C /tmp/before           # an earlier commit, then
+    python benchmarks/bench_startup.py --before /tmp/before   # before and after in one run
+
+With ``--before DIR`` every figure is measured for the package in DIR too (an earlier commit's
+source tree, run as ``python -m allocator`` with the same Python environment), the jobs of the
+two versions and the Polars pass taking turns. Each command is run once untimed first (bytecode
+compiled, files in the page cache).
 
 Goals (issue 14): ``allocator --help`` <= 0.5 s; the default job <= 2x the Polars pass.
 """
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -97,10 +106,11 @@ def commands() -> list[str]:
     return out.stdout.split()
 
 
-def package_import_seconds() -> dict[str, float]:
+def package_import_seconds(env: dict[str, str] | None, cwd: Path) -> dict[str, float]:
     """Cumulative import time of each of :data:`PACKAGES` where the allocate path first imports
     it (``-X importtime``; a package another one imported first counts there)."""
-    err = run_measured([PY, "-X", "importtime", "-c", f"import {ALLOCATE_PATH}"]).stderr
+    cmd = [PY, "-X", "importtime", "-c", f"import {ALLOCATE_PATH}"]
+    err = run_measured(cmd, env=env, cwd=cwd).stderr
     out: dict[str, float] = {}
     for line in err.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|(\s*)(\S+)", line)
@@ -114,118 +124,157 @@ def main() -> None:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=10, help="fresh processes per --help")
-    parser.add_argument("--help-repeats", type=int, default=3, help="per command's --help")
-    parser.add_argument("--rounds", type=int, default=5, help="default job / Polars pass pairs")
+    parser.add_argument("--help-repeats", type=int, default=2, help="per command's --help")
+    parser.add_argument("--rounds", type=int, default=5, help="default job / Polars pass rounds")
+    parser.add_argument(
+        "--before", type=Path, default=None,
+        help="source tree of an earlier commit (git archive COMMIT | tar -x -C DIR), measured "
+        "the same way, alternately with this one",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     started = machine()
     print(f"load average at start: {started['load_average']}", flush=True)
-
     data = builtin_data()
+    # each version: the environment that runs it, python -m allocator from that tree (the
+    # current directory comes first on sys.path, so it is the tree too)
+    versions: dict[str, dict[str, str] | None] = {"after": None}
+    if args.before is not None:
+        versions = {"before": {**os.environ, "PYTHONPATH": str(args.before)}, "after": None}
+
+    def cwd(env: dict[str, str] | None) -> Path:
+        return Path(env["PYTHONPATH"]) if env is not None else ROOT
+
+    figures: dict[str, dict[str, object]] = {v: {} for v in versions}
     rows: list[list[str]] = []
-    figures: dict[str, object] = {"data": str(data)}
 
-    def help_times(cmd: list[str], n: int) -> list[float]:
-        return [run_measured(cmd).wall_s for _ in range(n)]
+    def timed(cmd: list[str], n: int, env: dict[str, str] | None) -> list[float]:
+        run_measured(cmd, env=env, cwd=cwd(env))  # untimed: bytecode compiled
+        return [run_measured(cmd, env=env, cwd=cwd(env)).wall_s for _ in range(n)]
 
-    for label, cmd in (
-        ("python -m allocator --help", [PY, "-m", "allocator", "--help"]),
-        ("allocator --help", [ALLOCATOR, "--help"]),
-    ):
-        times = help_times(cmd, args.repeats)
-        figures[label] = times
-        rows.append([label, f"{median(times):.3f} s", f"{min(times):.3f} s", "<= 0.5 s"])
-        print(f"{label:<40} median {median(times):.3f} s  min {min(times):.3f} s", flush=True)
-    version = run_measured([ALLOCATOR, "--version"], check=False)
-    if version.returncode == 0:
-        times = help_times([ALLOCATOR, "--version"], args.repeats)
-        figures["allocator --version"] = times
-        rows.append(["allocator --version", f"{median(times):.3f} s", f"{min(times):.3f} s", ""])
-        print(f"{'allocator --version':<40} median {median(times):.3f} s", flush=True)
-    else:
-        print("allocator --version: no such option (not measured)", flush=True)
+    def row(label: str, key: str, goal: str = "") -> None:
+        cells = []
+        for v in versions:
+            times = figures[v][key]
+            assert isinstance(times, list)
+            cells.append(f"{median(times):.3f} s (min {min(times):.3f})")
+        rows.append([label, *cells, goal])
+        print(f"{label:<40}" + "".join(f"{c:>26}" for c in cells) + f"  {goal}", flush=True)
 
-    per_command = {
-        c: median(help_times([ALLOCATOR, c, "--help"], args.help_repeats)) for c in commands()
-    }
-    slowest = max(per_command, key=per_command.__getitem__)
-    figures["command --help"] = per_command
-    rows.append([f"slowest command --help ({slowest})", f"{per_command[slowest]:.3f} s", "", ""])
+    print(f"{'':<40}" + "".join(f"{v:>26}" for v in versions), flush=True)
+    for v, env in versions.items():
+        figures[v]["python -m allocator --help"] = timed(
+            [PY, "-m", "allocator", "--help"], args.repeats, env
+        )
+        figures[v]["import of the allocate path"] = [
+            float(run_measured([PY, "-c", IMPORT_TIMER], env=env, cwd=cwd(env)).stdout)
+            for _ in range(args.repeats)
+        ]
+        figures[v]["packages"] = package_import_seconds(env, cwd(env))
+        per_command = {
+            c: median(timed([PY, "-m", "allocator", c, "--help"], args.help_repeats, env))
+            for c in commands()
+        }
+        figures[v]["command --help"] = per_command
+    row("python -m allocator --help (median)", "python -m allocator --help", "<= 0.5 s")
+    figures["after"]["allocator --help"] = timed([ALLOCATOR, "--help"], args.repeats, None)
+    times = figures["after"]["allocator --help"]
+    assert isinstance(times, list)
     print(
-        f"{'each command --help':<40} median {median(list(per_command.values())):.3f} s, "
-        f"slowest {slowest} {per_command[slowest]:.3f} s",
-        flush=True,
+        f"{'allocator --help (installed script)':<40}{median(times):>12.3f} s (min {min(times):.3f}), after only"
     )
+    rows.append(["allocator --help (installed script)", *([""] * (len(versions) - 1)),
+                 f"{median(times):.3f} s (min {min(times):.3f})", "<= 0.5 s"])  # fmt: skip
+    version_check = run_measured([ALLOCATOR, "--version"], check=False)
+    if version_check.returncode != 0:
+        print("allocator --version: no such option (not measured)")
+    for v in versions:
+        per = figures[v]["command --help"]
+        assert isinstance(per, dict)
+        slowest = max(per, key=per.__getitem__)
+        print(
+            f"each command's --help, {v}: median {median(list(per.values())):.3f} s, slowest {slowest} {per[slowest]:.3f} s"
+        )
+        rows.append([f"slowest command --help, {v}", f"{slowest} {per[slowest]:.3f} s"])
+    row("import of the allocate path", "import of the allocate path")
+    for v in versions:
+        packages = figures[v]["packages"]
+        assert isinstance(packages, dict)
+        shares = ", ".join(
+            f"{k} {x:.2f} s" for k, x in sorted(packages.items(), key=lambda kv: -kv[1])
+        )
+        print(f"  {v}: {shares}")
 
-    imports = [float(run_measured([PY, "-c", IMPORT_TIMER]).stdout) for _ in range(args.repeats)]
-    packages = package_import_seconds()
-    figures["allocate path import"] = imports
-    figures["allocate path packages"] = packages
-    shares = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(packages.items(), key=lambda kv: -kv[1]))
-    rows.append(["import of the allocate path", f"{median(imports):.3f} s", f"{min(imports):.3f} s", ""])  # fmt: skip
-    print(f"{'import of the allocate path':<40} median {median(imports):.3f} s ({shares})")
-
-    jobs, passes, stages = [], [], []
+    jobs: dict[str, list] = {v: [] for v in versions}
+    passes = []
+    stages: dict[str, list[dict]] = {v: [] for v in versions}
     with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp:
-        job = [ALLOCATOR, "allocate", "--scenario", "scenarios/baseline.toml", "--out",
-               f"{tmp}/baseline", "--force", "-q"]  # fmt: skip
+
+        def job(v: str) -> list[str]:
+            return [PY, "-m", "allocator", "allocate", "--scenario",
+                    str(ROOT / "scenarios" / "baseline.toml"), "--out", f"{tmp}/{v}", "--force",
+                    "-q"]  # fmt: skip
+
         polars_pass = [PY, "-c", POLARS_PASS, str(data), f"{tmp}/pass.parquet"]
+        for v, env in versions.items():  # untimed: bytecode compiled, files cached
+            run_measured(job(v), cwd=cwd(env), env=env)
+        run_measured(polars_pass)
         for r in range(args.rounds):
-            order = ("job", "pass") if r % 2 == 0 else ("pass", "job")
+            order = [*versions, "pass"]
+            order = order[r % len(order) :] + order[: r % len(order)]  # rotate the order
             for what in order:
-                if what == "job":
-                    jobs.append(run_measured(job, cwd=ROOT))
-                    manifest = (Path(tmp) / "baseline" / "manifest.json").read_text()
-                    stages.append(json.loads(manifest)["timings_s"])
-                else:
+                if what == "pass":
                     passes.append(run_measured(polars_pass))
+                    continue
+                env = versions[what]
+                jobs[what].append(run_measured(job(what), cwd=cwd(env), env=env))
+                manifest = json.loads((Path(tmp) / what / "manifest.json").read_text())
+                stages[what].append(manifest["timings_s"])
             print(
-                f"round {r + 1}: job {jobs[-1].wall_s:.3f} s (cpu {jobs[-1].cpu_s:.2f} s, "
-                f"peak {jobs[-1].peak_mib:.0f} MiB), pass {passes[-1].wall_s:.3f} s "
-                f"(cpu {passes[-1].cpu_s:.2f} s, peak {passes[-1].peak_mib:.0f} MiB)",
+                f"round {r + 1}: "
+                + ", ".join(
+                    f"job {v} {jobs[v][-1].wall_s:.3f} s (peak {jobs[v][-1].peak_mib:.0f} MiB)"
+                    for v in versions
+                )
+                + f", pass {passes[-1].wall_s:.3f} s (load average {load_average()})",
                 flush=True,
             )
-    job_s = median([j.wall_s for j in jobs])
+        if args.before is not None:
+            same = all(
+                (Path(tmp) / "before" / f).read_bytes() == (Path(tmp) / "after" / f).read_bytes()
+                for f in ("allocations.parquet", "excluded.parquet", "payouts.csv")
+            )
+            print(f"before and after wrote byte-identical outputs: {'yes' if same else 'NO'}")
     pass_s = median([p.wall_s for p in passes])
-    by_stage = {k: median([s[k] for s in stages]) for k in stages[0]}
-    rest = job_s - sum(by_stage.values())
-    figures.update(
-        job_wall=[j.wall_s for j in jobs],
-        job_cpu=[j.cpu_s for j in jobs],
-        job_peak_mib=max(j.peak_mib for j in jobs),
-        pass_wall=[p.wall_s for p in passes],
-        pass_cpu=[p.cpu_s for p in passes],
-        pass_peak_mib=max(p.peak_mib for p in passes),
-        job_stages=by_stage,
-    )
-    rows += [
-        ["default job (allocate baseline)", f"{job_s:.3f} s", f"{min(j.wall_s for j in jobs):.3f} s", ""],
-        ["one Polars pass", f"{pass_s:.3f} s", f"{min(p.wall_s for p in passes):.3f} s", ""],
-        ["default job / Polars pass", f"{job_s / pass_s:.2f}", "", "<= 2"],
-    ]  # fmt: skip
     print()
     print(f"data: {data}; load average now: {load_average()}")
-    print(f"{'':<40} {'median':>9} {'min':>9}  goal")
-    for row in rows:
-        print(f"{row[0]:<40} {row[1]:>9} {row[2]:>9}  {row[3]}")
-    print(
-        f"default job: cpu {median([j.cpu_s for j in jobs]):.2f} s, peak "
-        f"{figures['job_peak_mib']:.0f} MiB; Polars pass: cpu {median([p.cpu_s for p in passes]):.2f} s, "
-        f"peak {figures['pass_peak_mib']:.0f} MiB"
-    )
-    print("default job by stage (manifest timings_s, medians):")
-    for k, v in by_stage.items():
-        print(f"    {k:<36}{v:>7.3f} s")
-    print(f"    {'start-up, hashing, manifest, rest':<36}{rest:>7.3f} s")
+    print(f"one Polars pass: median {pass_s:.3f} s (min {min(p.wall_s for p in passes):.3f} s), "
+          f"CPU {median([p.cpu_s for p in passes]):.2f} s, peak {max(p.peak_mib for p in passes):.0f} MiB")  # fmt: skip
+    rows.append(["one Polars pass", f"{pass_s:.3f} s", ""])
+    for v in versions:
+        job_s = median([j.wall_s for j in jobs[v]])
+        by_stage = {k: median([s[k] for s in stages[v] if k in s]) for k in stages[v][0]}
+        rest = job_s - sum(by_stage.values())
+        print(
+            f"default job, {v}: median {job_s:.3f} s (min {min(j.wall_s for j in jobs[v]):.3f} s), "
+            f"CPU {median([j.cpu_s for j in jobs[v]]):.2f} s, peak {max(j.peak_mib for j in jobs[v]):.0f} MiB; "
+            f"job / Polars pass = {job_s / pass_s:.2f} (goal <= 2)"
+        )
+        print("  by stage (manifest timings_s, medians): "
+              + ", ".join(f"{k} {x:.3f}" for k, x in by_stage.items())
+              + f"; start-up, hashing, manifest and the rest {rest:.3f} s")  # fmt: skip
+        rows.append([f"default job, {v}", f"{job_s:.3f} s", f"ratio {job_s / pass_s:.2f}"])
+        figures[v].update(job_wall=[j.wall_s for j in jobs[v]], job_cpu=[j.cpu_s for j in jobs[v]],
+                          job_peak_mib=max(j.peak_mib for j in jobs[v]), job_stages=by_stage)  # fmt: skip
     if args.json:
         write_json(
             args.json,
             name="startup",
-            command="python benchmarks/bench_startup.py "
-            + " ".join(sys.argv[1:]).replace(f"--json {args.json}", "").strip(),
-            header=["what", "median", "min", "goal"],
+            command="python benchmarks/bench_startup.py"
+            + (f" --before {args.before}" if args.before else ""),
+            header=["what", *versions, "goal"],
             rows=rows,
-            data=figures,
+            data={"versions": figures, "pass_wall": [p.wall_s for p in passes], "data": str(data)},
             started=started,
         )
 

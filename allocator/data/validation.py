@@ -447,15 +447,13 @@ def fold_checks(tables: Mapping[str, Table]) -> FoldedChecks | None:
         return None
     prices = tables[N.PRICES_FILE]
     checks = _checks(prices)
-    counts = _counts(prices, checks)
-    rows: dict[str, int] = {}
     try:
-        for stem in FOLDED_TABLES:
-            rows[stem] = int(tables[stem].raw.select(pl.len()).collect().item())
-    except READ_ERRORS:
-        rows = {}
-    clean = counts["__n"] > 0 and not any(counts[c.key] for c in checks)
-    if not clean or len(rows) < len(FOLDED_TABLES) or not all(rows.values()):
+        counts = _counts(prices, checks)
+        rows = {s: int(tables[s].raw.select(pl.len()).collect().item()) for s in FOLDED_TABLES}
+        clean = counts["__n"] > 0 and not any(counts[c.key] for c in checks) and all(rows.values())
+    except (InputError, *READ_ERRORS):
+        clean = False  # the validation below says what, in its order of tables
+    if not clean:
         validate_tables(tables)  # raises the first problem
         return None
     assets = _collect(prices, prices.frame().select(pl.col(N.ASSET).unique().sort()))
