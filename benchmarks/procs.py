@@ -8,9 +8,7 @@ which keeps the largest child ever reaped). Not a benchmark itself (``tasks.py b
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import subprocess
 import tempfile
@@ -19,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import results
 
 
 @dataclass(frozen=True)
@@ -79,21 +79,10 @@ def load_average() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """Where a figure was measured: processor, cores, Python, and how busy the machine was."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average": load_average(),
-    }
+    """Where a figure was measured (:func:`results.machine`), with the load average also under
+    the short name these scripts print."""
+    m = results.machine()
+    return {**m, "load_average": m["load_average_1min"]}
 
 
 def write_json(
@@ -107,18 +96,14 @@ def write_json(
     started: dict[str, Any],
     notes: list[str] | None = None,
 ) -> None:
-    """A benchmark's result as JSON: its table (worded figures), the command, the machine as it
-    was when the benchmark started, and the raw figures."""
-    result = {
-        "name": name,
-        "command": command,
-        "machine": started,
-        "header": header,
-        "rows": rows,
-        "notes": notes or [],
-        "data": data,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """A benchmark's result as the README shows it (:func:`results.write_result`)."""
+    results.write_result(
+        path,
+        name=name,
+        command=command,
+        header=header,
+        rows=rows,
+        notes=notes,
+        data=data,
+        started={k: v for k, v in started.items() if k != "load_average"},
+    )

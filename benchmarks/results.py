@@ -92,7 +92,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| " + " | ".join(result["header"]) + " |",
         "| " + " | ".join("---" for _ in result["header"]) + " |",
-        *("| " + " | ".join(row) + " |" for row in result["rows"]),
+        *(
+            "| " + " | ".join([*row, *[""] * (len(result["header"]) - len(row))]) + " |"
+            for row in result["rows"]
+        ),
         "",
         *(f"{note}" for note in result["notes"]),
     ]
