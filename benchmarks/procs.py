@@ -8,6 +8,7 @@ which keeps the largest child ever reaped). Not a benchmark itself (``tasks.py b
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -17,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,9 @@ def load_average() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """Where a figure was measured: processor, cores, Python, and how busy the machine was."""
+    """Where a figure was measured: processor, cores, memory, system, versions and how busy the
+    machine was (the keys of ``benchmarks/results.py``'s ``machine``, plus the 1, 5 and 15
+    minute load averages)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -88,11 +92,31 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    try:
+        memory_gib: int | None = round(
+            os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+        )
+    except (ValueError, OSError, AttributeError):
+        memory_gib = None
+    versions = {"python": platform.python_version()}
+    for name in ("numpy", "polars", "cvxpy"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    try:
+        load_1min: float | None = round(os.getloadavg()[0], 2)
+    except OSError:
+        load_1min = None
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "python": platform.python_version(),
+        "memory_gib": memory_gib,
+        "system": f"{platform.system()} {platform.release()}",
+        "versions": versions,
+        "load_average_1min": load_1min,
         "load_average": load_average(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
 
 
