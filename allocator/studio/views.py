@@ -2,8 +2,9 @@
 
 Each function takes a run (and the pinned reference run, when there is one) and returns plain
 data: a headline of labelled numbers, tables as Polars frames with column names in words, and
-Vega-Lite charts (Altair) with dollar axes. Charts draw binned data, never a point per user, so
-that a million users cost the browser what a thousand do.
+charts (:class:`~allocator.studio.vegalite.ViewChart`: their rows, the Altair chart on demand,
+the Vega-Lite JSON the page sends) with dollar axes. Charts draw binned data, never a point per
+user, so that a million users cost the browser what a thousand do.
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ def _runs(run: RunResult, pinned: RunResult | None) -> list[tuple[str, RunResult
     return [(CURRENT, run)] + ([(PINNED, pinned)] if pinned is not None else [])
 
 
-def histogram(run: RunResult, pinned: RunResult | None = None) -> Any:
+def histogram(run: RunResult, pinned: RunResult | None = None) -> ViewChart:
     """How many users receive how much: USD bins from 0 to the largest voucher, linear."""
     top = max(
         _memo(r, "top", lambda r=r: int(r.cents.max(initial=0))) for _, r in _runs(run, pinned)
@@ -304,7 +305,7 @@ def _nice_step(x: float) -> float:
     return float(10 * exp)
 
 
-def coverage_by_band(run: RunResult, pinned: RunResult | None = None) -> Any:
+def coverage_by_band(run: RunResult, pinned: RunResult | None = None) -> ViewChart:
     """The median share of the loss repaid, by size of the loss."""
     rows = []
     for name, r in _runs(run, pinned):
@@ -355,7 +356,7 @@ def _band_words(label: str) -> str:
     return words.get(label, label)
 
 
-def voucher_against_loss(run: RunResult, pinned: RunResult | None = None) -> Any:
+def voucher_against_loss(run: RunResult, pinned: RunResult | None = None) -> ViewChart:
     """The median voucher (and the middle 80% of users) in bins of loss."""
     rows = []
     for name, r in _runs(run, pinned):
@@ -427,7 +428,7 @@ def _lorenz_at(cents: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return np.asarray(share[lo] + (at - lo) * (share[lo + 1] - share[lo]))
 
 
-def lorenz_chart(run: RunResult, pinned: RunResult | None = None) -> Any:
+def lorenz_chart(run: RunResult, pinned: RunResult | None = None) -> ViewChart:
     """The share of the money received by the x% of users with the smallest vouchers."""
     grid = LORENZ_GRID
     rows = []
@@ -579,7 +580,7 @@ def _cliff_of(run: RunResult) -> CliffAnalysis:
     return sides.with_vouchers(_vouchers(run))
 
 
-def cliffs(run: RunResult) -> tuple[list[str], Any]:
+def cliffs(run: RunResult) -> tuple[list[str], ViewChart]:
     """Who sits just below the loss and ratio thresholds, in words, and a chart of the users
     on either side of each threshold (paid, or left out by it)."""
     c = cliff_of(run)
