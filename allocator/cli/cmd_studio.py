@@ -100,6 +100,9 @@ def studio_cmd(
         print(url, flush=True)
         studio.close()
         return
+    from allocator.cli.lazy import load_deferred
+
+    load_deferred()  # before the server's threads: a deferred module is loaded by one thread
     err_console.print(f"allocator studio at {url} (Ctrl-C stops it)")
     print(url, flush=True)
     if not no_browser:

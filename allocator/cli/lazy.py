@@ -196,6 +196,19 @@ class LazyGroup(TyperGroup):
             self.commands.setdefault(loaded, command)
 
 
+#: Modules :func:`defer_import` made lazy, loaded or not.
+_DEFERRED: list[str] = []
+
+
+def load_deferred() -> None:
+    """Load every deferred module now: before threads start (a server), since on Python 3.11 two
+    threads touching a lazy module for the first time at once can see it half loaded."""
+    for name in _DEFERRED:
+        module = sys.modules.get(name)
+        if module is not None:
+            getattr(module, "__name__", None)  # any attribute loads it
+
+
 def defer_import(name: str) -> None:
     """Make ``import name`` free until the module is first used (:class:`importlib.util.LazyLoader`).
 
@@ -213,6 +226,7 @@ def defer_import(name: str) -> None:
     sys.modules[name] = module
     loader.exec_module(module)
     module.__class__ = _spec_readable(type(module))
+    _DEFERRED.append(name)
 
 
 def _spec_readable(lazy: type) -> type:

@@ -112,3 +112,14 @@ def test_deferred_cvxpy_loads_on_first_use() -> None:
         "assert abs(x.value - 2) < 1e-6\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_deferred_modules_can_be_loaded_before_threads_start() -> None:
+    code = (
+        "import sys\n"
+        "from allocator.cli.lazy import load_deferred\n"
+        "assert type(sys.modules['cvxpy']).__name__ == 'Deferred'\n"
+        "load_deferred()\n"
+        "assert type(sys.modules['cvxpy']).__name__ == 'module'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
