@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from clihelp import invoke, rehash_outputs, strict_json
+from typer.testing import Result
 
 from allocator import names as N
 from allocator.analysis.checks import CHECK_NAMES
@@ -38,6 +39,11 @@ total_usd = {BUDGET_USD}
 exhaust = true
 reserve_usd = {RESERVE_USD}
 """
+
+
+def allocate_with(scenario: object, data: object, *args: object) -> Result:
+    """``allocator allocate --scenario SCENARIO --data DATA ARGS...``"""
+    return invoke("allocate", "--scenario", scenario, "--data", data, *args)
 
 
 def key(user_id: int, round_number: int) -> str:
@@ -330,11 +336,8 @@ def _appeal_file(tmp_path: Path, text: str) -> Path:
 def test_an_appeal_for_an_unknown_user_is_refused(chain, data_dir, scenario_file, tmp_path):
     bad = _appeal_file(tmp_path, "user_id,decision,note\n99999999999,reinstate,who\n")
     out = tmp_path / "out"
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--previous",
         chain["runs"][0],
@@ -350,11 +353,8 @@ def test_duplicate_appeals_are_refused(chain, data_dir, scenario_file, tmp_path)
     uid = int(chain["appeals"][N.USER_ID][0])
     bad = _appeal_file(tmp_path, f"user_id,decision\n{uid},reinstate\n{uid},uphold\n")
     out = tmp_path / "out"
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--previous",
         chain["runs"][0],
@@ -371,11 +371,8 @@ def test_an_appeal_for_a_user_paid_in_full_is_refused(chain, data_dir, scenario_
     uid = int(capped[N.USER_ID][0])
     bad = _appeal_file(tmp_path, f"user_id,decision,note\n{uid},uphold,wants more\n")
     out = tmp_path / "out"
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--previous",
         chain["runs"][0],
@@ -391,11 +388,8 @@ def test_an_appeal_decided_in_an_earlier_round_is_refused(chain, data_dir, scena
     uid = int(chain["appeals"][N.USER_ID][0])
     bad = _appeal_file(tmp_path, f"user_id,decision\n{uid},uphold\n")
     out = tmp_path / "out"
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--previous",
         chain["runs"][1],
@@ -421,11 +415,8 @@ def test_an_appeal_decided_in_an_earlier_round_is_refused(chain, data_dir, scena
 def test_a_malformed_appeals_file_is_refused(chain, data_dir, scenario_file, tmp_path, text, words):
     bad = _appeal_file(tmp_path, text)
     out = tmp_path / "out"
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--previous",
         chain["runs"][0],
@@ -440,11 +431,8 @@ def test_a_malformed_appeals_file_is_refused(chain, data_dir, scenario_file, tmp
 def test_appeals_without_a_previous_round_are_refused(data_dir, scenario_file, tmp_path):
     bad = _appeal_file(tmp_path, "user_id,decision\n1,uphold\n")
     out = tmp_path / "out"
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--appeals",
         bad,
@@ -467,11 +455,8 @@ def test_a_scenario_that_would_claw_back_is_refused(
     chain, data_dir, scenario_file, tmp_path, change, words
 ):
     out = tmp_path / "out"
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--previous",
         chain["runs"][0],
@@ -512,11 +497,8 @@ def test_a_previous_run_that_fails_check_budget_is_refused(
     shutil.copytree(chain["runs"][0], r1)
     _move_a_cent(r1)
     out = tmp_path / "out"
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--previous",
         r1,
@@ -596,11 +578,8 @@ def test_bad_redemptions_are_refused(chain, data_dir, scenario_file, tmp_path) -
     for k, (rows, previous, words) in enumerate(cases):
         bad = _redemptions_file(tmp_path, rows)
         out = tmp_path / f"out{k}"
-        result = invoke(
-            "allocate",
-            "--scenario",
+        result = allocate_with(
             scenario_file,
-            "--data",
             data_dir,
             "--previous",
             previous,
@@ -680,11 +659,8 @@ def test_a_reinstatement_in_a_round_without_new_money_is_infeasible(
     out = tmp_path / "out"
     uid = int(chain["appeals"].filter(pl.col(N.DECISION) == "reinstate")[N.USER_ID][0])
     bad = _appeal_file(tmp_path, f"user_id,decision,note\n{uid},reinstate,late\n")
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--previous",
         chain["runs"][0],
@@ -704,11 +680,8 @@ def test_a_round_cannot_replace_its_previous_run(chain, data_dir, scenario_file,
     r1 = tmp_path / "round1"
     shutil.copytree(chain["runs"][0], r1)
     before = (r1 / N.MANIFEST_FILE).read_bytes()
-    result = invoke(
-        "allocate",
-        "--scenario",
+    result = allocate_with(
         scenario_file,
-        "--data",
         data_dir,
         "--previous",
         r1,
