@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results import machine, write_result  # noqa: E402
 
+from allocator.cli.heap import keep_freed_arrays  # noqa: E402
 from allocator.kernel import claims as K  # noqa: E402
 
 PARAMETERS = {"base_then_pro_rata": 500.0, "convenience_class": 5000.0, "minimum_payment": 20.0}
@@ -47,6 +48,7 @@ def _median_seconds(func, repeats: int) -> float:
 
 
 def main() -> None:
+    keep_freed_arrays()  # the memory settings of the allocator command
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=7)

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_solvers import make_problem  # noqa: E402
 from results import machine, write_result  # noqa: E402
 
+from allocator.cli.heap import keep_freed_arrays  # noqa: E402
 from allocator.kernel.certificate import certify  # noqa: E402
 from allocator.kernel.claims import RULES  # noqa: E402
 from allocator.kernel.fast import fast_solution  # noqa: E402
@@ -77,6 +78,7 @@ def with_segment(p: AllocationProblem, share: float | None) -> AllocationProblem
 
 
 def main() -> None:
+    keep_freed_arrays()  # the memory settings of the allocator command
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=7)

@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_solvers: ignoring unknown arguments {unknown}", file=sys.stderr)
 
     if args.worker:
+        from allocator.cli.heap import keep_freed_arrays
+
+        keep_freed_arrays()  # the memory settings of the allocator command
         if args.worker == "fast":
             res = worker_fast(args.n, max(args.repeats, 1), args.out)
         elif args.worker == "cvxpy":

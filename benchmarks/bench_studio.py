@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_axioms import USD_PER_ELIGIBLE, ensure_data  # noqa: E402
 from results import machine, write_result  # noqa: E402
 
+from allocator.cli.heap import keep_freed_arrays  # noqa: E402
 from allocator.settings.scenarios import load_scenario, with_overrides  # noqa: E402
 from allocator.studio import views as V  # noqa: E402
 from allocator.studio.engine import Studio  # noqa: E402
@@ -59,6 +60,7 @@ def _views(studio: Studio, result, pinned) -> None:
 
 
 def main() -> None:
+    keep_freed_arrays()  # the memory settings of the allocator command
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_640_000)
     parser.add_argument("--data", type=Path, default=Path("/tmp/bench_axioms_data"))

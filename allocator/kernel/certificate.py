@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from allocator.kernel.problem import AllocationProblem
+from allocator.kernel.select import pick, pick_max
 
 #: Default relative tolerance for stationarity, sign conditions and the duality gap.
 DEFAULT_TOL = 1e-6
@@ -286,7 +287,9 @@ def _marginal_ratio(
                 else np.log(prices)
             )
             ratio = np.exp(np.log(w) - alpha * logv - log_p)
-    return np.where(prices > 0.0, ratio, np.inf), logv
+    if not prices.min(initial=1.0) > 0.0:  # a free budget or segment: nothing is worth its price
+        ratio = np.where(prices > 0.0, ratio, np.inf)
+    return ratio, logv
 
 
 def _best_response_from_ratio(
@@ -340,7 +343,7 @@ def _best_response_from_ratio(
                 exact *= k
                 exact += np.log(v) if logv is None else logv
                 np.exp(exact, out=exact)
-                raw = np.where(far, exact, raw)
+                raw = pick(far, exact, raw)
             elif n_far:
                 # users on a bound that pushes the right way keep it: no power needed for
                 # them (and the series, far from 1, is no approximation of it)
@@ -349,7 +352,8 @@ def _best_response_from_ratio(
                 far &= ~settled
                 log_v = np.log(v[far]) if logv is None else logv[far]
                 raw[far] = np.exp(log_v + np.log(ratio[far]) * k)
-        raw[~(prices > 0.0)] = np.inf
+        if not prices.min(initial=1.0) > 0.0:
+            raw[~(prices > 0.0)] = np.inf
     np.maximum(raw, lo, out=raw)
     np.minimum(raw, hi, out=raw)
     return raw
@@ -428,12 +432,12 @@ def _gap_terms(
         n_far = int(np.count_nonzero(far))
         if n_far > terms.shape[0] // _DENSE:
             exact = _gap_closed_form(w, v, v_star, d, x, prices, ratio, alpha)
-            terms = np.where(far, exact, terms)
+            terms = pick(far, exact, terms)
         elif n_far:
             terms[far] = (
                 _utility_difference(w[far], v_star[far], v[far], alpha) - prices[far] * d[far]
             )
-        terms = np.where(still, 0.0, terms)
+        terms = pick(still, 0.0, terms)
     return terms
 
 
@@ -501,8 +505,9 @@ def _user_sums(
     free = lo != hi  # no freedom: neither sign condition applies
     ratio, logv = _marginal_ratio(w, v, prices, alpha)
     dev = ratio - 1.0
-    excess_floor = np.where(at_floor & free, dev, -np.inf)
-    short_cap = np.where(at_cap & free, -dev, -np.inf)
+    excess_floor = pick(at_floor & free, dev, -np.inf)
+    np.negative(dev, out=dev)
+    short_cap = pick(at_cap & free, dev, -np.inf)
     v_star = _best_response_from_ratio(w, v, lo, hi, prices, ratio, logv, alpha, tie_tol)
     np.abs(dev, out=dev)
     with np.errstate(invalid="ignore"):
@@ -515,7 +520,7 @@ def _user_sums(
         segment_totals=[float(np.einsum("i,i->", v, mask)) for mask in members],
         n_floor=int(np.count_nonzero(at_floor)),
         n_cap=int(np.count_nonzero(at_cap)),
-        stationarity_max=float(np.max(dev, where=interior, initial=0.0)),
+        stationarity_max=pick_max(dev, interior, 0.0),
         floor_wrong=int(np.count_nonzero(excess_floor > ratio_tol)),
         floor_excess_max=float(np.max(excess_floor, initial=-np.inf)),
         cap_wrong=int(np.count_nonzero(short_cap > ratio_tol)),

@@ -77,6 +77,7 @@ from allocator.errors import InfeasibleError, SolverFailedError
 from allocator.kernel.feasibility import InvalidProblemError
 from allocator.kernel.money import CENTS_PER_USD, bounds_in_cents, budget_to_cents, format_usd
 from allocator.kernel.rounding import round_to_cents_report
+from allocator.kernel.select import pick
 
 #: Relative slack on the estate's feasibility check (the sums are floats).
 _FEASIBLE_RTOL = 1e-12
@@ -85,8 +86,8 @@ _PIVOT_SAMPLE = 2048
 #: From this many users on, a strided sample of about _SAMPLE_USERS first brackets the root.
 _SAMPLE_MIN_USERS = 65_536
 _SAMPLE_USERS = 16_384
-#: Newton steps the bracketing may take before the breakpoint search carries on alone.
-_BRACKET_STEPS = 8
+#: A bracket wider than this (relative to the guess) is no better than none.
+_WIDEST = 1e12
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,37 +135,101 @@ def affine_clip_root(
     (lambda, x)
         A root and the awards there. Where :math:`S` is flat at :math:`T` any point of the flat
         piece is returned (the awards are the same on it).
+
+    Notes
+    -----
+    A user whose breakpoints :math:`p_i = (lo_i - a_i)/b_i` and :math:`q_i = (hi_i - a_i)/b_i`
+    both lie outside a bracket :math:`[\lambda_l, \lambda_r]` adds a constant or
+    :math:`a_i + b_i\lambda` on all of it, so it joins running sums and leaves the search.
+    For many users a strided sample's root, widened by six of its sampling errors, is the
+    first bracket: one pass over every user settles almost all of them and checks that the
+    bracket holds the root (it is widened and tried again if not, so the answer is exact
+    whatever the sample says). Then the median breakpoint of the few users left halves them
+    until none is left.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
+    guess, margin = _sample_guess(a, b, lo, hi, float(target))
+    found = None
+    while math.isfinite(margin) and found is None:
+        # a user with b = 0 is constant: settled on any finite bracket in the first pass
+        found = _root_in_bracket(a, b, lo, hi, float(target), guess - margin, guess + margin)
+        margin *= 8.0  # the sample misled: a wider bracket (at worst, everything)
+        if margin > _WIDEST * (abs(guess) + 1.0):
+            margin = math.inf
+    if found is None:
+        found = _root_everywhere(a, b, lo, hi, float(target))
+    x = b * found
+    x += a
+    return found, np.clip(x, lo, hi, out=x)
+
+
+def _root_everywhere(
+    a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float
+) -> float:
+    """The root with no bracket to start from (few users, or a sample that said nothing): the
+    constant users (``b = 0``) set aside, everyone else searched."""
     moving = b > 0.0
-    if moving.all():  # the usual case: no copies
-        rest = float(target)
-        aa, bb, ll, hh = a, b, lo, hi
+    if moving.all():
+        found = _root_in_bracket(a, b, lo, hi, target, -math.inf, math.inf)
     else:
-        rest = float(target) - float(np.clip(a[~moving], lo[~moving], hi[~moving]).sum())
-        # the users still undecided, compressed as the bracket narrows
-        aa, bb, ll, hh = a[moving], b[moving], lo[moving], hi[moving]
+        # gathers by index: a boolean index branches on every user (kernel.select)
+        still = np.flatnonzero(~moving)
+        rest = target - float(np.clip(a[still], lo[still], hi[still]).sum())
+        idx = np.flatnonzero(moving)
+        found = _root_in_bracket(a[idx], b[idx], lo[idx], hi[idx], rest, -math.inf, math.inf)
+    if found is None:  # pragma: no cover - the whole line always holds the root
+        raise SolverFailedError(
+            "the claims rule's multiplier search found no root on the whole line; this is a bug",
+            hint="report the claims and the estate",
+        )
+    return found
+
+
+def _root_in_bracket(
+    aa: np.ndarray,
+    bb: np.ndarray,
+    ll: np.ndarray,
+    hh: np.ndarray,
+    rest: float,
+    left: float,
+    right: float,
+) -> float | None:
+    """The root inside ``[left, right]``, or ``None`` when the bracket does not hold it."""
+    # First pass: users settled on the bracket judged by their values at its ends, which
+    # needs no division; the breakpoints are then formed only for the users left.
+    with np.errstate(invalid="ignore"):
+        x_left = bb * left
+        x_left += aa
+        x_right = bb * right
+        x_right += aa
+    at_hi = x_left >= hh
+    at_lo = (x_right <= ll) & ~at_hi
+    inside = (x_left >= ll) & (x_right <= hh) & ~(at_hi | at_lo)  # b = 0 at a bound: counted once
+    # held: users at a bound over the whole bracket; a_in + k_in * lambda: those inside it
+    held, a_in, k_in = _settle(aa, bb, ll, hh, at_hi, at_lo, inside, 0.0, 0.0, 0.0)
+    keep = np.flatnonzero(~(at_hi | at_lo | inside))
+    aa, bb, ll, hh = aa[keep], bb[keep], ll[keep], hh[keep]
+    if not (math.isinf(left) and math.isinf(right)):  # the whole line always holds the root
+        low = held + a_in + k_in * left + _spend(aa, bb, ll, hh, left)
+        high = held + a_in + k_in * right + _spend(aa, bb, ll, hh, right)
+        slack = 1e-12 * max(abs(rest), 1.0)  # float noise of the sums, far below a cent
+        if low > rest + slack or high < rest - slack:
+            return None
     with np.errstate(divide="ignore", invalid="ignore"):
         pp = (ll - aa) / bb  # below pp a user sits at lo
         qq = (hh - aa) / bb  # above qq a user sits at hi
-    left, right = _sample_bracket(aa, bb, ll, hh, rest)
-    held = 0.0  # users at a bound over the whole bracket
-    a_in = 0.0  # users strictly inside over the whole bracket: a_in + k_in * lambda
-    k_in = 0.0
     while aa.size:
         # users whose breakpoints both lie outside the bracket behave linearly on all of it
         at_hi = qq <= left
         at_lo = (pp >= right) & ~at_hi
-        inside = (pp <= left) & (qq >= right)
+        inside = (pp <= left) & (qq >= right) & ~(at_hi | at_lo)  # a point bracket: counted once
         settled = at_hi | at_lo | inside
         if settled.any():
-            held += float(hh[at_hi].sum()) + float(ll[at_lo].sum())
-            a_in += float(aa[inside].sum())
-            k_in += float(bb[inside].sum())
-            keep = ~settled
+            held, a_in, k_in = _settle(aa, bb, ll, hh, at_hi, at_lo, inside, held, a_in, k_in)
+            keep = np.flatnonzero(~settled)
             aa, bb, ll, hh, pp, qq = aa[keep], bb[keep], ll[keep], hh[keep], pp[keep], qq[keep]
         if left == right or not aa.size:
             break
@@ -191,72 +256,67 @@ def affine_clip_root(
         else:
             right = pivot
     if left == right:
-        lam = left
-    elif k_in > 0.0:
-        lam = min(max((rest - held - a_in) / k_in, left), right)
-    else:  # flat on the bracket: every point pays the target
-        lam = left if np.isfinite(left) else (right if np.isfinite(right) else 0.0)
-    x = b * lam
-    x += a
-    return lam, np.clip(x, lo, hi, out=x)
+        return left
+    if k_in > 0.0:
+        return min(max((rest - held - a_in) / k_in, left), right)
+    # flat on the bracket: every point pays the target
+    return left if np.isfinite(left) else (right if np.isfinite(right) else 0.0)
+
+
+def _settle(
+    aa: np.ndarray,
+    bb: np.ndarray,
+    ll: np.ndarray,
+    hh: np.ndarray,
+    at_hi: np.ndarray,
+    at_lo: np.ndarray,
+    inside: np.ndarray,
+    held: float,
+    a_in: float,
+    k_in: float,
+) -> tuple[float, float, float]:
+    """The running sums with the users at a bound (``held``) or inside it (``a_in + k_in *
+    lambda``) over the whole bracket added."""
+    return (
+        # picked, not multiplied by the mask: a cap may be infinite (inf * 0 is nan)
+        held + float(pick(at_hi, hh, 0.0).sum()) + float(pick(at_lo, ll, 0.0).sum()),
+        a_in + float(np.dot(aa, inside)),
+        k_in + float(np.dot(bb, inside)),
+    )
 
 
 def _spend(aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, lam: float) -> float:
-    x = bb * lam
-    x += aa
+    if not aa.size:
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        x = bb * lam
+        x += aa
     np.clip(x, ll, hh, out=x)
     return float(x.sum())
 
 
-def _spend_and_slope(
-    aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, lam: float
-) -> tuple[float, float]:
-    """The total at ``lam`` and its slope there (the users strictly inside their bounds)."""
-    x = bb * lam
-    x += aa
-    inside = (x > ll) & (x < hh)
-    np.clip(x, ll, hh, out=x)
-    return float(x.sum()), float(bb[inside].sum())
-
-
-def _sample_bracket(
+def _sample_guess(
     aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, rest: float
 ) -> tuple[float, float]:
-    """A narrow bracket around the root for many users, or ``(-inf, inf)`` for few.
+    """A guess at the root and a margin around it from a strided sample (``inf`` margin: no
+    guess, for few users or a sample that says nothing).
 
-    The root of a strided sample (its target scaled to the sample) estimates the multiplier;
-    Newton steps on the full total (exact on each linear piece, pushed 5% past the predicted
-    root so that the next point lands on the other side) then bracket the root in two or three
-    passes over the users, after which almost every user is settled at once. The bracket is
-    exact whatever the sample says: the sample only decides where to look.
+    The sample's root (its target scaled to the sample) estimates the multiplier; six of the
+    sample's sampling errors (the spread of its awards, over the slope of its total) either
+    side make the margin. It only decides where to look first.
     """
     n = aa.size
     if n < _SAMPLE_MIN_USERS:
-        return -np.inf, np.inf
+        return 0.0, math.inf
     s = slice(None, None, n // _SAMPLE_USERS)
-    share = aa[s].size / n
-    target = min(max(rest * share, float(ll[s].sum())), float(hh[s].sum()))
-    lam, _ = affine_clip_root(aa[s], bb[s], ll[s], hh[s], target)
-    left, right = -np.inf, np.inf
-    for _ in range(_BRACKET_STEPS):
-        if not np.isfinite(lam):
-            break
-        spend, slope = _spend_and_slope(aa, bb, ll, hh, lam)
-        if spend == rest:
-            return lam, lam
-        if spend < rest:
-            left = max(left, lam)
-        else:
-            right = min(right, lam)
-        if np.isfinite(left) and np.isfinite(right):
-            break
-        gap = rest - spend
-        step = gap / slope * 1.05 if slope > 0.0 else math.copysign(abs(lam) * 1e-3 + 1e-12, gap)
-        nxt = lam + step
-        if not (left < nxt < right) or nxt == lam:
-            nxt = lam + math.copysign(max(abs(step), abs(lam) * 1e-3, 1e-12), gap) * 2.0
-        lam = nxt
-    return left, right
+    s_a, s_b, s_l, s_h = aa[s], bb[s], ll[s], hh[s]
+    target = min(max(rest * (s_a.size / n), float(s_l.sum())), float(s_h.sum()))
+    lam, x = affine_clip_root(s_a, s_b, s_l, s_h, target)
+    slope = float(s_b[(x > s_l) & (x < s_h)].sum())
+    if not (math.isfinite(lam) and slope > 0.0):
+        return 0.0, math.inf
+    spread = float(x.std()) * math.sqrt(x.size)
+    return lam, max(6.0 * spread / slope, 1e-12 * (abs(lam) + 1.0))
 
 
 # ----------------------------------------------------------------------------- the problem
@@ -470,8 +530,8 @@ def convenience_class(
     return _two_stage(
         "convenience_class",
         e,
-        (zero, np.where(small, c, 0.0), lo, np.where(small, hi, lo)),
-        (zero, np.where(small, 0.0, c), np.where(small, hi, lo), hi),
+        (zero, pick(small, c, 0.0), lo, pick(small, hi, lo)),
+        (zero, pick(small, 0.0, c), pick(small, hi, lo), hi),
     )
 
 
@@ -499,15 +559,16 @@ def minimum_payment(
     c, e, lo, hi = _prepare(claims, estate, lower, upper)
     kept = c > 0.0
     while True:
-        lo_k = np.where(kept, lo, 0.0)
-        hi_k = np.where(kept, hi, 0.0)
+        every = bool(kept.all())  # the first round, unless a claim is zero
+        lo_k = lo if every else pick(kept, lo, 0.0)
+        hi_k = hi if every else pick(kept, hi, 0.0)
         if e > float(hi_k.sum()) * (1.0 + _FEASIBLE_RTOL):
             raise InfeasibleError(
                 f"after dropping awards below {format_usd(minimum, currency=True)}, the "
                 f"remaining claims cannot take the estate {format_usd(e, currency=True)}",
                 hint="lower the minimum payment",
             )
-        path = (np.zeros_like(c), np.where(kept, c, 0.0), lo_k, hi_k)
+        path = (np.zeros_like(c), c if every else pick(kept, c, 0.0), lo_k, hi_k)
         lam, x = affine_clip_root(*path, e)
         drop = kept & (x < minimum)
         if not drop.any():

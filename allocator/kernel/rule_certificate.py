@@ -31,6 +31,7 @@ import numpy as np
 
 from allocator.kernel.claims import ClaimsAwards
 from allocator.kernel.money import format_usd
+from allocator.kernel.sums import exact_sum
 
 #: USD: the tolerance on unrounded awards (the root is exact up to float error on the sum).
 EXACT_TOL_USD = 1e-6
@@ -129,7 +130,7 @@ def certify_rule(
             f"{int(((below > tol) | (above > tol)).sum()):,} award(s) outside their bounds, "
             f"by up to {format_usd(bound_violation, currency=True)}"
         )
-    spent = math.fsum(v.tolist())
+    spent = exact_sum(v)
     budget_violation = abs(spent - float(budget))
     if budget_violation > (0.005 if rounded else 1e-9 * max(1.0, abs(float(budget)))):
         failures.append(
@@ -145,6 +146,7 @@ def certify_rule(
     floor, cap = (lo, hi) if bounds is None else bounds
     at_floor = v <= floor + tol
     at_cap = (v >= cap - tol) & ~at_floor
+    n_floor, n_cap = int(np.count_nonzero(at_floor)), int(np.count_nonzero(at_cap))
     return RuleCertificate(
         certified=not failures,
         failures=tuple(failures),
@@ -156,9 +158,9 @@ def certify_rule(
         budget_violation=budget_violation,
         bound_violation=bound_violation,
         path_max_usd=path_max,
-        n_floor=int(at_floor.sum()),
-        n_interior=int((~at_floor & ~at_cap).sum()),
-        n_cap=int(at_cap.sum()),
+        n_floor=n_floor,
+        n_interior=int(v.size) - n_floor - n_cap,
+        n_cap=n_cap,
         rounded=rounded,
         tol_usd=tol,
         n=int(v.size),

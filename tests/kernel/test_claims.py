@@ -396,3 +396,48 @@ def test_a_million_claims_with_bounds(rule: str) -> None:
     cents = K.awards_to_cents(got, loss, 3e8, lower=4.0, upper=6000.0)
     assert int(cents.sum()) == 30_000_000_000
     assert (cents <= np.floor(np.minimum(loss, 6000.0) * 100 + 1e-6)).all()
+
+
+def _misleading_sample(n: int) -> tuple[np.ndarray, ...]:
+    """Every user a strided sample would see claims a thousand times more than the others."""
+    b = np.ones(n)
+    b[:: n // K._SAMPLE_USERS] = 1000.0
+    return np.zeros(n), b, np.zeros(n), np.full(n, 50.0)
+
+
+def _with_constant_users(n: int) -> tuple[np.ndarray, ...]:
+    """A second stage: a third of the users have no slope and sit at, inside or below their
+    bounds (base then pro rata's users whose claim is within the base)."""
+    rng = np.random.default_rng(3)
+    lo = rng.uniform(0.0, 10.0, n)
+    hi = lo + rng.uniform(0.0, 100.0, n)
+    b = hi - lo
+    b[: n // 3] = 0.0
+    a = lo.copy()
+    a[: n // 9] = hi[: n // 9]  # constant at the cap
+    a[n // 9 : 2 * n // 9] = (lo + hi)[n // 9 : 2 * n // 9] / 2  # constant inside
+    return a, b, lo, hi
+
+
+def _unbounded_above(n: int) -> tuple[np.ndarray, ...]:
+    """Losses: intercepts of both signs, no caps."""
+    rng = np.random.default_rng(4)
+    return rng.normal(0.0, 50.0, n), rng.lognormal(0.0, 1.0, n), np.zeros(n), np.full(n, np.inf)
+
+
+@pytest.mark.parametrize("make", [_misleading_sample, _with_constant_users, _unbounded_above])
+def test_the_sampled_root_search_pays_the_target_exactly(make) -> None:  # type: ignore[no-untyped-def]
+    # above _SAMPLE_MIN_USERS the search starts from a sample's bracket; the answer must not
+    # depend on what the sample says
+    n = 3 * K._SAMPLE_MIN_USERS
+    a, b, lo, hi = make(n)
+    for target_share in (0.01, 0.3, 0.97):
+        least = float(np.clip(a, lo, hi).sum())  # at lambda = 0, nobody is above a floor
+        most = float(np.clip(a + b * 1e4, lo, hi).sum())  # every cap reached (or far enough)
+        target = least + target_share * (most - least)
+        lam, x = K.affine_clip_root(a, b, lo, hi, target)
+        assert x.sum() == pytest.approx(target, rel=1e-12)
+        np.testing.assert_array_equal(x, np.clip(a + b * lam, lo, hi))
+        # the small path (no sample) finds the same awards on the same users
+        small = K._root_everywhere(a, b, lo, hi, target)
+        np.testing.assert_allclose(np.clip(a + b * small, lo, hi), x, rtol=1e-9, atol=1e-9)
