@@ -359,11 +359,25 @@ def _best_response_from_ratio(
     return raw
 
 
-def _utility_from_log(v: np.ndarray, logv: np.ndarray | None, alpha: float) -> np.ndarray:
+def _objective(
+    w: np.ndarray,
+    v: np.ndarray,
+    logv: np.ndarray | None,
+    prices: np.ndarray,
+    ratio: np.ndarray,
+    alpha: float,
+) -> float:
+    r""":math:`\sum_i w_i u_\alpha(v_i)`. For a general ``alpha`` with every price positive,
+    :math:`w v^{1-\alpha} = r \lambda_i v` from the marginal ratio already at hand: no power of
+    :math:`v`, which would cost as much as the ratio itself."""
     if logv is None or alpha in (0.0, 1.0, 2.0, 0.5):
-        return utility(v, alpha)
+        return float(np.dot(w, utility(v, alpha)))
+    if prices.min(initial=1.0) > 0.0 and _finite(ratio):
+        terms = ratio * v
+        terms *= prices
+        return float(terms.sum()) / (1.0 - alpha)
     with np.errstate(over="ignore"):
-        return np.exp((1.0 - alpha) * logv) / (1.0 - alpha)
+        return float(np.dot(w, np.exp((1.0 - alpha) * logv) / (1.0 - alpha)))
 
 
 def _gap_closed_form(
@@ -437,8 +451,14 @@ def _gap_terms(
             terms[far] = (
                 _utility_difference(w[far], v_star[far], v[far], alpha) - prices[far] * d[far]
             )
-        terms = pick(still, 0.0, terms)
+        if not (v.min(initial=1.0) > 0.0 and prices.min(initial=1.0) > 0.0 and _finite(ratio)):
+            terms = pick(still, 0.0, terms)  # d = 0 against an infinite or undefined bracket
     return terms
+
+
+def _finite(x: np.ndarray) -> bool:
+    """Whether every entry is finite, in one reduction (a NaN or an infinity makes the sum so)."""
+    return bool(np.isfinite(np.add.reduce(x, initial=0.0)))
 
 
 @dataclass
@@ -526,7 +546,7 @@ def _user_sums(
         cap_wrong=int(np.count_nonzero(short_cap > ratio_tol)),
         cap_short_max=float(np.max(short_cap, initial=-np.inf)),
         best_response_max=float(np.max(off, initial=0.0)),
-        objective=float(np.dot(w, _utility_from_log(v, logv, alpha))),
+        objective=_objective(w, v, logv, prices, ratio, alpha),
         gap=float(np.sum(_gap_terms(w, v, v_star, prices, ratio, alpha))) if with_gap else 0.0,
     )
 

@@ -44,6 +44,7 @@ from allocator.errors import InfeasibleError, InputError, ScenarioError, SolverE
 # problem, whose bounds are posed in whole cents by the same rule.
 from allocator.kernel.money import CENT_TOL, MAX_CENTS, bounds_in_cents, budget_to_cents
 from allocator.kernel.problem import Segment
+from allocator.kernel.select import pick
 
 #: Relative distance from a bound within which a solver's voucher counts as on the bound.
 SNAP_RTOL = 1e-9
@@ -186,8 +187,9 @@ def _top(keys: tuple[Key, ...], idx: np.ndarray, t: int) -> np.ndarray:
         return idx
     k1 = keys[0](idx) if callable(keys[0]) else keys[0][idx]
     kth = np.partition(k1, m - t)[m - t]  # the t-th largest first key
-    above = idx[k1 > kth]
-    tie = idx[k1 == kth]
+    # by index, not by mask: a mask branches on every user (allocator.kernel.select)
+    above = idx[np.flatnonzero(k1 > kth)]
+    tie = idx[np.flatnonzero(k1 == kth)]
     need = t - above.shape[0]
     picked = tie[:need] if len(keys) == 1 else _top(keys[1:], tie, need)
     return np.concatenate([above, picked])
@@ -446,10 +448,12 @@ def round_to_cents_report(
     # the operation that fills it.
     at_lo = x <= _snap_band(lower, 1.0, snap_rtol)
     at_hi = x >= _snap_band(upper, -1.0, snap_rtol)
+    # the bounds in cents as floats (exact: below 2**53), for branch-free selection and clips
+    lo_f, hi_f = lo_c.astype(np.float64), hi_c.astype(np.float64)
     # A voucher in a bound's band is that bound (a whole number of cents, so both of its
     # roundings are the bound); the floor's band wins when floor and cap are less than a cent
     # apart (then lo_c == hi_c and it does not matter).
-    xs = np.where(at_lo, lo_c, np.where(at_hi, hi_c, x))
+    xs = pick(at_lo, lo_f, pick(at_hi, hi_f, x))
     del at_lo, at_hi
     whole = np.rint(xs)
     off = xs - whole
@@ -465,8 +469,9 @@ def round_to_cents_report(
     g = np.ceil(xs)
     g -= near & (off > 0.0)
     del xs, whole, off, near
-    f = np.minimum(np.maximum(f, lo_c, out=f), hi_c, out=f).astype(np.int64)
-    g = np.minimum(np.maximum(g, lo_c, out=g), hi_c, out=g).astype(np.int64)
+    f = np.minimum(np.maximum(f, lo_f, out=f), hi_f, out=f).astype(np.int64)
+    g = np.minimum(np.maximum(g, lo_f, out=g), hi_f, out=g).astype(np.int64)
+    del lo_f, hi_f
 
     sum_f, sum_g = int(f.sum()), int(g.sum())
     neg_uid = ~user_id  # smaller id first; bitwise not cannot overflow, unlike -id

@@ -211,7 +211,13 @@ def bound_labels(cents: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray) -> np.nd
 def bound_column(cents: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray) -> pl.Series:
     """:func:`bound_labels` as the ``bound`` string column, built from small integer codes (a
     million Python strings would cost more than the rest of the rounding)."""
-    codes = np.where(cents <= lo_c, np.int8(0), np.where(cents >= hi_c, np.int8(2), np.int8(1)))
+    # 0 at the floor (which wins when floor and cap meet), 2 at the cap, 1 between: counted,
+    # not selected, since a select branches on every user (allocator.kernel.select)
+    at_lo = cents <= lo_c
+    at_hi = cents >= hi_c
+    at_hi &= ~at_lo
+    codes = at_hi.view(np.int8) - at_lo.view(np.int8)
+    codes += 1
     names = pl.Series([N.BOUND_FLOOR, N.BOUND_INTERIOR, N.BOUND_CAP], dtype=pl.String)
     return names.gather(pl.Series(codes, dtype=pl.Int8).cast(pl.UInt32)).alias(N.BOUND)
 
