@@ -417,15 +417,32 @@ def _lorenz_at(cents: np.ndarray, grid: np.ndarray) -> np.ndarray:
     n = cents.shape[0]
     if n == 0:
         return np.asarray(grid, dtype=np.float64)
-    cum = np.empty(n + 1, dtype=np.int64)
-    cum[0] = 0
-    np.cumsum(np.sort(cents), out=cum[1:])
-    if cum[-1] == 0:
-        return np.asarray(grid, dtype=np.float64)
     at = np.asarray(grid, dtype=np.float64) * n
     lo = np.minimum(np.floor(at).astype(np.int64), n - 1)
-    share = cum / float(cum[-1])
-    return np.asarray(share[lo] + (at - lo) * (share[lo + 1] - share[lo]))
+    smallest = _sums_of_smallest(cents, np.concatenate([lo, lo + 1]))
+    total = float(cents.sum())
+    if total == 0:
+        return np.asarray(grid, dtype=np.float64)
+    low, high = smallest[: lo.shape[0]] / total, smallest[lo.shape[0] :] / total
+    return np.asarray(low + (at - lo) * (high - low))
+
+
+def _sums_of_smallest(cents: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The exact sum of the ``k`` smallest ``cents`` (integers >= 0) for each ``k``: from a count
+    of each amount when the amounts are few next to the users (a voucher of at most USD 6,000
+    has 600,001 possible amounts), else from a sort."""
+    top = int(cents.max())
+    if top > 4 * cents.shape[0] + 100_000:
+        cum = np.concatenate([[0], np.cumsum(np.sort(cents))])
+        return np.asarray(cum[k])
+    counts = np.bincount(cents, minlength=top + 1)
+    users = np.cumsum(counts)  # users with at most each amount
+    money = np.cumsum(counts * np.arange(top + 1, dtype=np.int64))  # their money
+    # the k-th smallest amount is the first c with users[c] >= k; all below it count in full
+    c = np.searchsorted(users, k, "left")
+    below = np.where(c > 0, users[np.maximum(c - 1, 0)], 0)
+    money_below = np.where(c > 0, money[np.maximum(c - 1, 0)], 0)
+    return np.asarray(money_below + (k - below) * np.minimum(c, top))
 
 
 def lorenz_chart(run: RunResult, pinned: RunResult | None = None) -> ViewChart:
@@ -501,15 +518,13 @@ def moved(run: RunResult, pinned: RunResult) -> Moves:
         loss[at_ref] = pinned.allocations[N.LOSS_USD].to_numpy()
         now_c[at_now] = run.cents
         loss[at_now] = run.allocations[N.LOSS_USD].to_numpy()
-    change = (now_c - ref_c).astype(np.int64)  # cents
-    big = np.flatnonzero(np.abs(change) > CENTS_PER_USD)
-    # the largest moves: a partial sort of the moved users only, ties by the smaller user id
-    keep = big
-    if big.size > TOP_MOVES:
-        keep = big[np.argpartition(-np.abs(change[big]), TOP_MOVES - 1)[:TOP_MOVES]]
-        cut = np.abs(change[keep]).min()
-        keep = big[np.abs(change[big]) >= cut]  # every tie at the cut, then order and trim
-    order = keep[np.lexsort((ids[keep], -np.abs(change[keep])))][:TOP_MOVES]
+    change = np.subtract(now_c, ref_c, dtype=np.int64)  # cents
+    size = np.abs(change)
+    users = int(np.count_nonzero(size > CENTS_PER_USD))
+    # the largest moves, ties by the smaller user id: every user at or above the TOP_MOVES-th
+    # largest move, then ordered and trimmed
+    keep = np.flatnonzero(size > CENTS_PER_USD) if users <= TOP_MOVES else _largest(size)
+    order = keep[np.lexsort((ids[keep], -size[keep]))][:TOP_MOVES]
     largest = pl.DataFrame(
         {
             "User": ids[order],
@@ -519,14 +534,29 @@ def moved(run: RunResult, pinned: RunResult) -> Moves:
             "Change (USD)": change[order] / CENTS_PER_USD,
         }
     )
+    gained = int(np.maximum(change, 0).sum())
     return Moves(
-        users=int(big.size),
-        gained_usd=float(np.maximum(change, 0).sum()) / CENTS_PER_USD,
-        lost_usd=float(-np.minimum(change, 0).sum()) / CENTS_PER_USD,
-        newly_paid=int(((ref_c == 0) & (now_c > 0)).sum()),
-        no_longer_paid=int(((ref_c > 0) & (now_c == 0)).sum()),
+        users=users,
+        gained_usd=gained / CENTS_PER_USD,
+        lost_usd=(gained - int(change.sum())) / CENTS_PER_USD,
+        newly_paid=int(np.count_nonzero((ref_c == 0) & (now_c > 0))),
+        no_longer_paid=int(np.count_nonzero((ref_c > 0) & (now_c == 0))),
         largest=largest,
     )
+
+
+def _largest(size: np.ndarray) -> np.ndarray:
+    """The positions of every entry at or above the :data:`TOP_MOVES`-th largest of ``size``
+    (more than :data:`TOP_MOVES` entries): from the entries at or above a strided sample's
+    largest when there are enough of them (one comparison over everyone), else from a
+    partition of everyone."""
+    n, step = size.shape[0], max(1, size.shape[0] // 16_384)
+    cand = np.flatnonzero(size >= size[::step].max())
+    if cand.shape[0] < TOP_MOVES:
+        cand = np.arange(n)
+    top = size[cand]
+    cut = np.partition(top, top.shape[0] - TOP_MOVES)[top.shape[0] - TOP_MOVES]
+    return cand[np.flatnonzero(top >= cut)]
 
 
 def budget_in_words(run: RunResult) -> str:
@@ -550,10 +580,14 @@ def _budget_words(run: RunResult) -> str:
             "bounds (raise the largest voucher), and USD 1M less would come from the floor users."
         )
     else:
-        per = 1e6 * dv[moving]
+        per = dv[np.flatnonzero(moving)]
+        per *= 1e6
+        m = per.shape[0]
+        per.partition([(m - 1) // 2, m // 2])  # the median, in place (np.median would copy)
+        median = float((per[(m - 1) // 2] + per[m // 2]) / 2.0)
         text = (
-            f"USD 1M more would add about {usd(float(np.median(per)), cents=True)} to each of "
-            f"{int(moving.sum()):,} users (the median; from {usd(float(per.min()), cents=True)} "
+            f"USD 1M more would add about {usd(median, cents=True)} to each of "
+            f"{m:,} users (the median; from {usd(float(per.min()), cents=True)} "
             f"to {usd(float(per.max()), cents=True)}): those between the smallest and the "
             "largest voucher. The others stay where they are."
         )

@@ -405,3 +405,29 @@ def test_every_chart_the_page_sends_is_valid_vega_lite(studio: Studio) -> None:
 def test_the_median_of_sorted_parts_is_numpys(parts: list[list[float]]) -> None:
     arrays = [np.sort(np.array(p)) for p in parts]
     assert V._median_of_parts(arrays) == float(np.median(np.concatenate(arrays)))
+
+
+@given(
+    sizes=st.lists(st.integers(0, 50), min_size=V.TOP_MOVES + 1, max_size=400),
+    spike=st.integers(0, 3),
+)
+def test_the_largest_moves_are_every_user_at_or_above_the_cut(sizes: list[int], spike: int) -> None:
+    size = np.array(sizes, dtype=np.int64)
+    size[: spike * 7] += 1000  # a few large moves, some seen by the sample and some not
+    got = V._largest(size)
+    cut = np.sort(size)[::-1][V.TOP_MOVES - 1]
+    np.testing.assert_array_equal(got, np.flatnonzero(size >= cut))
+
+
+@given(
+    cents=st.lists(st.integers(0, 600_000), min_size=1, max_size=300),
+    wide=st.booleans(),
+    data=st.data(),
+)
+def test_sums_of_the_smallest_are_the_sorted_prefix_sums(
+    cents: list[int], wide: bool, data: st.DataObject
+) -> None:
+    c = np.array(cents, dtype=np.int64) * (10**6 if wide else 1)  # wide: the sort's path
+    k = np.array(data.draw(st.lists(st.integers(0, c.shape[0]), min_size=1, max_size=30)))
+    want = np.concatenate([[0], np.cumsum(np.sort(c))])[k]
+    np.testing.assert_array_equal(V._sums_of_smallest(c, k), want)

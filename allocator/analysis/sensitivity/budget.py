@@ -54,6 +54,7 @@ from allocator.kernel.fast import fast_reach
 from allocator.kernel.feasibility import InvalidProblemError
 from allocator.kernel.money import format_usd
 from allocator.kernel.problem import AllocationProblem
+from allocator.kernel.select import pick
 from allocator.kernel.solve import solve
 
 #: A voucher "moves" when it changes by more than this (USD): one cent.
@@ -255,14 +256,15 @@ def budget_derivatives(
     group, tau = groups(problem, allocation)
     k = len(problem.segments)
     v = np.asarray(allocation.vouchers, dtype=np.float64)
-    absorb = np.where(group >= 0, absorb_shares(problem, v), 0.0)
+    absorb = pick(group >= 0, absorb_shares(problem, v), 0.0)
     total = group_sums(group, absorb, k)
     need = tau > 0
     degenerate = bool(np.any(need[1:] & ~(total[1:] > 0)))
     with np.errstate(divide="ignore", invalid="ignore"):
         per = np.where(total > 0, tau / total, 0.0)
     per[0] = 0.0
-    dv = absorb * per[group + 1]
+    # with no binding segment every user with something to absorb is in group 0
+    dv = absorb * per[1] if k == 0 or group.max() <= 0 else absorb * per[group + 1]
     lam = float(allocation.shadow_price)
 
     def dprice(g: int, price: float) -> float:

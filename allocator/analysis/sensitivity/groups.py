@@ -70,13 +70,15 @@ def groups(problem: AllocationProblem, allocation: Allocation) -> tuple[np.ndarr
             hint="remove the overlap between the scenario's segments",
         )
     n = problem.n
-    group = np.where(np.asarray(allocation.bound_state) == 0, 0, -1).astype(np.int64)
+    # 0 inside, -1 at a bound: counted, not selected (a select branches on every user)
+    group = (np.asarray(allocation.bound_state) == 0).astype(np.int64)
+    group -= 1
     tau = np.zeros(len(problem.segments) + 2)
     lam = float(allocation.shadow_price)
     taken = 0.0
     for k, share in _binding_shares(problem, allocation).items():
         members = np.asarray(problem.segments[k].members, dtype=bool)
-        group[members & (group == 0)] = k + 1
+        group += (k + 1) * (members & (group == 0))
         tau[k + 2] = share
         taken += share
     assert group.shape == (n,)
@@ -112,6 +114,10 @@ def ties_at_margin(problem: AllocationProblem, allocation: Allocation) -> bool:
 
 def group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     """Sum of ``values`` per group, indexed ``g + 1`` (bound users at 0)."""
+    if not group.shape[0] or group.max() <= 0:  # no binding segment: the free users and the rest
+        out = np.zeros(n_groups + 2)
+        out[0], out[1] = float(np.dot(values, group < 0)), float(np.dot(values, group == 0))
+        return out
     return np.bincount(group + 1, weights=values, minlength=n_groups + 2)
 
 
