@@ -242,8 +242,25 @@ def _spread(room: np.ndarray, d: int, keys: tuple[Key, ...]) -> np.ndarray:
         extra = np.minimum(room, k)
     rest = d - int(extra.sum())
     if rest > 0:
-        extra[_top(keys, np.flatnonzero(room > k), rest)] += 1
+        first = keys[0]
+        if callable(first):
+            extra[_top(keys, np.flatnonzero(room > k), rest)] += 1
+        else:
+            # everyone at once, those without room last: no list of the others to gather by
+            extra[_top_of_all(pick(room > k, first, -np.inf), keys[1:], rest)] += 1
     return extra
+
+
+def _top_of_all(first: np.ndarray, later: tuple[Key, ...], t: int) -> np.ndarray:
+    """:func:`_top` of every entry, the first key given in full (``0 < t <`` the entries whose
+    first key is above ``-inf``)."""
+    m = first.shape[0]
+    kth = np.partition(first, m - t)[m - t]
+    above = np.flatnonzero(first > kth)
+    tie = np.flatnonzero(first == kth)
+    need = t - above.shape[0]
+    picked = tie[:need] if not later else _top(later, tie, need)
+    return np.concatenate([above, picked])
 
 
 # --------------------------------------------------------------------------- rounding
@@ -466,8 +483,7 @@ def round_to_cents_report(
     # floor(xs) is that cent minus one when xs lies just below it, ceil(xs) plus one just above
     f = np.floor(xs)
     f += near & (off < 0.0)
-    g = np.ceil(xs)
-    g -= near & (off > 0.0)
+    g = f + ~near  # ceil(xs) with the same exception: that cent near one, floor + 1 elsewhere
     del xs, whole, off, near
     f = np.minimum(np.maximum(f, lo_f, out=f), hi_f, out=f).astype(np.int64)
     g = np.minimum(np.maximum(g, lo_f, out=g), hi_f, out=g).astype(np.int64)
