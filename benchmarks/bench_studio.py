@@ -23,6 +23,7 @@ Goals: a knob <= 150 ms, a threshold <= 1 s (server time, p50 and p95).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -34,10 +35,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+# the memory settings of ``allocator studio``, before anything imports Polars (the command
+# package imports neither Polars nor NumPy)
+_OWN = "_RJEM_MALLOC_CONF" in os.environ
+from allocator.cli.heap import STUDIO_MALLOC_CONF, keep_freed_arrays  # noqa: E402
+
+if not _OWN:
+    os.environ["_RJEM_MALLOC_CONF"] = STUDIO_MALLOC_CONF
+
 from bench_axioms import USD_PER_ELIGIBLE, ensure_data  # noqa: E402
 from results import machine, write_result  # noqa: E402
 
-from allocator.cli.heap import keep_freed_arrays  # noqa: E402
 from allocator.settings.scenarios import load_scenario, with_overrides  # noqa: E402
 from allocator.studio import views as V  # noqa: E402
 from allocator.studio.engine import Studio  # noqa: E402

@@ -6,15 +6,16 @@ command's module only when that command runs or shows its help (:mod:`allocator.
 """
 
 import gc
+import sys
 
-from allocator.cli.heap import POLARS_MALLOC_CONF, keep_freed_arrays, return_polars_pages
+from allocator.cli.heap import POLARS_MALLOC_CONF, keep_freed_arrays, polars_pages_for
 from allocator.cli.lazy import defer_import, load_all
 
 # The kernel's solver dispatch imports cvxpy at module level; only the cvxpy solver uses it.
 defer_import("cvxpy")
 
 # Process memory (allocator.cli.heap): Polars' freed pages go back soon, NumPy's stay for reuse.
-return_polars_pages()
+polars_pages_for(sys.argv[1:])
 keep_freed_arrays()
 
 from allocator.cli.app import app  # noqa: E402  (after the deferred import, which it may reach)

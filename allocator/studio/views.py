@@ -247,9 +247,7 @@ def _runs(run: RunResult, pinned: RunResult | None) -> list[tuple[str, RunResult
 
 def histogram(run: RunResult, pinned: RunResult | None = None) -> ViewChart:
     """How many users receive how much: USD bins from 0 to the largest voucher, linear."""
-    top = max(
-        _memo(r, "top", lambda r=r: int(r.cents.max(initial=0))) for _, r in _runs(run, pinned)
-    )
+    top = max(_numbers(r, "top") for _, r in _runs(run, pinned))
     width = max(1.0, _nice_step(top / CENTS_PER_USD / 24))
     edges = np.arange(0.0, top / CENTS_PER_USD + width, width)
     rows = []
@@ -715,4 +713,5 @@ _NUMBERS: dict[str, Any] = {
     "lorenz": lambda r: _lorenz_at(r.cents, LORENZ_GRID),
     "budget_in_words": _budget_words,
     "cliffs": _cliff_of,
+    "top": lambda r: int(r.cents.max(initial=0)),
 }
