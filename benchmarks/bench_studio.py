@@ -85,6 +85,8 @@ def main() -> None:
     studio = Studio(session, with_overrides(scenario, {"budget.total_usd": budget}))
     pinned = studio.evaluate(studio.base)
     studio.pin(pinned)
+    studio.warm_up()  # as ``allocator studio`` does before it serves the page
+    _views(studio, pinned, pinned)  # the page draws the starting setting before any move
     print(
         f"{eligible:,} eligible users, budget USD {budget:,.2f}; "
         f"opened in {time.perf_counter() - t0:.1f} s",

@@ -100,6 +100,8 @@ def studio_cmd(
         print(url, flush=True)
         studio.close()
         return
+    progress("warming up")
+    studio.warm_up()
     from allocator.cli.lazy import load_deferred
 
     load_deferred()  # before the server's threads: a deferred module is loaded by one thread
