@@ -30,7 +30,13 @@ from allocator.settings.files import to_toml
 from allocator.settings.models import RULE_PARAMETERS, Scenario, rule_full_name
 from allocator.settings.scenarios import load_scenario, scenario_to_dict, with_overrides
 from allocator.studio.knobs import knob_values
-from allocator.vouchers.pipeline import DataSession, RunResult, allocate, write_run
+from allocator.vouchers.pipeline import (
+    ELIGIBILITY_CACHE_SIZE,
+    DataSession,
+    RunResult,
+    allocate,
+    write_run,
+)
 from allocator.vouchers.weights import MEMO_SIZE
 
 __all__ = ["Evaluation", "Studio", "StudioError", "shared_studio"]
@@ -146,7 +152,9 @@ class Studio:
     def warm_up(self, settings: int = RESULT_CACHE_SIZE + MEMO_SIZE) -> int:
         """Evaluate ``settings`` settings near the base before the page is served, moving in
         turn the knobs a designer moves most (the budget, alpha, how much the loss ratio
-        counts, the largest voucher) by a little each time; returns how many could be paid.
+        counts, the largest voucher) by a little each time, then the minimum loss and the
+        minimum loss ratio until the eligibility cache is full; returns how many could be
+        paid.
 
         The first settings after start are the slow ones: each keeps its allocation in the
         cache (and new weights or bounds in the data session's memo), and until both are full
@@ -163,12 +171,19 @@ class Studio:
             lambda k: {"objective.ratio_exponent": base.objective.ratio_exponent * (1 - 0.01 * k)},
             lambda k: {"bounds.cap_usd": base.bounds.cap_usd - k},
         )
+        tries = [moves[k % len(moves)](k // len(moves) + 1) for k in range(settings)]
+        # then each threshold in turn, a little lower each time, until the eligibility cache is
+        # full but for the base's own rule set (which every knob move needs)
+        rules = base.eligibility
+        thresholds = (
+            lambda k: {"eligibility.min_loss_usd": rules.min_loss_usd - k},
+            lambda k: {"eligibility.min_loss_ratio": rules.min_loss_ratio * (1 - 0.01 * k)},
+        )
+        tries += [thresholds[k % 2](k // 2 + 1) for k in range(ELIGIBILITY_CACHE_SIZE - 1)]
         done = 0
-        for k in range(settings):
+        for values in tries:
             try:
-                self.evaluate(
-                    self.scenario({**start, **moves[k % len(moves)](k // len(moves) + 1)})
-                )
+                self.evaluate(self.scenario({**start, **values}))
             except AllocatorError:
                 continue  # a setting that cannot be paid warms nothing: the next one may
             done += 1

@@ -398,14 +398,19 @@ def decide_users(
     table = decide(table, rules)
     if waive is not None and waive.len():
         table = waive_rules(table, waive)
-    eligible = table.filter(pl.col(N.REASON).is_null()).select(eligible_columns(rules))
-    out = table.filter(pl.col(N.REASON).is_not_null())
-    out = (
-        with_detail(out, rules)
-        if details
-        else out.with_columns(pl.lit(None, dtype=pl.String).alias(N.DETAIL))
-    )
-    excluded = out.select(excluded_columns())
+    # the columns each side keeps, then the rows: a filter moves every column it is given
+    kept = table.get_column(N.REASON).is_null()
+    eligible = table.select(eligible_columns(rules)).filter(kept)
+    if details:
+        excluded = with_detail(table.filter(~kept), rules).select(excluded_columns())
+    else:
+        plain = [c for c in excluded_columns() if c != N.DETAIL]
+        excluded = (
+            table.select(plain)
+            .filter(~kept)
+            .with_columns(pl.lit(None, dtype=pl.String).alias(N.DETAIL))
+            .select(excluded_columns())
+        )
     # One chunk each: the chunk layout of a parallel collect varies from run to run, and the
     # parquet row groups written from it would too.
     eligible, excluded = eligible.rechunk(), excluded.rechunk()
