@@ -504,16 +504,22 @@ def moved(run: RunResult, pinned: RunResult) -> Moves:
         # (the feature matrix's order), so a merge of two sorted lists lines them up
         now_ids = run.allocations[N.USER_ID].to_numpy()
         ref_ids = pinned.allocations[N.USER_ID].to_numpy()
-        ids = np.concatenate([now_ids, ref_ids])
-        # two sorted runs: the stable sort (a merge sort) finds them and merges them in one pass
-        # (np.union1d hashes, and the default sort starts from scratch: both many times slower)
-        ids.sort(kind="stable")
-        ids = ids[np.r_[True, ids[1:] != ids[:-1]]]
+        both = np.concatenate([now_ids, ref_ids])
+        # two sorted runs: the stable sort (a merge sort) finds them and merges them in one
+        # pass; each user's place in the union is then a running count of new ids (np.union1d
+        # and np.searchsorted are each several times slower)
+        order = np.argsort(both, kind="stable")
+        merged = both[order]
+        first = np.empty(merged.shape[0], dtype=bool)
+        first[:1] = True
+        np.not_equal(merged[1:], merged[:-1], out=first[1:])
+        ids = merged[np.flatnonzero(first)]
+        place = np.empty(both.shape[0], dtype=np.int64)
+        place[order] = np.cumsum(first) - 1
+        at_now, at_ref = place[: now_ids.shape[0]], place[now_ids.shape[0] :]
         now_c = np.zeros(ids.shape[0], dtype=np.int64)
         ref_c = np.zeros(ids.shape[0], dtype=np.int64)
         loss = np.empty(ids.shape[0], dtype=np.float64)
-        at_ref = np.searchsorted(ids, ref_ids)
-        at_now = np.searchsorted(ids, now_ids)
         ref_c[at_ref] = pinned.cents
         loss[at_ref] = pinned.allocations[N.LOSS_USD].to_numpy()
         now_c[at_now] = run.cents
