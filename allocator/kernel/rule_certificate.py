@@ -31,7 +31,7 @@ import numpy as np
 
 from allocator.kernel.claims import ClaimsAwards
 from allocator.kernel.money import format_usd
-from allocator.kernel.sums import exact_sum
+from allocator.kernel.sums import fsum
 
 #: USD: the tolerance on unrounded awards (the root is exact up to float error on the sum).
 EXACT_TOL_USD = 1e-6
@@ -130,7 +130,7 @@ def certify_rule(
             f"{int(((below > tol) | (above > tol)).sum()):,} award(s) outside their bounds, "
             f"by up to {format_usd(bound_violation, currency=True)}"
         )
-    spent = exact_sum(v)
+    spent = fsum(v)
     budget_violation = abs(spent - float(budget))
     if budget_violation > (0.005 if rounded else 1e-9 * max(1.0, abs(float(budget)))):
         failures.append(

@@ -1,7 +1,7 @@
 r"""Sums of float arrays rounded exactly once, as :func:`math.fsum` rounds them, at NumPy's speed.
 
 ``math.fsum(x.tolist())`` is exact but builds a Python list: 30 ms at a million users, longer
-than the claims rule whose awards it checks. :func:`exact_sum` gives the same float by error-free
+than the claims rule whose awards it checks. :func:`fsum` gives the same float by error-free
 extraction (Rump, Ogita and Oishi, "Accurate floating-point summation part I", SIAM J. Sci.
 Comput. 31, 2008): with :math:`\sigma = 2^{M + e}`, :math:`2^M \ge n + 2` and
 :math:`2^e \ge \max_i |x_i|`,
@@ -24,14 +24,14 @@ import math
 
 import numpy as np
 
-__all__ = ["exact_sum"]
+__all__ = ["fsum"]
 
 #: Levels before falling back to math.fsum (a level takes 53 - M bits of the widest exponent
 #: range; doubles span 2,100 binary orders, so this is never reached by amounts of money).
 _MAX_LEVELS = 80
 
 
-def exact_sum(x: np.ndarray) -> float:
+def fsum(x: np.ndarray) -> float:
     """``math.fsum(x)``, bit for bit, for a one-dimensional float64 array."""
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[0]
