@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from allocator.errors import AllocatorError, ScenarioError
 from allocator.settings.depeg import TOML_SECTION, DepegRules, depeg_rules_from_dict, rules_to_dict
+from allocator.settings.docstrings import with_field_descriptions
 from allocator.settings.loans import (
     LOAN_ONLY_KEYS,
     VOUCHER_SCENARIO_KEYS,
@@ -121,7 +122,7 @@ def json_schema(kind: str = "voucher") -> dict[str, Any]:
             "(e.g. allocator scenario schema --kind loans)."
         )
     cls = KINDS[kind]
-    schema = adapter(cls).json_schema(mode="validation")
+    schema = with_field_descriptions(adapter(cls).json_schema(mode="validation"), cls)
     _table_defaults(schema)
     if kind == "depeg":
         # the rules are the [depeg] table of a file that may hold other tables

@@ -50,8 +50,9 @@ __all__ = [
 INT64_MAX = 2**63 - 1
 
 #: Configuration of every settings dataclass: unknown keys are errors, NaN and infinities are
-#: refused, and the docstring under a field is its description in the JSON Schema.
-SETTINGS_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
+#: refused. The docstring under a field is its description in the JSON Schema, read when the
+#: schema is written (:mod:`allocator.settings.docstrings`), not when each class is built.
+SETTINGS_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
