@@ -68,8 +68,10 @@ from allocator.kernel.problem import AllocationProblem
 _SAMPLE_MIN_N = 65_536
 _SAMPLE_SIZE = 16_384
 _MAX_ITER = 500
-# A sample's segment total this far (relative) inside its shares says the segment does not bind.
+# A sample's segment total this far (relative) inside its shares says the segment does not bind;
+# the sample is small, since it only chooses which exact path runs first.
 _SHARE_MARGIN = 0.1
+_SHARE_SAMPLE = 4_096
 # The knapsack's selection: sample size, margin either side of the estimated crossing (in
 # sample entries, about three sampling errors), and the size below which candidates are sorted.
 _SELECT_SAMPLE = 4096
@@ -499,7 +501,7 @@ def _sample_meets_shares(
     n = problem.n
     if n < _SAMPLE_MIN_N:
         return True
-    at = slice(0, n, n // _SAMPLE_SIZE)
+    at = slice(0, n, n // _SHARE_SAMPLE)
     lower, upper = problem.lower[at], problem.upper[at]
     budget = float(problem.budget) * lower.shape[0] / n
     if not float(lower.sum()) < budget < float(upper.sum()):
