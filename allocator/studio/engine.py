@@ -150,11 +150,10 @@ class Studio:
         return result
 
     def warm_up(self, settings: int = RESULT_CACHE_SIZE + MEMO_SIZE) -> int:
-        """Evaluate ``settings`` settings near the base before the page is served, moving in
-        turn the knobs a designer moves most (the budget, alpha, how much the loss ratio
-        counts, the largest voucher) by a little each time, then the minimum loss and the
-        minimum loss ratio until the eligibility cache is full; returns how many could be
-        paid.
+        """Evaluate settings near the base before the page is served: the minimum loss and
+        the minimum loss ratio until the eligibility cache is full, then ``settings`` moving in
+        turn the knobs a designer moves most (the budget, alpha, how much the loss ratio counts,
+        the largest voucher) by a little each time; returns how many could be paid.
 
         The first settings after start are the slow ones: each keeps its allocation in the
         cache (and new weights or bounds in the data session's memo), and until both are full
@@ -165,21 +164,22 @@ class Studio:
         in the cache like any other.
         """
         start, base = self.values(), self.base
+        # first each threshold in turn, a little lower each time, until the eligibility cache
+        # is full but for the base's own rule set; then the knobs, which end the warm-up with
+        # the base's rule set the most recent and the cache holding what knob moves replace
+        rules = base.eligibility
+        thresholds = (
+            lambda k: {"eligibility.min_loss_usd": rules.min_loss_usd - k},
+            lambda k: {"eligibility.min_loss_ratio": rules.min_loss_ratio * (1 - 0.01 * k)},
+        )
+        tries = [thresholds[k % 2](k // 2 + 1) for k in range(ELIGIBILITY_CACHE_SIZE - 1)]
         moves = (
             lambda k: {"budget.total_usd": round(base.budget.total_usd * (1 - 0.001 * k), 2)},
             lambda k: {"objective.alpha": base.objective.alpha + 0.01 * k},
             lambda k: {"objective.ratio_exponent": base.objective.ratio_exponent * (1 - 0.01 * k)},
             lambda k: {"bounds.cap_usd": base.bounds.cap_usd - k},
         )
-        tries = [moves[k % len(moves)](k // len(moves) + 1) for k in range(settings)]
-        # then each threshold in turn, a little lower each time, until the eligibility cache is
-        # full but for the base's own rule set (which every knob move needs)
-        rules = base.eligibility
-        thresholds = (
-            lambda k: {"eligibility.min_loss_usd": rules.min_loss_usd - k},
-            lambda k: {"eligibility.min_loss_ratio": rules.min_loss_ratio * (1 - 0.01 * k)},
-        )
-        tries += [thresholds[k % 2](k // 2 + 1) for k in range(ELIGIBILITY_CACHE_SIZE - 1)]
+        tries += [moves[k % len(moves)](k // len(moves) + 1) for k in range(settings)]
         done = 0
         for values in tries:
             try:
