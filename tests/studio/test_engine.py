@@ -431,3 +431,29 @@ def test_sums_of_the_smallest_are_the_sorted_prefix_sums(
     k = np.array(data.draw(st.lists(st.integers(0, c.shape[0]), min_size=1, max_size=30)))
     want = np.concatenate([[0], np.cumsum(np.sort(c))])[k]
     np.testing.assert_array_equal(V._sums_of_smallest(c, k), want)
+
+
+def test_warming_up_fills_the_caches_with_real_settings_and_keeps_the_base(
+    data: Path, base
+) -> None:
+    from allocator.studio.engine import RESULT_CACHE_SIZE
+
+    s = Studio(DataSession.open(data), base)
+    try:
+        first = s.evaluate(s.base)
+        paid = s.warm_up()
+        assert paid >= RESULT_CACHE_SIZE
+        kept = list(s._results.values())
+        assert len(kept) == RESULT_CACHE_SIZE
+        # each kept setting is near the base and is what allocate pays for it, to the cent
+        for evaluation in kept[-2:]:
+            again = allocate(s.session, evaluation.scenario, with_payouts=False)
+            np.testing.assert_array_equal(evaluation.run.cents, again.cents)
+        assert all(e.scenario != s.base for e in kept)
+        # the base's rule set is still the newest in the eligibility cache: a knob move after
+        # the warm-up needs no new pass
+        newest = next(reversed(s.session._eligibility))
+        assert newest == s.base.eligibility
+        assert s.evaluate(s.base).run.eligibility is first.run.eligibility
+    finally:
+        s.close()
