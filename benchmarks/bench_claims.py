@@ -48,7 +48,7 @@ def _median_seconds(func, repeats: int) -> float:
 
 
 def main() -> None:
-    keep_freed_arrays()  # the memory settings of the allocator command
+    keep_freed_arrays()  # the memory settings of the allocator commands
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=7)

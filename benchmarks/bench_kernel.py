@@ -78,7 +78,7 @@ def with_segment(p: AllocationProblem, share: float | None) -> AllocationProblem
 
 
 def main() -> None:
-    keep_freed_arrays()  # the memory settings of the allocator command
+    keep_freed_arrays()  # the memory settings of the allocator commands
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=7)

@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         from allocator.cli.heap import keep_freed_arrays
 
-        keep_freed_arrays()  # the memory settings of the allocator command
+        keep_freed_arrays()  # the memory settings of the allocator commands
         if args.worker == "fast":
             res = worker_fast(args.n, max(args.repeats, 1), args.out)
         elif args.worker == "cvxpy":

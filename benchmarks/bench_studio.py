@@ -38,7 +38,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 # the memory settings of ``allocator studio``, before anything imports Polars (the command
 # package imports neither Polars nor NumPy)
 _OWN = "_RJEM_MALLOC_CONF" in os.environ
-from allocator.cli.heap import STUDIO_MALLOC_CONF, keep_freed_arrays  # noqa: E402
+from allocator.cli.heap import (  # noqa: E402
+    STUDIO_MALLOC_CONF,
+    STUDIO_TRIM_THRESHOLD,
+    keep_freed_arrays,
+)
 
 if not _OWN:
     os.environ["_RJEM_MALLOC_CONF"] = STUDIO_MALLOC_CONF
@@ -68,7 +72,7 @@ def _views(studio: Studio, result, pinned) -> None:
 
 
 def main() -> None:
-    keep_freed_arrays()  # the memory settings of the allocator command
+    keep_freed_arrays(STUDIO_TRIM_THRESHOLD)  # the memory settings of allocator studio
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_640_000)
     parser.add_argument("--data", type=Path, default=Path("/tmp/bench_axioms_data"))

@@ -8,15 +8,14 @@ command's module only when that command runs or shows its help (:mod:`allocator.
 import gc
 import sys
 
-from allocator.cli.heap import POLARS_MALLOC_CONF, keep_freed_arrays, polars_pages_for
+from allocator.cli.heap import POLARS_MALLOC_CONF, memory_for
 from allocator.cli.lazy import defer_import, load_all
 
 # The kernel's solver dispatch imports cvxpy at module level; only the cvxpy solver uses it.
 defer_import("cvxpy")
 
-# Process memory (allocator.cli.heap): Polars' freed pages go back soon, NumPy's stay for reuse.
-polars_pages_for(sys.argv[1:])
-keep_freed_arrays()
+# Process memory (allocator.cli.heap): a command returns what it frees soon, the studio keeps it.
+memory_for(sys.argv[1:])
 
 from allocator.cli.app import app  # noqa: E402  (after the deferred import, which it may reach)
 

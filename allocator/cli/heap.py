@@ -1,7 +1,10 @@
 """How the ``allocator`` process keeps its memory: two allocators, each told once at start.
 
 Polars allocates through its own jemalloc, NumPy through the C library's malloc; each keeps
-freed memory by its own rule, and each rule was wrong for this tool in its own way.
+freed memory by its own rule, and each rule was wrong for this tool in its own way. A command
+that runs once wants freed memory back soon (its peak is a goal: ``allocate`` at two million
+users within 1.5 GiB); the studio, a server answering one setting after another, wants it kept
+for the next setting (memory touched for the first time is what makes a setting slow).
 """
 
 from __future__ import annotations
@@ -13,17 +16,25 @@ import sys
 __all__ = [
     "POLARS_MALLOC_CONF",
     "STUDIO_MALLOC_CONF",
+    "STUDIO_TRIM_THRESHOLD",
+    "TRIM_THRESHOLD",
     "keep_freed_arrays",
-    "polars_pages_for",
+    "memory_for",
 ]
 
-#: How the CLI asks Polars' jemalloc to give freed memory back. Polars' jemalloc keeps freed
+#: How a command asks Polars' jemalloc to give freed memory back. Polars' jemalloc keeps freed
 #: pages for seconds before returning them; between the stages of a run they pile up (allocate
 #: at two million users peaked at 1.6 GiB, of which about 0.2 GiB freed but kept). A
 #: background purger with a short decay returns them as the run goes, at no measured cost in
 #: time. Read when Polars is first imported; a value set in the environment
 #: (``_RJEM_MALLOC_CONF``) wins.
 POLARS_MALLOC_CONF = "background_thread:true,dirty_decay_ms:200,muzzy_decay_ms:0"
+
+#: The studio's: freed pages kept for a minute. Returned after 200 ms, they come back as fresh
+#: pages on the next setting (its tables are built anew each time): with them kept, a knob at a
+#: million users went from 157 to 131 ms (p50) and from 199 to 146 ms (p95) in alternating
+#: runs of ``benchmarks/bench_studio.py``.
+STUDIO_MALLOC_CONF = "background_thread:true,dirty_decay_ms:60000,muzzy_decay_ms:60000"
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -33,30 +44,32 @@ _M_MMAP_THRESHOLD = -3
 #: Arrays up to this size come from the heap, not from pages of their own (glibc's largest
 #: allowed value on 64-bit systems).
 MMAP_THRESHOLD = 32 << 20
-#: Freed heap memory the process keeps for its next arrays before giving it back.
-TRIM_THRESHOLD = 512 << 20
+#: Freed heap memory a command keeps for its next arrays before giving it back. Kept, it is
+#: not Polars' to reuse: with 512 MiB, ``allocate`` at two million users peaked at 1.44 GiB
+#: against 1.35 GiB with this (alternating runs of ``benchmarks/bench_allocate_scale.py``).
+TRIM_THRESHOLD = 64 << 20
+#: The studio's: a server keeps what its settings free for the next one.
+STUDIO_TRIM_THRESHOLD = 512 << 20
 #: Heap grown at once when it must grow.
 TOP_PAD = 64 << 20
 
 
-#: The studio's: a server that answers one setting after another keeps the pages it freed for a
-#: minute. Returned after 200 ms, they come back as fresh pages on the next setting (its tables
-#: are built anew each time): with them kept, a knob at a million users went from 157 to 131 ms
-#: (p50) and from 199 to 146 ms (p95) in alternating runs of ``benchmarks/bench_studio.py``.
-STUDIO_MALLOC_CONF = "background_thread:true,dirty_decay_ms:60000,muzzy_decay_ms:60000"
+def _command(argv: list[str]) -> str | None:
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
-def polars_pages_for(argv: list[str]) -> None:
-    """Set :data:`STUDIO_MALLOC_CONF` for the ``studio`` command and :data:`POLARS_MALLOC_CONF`
-    for every other, unless the environment already says otherwise (``_RJEM_MALLOC_CONF``).
-    It must run before Polars is first imported, so before the command line is parsed:
-    ``argv`` is ``sys.argv[1:]``, whose first word that is not an option names the command."""
-    command = next((word for word in argv if not word.startswith("-")), None)
-    conf = STUDIO_MALLOC_CONF if command == "studio" else POLARS_MALLOC_CONF
-    os.environ.setdefault("_RJEM_MALLOC_CONF", conf)
+def memory_for(argv: list[str]) -> None:
+    """The memory settings of the command ``argv`` names (``sys.argv[1:]``: its first word that
+    is not an option): Polars' (:data:`STUDIO_MALLOC_CONF` for ``studio``,
+    :data:`POLARS_MALLOC_CONF` for every other, unless ``_RJEM_MALLOC_CONF`` is set) and
+    NumPy's (:func:`keep_freed_arrays`). It must run before Polars is first imported, so before
+    the command line is parsed."""
+    studio = _command(argv) == "studio"
+    os.environ.setdefault("_RJEM_MALLOC_CONF", STUDIO_MALLOC_CONF if studio else POLARS_MALLOC_CONF)
+    keep_freed_arrays(STUDIO_TRIM_THRESHOLD if studio else TRIM_THRESHOLD)
 
 
-def keep_freed_arrays() -> bool:
+def keep_freed_arrays(trim_threshold: int = TRIM_THRESHOLD) -> bool:
     """Let NumPy's large temporaries reuse freed memory instead of fresh pages.
 
     glibc gives an allocation of more than its threshold (128 KiB at start, raised as such
@@ -64,8 +77,8 @@ def keep_freed_arrays() -> bool:
     array of a million floats touches 2,048 new pages, each a fault and a zeroing. A solve and
     its certificate make dozens of such arrays: at a million users the studio's knob went from
     about 240 to 180 ms, and a solve with a binding segment from 68 to 47 ms, with arrays of up
-    to :data:`MMAP_THRESHOLD` taken from the heap and :data:`TRIM_THRESHOLD` of freed heap
-    kept (medians, alternating runs in one sitting). Returns whether the C library took the
+    to :data:`MMAP_THRESHOLD` taken from the heap (medians, alternating runs in one sitting).
+    Freed heap memory up to ``trim_threshold`` is kept. Returns whether the C library took the
     settings (glibc only; elsewhere nothing changes).
     """
     if not sys.platform.startswith("linux"):
@@ -80,7 +93,7 @@ def keep_freed_arrays() -> bool:
         mallopt(param, value) == 1
         for param, value in (
             (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
-            (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            (_M_TRIM_THRESHOLD, trim_threshold),
             (_M_TOP_PAD, TOP_PAD),
         )
     )

@@ -23,13 +23,13 @@ def test_the_studio_keeps_freed_pages_and_other_commands_return_them(
     argv: list[str], conf: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("_RJEM_MALLOC_CONF", raising=False)
-    heap.polars_pages_for(argv)
+    heap.memory_for(argv)
     assert heap.os.environ["_RJEM_MALLOC_CONF"] == conf
 
 
 def test_a_setting_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("_RJEM_MALLOC_CONF", "dirty_decay_ms:5")
-    heap.polars_pages_for(["studio"])
+    heap.memory_for(["studio"])
     assert heap.os.environ["_RJEM_MALLOC_CONF"] == "dirty_decay_ms:5"
 
 
@@ -48,3 +48,4 @@ def test_the_command_sets_polars_memory_before_polars_is_imported() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_glibc_takes_the_array_settings() -> None:
     assert heap.keep_freed_arrays() is True
+    assert heap.keep_freed_arrays(heap.STUDIO_TRIM_THRESHOLD) is True
