@@ -102,13 +102,14 @@ def code_cells(nb: Any) -> list[Any]:
 def output_shape(nb: Any) -> list[list[tuple[str, ...]]]:
     """Per code cell, the kind of each output (stream name or MIME types), not its content;
     stderr is left out (a warning or a font-cache notice depends on the machine, and the stored
-    files may hold no stderr at all)."""
+    files may hold no stderr at all). Consecutive pieces of one stream count once: the kernel
+    sends what a cell prints in as many pieces as it flushes, which depends on timing."""
     shape = []
     for cell in code_cells(nb):
-        kinds = []
+        kinds: list[tuple[str, ...]] = []
         for o in cell.outputs:
             if o.output_type == "stream":
-                if o.name != "stderr":
+                if o.name != "stderr" and kinds[-1:] != [("stream", o.name)]:
                     kinds.append(("stream", o.name))
             else:
                 kinds.append((o.output_type, *sorted(o.get("data", {}))))
