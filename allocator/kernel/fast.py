@@ -63,6 +63,7 @@ import numpy as np
 from allocator.errors import SolverFailedError
 from allocator.kernel.feasibility import segments_disjoint
 from allocator.kernel.problem import AllocationProblem
+from allocator.kernel.select import pick
 
 # Above this many users the fast solver first solves a strided sample to bracket the price.
 _SAMPLE_MIN_N = 65_536
@@ -435,7 +436,7 @@ def _knapsack(
         return hi.copy(), float(w[room > 0].min())
     w_m = _marginal_weight(w, room, rest)
     above = w > w_m
-    v = np.where(above, hi, lo)
+    v = pick(above, hi, lo)
     tied = np.flatnonzero(w == w_m)
     tied = tied[room[tied] > 0]
     left = rest - float(np.dot(room, above))

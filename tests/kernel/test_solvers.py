@@ -336,14 +336,42 @@ def test_alpha_zero_is_the_fractional_knapsack(p: AllocationProblem) -> None:
         assert np.all(v[p.weights < lam] == p.lower[p.weights < lam])
 
 
-def test_alpha_zero_large_problem_matches_a_sorted_fill() -> None:
-    # large enough for the selection (not a sort) to find the marginal weight; many ties
+def _rounded_lognormal(rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.round(rng.lognormal(0.0, 1.0, n), 1) + 0.1  # many ties
+
+
+def _two_weights(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.choice([1.0, 2.0], n)  # the selection cannot split them: it sorts
+
+
+def _one_weight(rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.full(n, 3.0)
+
+
+def _heavy_sample(rng: np.random.Generator, n: int) -> np.ndarray:
+    w = _rounded_lognormal(rng, n)
+    w[:: n // 4096] = 1000.0  # every user the strided sample sees is the heaviest
+    return w
+
+
+def _light_sample(rng: np.random.Generator, n: int) -> np.ndarray:
+    w = _rounded_lognormal(rng, n)
+    w[:: n // 4096] = 0.01  # ... or the lightest: the crossing is heavier than it says
+    return w
+
+
+@pytest.mark.parametrize(
+    "weights", [_rounded_lognormal, _two_weights, _one_weight, _heavy_sample, _light_sample]
+)
+@pytest.mark.parametrize("share", [0.002, 0.37, 0.5, 0.995])
+def test_alpha_zero_large_problem_matches_a_sorted_fill(weights, share: float) -> None:  # type: ignore[no-untyped-def]
+    # large enough for the selection (not a sort) to find the marginal weight
     rng = np.random.default_rng(4)
     n = 60_000
-    w = np.round(rng.lognormal(0.0, 1.0, n), 1) + 0.1
+    w = weights(rng, n)
     lo = rng.choice([0.0, 4.0], n)
     hi = lo + rng.choice([0.0, 10.0, 100.0, 1000.0], n)
-    p = AllocationProblem(w, lo, hi, float(lo.sum() + 0.37 * (hi - lo).sum()), 0.0)
+    p = AllocationProblem(w, lo, hi, float(lo.sum() + share * (hi - lo).sum()), 0.0)
     v = solve(p, method="fast").vouchers
     # reference: fill rooms in decreasing weight; the tied group at the margin shares pro rata
     order = np.argsort(-w, kind="stable")
