@@ -157,10 +157,10 @@ class Studio:
 
         The first settings after start are the slow ones: each keeps its allocation in the
         cache (and new weights or bounds in the data session's memo), and until both are full
-        every setting takes memory the process has never touched. On this machine such memory
-        costs about 15 us a page the first time (a virtual machine's pages are backed on first
-        use), which put the studio's first ten knob moves at 250-400 ms against 130 ms
-        afterwards. Warmed up, the first move costs what the hundredth does; the settings stay
+        every setting takes memory the process has never touched. On the virtual machine the
+        benchmarks ran on (its pages are backed on first use) such memory cost about 15 us a
+        page the first time, which put the studio's first ten knob moves at 250-400 ms against
+        130 ms afterwards. Warmed up, the first move costs what the hundredth does; the settings stay
         in the cache like any other.
         """
         start, base = self.values(), self.base

@@ -264,7 +264,7 @@ def budget_derivatives(
         per = np.where(total > 0, tau / total, 0.0)
     per[0] = 0.0
     # with no binding segment every user with something to absorb is in group 0
-    dv = absorb * per[1] if k == 0 or group.max() <= 0 else absorb * per[group + 1]
+    dv = absorb * per[1] if group.max(initial=-1) <= 0 else absorb * per[group + 1]
     lam = float(allocation.shadow_price)
 
     def dprice(g: int, price: float) -> float:

@@ -114,7 +114,7 @@ def ties_at_margin(problem: AllocationProblem, allocation: Allocation) -> bool:
 
 def group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     """Sum of ``values`` per group, indexed ``g + 1`` (bound users at 0)."""
-    if not group.shape[0] or group.max() <= 0:  # no binding segment: the free users and the rest
+    if group.max(initial=-1) <= 0:  # no binding segment: the free users and the rest
         out = np.zeros(n_groups + 2)
         out[0], out[1] = float(np.dot(values, group < 0)), float(np.dot(values, group == 0))
         return out
