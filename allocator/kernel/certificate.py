@@ -312,9 +312,9 @@ def _best_response_from_ratio(
     difference (the same tolerance lets interior users pass stationarity).
     """
     if alpha == 0.0:
-        out = np.where(ratio > 1.0 + tie_tol, hi, lo)
+        out = pick(ratio > 1.0 + tie_tol, hi, lo)
         tie = np.abs(ratio - 1.0) <= tie_tol
-        return np.where(tie, v, out)
+        return pick(tie, v, out)
     with np.errstate(invalid="ignore", over="ignore"):
         if alpha == 1.0:
             raw = v * ratio
@@ -532,11 +532,18 @@ def _user_sums(
     np.abs(dev, out=dev)
     with np.errstate(invalid="ignore"):
         off = np.abs(v - v_star)
-        bound_violation = max(np.max(lo - v, initial=0.0), np.max(v - hi, initial=0.0))
+        below = np.subtract(lo, v)
+        bound_violation = float(below.max(initial=0.0))
+        np.subtract(v, hi, out=below)  # now above
+        bound_violation = max(bound_violation, float(below.max(initial=0.0)))
+    spent = float(np.sum(v))
     return _UserSums(
-        not_finite=int(v.shape[0] - np.count_nonzero(np.isfinite(v))),
-        bound_violation=float(bound_violation),
-        spent=float(np.sum(v)),
+        # a sum is finite only if every voucher is (or it overflowed: then they are counted)
+        not_finite=0
+        if math.isfinite(spent)
+        else int(v.shape[0] - np.count_nonzero(np.isfinite(v))),
+        bound_violation=bound_violation,
+        spent=spent,
         segment_totals=[float(np.einsum("i,i->", v, mask)) for mask in members],
         n_floor=int(np.count_nonzero(at_floor)),
         n_cap=int(np.count_nonzero(at_cap)),
