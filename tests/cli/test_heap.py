@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -24,13 +25,13 @@ def test_the_studio_keeps_freed_pages_and_other_commands_return_them(
 ) -> None:
     monkeypatch.delenv("_RJEM_MALLOC_CONF", raising=False)
     heap.memory_for(argv)
-    assert heap.os.environ["_RJEM_MALLOC_CONF"] == conf
+    assert os.environ["_RJEM_MALLOC_CONF"] == conf
 
 
 def test_a_setting_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("_RJEM_MALLOC_CONF", "dirty_decay_ms:5")
     heap.memory_for(["studio"])
-    assert heap.os.environ["_RJEM_MALLOC_CONF"] == "dirty_decay_ms:5"
+    assert os.environ["_RJEM_MALLOC_CONF"] == "dirty_decay_ms:5"
 
 
 def test_the_command_sets_polars_memory_before_polars_is_imported() -> None:
@@ -38,7 +39,7 @@ def test_the_command_sets_polars_memory_before_polars_is_imported() -> None:
         "import os, sys; sys.argv = ['allocator', 'studio', '--help']; import allocator.cli; "
         "print('polars' in sys.modules, os.environ['_RJEM_MALLOC_CONF'])"
     )
-    env = {k: v for k, v in heap.os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     ).stdout.split()

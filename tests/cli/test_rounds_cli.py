@@ -327,6 +327,13 @@ def _refused(result, out: Path, *words: str) -> None:  # noqa: ANN001
     assert not out.exists()
 
 
+def next_round_with_appeals(
+    scenario: object, data: object, previous: Path, appeals: Path, out: Path
+) -> Result:
+    """``allocate`` of the round after ``previous`` with ``appeals``, into ``out``."""
+    return allocate_with(scenario, data, "--previous", previous, "--appeals", appeals, "--out", out)
+
+
 def _appeal_file(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "appeals.csv"
     path.write_text(text)
@@ -336,16 +343,7 @@ def _appeal_file(tmp_path: Path, text: str) -> Path:
 def test_an_appeal_for_an_unknown_user_is_refused(chain, data_dir, scenario_file, tmp_path):
     bad = _appeal_file(tmp_path, "user_id,decision,note\n99999999999,reinstate,who\n")
     out = tmp_path / "out"
-    result = allocate_with(
-        scenario_file,
-        data_dir,
-        "--previous",
-        chain["runs"][0],
-        "--appeals",
-        bad,
-        "--out",
-        out,
-    )
+    result = next_round_with_appeals(scenario_file, data_dir, chain["runs"][0], bad, out)
     _refused(result, out, str(bad), "99999999999", "liquidations")
 
 
@@ -353,16 +351,7 @@ def test_duplicate_appeals_are_refused(chain, data_dir, scenario_file, tmp_path)
     uid = int(chain["appeals"][N.USER_ID][0])
     bad = _appeal_file(tmp_path, f"user_id,decision\n{uid},reinstate\n{uid},uphold\n")
     out = tmp_path / "out"
-    result = allocate_with(
-        scenario_file,
-        data_dir,
-        "--previous",
-        chain["runs"][0],
-        "--appeals",
-        bad,
-        "--out",
-        out,
-    )
+    result = next_round_with_appeals(scenario_file, data_dir, chain["runs"][0], bad, out)
     _refused(result, out, str(bad), str(uid), "twice", "line 2", "line 3")
 
 
@@ -371,16 +360,7 @@ def test_an_appeal_for_a_user_paid_in_full_is_refused(chain, data_dir, scenario_
     uid = int(capped[N.USER_ID][0])
     bad = _appeal_file(tmp_path, f"user_id,decision,note\n{uid},uphold,wants more\n")
     out = tmp_path / "out"
-    result = allocate_with(
-        scenario_file,
-        data_dir,
-        "--previous",
-        chain["runs"][0],
-        "--appeals",
-        bad,
-        "--out",
-        out,
-    )
+    result = next_round_with_appeals(scenario_file, data_dir, chain["runs"][0], bad, out)
     _refused(result, out, str(bad), str(uid), "paid in full")
 
 
@@ -388,16 +368,7 @@ def test_an_appeal_decided_in_an_earlier_round_is_refused(chain, data_dir, scena
     uid = int(chain["appeals"][N.USER_ID][0])
     bad = _appeal_file(tmp_path, f"user_id,decision\n{uid},uphold\n")
     out = tmp_path / "out"
-    result = allocate_with(
-        scenario_file,
-        data_dir,
-        "--previous",
-        chain["runs"][1],
-        "--appeals",
-        bad,
-        "--out",
-        out,
-    )
+    result = next_round_with_appeals(scenario_file, data_dir, chain["runs"][1], bad, out)
     _refused(result, out, str(bad), "decided in round 2")
 
 
@@ -415,16 +386,7 @@ def test_an_appeal_decided_in_an_earlier_round_is_refused(chain, data_dir, scena
 def test_a_malformed_appeals_file_is_refused(chain, data_dir, scenario_file, tmp_path, text, words):
     bad = _appeal_file(tmp_path, text)
     out = tmp_path / "out"
-    result = allocate_with(
-        scenario_file,
-        data_dir,
-        "--previous",
-        chain["runs"][0],
-        "--appeals",
-        bad,
-        "--out",
-        out,
-    )
+    result = next_round_with_appeals(scenario_file, data_dir, chain["runs"][0], bad, out)
     _refused(result, out, str(bad), *words)
 
 
