@@ -49,14 +49,26 @@ cent of its best response at the given prices".
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from allocator.kernel.certificate_terms import UserSums, in_blocks, user_sums, utility
 from allocator.kernel.problem import AllocationProblem
-from allocator.kernel.select import pick, pick_max
+
+__all__ = [
+    "CENT",
+    "DEFAULT_FEAS_TOL_USD",
+    "DEFAULT_TOL",
+    "Certificate",
+    "best_response",
+    "certify",
+    "effective_prices",
+    "objective_value",
+    "utility",
+]
 
 #: Default relative tolerance for stationarity, sign conditions and the duality gap.
 DEFAULT_TOL = 1e-6
@@ -64,21 +76,6 @@ DEFAULT_TOL = 1e-6
 DEFAULT_FEAS_TOL_USD = 1e-3
 #: One cent: how far a rounded voucher may sit from its best response.
 CENT = 0.01
-
-
-def utility(v: np.ndarray, alpha: float) -> np.ndarray:
-    r""":math:`u_\alpha(v)`: ``log v`` for ``alpha == 1``, else ``v**(1-alpha) / (1-alpha)``."""
-    v = np.asarray(v, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if alpha == 1.0:
-            return np.log(v)
-        if alpha == 0.0:
-            return v.copy()
-        if alpha == 2.0:
-            return -1.0 / v
-        if alpha == 0.5:
-            return 2.0 * np.sqrt(v)
-        return np.power(v, 1.0 - alpha) / (1.0 - alpha)
 
 
 def objective_value(problem: AllocationProblem, vouchers: np.ndarray) -> float:
@@ -236,345 +233,13 @@ def _segment_mu(
     return float(mu_min), float(mu_max)
 
 
-def _utility_difference(
-    w: np.ndarray, v_new: np.ndarray, v_old: np.ndarray, alpha: float
-) -> np.ndarray:
-    r""":math:`w\,(u_\alpha(v_{new}) - u_\alpha(v_{old}))`, without cancellation when close."""
-    d = v_new - v_old
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if alpha == 0.0:
-            out = w * d
-        elif alpha == 1.0:
-            out = w * np.log1p(d / v_old)
-        elif alpha == 2.0:  # -1/a + 1/b = (a - b) / (a b)
-            out = w * d / (v_old * v_new)
-        elif alpha == 0.5:  # 2 (sqrt a - sqrt b) = 2 (a - b) / (sqrt a + sqrt b)
-            out = 2.0 * w * d / (np.sqrt(v_new) + np.sqrt(v_old))
-        else:
-            rho = np.log1p(d / v_old)  # log(v_new / v_old)
-            out = w * np.power(v_old, 1.0 - alpha) * np.expm1((1.0 - alpha) * rho) / (1.0 - alpha)
-    return np.where(d == 0.0, 0.0, out)
-
-
-# Relative deviations below this use exact low-order series instead of exp/log: the neglected
-# terms are below 1e-15 of the kept ones, and at a million users most deviations are this small.
-_SERIES = 1e-5
-# When more than one user in this many needs the closed form, it is computed for everyone and
-# selected: gathering and scattering that many users costs more than the arithmetic.
-_DENSE = 8
-
-
-def _marginal_ratio(
-    w: np.ndarray, v: np.ndarray, prices: np.ndarray, alpha: float
-) -> tuple[np.ndarray, np.ndarray | None]:
-    r""":math:`r_i = g_i(v_i)/\lambda_i` (``inf`` where :math:`\lambda_i \le 0`) and, for a
-    general ``alpha``, :math:`\log v` for re-use."""
-    logv = None
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if alpha == 0.0:
-            ratio = w / prices
-        elif alpha == 1.0:
-            ratio = w / (v * prices)
-        elif alpha == 2.0:
-            ratio = w / (v * v * prices)
-        elif alpha == 0.5:
-            ratio = w / (np.sqrt(v) * prices)
-        else:
-            logv = np.log(v)
-            log_p = (
-                np.log(prices[0])
-                if prices.size and prices.min() == prices.max()
-                else np.log(prices)
-            )
-            ratio = np.exp(np.log(w) - alpha * logv - log_p)
-    if not prices.min(initial=1.0) > 0.0:  # a free budget or segment: nothing is worth its price
-        ratio = np.where(prices > 0.0, ratio, np.inf)
-    return ratio, logv
-
-
-def _best_response_from_ratio(
-    w: np.ndarray,
-    v: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    prices: np.ndarray,
-    ratio: np.ndarray,
-    logv: np.ndarray | None,
-    alpha: float,
-    tie_tol: float,
-) -> np.ndarray:
-    r"""The best response :math:`\operatorname{clip}(v\,r^{1/\alpha}, \ell, h)` (see
-    :func:`best_response`), from the ratio already computed.
-
-    At ``alpha = 0`` a user whose weight is within ``tie_tol`` (relative) of their price is on a
-    tie and keeps ``v``: the price of a linear problem *is* the weight of its fractional users,
-    and a float comparison ``w == lambda`` would send that user to a bound for a last-bit
-    difference (the same tolerance lets interior users pass stationarity).
-    """
-    if alpha == 0.0:
-        out = pick(ratio > 1.0 + tie_tol, hi, lo)
-        tie = np.abs(ratio - 1.0) <= tie_tol
-        return pick(tie, v, out)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if alpha == 1.0:
-            raw = v * ratio
-        elif alpha == 2.0:
-            raw = np.sqrt(ratio)
-            raw *= v
-        elif alpha == 0.5:
-            raw = ratio * ratio
-            raw *= v
-        else:
-            k = 1.0 / alpha
-            z = ratio - 1.0
-            raw = z * (0.5 * k * (k - 1.0))  # (1 + z)^k to second order, in place
-            raw += k
-            raw *= z
-            raw += 1.0
-            raw *= v
-            far = ~(np.abs(z) < _SERIES)
-            n_far = int(np.count_nonzero(far))
-            if n_far > raw.shape[0] // _DENSE:
-                # many users far from their best response (vouchers rounded to cents): the
-                # power for everyone and a select cost less than gathering and scattering them
-                # (a user on a bound gets the exact best response, which the clip below puts
-                # on that bound)
-                exact = np.log(ratio)
-                exact *= k
-                exact += np.log(v) if logv is None else logv
-                np.exp(exact, out=exact)
-                raw = pick(far, exact, raw)
-            elif n_far:
-                # users on a bound that pushes the right way keep it: no power needed for
-                # them (and the series, far from 1, is no approximation of it)
-                settled = ((v <= lo) & (ratio <= 1.0)) | ((v >= hi) & (ratio >= 1.0))
-                raw[settled] = v[settled]
-                far &= ~settled
-                log_v = np.log(v[far]) if logv is None else logv[far]
-                raw[far] = np.exp(log_v + np.log(ratio[far]) * k)
-        if not prices.min(initial=1.0) > 0.0:
-            raw[~(prices > 0.0)] = np.inf
-    np.maximum(raw, lo, out=raw)
-    np.minimum(raw, hi, out=raw)
-    return raw
-
-
-def _objective(
-    w: np.ndarray,
-    v: np.ndarray,
-    logv: np.ndarray | None,
-    prices: np.ndarray,
-    ratio: np.ndarray,
-    alpha: float,
-) -> float:
-    r""":math:`\sum_i w_i u_\alpha(v_i)`. For a general ``alpha`` with every price positive,
-    :math:`w v^{1-\alpha} = r \lambda_i v` from the marginal ratio already at hand: no power of
-    :math:`v`, which would cost as much as the ratio itself."""
-    if logv is None or alpha in (0.0, 1.0, 2.0, 0.5):
-        return float(np.dot(w, utility(v, alpha)))
-    if prices.min(initial=1.0) > 0.0 and _finite(ratio):
-        terms = ratio * v
-        terms *= prices
-        return float(terms.sum()) / (1.0 - alpha)
-    with np.errstate(over="ignore"):
-        return float(np.dot(w, np.exp((1.0 - alpha) * logv) / (1.0 - alpha)))
-
-
-def _gap_closed_form(
-    w: np.ndarray,
-    v: np.ndarray,
-    v_star: np.ndarray,
-    d: np.ndarray,
-    x: np.ndarray,
-    prices: np.ndarray,
-    ratio: np.ndarray,
-    alpha: float,
-) -> np.ndarray:
-    r"""Every user's :math:`w(u(v^\star) - u(v)) - \lambda_i d`, :math:`d = v^\star - v`, in
-    closed form.
-
-    For a general ``alpha`` with all prices positive, :math:`w v^{1-\alpha} = r \lambda_i v`
-    (the marginal ratio :math:`r = w v^{-\alpha}/\lambda_i`, already at hand), so the term is
-    :math:`\lambda_i \big(r v \operatorname{expm1}((1-\alpha)\log(1 + d/v))/(1-\alpha)
-    - d\big)`: no power of :math:`v`, which would cost as much as the rest of the certificate.
-    """
-    if alpha in (0.0, 0.5, 1.0, 2.0) or not prices.min(initial=1.0) > 0.0:
-        exact = _utility_difference(w, v_star, v, alpha)
-        exact -= prices * d
-        return exact
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        exact = np.log1p(x)
-        exact *= 1.0 - alpha
-        np.expm1(exact, out=exact)
-        exact *= ratio
-        exact *= v
-        exact /= 1.0 - alpha
-        exact -= d
-        exact *= prices
-    return exact
-
-
-def _gap_terms(
-    w: np.ndarray,
-    v: np.ndarray,
-    v_star: np.ndarray,
-    prices: np.ndarray,
-    ratio: np.ndarray,
-    alpha: float,
-) -> np.ndarray:
-    r"""Per-user :math:`w(u(v^\star) - u(v)) - \lambda_i (v^\star - v) \ge 0`.
-
-    For :math:`|d| = |v^\star - v| < 10^{-5} v` the Taylor series to third order,
-    :math:`\lambda_i d\,[(r - 1) - r\alpha d/(2v) + r\alpha(\alpha+1)d^2/(6v^2)]`, is exact to
-    float precision; larger deviations use the closed form.
-    """
-    d = v_star - v
-    if alpha == 0.0:
-        return (w - prices) * d
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        x = d / v
-        terms = x * (-alpha * (alpha + 1.0) / 6.0)  # built in place, one buffer
-        terms += 0.5 * alpha
-        terms *= x
-        terms *= ratio
-        np.subtract(ratio, terms, out=terms)
-        terms -= 1.0
-        terms *= d
-        terms *= prices
-        still = d == 0.0
-        far = ~(np.abs(x) < _SERIES) & ~still
-        n_far = int(np.count_nonzero(far))
-        if n_far > terms.shape[0] // _DENSE:
-            exact = _gap_closed_form(w, v, v_star, d, x, prices, ratio, alpha)
-            terms = pick(far, exact, terms)
-        elif n_far:
-            terms[far] = (
-                _utility_difference(w[far], v_star[far], v[far], alpha) - prices[far] * d[far]
-            )
-        if not (v.min(initial=1.0) > 0.0 and prices.min(initial=1.0) > 0.0 and _finite(ratio)):
-            terms = pick(still, 0.0, terms)  # d = 0 against an infinite or undefined bracket
-    return terms
-
-
-def _finite(x: np.ndarray) -> bool:
-    """Whether every entry is finite, in one reduction (a NaN or an infinity makes the sum so)."""
-    return bool(np.isfinite(np.add.reduce(x, initial=0.0)))
-
-
-@dataclass
-class _UserSums:
-    """What the certificate needs of the users, summed (or maximised) over a block of them."""
-
-    not_finite: int
-    bound_violation: float
-    spent: float
-    segment_totals: list[float]
-    n_floor: int
-    n_cap: int
-    stationarity_max: float
-    floor_wrong: int
-    floor_excess_max: float
-    cap_wrong: int
-    cap_short_max: float
-    best_response_max: float
-    objective: float
-    gap: float
-
-    def add(self, other: _UserSums) -> _UserSums:
-        return _UserSums(
-            not_finite=self.not_finite + other.not_finite,
-            bound_violation=max(self.bound_violation, other.bound_violation),
-            spent=self.spent + other.spent,
-            segment_totals=[a + b for a, b in zip(self.segment_totals, other.segment_totals)],
-            n_floor=self.n_floor + other.n_floor,
-            n_cap=self.n_cap + other.n_cap,
-            stationarity_max=max(self.stationarity_max, other.stationarity_max),
-            floor_wrong=self.floor_wrong + other.floor_wrong,
-            floor_excess_max=max(self.floor_excess_max, other.floor_excess_max),
-            cap_wrong=self.cap_wrong + other.cap_wrong,
-            cap_short_max=max(self.cap_short_max, other.cap_short_max),
-            best_response_max=max(self.best_response_max, other.best_response_max),
-            objective=self.objective + other.objective,
-            gap=self.gap + other.gap,
-        )
-
-
-def _user_sums(
-    w: np.ndarray,
-    v: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    members: list[np.ndarray],
-    lam: float,
-    shifts: list[float],
-    *,
-    alpha: float,
-    btol: float,
-    tie_tol: float,
-    ratio_tol: float,
-    with_gap: bool,
-) -> _UserSums:
-    """Every per-user test and term of :func:`certify` on one block of users."""
-    prices = np.full(v.shape[0], lam)
-    for mask, shift in zip(members, shifts):
-        if shift != 0.0:
-            prices += shift * mask
-    at_floor = v <= lo + btol
-    at_cap = (v >= hi - btol) & ~at_floor
-    interior = ~(at_floor | at_cap)
-    free = lo != hi  # no freedom: neither sign condition applies
-    ratio, logv = _marginal_ratio(w, v, prices, alpha)
-    dev = ratio - 1.0
-    excess_floor = pick(at_floor & free, dev, -np.inf)
-    np.negative(dev, out=dev)
-    short_cap = pick(at_cap & free, dev, -np.inf)
-    v_star = _best_response_from_ratio(w, v, lo, hi, prices, ratio, logv, alpha, tie_tol)
-    np.abs(dev, out=dev)
-    with np.errstate(invalid="ignore"):
-        off = np.abs(v - v_star)
-        below = np.subtract(lo, v)
-        bound_violation = float(below.max(initial=0.0))
-        np.subtract(v, hi, out=below)  # now above
-        bound_violation = max(bound_violation, float(below.max(initial=0.0)))
-    spent = float(np.sum(v))
-    return _UserSums(
-        # a sum is finite only if every voucher is (or it overflowed: then they are counted)
-        not_finite=0
-        if math.isfinite(spent)
-        else int(v.shape[0] - np.count_nonzero(np.isfinite(v))),
-        bound_violation=bound_violation,
-        spent=spent,
-        segment_totals=[float(np.einsum("i,i->", v, mask)) for mask in members],
-        n_floor=int(np.count_nonzero(at_floor)),
-        n_cap=int(np.count_nonzero(at_cap)),
-        stationarity_max=pick_max(dev, interior, 0.0),
-        floor_wrong=int(np.count_nonzero(excess_floor > ratio_tol)),
-        floor_excess_max=float(np.max(excess_floor, initial=-np.inf)),
-        cap_wrong=int(np.count_nonzero(short_cap > ratio_tol)),
-        cap_short_max=float(np.max(short_cap, initial=-np.inf)),
-        best_response_max=float(np.max(off, initial=0.0)),
-        objective=_objective(w, v, logv, prices, ratio, alpha),
-        gap=float(np.sum(_gap_terms(w, v, v_star, prices, ratio, alpha))) if with_gap else 0.0,
-    )
-
-
-#: Users per block: a block's arrays stay in the core's cache between the certificate's steps.
-BLOCK = 1 << 16
-
-
-def _in_blocks(n: int, part: Callable[[slice], _UserSums]) -> _UserSums:
-    """``part`` of every block of :data:`BLOCK` users, added in block order.
-
-    The certificate takes some thirty steps over each user; on a block the arrays stay in the
-    core's cache from one step to the next instead of going to memory and back each time, which
-    halves the time at a million users (measured: 49 ms in one piece, 25 ms in blocks; a second
-    thread on the other core gained nothing more).
-    """
-    blocks = [slice(i, min(i + BLOCK, n)) for i in range(0, n, BLOCK)] or [slice(0, 0)]
-    total = part(blocks[0])
-    for block in blocks[1:]:
-        total = total.add(part(block))
-    return total
+def _mean_size(v: np.ndarray) -> float:
+    """The mean of ``|v|`` (``inf`` unless every entry is finite): two reductions when no entry
+    is negative, which is the rule (the same sum as ``np.mean``, so the same float)."""
+    total = float(np.add.reduce(v))
+    if math.isfinite(total) and v.min() >= 0.0:
+        return total / v.shape[0]
+    return float(np.mean(np.abs(v))) if np.all(np.isfinite(v)) else math.inf
 
 
 def certify(
@@ -648,8 +313,8 @@ def certify(
         # the scale of a voucher: B / n, unless the budget is slack (B = 1e13 with everyone at
         # a USD 6,000 cap would make every voucher "at its floor" within B / n * tol)
         typical = budget / max(n, 1)
-        if n and np.all(np.isfinite(v)):
-            typical = min(typical, float(np.mean(np.abs(v))))
+        if n:
+            typical = min(typical, _mean_size(v))
         btol = tol * max(1.0, typical) if bound_tol_usd is None else float(bound_tol_usd)
         budget_tol = feas
     failures: list[str] = []
@@ -661,13 +326,13 @@ def certify(
     shifts = [seg_prices[seg.name][1] - seg_prices[seg.name][0] for seg in problem.segments]
     with_gap = not (rounded and not report_gap)
 
-    def part(at: slice) -> _UserSums:
-        return _user_sums(
+    def part(at: slice) -> UserSums:
+        return user_sums(
             w[at], v[at], lo[at], hi[at], [m[at] for m in members], lam, shifts,
             alpha=alpha, btol=btol, tie_tol=tol, ratio_tol=ratio_tol, with_gap=with_gap,
         )  # fmt: skip
 
-    sums = _in_blocks(n, part)
+    sums = in_blocks(n, part)
 
     finite = sums.not_finite == 0
     if not finite:

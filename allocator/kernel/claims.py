@@ -83,6 +83,8 @@ from allocator.kernel.select import pick
 _FEASIBLE_RTOL = 1e-12
 #: Breakpoints sampled per step to pick the next pivot (their median splits the rest in about half).
 _PIVOT_SAMPLE = 2048
+#: Users per block of the first pass over everyone (see :func:`_settle_on_bracket`).
+BLOCK = 1 << 15
 #: From this many users on, a strided sample of about _SAMPLE_USERS first brackets the root.
 _SAMPLE_MIN_USERS = 65_536
 _SAMPLE_USERS = 16_384
@@ -200,17 +202,7 @@ def _root_in_bracket(
     """The root inside ``[left, right]``, or ``None`` when the bracket does not hold it."""
     # First pass: users settled on the bracket judged by their values at its ends, which
     # needs no division; the breakpoints are then formed only for the users left.
-    with np.errstate(invalid="ignore"):
-        x_left = bb * left
-        x_left += aa
-        x_right = bb * right
-        x_right += aa
-    at_hi = x_left >= hh
-    at_lo = (x_right <= ll) & ~at_hi
-    inside = (x_left >= ll) & (x_right <= hh) & ~(at_hi | at_lo)  # b = 0 at a bound: counted once
-    # held: users at a bound over the whole bracket; a_in + k_in * lambda: those inside it
-    held, a_in, k_in = _settle(aa, bb, ll, hh, at_hi, at_lo, inside, 0.0, 0.0, 0.0)
-    keep = np.flatnonzero(~(at_hi | at_lo | inside))
+    held, a_in, k_in, keep = _settle_on_bracket(aa, bb, ll, hh, left, right)
     aa, bb, ll, hh = aa[keep], bb[keep], ll[keep], hh[keep]
     if not (math.isinf(left) and math.isinf(right)):  # the whole line always holds the root
         low = held + a_in + k_in * left + _spend(aa, bb, ll, hh, left)
@@ -263,6 +255,35 @@ def _root_in_bracket(
     return left if np.isfinite(left) else (right if np.isfinite(right) else 0.0)
 
 
+def _settle_on_bracket(
+    aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, left: float, right: float
+) -> tuple[float, float, float, np.ndarray]:
+    """The running sums of :func:`_settle` over the users settled on ``[left, right]`` (judged
+    by their values at its ends), and the indices of the others.
+
+    Block by block: a block's arrays stay in the core's cache from one step to the next, where
+    a million users' would go to memory and back at each (twice as long, measured)."""
+    held = a_in = k_in = 0.0
+    keep: list[np.ndarray] = [np.empty(0, dtype=np.intp)]
+    x_left, x_right = np.empty(min(aa.shape[0], BLOCK)), np.empty(min(aa.shape[0], BLOCK))
+    for start in range(0, aa.shape[0], BLOCK):
+        at = slice(start, start + BLOCK)
+        a, b, lo, hi = aa[at], bb[at], ll[at], hh[at]
+        xl, xr = x_left[: a.shape[0]], x_right[: a.shape[0]]
+        with np.errstate(invalid="ignore"):
+            np.multiply(b, left, out=xl)
+            xl += a
+            np.multiply(b, right, out=xr)
+            xr += a
+        at_hi = xl >= hi
+        at_lo = (xr <= lo) & ~at_hi
+        inside = (xl >= lo) & (xr <= hi) & ~(at_hi | at_lo)  # b = 0 at a bound: counted once
+        # held: users at a bound over the whole bracket; a_in + k_in * lambda: those inside it
+        held, a_in, k_in = _settle(a, b, lo, hi, at_hi, at_lo, inside, held, a_in, k_in)
+        keep.append(np.flatnonzero(~(at_hi | at_lo | inside)) + start)
+    return held, a_in, k_in, np.concatenate(keep)
+
+
 def _settle(
     aa: np.ndarray,
     bb: np.ndarray,
@@ -278,11 +299,26 @@ def _settle(
     """The running sums with the users at a bound (``held``) or inside it (``a_in + k_in *
     lambda``) over the whole bracket added."""
     return (
-        # picked, not multiplied by the mask: a cap may be infinite (inf * 0 is nan)
-        held + float(pick(at_hi, hh, 0.0).sum()) + float(pick(at_lo, ll, 0.0).sum()),
+        held + _masked_sum(hh, at_hi) + _masked_sum(ll, at_lo),
         a_in + float(np.dot(aa, inside)),
         k_in + float(np.dot(bb, inside)),
     )
+
+
+def _masked_sum(x: np.ndarray, mask: np.ndarray) -> float:
+    """``x[mask].sum()``, the same float (the same array is summed, zeros for the rest), in
+    three passes: finite bounds are multiplied by the mask; a cap may be infinite (``inf * 0``
+    is NaN), and then the entries are picked (seven passes)."""
+    if not mask.any():
+        return 0.0
+    if _finite(x):
+        return float(np.multiply(x, mask).sum())
+    return float(pick(mask, x, 0.0).sum())
+
+
+def _finite(x: np.ndarray) -> bool:
+    """Whether every entry is finite, in one reduction (a NaN or an infinity makes the sum so)."""
+    return bool(np.isfinite(np.add.reduce(x, initial=0.0)))
 
 
 def _spend(aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, lam: float) -> float:
@@ -560,15 +596,14 @@ def minimum_payment(
     kept = c > 0.0
     while True:
         every = bool(kept.all())  # the first round, unless a claim is zero
-        lo_k = lo if every else pick(kept, lo, 0.0)
-        hi_k = hi if every else pick(kept, hi, 0.0)
+        lo_k, hi_k, c_k = (lo, hi, c) if every else _zeroed(np.flatnonzero(~kept), lo, hi, c)
         if e > float(hi_k.sum()) * (1.0 + _FEASIBLE_RTOL):
             raise InfeasibleError(
                 f"after dropping awards below {format_usd(minimum, currency=True)}, the "
                 f"remaining claims cannot take the estate {format_usd(e, currency=True)}",
                 hint="lower the minimum payment",
             )
-        path = (np.zeros_like(c), c if every else pick(kept, c, 0.0), lo_k, hi_k)
+        path = (np.zeros_like(c), c_k, lo_k, hi_k)
         lam, x = affine_clip_root(*path, e)
         drop = kept & (x < minimum)
         if not drop.any():
@@ -576,6 +611,15 @@ def minimum_payment(
                 "minimum_payment", x, lam, dropped=~kept & (c > 0.0), path=path, root=lam
             )
         kept &= ~drop
+
+
+def _zeroed(where: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Copies of ``arrays`` with zeros at the indices ``where`` (the dropped claims, a few: a
+    copy and a scatter cost less than selecting every entry)."""
+    out = tuple(x.copy() for x in arrays)
+    for x in out:
+        x[where] = 0.0
+    return out
 
 
 def lexicographic_max_min(

@@ -110,22 +110,26 @@ def certify_rule(
     failures: list[str] = []
     if bool((b < 0.0).any()):
         failures.append("the rule's path decreases for some users (a negative slope)")
-    on_path = np.clip(a + b * awards.root, lo, hi)
-    dist = np.abs(v - on_path)
-    path_max = float(dist.max(initial=0.0))
-    far = ~(dist <= tol + 1e-9 * np.abs(on_path))
-    if far.any():
-        i = int(np.argmax(np.where(far, dist, -1.0)))
-        failures.append(
-            f"{int(far.sum()):,} award(s) off the {awards.rule} path at its multiplier "
-            f"{awards.root:.12g}, up to {format_usd(path_max, currency=True)} "
-            f"(user {i + 1}: {v[i]!r} instead of {on_path[i]!r})"
-        )
+    floor, cap = (lo, hi) if bounds is None else bounds
+    path_max, bound_violation, n_floor, n_cap = _tally(
+        a, b, lo, hi, v, np.broadcast_to(floor, v.shape), np.broadcast_to(cap, v.shape),
+        float(awards.root), tol,
+    )  # fmt: skip
+    if not path_max <= tol:  # the test user by user, only when some award may be off the path
+        with np.errstate(invalid="ignore"):
+            on_path = np.clip(a + b * awards.root, lo, hi)
+            dist = np.abs(v - on_path)
+        far = ~(dist <= tol + 1e-9 * np.abs(on_path))
+        if far.any():
+            i = int(np.argmax(np.where(far, dist, -1.0)))
+            failures.append(
+                f"{int(far.sum()):,} award(s) off the {awards.rule} path at its multiplier "
+                f"{awards.root:.12g}, up to {format_usd(path_max, currency=True)} "
+                f"(user {i + 1}: {v[i]!r} instead of {on_path[i]!r})"
+            )
     # cents can sit a hair outside a bound that is not a whole cent (a cap of 1.914 pays 1.91)
-    below = np.maximum(lo - v, 0.0)
-    above = np.maximum(v - hi, 0.0)
-    bound_violation = float(max(below.max(initial=0.0), above.max(initial=0.0)))
     if bound_violation > tol:
+        below, above = np.maximum(lo - v, 0.0), np.maximum(v - hi, 0.0)
         failures.append(
             f"{int(((below > tol) | (above > tol)).sum()):,} award(s) outside their bounds, "
             f"by up to {format_usd(bound_violation, currency=True)}"
@@ -143,10 +147,6 @@ def certify_rule(
                 f"the second stage is used although the first can pay the estate "
                 f"(it pays up to {format_usd(awards.first_stage_total, currency=True)})"
             )
-    floor, cap = (lo, hi) if bounds is None else bounds
-    at_floor = v <= floor + tol
-    at_cap = (v >= cap - tol) & ~at_floor
-    n_floor, n_cap = int(np.count_nonzero(at_floor)), int(np.count_nonzero(at_cap))
     return RuleCertificate(
         certified=not failures,
         failures=tuple(failures),
@@ -165,3 +165,47 @@ def certify_rule(
         tol_usd=tol,
         n=int(v.size),
     )
+
+
+#: Users per block: a block's arrays stay in the core's cache between the steps of the checks.
+BLOCK = 1 << 15
+
+
+def _tally(
+    a: np.ndarray,
+    b: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    v: np.ndarray,
+    floor: np.ndarray,
+    cap: np.ndarray,
+    root: float,
+    tol: float,
+) -> tuple[float, float, int, int]:
+    """The largest distance from the path, the largest bound violation (both NaN if some
+    award is not a number) and the users at their floor and at their cap, block by block."""
+    n = v.shape[0]
+    path_max, outside, n_floor, n_cap = [0.0], [0.0], 0, 0
+    buffer = np.empty(min(n, BLOCK))
+    for start in range(0, n, BLOCK):
+        at = slice(start, start + BLOCK)
+        vv = v[at]
+        x = buffer[: vv.shape[0]]
+        with np.errstate(invalid="ignore"):
+            np.multiply(b[at], root, out=x)
+            x += a[at]
+            np.clip(x, lo[at], hi[at], out=x)
+            x -= vv
+            path_max += (float(x.max()), -float(x.min()))  # |v - on path| at its largest
+            np.subtract(lo[at], vv, out=x)
+            outside.append(float(x.max()))
+            np.subtract(vv, hi[at], out=x)
+            outside.append(float(x.max()))
+            np.add(floor[at], tol, out=x)
+            at_floor = vv <= x
+            np.subtract(cap[at], tol, out=x)
+            at_cap = (vv >= x) & ~at_floor
+        n_floor += int(np.count_nonzero(at_floor))
+        n_cap += int(np.count_nonzero(at_cap))
+    # np.max carries a NaN through, as the maxima over every user at once would
+    return float(np.max(path_max)), float(np.max(outside)), n_floor, n_cap

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from allocator.kernel.select import pick, pick_max
-from allocator.kernel.sums import fsum
+from allocator.kernel.sums import BLOCK, fsum
 
 any_floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -64,3 +64,17 @@ def test_fsum_of_a_million_amounts_in_cents() -> None:
     assert fsum(x) == math.fsum(x.tolist())
     assert fsum(np.array([1e16, 1.0, -1e16])) == 1.0  # what a float sum loses
     assert math.isnan(fsum(np.array([1.0, np.nan])))
+
+
+def test_fsum_over_many_blocks_of_every_size_and_sign() -> None:
+    """Each block extracts with its own sigma: amounts over sixteen binary orders of either
+    sign, in blocks of unequal ranges, and a last block shorter than the others."""
+    rng = np.random.default_rng(7)
+    n = 5 * BLOCK + 123
+    x = rng.standard_normal(n) * 10.0 ** rng.uniform(-8.0, 8.0, n)
+    x[BLOCK : 2 * BLOCK] *= 1e12  # one block far larger than the rest
+    x[3 * BLOCK] = 0.0
+    assert fsum(x) == math.fsum(x.tolist())
+    assert fsum(np.concatenate([x, -x])) == 0.0
+    x[-1] = np.inf  # in the last block only
+    assert fsum(x) == math.inf
