@@ -297,3 +297,53 @@ def test_best_response_and_gap_are_recomputed_from_first_principles(
     ]
     gap = math.fsum(terms) + lam * (p.budget - math.fsum(v))
     assert cert.duality_gap == pytest.approx(gap, rel=1e-6, abs=1e-9 * abs(lam) * p.budget)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    alpha=st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.7]),
+    block=st.sampled_from([7, 64, 1 << 16]),
+    price=st.sampled_from([0.0, 1e-3, 0.02, 1.0]),
+)
+def test_sign_conditions_and_stationarity_are_their_definitions(
+    seed: int, alpha: float, block: int, price: float
+) -> None:
+    """The certificate's counts and maxima (found by arithmetic when every ratio is a number,
+    block by block) against the definitions evaluated user by user with NumPy selections."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    w = rng.uniform(0.5, 2.0, n)
+    lo = rng.uniform(1.0, 5.0, n)
+    hi = lo + rng.uniform(0.0, 50.0, n)
+    hi[::11] = lo[::11]  # no freedom: neither sign condition applies
+    v = lo + rng.uniform(0.0, 1.0, n) * (hi - lo)
+    side = rng.integers(0, 3, n)
+    v = np.where(side == 0, lo, np.where(side == 1, hi, v))
+    p = AllocationProblem(w, lo, hi, float(v.sum()), alpha, True, ())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("allocator.kernel.certificate_terms.BLOCK", block)
+        cert = certify(p, v, price)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.where(price > 0.0, w * v**-alpha / price, np.inf)
+    dev = ratio - 1.0
+    btol, rtol = cert.bound_tol_usd, cert.tol * max(1.0, alpha)
+    at_floor = v <= lo + btol
+    at_cap = (v >= hi - btol) & ~at_floor
+    interior = ~(at_floor | at_cap)
+    free = lo != hi
+    assert (cert.n_floor, cert.n_cap) == (int(at_floor.sum()), int(at_cap.sum()))
+    # the ratio is formed here as w v^-alpha / price, there by each alpha's own formula: the
+    # same to the last bits or two
+    same = {"rel": 1e-12, "abs": 1e-300}
+    assert cert.stationarity_max == pytest.approx(
+        float(np.abs(dev[interior]).max(initial=0.0)), **same
+    )
+    for count, largest, on_side, excess in (
+        (cert.floor_wrong_sign, cert.floor_wrong_sign_max, at_floor & free, dev),
+        (cert.cap_wrong_sign, cert.cap_wrong_sign_max, at_cap & free, -dev),
+    ):
+        wrong = on_side & (excess > rtol)
+        assert count == int(wrong.sum())
+        expected = max(float(excess[on_side].max()), 0.0) if wrong.any() else 0.0
+        assert largest == pytest.approx(expected, **same)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,22 +192,33 @@ def _assert_certified(
 def test_a_rules_own_awards_certify_exact_and_in_cents(rule: str, data: st.DataObject) -> None:
     """Exact awards lie on their path, within the bounds, and spend the estate; so do the
     cents of either of the project's roundings, within the one-cent tolerance."""
-    case = data.draw(cases(rule))
-    awards = _awards(case)
-    cert = certify_rule(awards, awards.awards, case.estate)
-    assert cert.rounded is False and cert.tol_usd == EXACT_TOL_USD
-    _assert_certified(cert, awards, awards.awards, case)
-    # the counts are the path's: floor first, then cap, the rest interior
-    _, _, lo, hi = awards.path
-    at_floor = awards.awards <= lo + cert.tol_usd
-    at_cap = (awards.awards >= hi - cert.tol_usd) & ~at_floor
-    assert (cert.n_floor, cert.n_cap) == (int(at_floor.sum()), int(at_cap.sum()))
-    for how, cents in _roundings(case, awards).items():
-        assert int(cents.sum()) == round(case.estate * 100), how
-        v = cents / 100
-        cert = certify_rule(awards, v, case.estate, rounded=True)
-        assert cert.rounded is True and cert.tol_usd == ROUNDED_TOL_USD
-        _assert_certified(cert, awards, v, case)
+    with _in_blocks(data):
+        case = data.draw(cases(rule))
+        awards = _awards(case)
+        cert = certify_rule(awards, awards.awards, case.estate)
+        assert cert.rounded is False and cert.tol_usd == EXACT_TOL_USD
+        _assert_certified(cert, awards, awards.awards, case)
+        # the counts are the path's: floor first, then cap, the rest interior
+        _, _, lo, hi = awards.path
+        at_floor = awards.awards <= lo + cert.tol_usd
+        at_cap = (awards.awards >= hi - cert.tol_usd) & ~at_floor
+        assert (cert.n_floor, cert.n_cap) == (int(at_floor.sum()), int(at_cap.sum()))
+        for how, cents in _roundings(case, awards).items():
+            assert int(cents.sum()) == round(case.estate * 100), how
+            v = cents / 100
+            cert = certify_rule(awards, v, case.estate, rounded=True)
+            assert cert.rounded is True and cert.tol_usd == ROUNDED_TOL_USD
+            _assert_certified(cert, awards, v, case)
+
+
+@contextmanager
+def _in_blocks(data: st.DataObject) -> Iterator[None]:
+    """The certificate's per-user checks in blocks of a drawn size (three users, or all of a
+    hypothesis case in one): the maxima and counts must not depend on it."""
+    with pytest.MonkeyPatch.context() as patch:
+        block = data.draw(st.sampled_from([3, 1 << 15]))
+        patch.setattr("allocator.kernel.rule_certificate.BLOCK", block)
+        yield
 
 
 # --------------------------------------------------------------------------- wrong awards fail
@@ -232,26 +245,27 @@ def _movable_pair(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, d: float) -> tu
 def test_moving_money_between_users_leaves_the_path(rule: str, data: st.DataObject) -> None:
     """Money moved from one user to another, total and bounds kept, is off the rule's path,
     both for exact awards and for cents."""
-    case = data.draw(cases(rule, min_users=2, min_claim_cents=500, shares=(100, 900)))
-    awards = _awards(case)
-    cents = next(iter(_roundings(case, awards).values()))
-    for rounded, v in ((False, awards.awards), (True, cents / 100)):
-        tol = certify_rule(awards, v, case.estate, rounded=rounded).tol_usd
-        d = max(1.0, 10 * tol)
-        _, _, lo, hi = awards.path
-        i, j = _movable_pair(v, lo, hi, d)
-        moved = v.copy()
-        moved[i] -= d
-        moved[j] += d
-        cert = certify_rule(awards, moved, case.estate, rounded=rounded)
-        assert cert.certified is False
-        # only the path can tell: the bounds and the total still hold
-        assert len(cert.failures) == 1, cert.failures
-        msg = cert.failures[0]
-        assert msg.startswith(f"2 award(s) off the {awards.rule} path at its multiplier")
-        assert f"user {i + 1}:" in msg or f"user {j + 1}:" in msg
-        assert cert.path_max_usd == pytest.approx(d, abs=tol)
-        assert cert.bound_violation <= tol
+    with _in_blocks(data):
+        case = data.draw(cases(rule, min_users=2, min_claim_cents=500, shares=(100, 900)))
+        awards = _awards(case)
+        cents = next(iter(_roundings(case, awards).values()))
+        for rounded, v in ((False, awards.awards), (True, cents / 100)):
+            tol = certify_rule(awards, v, case.estate, rounded=rounded).tol_usd
+            d = max(1.0, 10 * tol)
+            _, _, lo, hi = awards.path
+            i, j = _movable_pair(v, lo, hi, d)
+            moved = v.copy()
+            moved[i] -= d
+            moved[j] += d
+            cert = certify_rule(awards, moved, case.estate, rounded=rounded)
+            assert cert.certified is False
+            # only the path can tell: the bounds and the total still hold
+            assert len(cert.failures) == 1, cert.failures
+            msg = cert.failures[0]
+            assert msg.startswith(f"2 award(s) off the {awards.rule} path at its multiplier")
+            assert f"user {i + 1}:" in msg or f"user {j + 1}:" in msg
+            assert cert.path_max_usd == pytest.approx(d, abs=tol)
+            assert cert.bound_violation <= tol
 
 
 def _budget_failure(spent: float, budget: float) -> str:
@@ -290,19 +304,20 @@ def test_awards_that_overspend_or_underspend_fail(rule: str, data: st.DataObject
 @given(data=st.data())
 def test_an_award_above_its_cap_or_below_its_floor_fails(rule: str, data: st.DataObject) -> None:
     """An award a dollar outside the path's bounds is reported with its distance."""
-    case = data.draw(cases(rule))
-    awards = _awards(case)
-    tol = certify_rule(awards, awards.awards, case.estate).tol_usd
-    d = max(1.0, 10 * tol)
-    _, _, lo, hi = awards.path
-    j = data.draw(st.integers(0, case.claims.size - 1))
-    for outside in (hi[j] + d, lo[j] - d):
-        v = awards.awards.copy()
-        v[j] = outside
-        cert = certify_rule(awards, v, case.estate)
-        assert cert.certified is False
-        assert f"1 award(s) outside their bounds, by up to USD {d:,.2f}" in cert.failures
-        assert cert.bound_violation == pytest.approx(d, abs=tol)
+    with _in_blocks(data):
+        case = data.draw(cases(rule))
+        awards = _awards(case)
+        tol = certify_rule(awards, awards.awards, case.estate).tol_usd
+        d = max(1.0, 10 * tol)
+        _, _, lo, hi = awards.path
+        j = data.draw(st.integers(0, case.claims.size - 1))
+        for outside in (hi[j] + d, lo[j] - d):
+            v = awards.awards.copy()
+            v[j] = outside
+            cert = certify_rule(awards, v, case.estate)
+            assert cert.certified is False
+            assert f"1 award(s) outside their bounds, by up to USD {d:,.2f}" in cert.failures
+            assert cert.bound_violation == pytest.approx(d, abs=tol)
 
 
 @pytest.mark.parametrize("rule", TWO_STAGE)
