@@ -128,29 +128,32 @@ def _best_response_from_ratio(
         else:
             k = 1.0 / alpha
             z = ratio - 1.0
-            raw = z * (0.5 * k * (k - 1.0))  # (1 + z)^k to second order, in place
+            # (1 + z)^k to second order, in place, with the factor after z kept >= 0: the value
+            # then lies on the side of v that z says, so that a user on a bound pushing the way
+            # of that bound is clipped to it below, near its best response or far from it
+            raw = z * (0.5 * k * (k - 1.0))
             raw += k
+            np.maximum(raw, 0.0, out=raw)
             raw *= z
             raw += 1.0
             raw *= v
-            far = ~(np.abs(z) < _SERIES)
+            # the series is exact to float precision while k z (the relative move) is small
+            far = ~(np.abs(z) < _SERIES / max(1.0, k))
+            if far.any():
+                settled = ((v <= lo) & (ratio <= 1.0)) | ((v >= hi) & (ratio >= 1.0))
+                if not kind.finite_ratio:  # an infinite ratio makes the series NaN
+                    raw = pick(settled, v, raw)
+                far &= ~settled
             n_far = int(np.count_nonzero(far))
             if n_far > raw.shape[0] // _DENSE:
                 # many users far from their best response (vouchers rounded to cents): the
                 # power for everyone and a select cost less than gathering and scattering them
-                # (a user on a bound gets the exact best response, which the clip below puts
-                # on that bound)
                 exact = np.log(ratio)
                 exact *= k
                 exact += np.log(v) if logv is None else logv
                 np.exp(exact, out=exact)
                 raw = pick(far, exact, raw)
             elif n_far:
-                # users on a bound that pushes the right way keep it: no power needed for
-                # them (and the series, far from 1, is no approximation of it)
-                settled = ((v <= lo) & (ratio <= 1.0)) | ((v >= hi) & (ratio >= 1.0))
-                raw[settled] = v[settled]
-                far &= ~settled
                 log_v = np.log(v[far]) if logv is None else logv[far]
                 raw[far] = np.exp(log_v + np.log(ratio[far]) * k)
         if not kind.positive:

@@ -65,14 +65,18 @@ from allocator.kernel.feasibility import segments_disjoint
 from allocator.kernel.problem import AllocationProblem
 from allocator.kernel.select import pick
 
-# Above this many users the fast solver first solves a strided sample to bracket the price.
-_SAMPLE_MIN_N = 65_536
+# Above this many users the fast solver first solves a strided sample to bracket the price:
+# of at most _SAMPLE_SIZE users, and at most 1/_SAMPLE_SHARE of them, so that a sample large
+# enough is itself bracketed by a sample of its own.
+_SAMPLE_MIN_N = 8_192
 _SAMPLE_SIZE = 16_384
+_SAMPLE_SHARE = 8
 _MAX_ITER = 500
 # A sample's segment total this far (relative) inside its shares says the segment does not bind;
 # the sample is small, since it only chooses which exact path runs first.
 _SHARE_MARGIN = 0.1
 _SHARE_SAMPLE = 4_096
+_SHARE_MIN_N = 65_536  # below it the segments' path is chosen without a sample
 # The knapsack's selection: sample size, margin either side of the estimated crossing (in
 # sample entries, about three sampling errors), and the size below which candidates are sorted.
 _SELECT_SAMPLE = 4096
@@ -234,7 +238,7 @@ def _root(
     y_right = float(q.max())
     n = c.size
     if n >= _SAMPLE_MIN_N:
-        sl = slice(0, n, n // _SAMPLE_SIZE)
+        sl = slice(0, n, max(n // _SAMPLE_SIZE, _SAMPLE_SHARE))
         s_c, s_lo, s_hi, s_p, s_q = c[sl], lo[sl], hi[sl], p[sl], q[sl]
         s_target = target * (s_c.size / n)
         if float(s_lo.sum()) < s_target < float(s_hi.sum()):
@@ -500,7 +504,7 @@ def _sample_meets_shares(
     likely the answer. Only a guess, which decides which exact path runs first.
     """
     n = problem.n
-    if n < _SAMPLE_MIN_N:
+    if n < _SHARE_MIN_N:
         return True
     at = slice(0, n, n // _SHARE_SAMPLE)
     lower, upper = problem.lower[at], problem.upper[at]
