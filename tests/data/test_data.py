@@ -653,6 +653,21 @@ def test_a_control_character_in_a_text_value_is_refused(tmp_path: Path, char: by
     assert "column 'symbol'" in msg and "control characters" in msg and "1 row(s) do" in msg
 
 
+def test_the_control_characters_are_c0_but_tab_and_line_breaks_del_and_c1() -> None:
+    """The check looks for literal characters; every character up to U+3000 (and a few texts
+    around them, with a null) is flagged exactly when it is one of those classes."""
+    from allocator.data.validation import _CONTROL_CHARS
+
+    def control(c: int) -> bool:
+        return c < 0x20 and c not in (0x09, 0x0A, 0x0D) or 0x7F <= c <= 0x9F
+
+    texts = [chr(c) for c in range(0x3000)] + [f"BTC{chr(c)}USDT" for c in range(0x100)]
+    texts += ["\U0001f600", "", None]
+    flagged = pl.Series(texts, dtype=pl.String).str.contains_any(_CONTROL_CHARS).to_list()
+    expected = [None if t is None else any(control(ord(ch)) for ch in t) for t in texts]
+    assert flagged == expected
+
+
 def test_csv_extra_columns_are_accepted_and_ignored_in_any_order(tmp_path: Path) -> None:
     def extra(data: bytes) -> bytes:
         lines = data.rstrip(b"\n").split(b"\n")
