@@ -17,7 +17,12 @@ Every figure is a fresh process (nothing warm but the operating system's file ca
   time being start-up, hashing and the manifest;
 - one Polars pass over the same inputs in a fresh process: read the events, group them by user
   (count, loss and fee sums, first and last time), join the snapshot and the users, sort by user
-  and write the result as parquet. It is the floor of any job that reads these inputs once.
+  and write the result as parquet. It is the floor of any job that reads these inputs once;
+- the same pass with what a job that trusts no input cannot leave out (:data:`CHECKED_PASS`):
+  the allocate command's modules imported and every row of the three tables checked by the
+  job's own row checks. What the default job does beyond it (eligibility rules, prices, exact
+  sums, the solve, rounding, certificates, payout keys, five files and a manifest) is the
+  difference between the two.
 
 The job and the pass alternate round by round, so that load from other processes hits both
 alike; the ratio is of their medians.
@@ -78,6 +83,41 @@ per_user = pl.scan_parquet(f"{data}/liquidations.parquet").group_by("user_id").a
 
 #: The modules the allocate command imports to run (the command module and the pipeline).
 ALLOCATE_PATH = "allocator.cli.cmd_allocate, allocator.vouchers.pipeline"
+
+#: The same pass with what any job that trusts no input must add to it, and nothing else: the
+#: allocate command's modules imported, and every row of the events, users and snapshot checked
+#: by the job's own row checks (their flags summed in the same collect). No rule, price, exact
+#: sum, solve, rounding, payout key or file but the one parquet.
+CHECKED_PASS = f"""
+import sys
+import {ALLOCATE_PATH}
+import polars as pl
+from allocator import names as N
+from allocator.data.inputs import load_inputs
+data, out = sys.argv[1], sys.argv[2]
+checks = load_inputs(data, validate="folded").checks
+flag = checks.flag
+events = pl.scan_parquet(f"{{data}}/liquidations.parquet").with_columns(flag(N.EVENTS_FILE))
+per_user = events.group_by("user_id").agg(
+    pl.len().alias("n_events"),
+    pl.col("realised_loss").sum(),
+    pl.col("liq_fee").sum(),
+    pl.col("ts").min().alias("first_ts"),
+    pl.col("ts").max().alias("last_ts"),
+    pl.col("__input_problems").sum().alias("events_flagged"),
+)
+snapshot = pl.scan_parquet(f"{{data}}/snapshot.parquet").with_columns(flag(N.SNAPSHOT_FILE))
+users = pl.scan_parquet(f"{{data}}/users.parquet").with_columns(flag(N.USERS_FILE))
+joined, flagged = pl.collect_all([
+    per_user.join(snapshot.drop("__input_problems"), on="user_id", how="left")
+    .join(users.drop("__input_problems"), on="user_id", how="left")
+    .sort("user_id"),
+    pl.concat([snapshot.select(pl.col("__input_problems").sum()),
+               users.select(pl.col("__input_problems").sum())]),
+])
+assert int(joined["events_flagged"].sum()) + int(flagged.sum().item()) == 0
+joined.write_parquet(out)
+"""
 IMPORT_TIMER = f"""
 import time
 t0 = time.perf_counter()
@@ -213,7 +253,7 @@ def main() -> None:
         print(f"  {v}: {shares}")
 
     jobs: dict[str, list] = {v: [] for v in versions}
-    passes = []
+    passes, checked = [], []
     stages: dict[str, list[dict]] = {v: [] for v in versions}
     with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp:
 
@@ -223,15 +263,20 @@ def main() -> None:
                     "-q"]  # fmt: skip
 
         polars_pass = [PY, "-c", POLARS_PASS, str(data), f"{tmp}/pass.parquet"]
+        checked_pass = [PY, "-c", CHECKED_PASS, str(data), f"{tmp}/checked.parquet"]
         for v, env in versions.items():  # untimed: bytecode compiled, files cached
             run_measured(job(v), cwd=cwd(env), env=env)
         run_measured(polars_pass)
+        run_measured(checked_pass, cwd=ROOT)
         for r in range(args.rounds):
-            order = [*versions, "pass"]
+            order = [*versions, "pass", "checked"]
             order = order[r % len(order) :] + order[: r % len(order)]  # rotate the order
             for what in order:
                 if what == "pass":
                     passes.append(run_measured(polars_pass))
+                    continue
+                if what == "checked":
+                    checked.append(run_measured(checked_pass, cwd=ROOT))
                     continue
                 env = versions[what]
                 jobs[what].append(run_measured(job(what), cwd=cwd(env), env=env))
@@ -243,7 +288,8 @@ def main() -> None:
                     f"job {v} {jobs[v][-1].wall_s:.3f} s (peak {jobs[v][-1].peak_mib:.0f} MiB)"
                     for v in versions
                 )
-                + f", pass {passes[-1].wall_s:.3f} s (load average {load_average()})",
+                + f", pass {passes[-1].wall_s:.3f} s, checked pass {checked[-1].wall_s:.3f} s"
+                + f" (load average {load_average()})",
                 flush=True,
             )
         if args.before is not None:
@@ -257,6 +303,9 @@ def main() -> None:
     print(f"data: {data}; load average now: {load_average()}")
     print(f"one Polars pass: median {pass_s:.3f} s (min {min(p.wall_s for p in passes):.3f} s), "
           f"CPU {median([p.cpu_s for p in passes]):.2f} s, peak {max(p.peak_mib for p in passes):.0f} MiB")  # fmt: skip
+    checked_s = median([c.wall_s for c in checked])
+    print(f"the same pass with the job's imports and row checks: median {checked_s:.3f} s "
+          f"(min {min(c.wall_s for c in checked):.3f} s) = {checked_s / pass_s:.2f} Polars passes")  # fmt: skip
     job_cells, ratio_cells = [], []
     for v in versions:
         job_s = median([j.wall_s for j in jobs[v]])
@@ -278,6 +327,11 @@ def main() -> None:
         ["default job (allocate baseline, median)", *job_cells, ""],
         ["one Polars pass (median)", *([f"{pass_s:.3f} s"] * len(versions)), ""],
         ["default job / Polars pass", *ratio_cells, "<= 2"],
+        [
+            "the pass with the job's imports and row checks / the pass",
+            *([f"{checked_s / pass_s:.2f}"] * len(versions)),
+            "",
+        ],
     ]
     if args.json:
         write_json(
@@ -287,7 +341,12 @@ def main() -> None:
             + (f" --before {args.before}" if args.before else ""),
             header=["what", *versions, "goal"],
             rows=rows,
-            data={"versions": figures, "pass_wall": [p.wall_s for p in passes], "data": str(data)},
+            data={
+                "versions": figures,
+                "pass_wall": [p.wall_s for p in passes],
+                "checked_pass_wall": [c.wall_s for c in checked],
+                "data": str(data),
+            },
             started=started,
         )
 
