@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from allocator.kernel.select import pick, pick_max
+from allocator.kernel.sums import all_finite
 
 __all__ = ["BLOCK", "UserSums", "in_blocks", "user_sums", "utility", "utility_difference"]
 
@@ -267,11 +268,6 @@ def _gap_terms(
     return terms
 
 
-def _finite(x: np.ndarray) -> bool:
-    """Whether every entry is finite, in one reduction (a NaN or an infinity makes the sum so)."""
-    return bool(np.isfinite(np.add.reduce(x, initial=0.0)))
-
-
 @dataclass(frozen=True)
 class _Prices:
     """What a block's prices are known to be, found once and read by every step."""
@@ -348,7 +344,7 @@ def user_sums(
     interior = ~(at_floor | at_cap)
     free = lo != hi  # no freedom: neither sign condition applies
     ratio, logv = _marginal_ratio(w, v, prices, alpha, kind)
-    kind = _Prices(uniform=uniform, positive=positive, finite_ratio=_finite(ratio))
+    kind = _Prices(uniform=uniform, positive=positive, finite_ratio=all_finite(ratio))
     dev = ratio - 1.0
     v_star = _best_response_from_ratio(w, v, lo, hi, prices, ratio, logv, alpha, tie_tol, kind)
     if kind.finite_ratio:

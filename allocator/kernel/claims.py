@@ -78,6 +78,7 @@ from allocator.kernel.feasibility import InvalidProblemError
 from allocator.kernel.money import CENTS_PER_USD, bounds_in_cents, budget_to_cents, format_usd
 from allocator.kernel.rounding import round_to_cents_report
 from allocator.kernel.select import pick
+from allocator.kernel.sums import all_finite
 
 #: Relative slack on the estate's feasibility check (the sums are floats).
 _FEASIBLE_RTOL = 1e-12
@@ -90,6 +91,11 @@ _SAMPLE_MIN_USERS = 65_536
 _SAMPLE_USERS = 16_384
 #: A bracket wider than this (relative to the guess) is no better than none.
 _WIDEST = 1e12
+
+
+#: A rule's path, :math:`x_i = \operatorname{clip}(a_i + b_i \lambda, lo_i, hi_i)`, as
+#: ``(a, b, lo, hi)``.
+AffinePath = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,7 +115,7 @@ class ClaimsAwards:
     #: The path the awards lie on, :math:`x_i = \operatorname{clip}(a_i + b_i \lambda, lo_i,
     #: hi_i)` as ``(a, b, lo, hi)``, at :math:`\lambda` = ``root`` (the stage that paid the
     #: estate); :func:`allocator.kernel.rule_certificate.certify_rule` checks awards against it.
-    path: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    path: AffinePath | None = None
     root: float = math.nan
     #: What stage 1 of a two-stage rule can pay at most: stage 2 is right only above it.
     first_stage_total: float | None = None
@@ -119,7 +125,13 @@ class ClaimsAwards:
 
 
 def affine_clip_root(
-    a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float
+    a: np.ndarray,
+    b: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    target: float,
+    *,
+    near: tuple[float, float] | None = None,
 ) -> tuple[float, np.ndarray]:
     r"""Solve :math:`\sum_i \operatorname{clip}(a_i + b_i\lambda, lo_i, hi_i) = T` exactly.
 
@@ -131,6 +143,10 @@ def affine_clip_root(
         Bounds with :math:`lo_i \le hi_i` (``hi`` may be ``inf``).
     target
         :math:`T`, with :math:`\sum lo \le T \le \sum hi` (checked by the callers).
+    near
+        ``(guess, margin)``: where the caller knows the root to lie, instead of a sample's
+        estimate (the second round of a minimum payment starts from the first round's root).
+        Only where to look first: a wrong guess costs a wider bracket, never a wrong root.
 
     Returns
     -------
@@ -153,7 +169,7 @@ def affine_clip_root(
     b = np.asarray(b, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
-    guess, margin = _sample_guess(a, b, lo, hi, float(target))
+    guess, margin = _sample_guess(a, b, lo, hi, float(target)) if near is None else near
     found = None
     while math.isfinite(margin) and found is None:
         # a user with b = 0 is constant: settled on any finite bracket in the first pass
@@ -311,14 +327,9 @@ def _masked_sum(x: np.ndarray, mask: np.ndarray) -> float:
     is NaN), and then the entries are picked (seven passes)."""
     if not mask.any():
         return 0.0
-    if _finite(x):
+    if all_finite(x):
         return float(np.multiply(x, mask).sum())
     return float(pick(mask, x, 0.0).sum())
-
-
-def _finite(x: np.ndarray) -> bool:
-    """Whether every entry is finite, in one reduction (a NaN or an infinity makes the sum so)."""
-    return bool(np.isfinite(np.add.reduce(x, initial=0.0)))
 
 
 def _spend(aa: np.ndarray, bb: np.ndarray, ll: np.ndarray, hh: np.ndarray, lam: float) -> float:
@@ -416,17 +427,20 @@ def _prepare(
 def _two_stage(
     rule: str,
     estate: float,
-    first: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    second: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    first_caps: np.ndarray,
+    first: Callable[[], AffinePath],
+    second: Callable[[], AffinePath],
 ) -> ClaimsAwards:
-    """Stage 1 pays up to the stage's caps; if the estate is larger, stage 2 starts from them."""
-    a1, b1, lo1, hi1 = first
-    first_total = float(hi1.sum())
+    """Stage 1 pays up to the stage's caps ``first_caps``; if the estate is larger, stage 2
+    starts from them. Only the stage that pays is built (each path is four arrays)."""
+    first_total = float(first_caps.sum())
     if estate <= first_total:
-        lam, x = affine_clip_root(a1, b1, lo1, hi1, estate)
-        return ClaimsAwards(rule, x, lam, stage=1, path=first, root=lam)
-    lam, x = affine_clip_root(*second, estate)
-    return ClaimsAwards(rule, x, lam, stage=2, path=second, root=lam, first_stage_total=first_total)
+        path = first()
+        lam, x = affine_clip_root(*path, estate)
+        return ClaimsAwards(rule, x, lam, stage=1, path=path, root=lam)
+    path = second()
+    lam, x = affine_clip_root(*path, estate)
+    return ClaimsAwards(rule, x, lam, stage=2, path=path, root=lam, first_stage_total=first_total)
 
 
 # ------------------------------------------------------------------------------- the rules
@@ -504,8 +518,9 @@ def talmud(
     result = _two_stage(
         "talmud",
         e,
-        (np.zeros_like(c), np.ones_like(c), lo, half),
-        (c, np.ones_like(c), half, hi),
+        half,
+        lambda: (np.zeros_like(c), np.ones_like(c), lo, half),
+        lambda: (c, np.ones_like(c), half, hi),
     )
     if result.stage == 2:
         return dataclasses.replace(result, parameter=-result.parameter)
@@ -535,8 +550,9 @@ def base_then_pro_rata(
     return _two_stage(
         "base_then_pro_rata",
         e,
-        (np.zeros_like(c), np.ones_like(c), lo, first_cap),
-        (first_cap, hi - first_cap, first_cap, hi),
+        first_cap,
+        lambda: (np.zeros_like(c), np.ones_like(c), lo, first_cap),
+        lambda: (first_cap, hi - first_cap, first_cap, hi),
     )
 
 
@@ -562,12 +578,14 @@ def convenience_class(
         )
     c, e, lo, hi = _prepare(claims, estate, lower, upper)
     small = c <= threshold
-    zero = np.zeros_like(c)
+    class_caps = pick(small, hi, lo)  # a cap may be infinite: picked
+    # the claims are finite and >= 0: a claim times the mask is the claim or 0, exactly
     return _two_stage(
         "convenience_class",
         e,
-        (zero, pick(small, c, 0.0), lo, pick(small, hi, lo)),
-        (zero, pick(small, 0.0, c), pick(small, hi, lo), hi),
+        class_caps,
+        lambda: (np.zeros_like(c), c * small, lo, class_caps),
+        lambda: (np.zeros_like(c), c * ~small, class_caps, hi),
     )
 
 
@@ -594,6 +612,7 @@ def minimum_payment(
         )
     c, e, lo, hi = _prepare(claims, estate, lower, upper)
     kept = c > 0.0
+    near: tuple[float, float] | None = None
     while True:
         every = bool(kept.all())  # the first round, unless a claim is zero
         lo_k, hi_k, c_k = (lo, hi, c) if every else _zeroed(np.flatnonzero(~kept), lo, hi, c)
@@ -604,13 +623,18 @@ def minimum_payment(
                 hint="lower the minimum payment",
             )
         path = (np.zeros_like(c), c_k, lo_k, hi_k)
-        lam, x = affine_clip_root(*path, e)
+        lam, x = affine_clip_root(*path, e, near=near)
         drop = kept & (x < minimum)
         if not drop.any():
             return ClaimsAwards(
                 "minimum_payment", x, lam, dropped=~kept & (c > 0.0), path=path, root=lam
             )
         kept &= ~drop
+        # the kept claims share what the dropped ones had: proportionally, the rate rises by
+        # that share of the estate (exact without bounds; with them, where to look first)
+        freed = float(x[np.flatnonzero(drop)].sum())
+        guess = lam * e / max(e - freed, 1e-300)
+        near = (guess, 2.0 * (guess - lam) + 1e-9 * (abs(guess) + 1.0))
 
 
 def _zeroed(where: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-__all__ = ["BLOCK", "fsum"]
+__all__ = ["BLOCK", "all_finite", "fsum"]
 
 #: Levels before falling back to math.fsum (a level takes 53 - M bits of the widest exponent
 #: range; doubles span 2,100 binary orders, so this is never reached by amounts of money).
@@ -76,3 +76,9 @@ def _levels(x: np.ndarray, q: np.ndarray, rest: np.ndarray) -> list[float] | Non
         source = rest
         top = max(float(rest.max()), -float(rest.min()))
     return levels + rest.tolist()  # pragma: no cover - beyond any amount of money
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """Whether every entry of ``x`` is finite, in one reduction: a NaN or an infinity makes the
+    sum so (an overflow of finite entries says no too, which errs on the safe side)."""
+    return bool(np.isfinite(np.add.reduce(x, initial=0.0)))

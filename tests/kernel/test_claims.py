@@ -7,6 +7,7 @@ code (and no floating point) with the kernel's root search.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -441,3 +442,19 @@ def test_the_sampled_root_search_pays_the_target_exactly(make) -> None:  # type:
         # the small path (no sample) finds the same awards on the same users
         small = K._root_everywhere(a, b, lo, hi, target)
         np.testing.assert_allclose(np.clip(a + b * small, lo, hi), x, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("make", [_misleading_sample, _with_constant_users, _unbounded_above])
+def test_a_given_guess_only_says_where_to_look_first(make) -> None:  # type: ignore[no-untyped-def]
+    # a minimum payment's second round starts from the first round's root; a guess far off,
+    # or with no margin at all, costs wider brackets and never changes the awards
+    n = 3 * K._SAMPLE_MIN_USERS
+    a, b, lo, hi = make(n)
+    least = float(np.clip(a, lo, hi).sum())
+    most = float(np.clip(a + b * 1e4, lo, hi).sum())
+    target = least + 0.3 * (most - least)
+    lam, x = K.affine_clip_root(a, b, lo, hi, target)
+    for near in ((lam, 0.0), (lam * 1.001, 1e-12), (-5.0, 1.0), (1e6, 1e3), (0.0, math.inf)):
+        got, y = K.affine_clip_root(a, b, lo, hi, target, near=near)
+        assert y.sum() == pytest.approx(target, rel=1e-12), near
+        np.testing.assert_allclose(y, x, rtol=1e-9, atol=1e-9)
