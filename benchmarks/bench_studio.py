@@ -57,18 +57,7 @@ from allocator.vouchers.pipeline import DataSession  # noqa: E402
 
 
 def _views(studio: Studio, result, pinned) -> None:
-    run, ref = result.run, pinned.run
-    V.headline(run, ref)
-    for chart in (
-        V.histogram(run, ref),
-        V.coverage_by_band(run, ref),
-        V.voucher_against_loss(run, ref),
-        V.lorenz_chart(run, ref),
-        V.cliffs(run)[1],
-    ):
-        chart._mime_()  # the JSON the page sends
-    V.moved(run, ref)
-    V.budget_in_words(run)
+    V.draw(result.run, pinned.run)  # what the page computes for a setting, its JSON included
 
 
 def main() -> None:
@@ -89,7 +78,8 @@ def main() -> None:
     studio = Studio(session, with_overrides(scenario, {"budget.total_usd": budget}))
     pinned = studio.evaluate(studio.base)
     studio.pin(pinned)
-    studio.warm_up()  # as ``allocator studio`` does before it serves the page
+    # as ``allocator studio`` does before it serves the page, drawing each setting it tries
+    studio.warm_up(draw=lambda result: _views(studio, result, pinned))
     _views(studio, pinned, pinned)  # the page draws the starting setting before any move
     print(
         f"{eligible:,} eligible users, budget USD {budget:,.2f}; "

@@ -80,7 +80,7 @@ def studio_cmd(
     """
     import uvicorn
 
-    from allocator.studio.engine import shared_studio
+    from allocator.studio.engine import Evaluation, shared_studio
     from allocator.studio.server import studio_asgi_app
 
     _check_address(host, port)
@@ -101,7 +101,12 @@ def studio_cmd(
         studio.close()
         return
     progress("warming up")
-    studio.warm_up()
+    from allocator.studio import views
+
+    def draw(result: Evaluation) -> None:
+        views.draw(result.run, None if studio.pinned is None else studio.pinned.run)
+
+    studio.warm_up(draw=draw)
     from allocator.cli.lazy import load_deferred
 
     load_deferred()  # before the server's threads: a deferred module is loaded by one thread

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -149,11 +149,18 @@ class Studio:
             self._results.popitem(last=False)
         return result
 
-    def warm_up(self, settings: int = RESULT_CACHE_SIZE + MEMO_SIZE) -> int:
+    def warm_up(
+        self,
+        settings: int = RESULT_CACHE_SIZE + MEMO_SIZE,
+        *,
+        draw: Callable[[Evaluation], object] | None = None,
+    ) -> int:
         """Evaluate settings near the base before the page is served: the minimum loss and
         the minimum loss ratio until the eligibility cache is full, then ``settings`` moving in
         turn the knobs a designer moves most (the budget, alpha, how much the loss ratio counts,
-        the largest voucher) by a little each time; returns how many could be paid.
+        the largest voucher) by a little each time; returns how many could be paid. ``draw``
+        is called with each evaluated setting: what the page computes to show it (its views,
+        kept with the setting, take memory of their own).
 
         The first settings after start are the slow ones: each keeps its allocation in the
         cache (and new weights or bounds in the data session's memo), and until both are full
@@ -183,9 +190,11 @@ class Studio:
         done = 0
         for values in tries:
             try:
-                self.evaluate(self.scenario({**start, **values}))
+                result = self.evaluate(self.scenario({**start, **values}))
             except AllocatorError:
                 continue  # a setting that cannot be paid warms nothing: the next one may
+            if draw is not None:
+                draw(result)
             done += 1
         return done
 

@@ -681,6 +681,27 @@ def cliffs(run: RunResult) -> tuple[list[str], ViewChart]:
     return words, ViewChart("cliffs", (), rows, build)
 
 
+def draw(run: RunResult, pinned: RunResult | None = None) -> None:
+    """Everything the page shows of one setting, computed as the page computes it, the charts'
+    JSON included: what :meth:`Studio.warm_up
+    <allocator.studio.engine.Studio.warm_up>` draws for each setting it tries, and what the
+    studio's benchmark times."""
+    headline(run, pinned)
+    budget_in_words(run)
+    if pinned is not None:
+        moved(run, pinned)
+    _, cliff_chart = cliffs(run)
+    charts = (
+        histogram(run, pinned),
+        coverage_by_band(run, pinned),
+        voucher_against_loss(run, pinned),
+        lorenz_chart(run, pinned),
+        cliff_chart,
+    )
+    for chart in charts:
+        chart._mime_()
+
+
 def axioms_table(results: list[AxiomResult]) -> pl.DataFrame:
     """The fairness axioms in words: holds, users checked, exceptions, what theory expects."""
     words = {

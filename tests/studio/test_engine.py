@@ -441,10 +441,13 @@ def test_warming_up_fills_the_caches_with_real_settings_and_keeps_the_base(
     s = Studio(DataSession.open(data), base)
     try:
         first = s.evaluate(s.base)
-        paid = s.warm_up()
+        drawn: list[object] = []
+        paid = s.warm_up(draw=drawn.append)
         assert paid >= RESULT_CACHE_SIZE
         kept = list(s._results.values())
         assert len(kept) == RESULT_CACHE_SIZE
+        # every setting paid was drawn once, as the page would draw it, the last ones kept
+        assert len(drawn) == paid and drawn[-RESULT_CACHE_SIZE:] == kept
         # each kept setting is near the base and is what allocate pays for it, to the cent
         for evaluation in kept[-2:]:
             again = allocate(s.session, evaluation.scenario, with_payouts=False)
@@ -457,3 +460,18 @@ def test_warming_up_fills_the_caches_with_real_settings_and_keeps_the_base(
         assert s.evaluate(s.base).run.eligibility is first.run.eligibility
     finally:
         s.close()
+
+
+def test_drawing_a_setting_computes_every_number_the_page_shows(studio: Studio) -> None:
+    """``views.draw`` (what the warm-up draws for each setting) leaves each view's numbers
+    computed for the run and its reference, so the page's own calls find them ready."""
+    ref = studio.evaluate(studio.base).run
+    run = studio.evaluate(studio.scenario({**studio.values(), "objective.alpha": 1.7})).run
+    V._PER_RUN.pop(run, None)
+    V._PER_RUN.pop(ref, None)
+    V.draw(run, ref)
+    assert set(V._PER_RUN[run]) >= set(V._NUMBERS) - {"top"}
+    assert "headline" in V._PER_RUN[ref]  # the reference's numbers, shown beside the run's
+    ready = V._PER_RUN[run]["headline"]
+    V.headline(run, ref)
+    assert V._PER_RUN[run]["headline"] is ready
