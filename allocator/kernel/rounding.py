@@ -485,8 +485,8 @@ def round_to_cents_report(
     f += near & (off < 0.0)
     g = f + ~near  # ceil(xs) with the same exception: that cent near one, floor + 1 elsewhere
     del xs, whole, off, near
-    f = np.minimum(np.maximum(f, lo_f, out=f), hi_f, out=f).astype(np.int64)
-    g = np.minimum(np.maximum(g, lo_f, out=g), hi_f, out=g).astype(np.int64)
+    f = np.clip(f, lo_f, hi_f, out=f).astype(np.int64)  # one pass each (min of max)
+    g = np.clip(g, lo_f, hi_f, out=g).astype(np.int64)
     del lo_f, hi_f
 
     sum_f, sum_g = int(f.sum()), int(g.sum())
