@@ -104,7 +104,7 @@ def _best_response_from_ratio(
     kind: _Prices,
 ) -> np.ndarray:
     r"""The best response :math:`\operatorname{clip}(v\,r^{1/\alpha}, \ell, h)` (see
-    :func:`best_response`), from the ratio already computed.
+    :func:`allocator.kernel.certificate.best_response`), from the ratio already computed.
 
     At ``alpha = 0`` a user whose weight is within ``tie_tol`` (relative) of their price is on a
     tie and keeps ``v``: the price of a linear problem *is* the weight of its fractional users,
@@ -330,7 +330,8 @@ def user_sums(
     ratio_tol: float,
     with_gap: bool,
 ) -> UserSums:
-    """Every per-user test and term of :func:`certify` on one block of users."""
+    """Every per-user test and term of :func:`allocator.kernel.certificate.certify` on one block
+    of users."""
     prices = np.full(v.shape[0], lam)
     uniform = True
     for mask, shift in zip(members, shifts):
