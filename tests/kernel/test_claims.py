@@ -16,6 +16,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from allocator.errors import InfeasibleError
+from allocator.kernel import affine_root as R
 from allocator.kernel import claims as K
 from allocator.kernel.feasibility import InvalidProblemError
 
@@ -402,7 +403,7 @@ def test_a_million_claims_with_bounds(rule: str) -> None:
 def _misleading_sample(n: int) -> tuple[np.ndarray, ...]:
     """Every user a strided sample would see claims a thousand times more than the others."""
     b = np.ones(n)
-    b[:: n // K._SAMPLE_USERS] = 1000.0
+    b[:: n // R._SAMPLE_USERS] = 1000.0
     return np.zeros(n), b, np.zeros(n), np.full(n, 50.0)
 
 
@@ -430,17 +431,17 @@ def _unbounded_above(n: int) -> tuple[np.ndarray, ...]:
 def test_the_sampled_root_search_pays_the_target_exactly(make) -> None:  # type: ignore[no-untyped-def]
     # above _SAMPLE_MIN_USERS the search starts from a sample's bracket; the answer must not
     # depend on what the sample says
-    n = 3 * K._SAMPLE_MIN_USERS
+    n = 3 * R._SAMPLE_MIN_USERS
     a, b, lo, hi = make(n)
     for target_share in (0.01, 0.3, 0.97):
         least = float(np.clip(a, lo, hi).sum())  # at lambda = 0, nobody is above a floor
         most = float(np.clip(a + b * 1e4, lo, hi).sum())  # every cap reached (or far enough)
         target = least + target_share * (most - least)
-        lam, x = K.affine_clip_root(a, b, lo, hi, target)
+        lam, x = R.affine_clip_root(a, b, lo, hi, target)
         assert x.sum() == pytest.approx(target, rel=1e-12)
         np.testing.assert_array_equal(x, np.clip(a + b * lam, lo, hi))
         # the small path (no sample) finds the same awards on the same users
-        small = K._root_everywhere(a, b, lo, hi, target)
+        small = R._root_everywhere(a, b, lo, hi, target)
         np.testing.assert_allclose(np.clip(a + b * small, lo, hi), x, rtol=1e-9, atol=1e-9)
 
 
@@ -448,13 +449,13 @@ def test_the_sampled_root_search_pays_the_target_exactly(make) -> None:  # type:
 def test_a_given_guess_only_says_where_to_look_first(make) -> None:  # type: ignore[no-untyped-def]
     # a minimum payment's second round starts from the first round's root; a guess far off,
     # or with no margin at all, costs wider brackets and never changes the awards
-    n = 3 * K._SAMPLE_MIN_USERS
+    n = 3 * R._SAMPLE_MIN_USERS
     a, b, lo, hi = make(n)
     least = float(np.clip(a, lo, hi).sum())
     most = float(np.clip(a + b * 1e4, lo, hi).sum())
     target = least + 0.3 * (most - least)
-    lam, x = K.affine_clip_root(a, b, lo, hi, target)
+    lam, x = R.affine_clip_root(a, b, lo, hi, target)
     for near in ((lam, 0.0), (lam * 1.001, 1e-12), (-5.0, 1.0), (1e6, 1e3), (0.0, math.inf)):
-        got, y = K.affine_clip_root(a, b, lo, hi, target, near=near)
+        got, y = R.affine_clip_root(a, b, lo, hi, target, near=near)
         assert y.sum() == pytest.approx(target, rel=1e-12), near
         np.testing.assert_allclose(y, x, rtol=1e-9, atol=1e-9)
