@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -345,7 +345,7 @@ def user_sums(
     interior = ~(at_floor | at_cap)
     free = lo != hi  # no freedom: neither sign condition applies
     ratio, logv = _marginal_ratio(w, v, prices, alpha, kind)
-    kind = _Prices(uniform=uniform, positive=positive, finite_ratio=all_finite(ratio))
+    kind = replace(kind, finite_ratio=all_finite(ratio))
     dev = ratio - 1.0
     v_star = _best_response_from_ratio(w, v, lo, hi, prices, ratio, logv, alpha, tie_tol, kind)
     if kind.finite_ratio:

@@ -186,12 +186,23 @@ def _top(keys: tuple[Key, ...], idx: np.ndarray, t: int) -> np.ndarray:
     if t >= m:
         return idx
     k1 = keys[0](idx) if callable(keys[0]) else keys[0][idx]
-    kth = np.partition(k1, m - t)[m - t]  # the t-th largest first key
+    return _top_by(k1, keys[1:], idx, t)
+
+
+def _top_by(
+    first: np.ndarray, later: tuple[Key, ...], idx: np.ndarray | None, t: int
+) -> np.ndarray:
+    """:func:`_top` given the first key's values ``first`` of the entries ``idx`` (``None``:
+    every entry, and ``0 < t <`` the entries whose first key is above ``-inf``)."""
+    m = first.shape[0]
+    kth = np.partition(first, m - t)[m - t]  # the t-th largest first key
     # by index, not by mask: a mask branches on every user (allocator.kernel.select)
-    above = idx[np.flatnonzero(k1 > kth)]
-    tie = idx[np.flatnonzero(k1 == kth)]
+    above = np.flatnonzero(first > kth)
+    tie = np.flatnonzero(first == kth)
+    if idx is not None:
+        above, tie = idx[above], idx[tie]
     need = t - above.shape[0]
-    picked = tie[:need] if len(keys) == 1 else _top(keys[1:], tie, need)
+    picked = tie[:need] if not later else _top(later, tie, need)
     return np.concatenate([above, picked])
 
 
@@ -247,20 +258,8 @@ def _spread(room: np.ndarray, d: int, keys: tuple[Key, ...]) -> np.ndarray:
             extra[_top(keys, np.flatnonzero(room > k), rest)] += 1
         else:
             # everyone at once, those without room last: no list of the others to gather by
-            extra[_top_of_all(pick(room > k, first, -np.inf), keys[1:], rest)] += 1
+            extra[_top_by(pick(room > k, first, -np.inf), keys[1:], None, rest)] += 1
     return extra
-
-
-def _top_of_all(first: np.ndarray, later: tuple[Key, ...], t: int) -> np.ndarray:
-    """:func:`_top` of every entry, the first key given in full (``0 < t <`` the entries whose
-    first key is above ``-inf``)."""
-    m = first.shape[0]
-    kth = np.partition(first, m - t)[m - t]
-    above = np.flatnonzero(first > kth)
-    tie = np.flatnonzero(first == kth)
-    need = t - above.shape[0]
-    picked = tie[:need] if not later else _top(later, tie, need)
-    return np.concatenate([above, picked])
 
 
 # --------------------------------------------------------------------------- rounding
